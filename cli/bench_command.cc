@@ -1,0 +1,27 @@
+// `switchyard bench <what>`: dispatch to the project's benchmarks.
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "cli/bench_plan.h"
+#include "cli/commands.h"
+#include "common/flags.h"
+
+namespace switchyard::cli {
+
+int RunBench(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    std::fprintf(stderr, "switchyard bench: name a benchmark: plan\n");
+    return kExitBadInput;
+  }
+  absl::Status status;
+  if (args[0] == "plan") {
+    status = RunPlanBenchmark();
+  } else {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("unknown benchmark '", args[0], "' (choose one of: plan)"));
+  }
+  if (!status.ok()) return ReportError("bench", status);
+  return 0;
+}
+
+}  // namespace switchyard::cli

@@ -1,0 +1,41 @@
+#include "cli/bench_report.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+
+ABSL_FLAG(bool, json, false, "bench: print results as JSON (a list of objects)");
+ABSL_FLAG(std::string, traces_dir, "",
+          "bench: directory of the expert-load traces (default: $SWITCHYARD_TRACES, then the "
+          "source tree's data/traces)");
+
+namespace switchyard::cli {
+
+void BenchReport::Print(bool json) const {
+  if (json || absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", nlohmann::json(cases_).dump(1).c_str());
+    return;
+  }
+  for (const auto& c : cases_) {
+    std::string line = absl::StrFormat("%-52s", c.value("name", ""));
+    for (const auto& [key, value] : c.items()) {
+      if (key == "name") continue;
+      if (value.is_number_float()) {
+        line += absl::StrFormat("  %s=%.4g", key, value.get<double>());
+      } else {
+        line += absl::StrFormat("  %s=%s", key, value.is_string() ? value.get<std::string>() : value.dump());
+      }
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+std::string TracesDir() {
+  if (std::string flag = absl::GetFlag(FLAGS_traces_dir); !flag.empty()) return flag;
+  if (const char* env = std::getenv("SWITCHYARD_TRACES")) return env;
+  return std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces";
+}
+
+}  // namespace switchyard::cli

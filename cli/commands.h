@@ -1,0 +1,23 @@
+// Subcommands of the `switchyard` CLI. Each returns the process exit code: 0 on success,
+// kExitBadInput (2) when the user's input is wrong (after one line on stderr naming the
+// problem), 1 on an internal failure.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace switchyard::cli {
+
+// `switchyard plan`: place experts from an expert-load trace (placement/).
+int RunPlan(const std::vector<std::string>& args);
+
+// `switchyard bench <what>`: project benchmarks; `what` is args[0].
+int RunBench(const std::vector<std::string>& args);
+
+// Prints `message` as "switchyard <command>: <message>" on stderr and returns the exit code
+// for the status' kind (2 for bad input, 1 otherwise).
+int ReportError(absl::string_view command, const absl::Status& status);
+
+}  // namespace switchyard::cli

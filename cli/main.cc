@@ -1,0 +1,52 @@
+// `switchyard`: the command-line tool. Offline tools (plan, bench) run locally; admin
+// commands talk to a coordinator over gRPC.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "common/flags.h"
+#include "switchyard/config.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: switchyard <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  plan    place experts from an expert-load trace (CSV) and print the placement (JSON)\n"
+    "  bench   run a benchmark: bench plan\n"
+    "  version print the version\n"
+    "\n"
+    "'switchyard <command> --help' lists the flags.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = switchyard::ParseFlags(argc, argv);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "switchyard: %s\n", std::string(parsed.status().message()).c_str());
+    return switchyard::kExitBadInput;
+  }
+  std::vector<std::string>& args = parsed->positional;
+  if (args.empty()) {
+    std::fputs(kUsage, parsed->help ? stdout : stderr);
+    return parsed->help ? 0 : switchyard::kExitBadInput;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  if (parsed->help) {
+    std::printf("switchyard %s flags:\n%s", command.c_str(),
+                switchyard::FlagsHelp({"cli/", "common/"}).c_str());
+    return 0;
+  }
+  if (command == "plan") return switchyard::cli::RunPlan(args);
+  if (command == "bench") return switchyard::cli::RunBench(args);
+  if (command == "version") {
+    std::printf("switchyard %s\n", SWITCHYARD_VERSION);
+    return 0;
+  }
+  std::fprintf(stderr, "switchyard: unknown command '%s'\n%s", command.c_str(), kUsage);
+  return switchyard::kExitBadInput;
+}

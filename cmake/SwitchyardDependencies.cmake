@@ -1,0 +1,50 @@
+# Finds Switchyard's dependencies. Required ones fail configure; optional ones (MPI, UCX, CUDA,
+# NCCL) follow the SWITCHYARD_WITH_* options and set SWITCHYARD_HAVE_* to 0 or 1 for config.h.
+
+find_package(absl CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+find_package(Threads REQUIRED)
+
+# _sy_optional(<NAME> <found-variable> <why-missing>): turns SWITCHYARD_WITH_<NAME> and whether
+# the package was found into SWITCHYARD_HAVE_<NAME>; ON without the package is a FATAL_ERROR.
+function(_sy_optional name found why)
+  set(mode "${SWITCHYARD_WITH_${name}}")
+  if(NOT mode MATCHES "^(AUTO|ON|OFF)$")
+    message(FATAL_ERROR "SWITCHYARD_WITH_${name}='${mode}': use AUTO, ON or OFF")
+  endif()
+  if(mode STREQUAL "OFF")
+    set(SWITCHYARD_HAVE_${name} 0 PARENT_SCOPE)
+  elseif(${found})
+    set(SWITCHYARD_HAVE_${name} 1 PARENT_SCOPE)
+  elseif(mode STREQUAL "ON")
+    message(FATAL_ERROR "SWITCHYARD_WITH_${name}=ON but ${why}. Run scripts/setup.sh, or set it to AUTO/OFF.")
+  else()
+    set(SWITCHYARD_HAVE_${name} 0 PARENT_SCOPE)
+  endif()
+endfunction()
+
+if(NOT SWITCHYARD_WITH_MPI STREQUAL "OFF")
+  find_package(MPI COMPONENTS CXX)
+endif()
+_sy_optional(MPI MPI_CXX_FOUND "Open MPI (libopenmpi-dev) was not found")
+
+if(NOT SWITCHYARD_WITH_UCX STREQUAL "OFF")
+  find_package(ucx CONFIG QUIET)
+endif()
+_sy_optional(UCX ucx_FOUND "UCX (libucx-dev) was not found")
+
+if(NOT SWITCHYARD_WITH_CUDA STREQUAL "OFF")
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND)
+    find_path(SWITCHYARD_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
+    find_library(SWITCHYARD_NCCL_LIBRARY NAMES nccl libnccl.so.2
+                 HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
+  endif()
+endif()
+_sy_optional(CUDA CUDAToolkit_FOUND "the CUDA toolkit (nvcc) was not found")
+set(_sy_nccl_found FALSE)
+if(SWITCHYARD_HAVE_CUDA AND SWITCHYARD_NCCL_INCLUDE_DIR AND SWITCHYARD_NCCL_LIBRARY)
+  set(_sy_nccl_found TRUE)
+endif()
+set(SWITCHYARD_WITH_NCCL "${SWITCHYARD_WITH_CUDA}")
+_sy_optional(NCCL _sy_nccl_found "NCCL (nccl.h, libnccl) was not found next to the CUDA toolkit")

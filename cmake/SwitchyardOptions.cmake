@@ -1,0 +1,17 @@
+# Compiler warnings and sanitizers for every Switchyard target.
+add_library(switchyard_build_flags INTERFACE)
+target_compile_options(switchyard_build_flags INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+
+set(_sy_sanitizers "" address thread undefined)
+if(NOT SWITCHYARD_SANITIZE IN_LIST _sy_sanitizers)
+  message(FATAL_ERROR "SWITCHYARD_SANITIZE='${SWITCHYARD_SANITIZE}': use address, thread or undefined")
+endif()
+if(SWITCHYARD_SANITIZE)
+  set(_sy_flag "-fsanitize=${SWITCHYARD_SANITIZE}")
+  if(SWITCHYARD_SANITIZE STREQUAL "address")
+    set(_sy_flag "-fsanitize=address,undefined")
+  endif()
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_sy_flag}> $<$<COMPILE_LANGUAGE:CXX>:-fno-omit-frame-pointer>)
+  add_link_options(${_sy_flag})
+endif()

@@ -1,0 +1,101 @@
+#include "common/flags.h"
+
+#include <algorithm>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace switchyard {
+namespace {
+
+bool IsBoolFlag(const absl::CommandLineFlag& flag) { return flag.IsOfType<bool>(); }
+
+}  // namespace
+
+absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
+  ParsedCommandLine out;
+  bool flags_done = false;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (flags_done || arg.size() < 2 || arg[0] != '-') {
+      out.positional.emplace_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    if (arg == "-h" || arg == "--help" || arg == "-help") {
+      out.help = true;
+      continue;
+    }
+    absl::string_view body = arg.substr(arg[1] == '-' ? 2 : 1);
+    absl::string_view name = body;
+    absl::string_view value;
+    bool has_value = false;
+    if (auto eq = body.find('='); eq != absl::string_view::npos) {
+      name = body.substr(0, eq);
+      value = body.substr(eq + 1);
+      has_value = true;
+    }
+    // Flags are declared with underscores; users may type dashes (--slots-per-rank).
+    std::string name_buf(name);
+    std::replace(name_buf.begin(), name_buf.end(), '-', '_');
+    name = name_buf;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && !has_value && absl::StartsWith(name, "no")) {
+      absl::CommandLineFlag* negated = absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && IsBoolFlag(*negated)) {
+        std::string error;
+        if (!negated->ParseFrom("false", &error)) return absl::InvalidArgumentError(error);
+        continue;
+      }
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag '", arg, "' (see --help for the flags)"));
+    }
+    if (!has_value) {
+      if (IsBoolFlag(*flag)) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("flag --", name, "='", value, "': ", error));
+    }
+  }
+  return out;
+}
+
+std::string FlagsHelp(const std::vector<absl::string_view>& file_substrings) {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    for (absl::string_view s : file_substrings) {
+      if (absl::StrContains(flag->Filename(), s)) {
+        flags.push_back(flag);
+        break;
+      }
+    }
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::string out;
+  for (const auto* flag : flags) {
+    std::string name(flag->Name());
+    std::replace(name.begin(), name.end(), '_', '-');
+    absl::StrAppendFormat(&out, "  --%s (%s)\n      default: %s\n", name, flag->Help(),
+                          flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue());
+  }
+  return out;
+}
+
+}  // namespace switchyard

@@ -1,0 +1,574 @@
+#include "placement/incremental.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <queue>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "placement/internal/layer_state.h"
+
+namespace switchyard::placement {
+namespace {
+
+using internal::LayerState;
+
+// Two rank loads within this fraction of the bottleneck load count as tied.
+constexpr double kTieTolerance = 1e-6;
+// Candidates tried for real (shares re-solved) per improvement step.
+constexpr int kTrialsPerStep = 2;
+// From scratch, moves are free: any gain above this fraction of the mean rank load is taken.
+constexpr double kFromScratchMinGain = 1e-4;
+
+// What a layer's constraints allow.
+struct LayerRules {
+  int layer_id;
+  const Constraints* constraints;
+  bool Pinned(int expert, int rank) const {
+    return constraints->IsPinned(layer_id, expert, rank);
+  }
+};
+
+struct Candidate {
+  enum class Kind { kAddReplica, kMove, kExchange };
+  Kind kind;
+  int expert;     // kAddReplica: the expert to replicate
+  int from_slot;  // kMove / kExchange: the replica leaving the bottleneck group
+  int to_slot;    // free slot, replica to evict (kAddReplica) or to exchange with
+  int cost;       // moved replicas
+  double gain;    // estimated drop of the bottleneck group's load
+};
+
+struct Proposal {
+  LayerState after;
+  double gain;  // actual drop of the bottleneck group's load, shares re-solved
+  int cost;
+};
+
+// The most loaded rank and the ranks tied to it through replicated experts that give both
+// work: water-filling keeps them level, so relieving any of them relieves all.
+std::vector<int> BottleneckGroup(const LayerState& s, double* level) {
+  int top = 0;
+  for (int r = 1; r < s.ranks(); ++r) {
+    if (s.rank_load(r) > s.rank_load(top)) top = r;
+  }
+  *level = s.rank_load(top);
+  const double tie = kTieTolerance * std::max(*level, 1e-300);
+  std::vector<char> in(s.ranks(), 0);
+  std::vector<int> group{top};
+  in[top] = 1;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const int r = group[i];
+    for (int slot = s.first_slot(r), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+      const int e = s.expert_at(slot);
+      if (e < 0 || s.replicas(e) < 2 || s.share_at(slot) <= 0) continue;
+      for (int other = s.first_slot_of(e); other >= 0; other = s.next_slot_of(other)) {
+        const int r2 = s.RankOfSlot(other);
+        if (in[r2] || s.share_at(other) <= 0 || std::abs(s.rank_load(r2) - *level) > tie) continue;
+        in[r2] = 1;
+        group.push_back(r2);
+      }
+    }
+  }
+  return group;
+}
+
+// A slot on `rank` that can take a new replica of `expert`: a free one, else the unpinned
+// redundant replica with the least load. -1 if none.
+int RoomOn(const LayerState& s, const LayerRules& rules, int rank, int expert) {
+  if (s.capacity(rank) == 0) return -1;
+  if (int free = s.FreeSlot(rank); free >= 0) return free;
+  int best = -1;
+  for (int slot = s.first_slot(rank), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+    const int e = s.expert_at(slot);
+    if (e < 0 || e == expert || s.replicas(e) < 2 || rules.Pinned(e, rank)) continue;
+    if (best < 0 || s.contribution(slot) < s.contribution(best)) best = slot;
+  }
+  return best;
+}
+
+void Apply(LayerState& s, const Candidate& c) {
+  switch (c.kind) {
+    case Candidate::Kind::kAddReplica:
+      if (s.expert_at(c.to_slot) >= 0) s.Remove(c.to_slot);
+      s.Add(c.to_slot, c.expert);
+      break;
+    case Candidate::Kind::kMove:
+    case Candidate::Kind::kExchange:
+      s.SwapSlots(c.from_slot, c.to_slot);
+      break;
+  }
+  s.SolveShares();
+}
+
+// The best few candidates by estimated gain per moved replica.
+class TopCandidates {
+ public:
+  explicit TopCandidates(size_t keep) : keep_(keep) {}
+  void Offer(const Candidate& c) {
+    const double rate = c.gain / c.cost;
+    if (best_.size() == keep_ && rate <= best_.back().gain / best_.back().cost) return;
+    auto it = std::find_if(best_.begin(), best_.end(),
+                           [&](const Candidate& b) { return rate > b.gain / b.cost; });
+    best_.insert(it, c);
+    if (best_.size() > keep_) best_.pop_back();
+  }
+  const std::vector<Candidate>& best() const { return best_; }
+
+ private:
+  size_t keep_;
+  std::vector<Candidate> best_;  // descending rate
+};
+
+// Destinations tried per improvement step for moves and exchanges: the least loaded ranks
+// outside the group; and the group's replicas tried: the heaviest.
+constexpr int kDestinations = 8;
+constexpr int kHeavyReplicas = 8;
+
+// Candidate moves relieving the bottleneck group, with a first-order estimate of each one's
+// gain (the group re-levels over its ranks; the destination rises by what it takes).
+std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
+                                  const std::vector<int>& group, double level, int max_cost) {
+  std::vector<char> in_group(s.ranks(), 0);
+  for (int r : group) in_group[r] = 1;
+  const double g = static_cast<double>(group.size());
+  TopCandidates top(kTrialsPerStep);
+  // RankHolds in O(1): holds[r * E + e] == stamp when rank r has a replica of e. The table
+  // is per thread and reused across calls (a new stamp clears it).
+  const int E = s.num_experts();
+  thread_local std::vector<uint32_t> holds;
+  thread_local uint32_t stamp = 0;
+  const size_t cells = static_cast<size_t>(s.ranks()) * E;
+  if (holds.size() < cells || ++stamp == 0) {
+    holds.assign(std::max(cells, holds.size()), 0);
+    stamp = 1;
+  }
+  for (int slot = 0; slot < s.ranks() * s.slots_per_rank(); ++slot) {
+    if (const int e = s.expert_at(slot); e >= 0) holds[static_cast<size_t>(s.RankOfSlot(slot)) * E + e] = stamp;
+  }
+  auto rank_holds = [&](int r, int e) { return holds[static_cast<size_t>(r) * E + e] == stamp; };
+  // The group's heaviest replicas: those worth moving or exchanging.
+  std::vector<int> heavy;
+  for (int r : group) {
+    for (int slot = s.first_slot(r), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+      const int e = s.expert_at(slot);
+      if (e >= 0 && s.contribution(slot) > 0 && !rules.Pinned(e, r)) heavy.push_back(slot);
+    }
+  }
+  const size_t n_heavy = std::min<size_t>(kHeavyReplicas, heavy.size());
+  std::partial_sort(heavy.begin(), heavy.begin() + n_heavy, heavy.end(), [&](int a, int b) {
+    return s.contribution(a) > s.contribution(b) || (s.contribution(a) == s.contribution(b) && a < b);
+  });
+  heavy.resize(n_heavy);
+
+  // Experts with work on the group, and how much of it the group carries.
+  std::vector<double> on_group(s.num_experts(), 0.0);
+  std::vector<int> group_experts;
+  for (int r : group) {
+    for (int slot = s.first_slot(r), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+      const int e = s.expert_at(slot);
+      if (e < 0 || s.contribution(slot) <= 0) continue;
+      if (on_group[e] == 0) group_experts.push_back(e);
+      on_group[e] += s.contribution(slot);
+    }
+  }
+  // Adding a replica is tried on every rank outside the group (a redundant replica to
+  // replace may sit anywhere); moves and exchanges only toward the lightest ranks.
+  std::vector<int> dests;
+  for (int d = 0; d < s.ranks(); ++d) {
+    if (!in_group[d] && s.capacity(d) > 0) dests.push_back(d);
+  }
+  // Without replicated experts (pure packing) exchanges are the only tool: try every rank.
+  bool replicated = false;
+  for (int e = 0; e < s.num_experts() && !replicated; ++e) replicated = s.replicas(e) > 1;
+  const size_t n_dests = replicated ? std::min<size_t>(kDestinations, dests.size()) : dests.size();
+  std::partial_sort(dests.begin(), dests.begin() + n_dests, dests.end(), [&](int a, int b) {
+    return s.rank_load(a) < s.rank_load(b) || (s.rank_load(a) == s.rank_load(b) && a < b);
+  });
+
+  for (size_t k = 0; k < dests.size(); ++k) {
+    const int d = dests[k];
+    const double load_d = s.rank_load(d);
+    // Add a replica of a group expert on d, into a free slot or over a redundant replica.
+    if (max_cost >= 1) {
+      const int room = RoomOn(s, rules, d, -1);
+      if (room >= 0) {
+        double evicted = 0, group_level = level, raised = 0;
+        if (const int x = s.expert_at(room); x >= 0) {
+          evicted = s.contribution(room);
+          const double each = evicted / (s.replicas(x) - 1);
+          for (int other = s.first_slot_of(x); other >= 0; other = s.next_slot_of(other)) {
+            const int r2 = s.RankOfSlot(other);
+            if (other == room) continue;
+            if (in_group[r2]) group_level += each / g;
+            else raised = std::max(raised, s.rank_load(r2) + each);
+          }
+        }
+        const double base_d = load_d - evicted;
+        for (int h : group_experts) {
+          if (rank_holds(d, h)) continue;
+          double new_level = (g * group_level + base_d) / (g + 1);
+          double new_d = new_level;
+          if (g * (group_level - new_level) > on_group[h]) {
+            new_level = group_level - on_group[h] / g;
+            new_d = base_d + on_group[h];
+          }
+          const double after = std::max({new_level, new_d, raised});
+          if (after < level) top.Offer({Candidate::Kind::kAddReplica, h, -1, room, 1, level - after});
+        }
+      }
+    }
+    // Move or exchange one of the group's replicas with d.
+    if (k >= n_dests) continue;
+    const int free_d = s.FreeSlot(d);
+    for (int from : heavy) {
+      const int b = s.RankOfSlot(from);
+      const int a = s.expert_at(from);
+      const double w_a = s.contribution(from);
+      if (rank_holds(d, a)) continue;
+      if (free_d >= 0 && max_cost >= 1) {
+        const double after = std::max(level - w_a / g, load_d + w_a);
+        if (after < level) top.Offer({Candidate::Kind::kMove, a, from, free_d, 1, level - after});
+      }
+      if (max_cost < 2) continue;
+      for (int to = s.first_slot(d), to_end = to + s.slots_per_rank(); to < to_end; ++to) {
+        const int c = s.expert_at(to);
+        if (c < 0 || rules.Pinned(c, d) || rank_holds(b, c)) continue;
+        const double delta = w_a - s.contribution(to);
+        if (delta <= 0) continue;
+        const double after = std::max(level - delta / g, load_d + delta);
+        if (after < level) top.Offer({Candidate::Kind::kExchange, a, from, to, 2, level - after});
+      }
+    }
+  }
+  return top.best();
+}
+
+// Drop of the bottleneck group's load after a move: the new maximum over the group and over
+// every rank the move loaded more, against the group's old level.
+double ActualGain(const LayerState& before, const LayerState& after,
+                  const std::vector<int>& group, double level) {
+  double new_level = 0;
+  for (int r : group) new_level = std::max(new_level, after.rank_load(r));
+  const double tie = kTieTolerance * std::max(level, 1e-300);
+  for (int r = 0; r < after.ranks(); ++r) {
+    if (after.rank_load(r) > before.rank_load(r) + tie) {
+      new_level = std::max(new_level, after.rank_load(r));
+    }
+  }
+  return level - new_level;
+}
+
+// The most promising candidate (by estimated gain per moved replica) that, tried for real,
+// gains at least `min_gain_per_move` per moved replica; it costs at most `max_cost`.
+std::optional<Proposal> BestMove(const LayerState& s, const LayerRules& rules, int max_cost,
+                                 double min_gain_per_move) {
+  if (max_cost <= 0) return std::nullopt;
+  double level = 0;
+  const std::vector<int> group = BottleneckGroup(s, &level);
+  const std::vector<Candidate> candidates = Candidates(s, rules, group, level, max_cost);
+  // First improvement: the best-estimated candidate that really pays is taken.
+  for (const Candidate& candidate : candidates) {
+    LayerState trial = s;
+    Apply(trial, candidate);
+    const double gain = ActualGain(s, trial, group, level);
+    if (gain >= min_gain_per_move * candidate.cost) {
+      return Proposal{std::move(trial), gain, candidate.cost};
+    }
+  }
+  return std::nullopt;
+}
+
+double MinGainPerMove(const LayerState& s, const PlanOptions& options, bool from_scratch) {
+  if (from_scratch) return kFromScratchMinGain * s.MeanLoad();
+  return std::max(options.min_gain_per_move * s.MeanLoad(),
+                  options.noise_z * std::sqrt(s.MaxLoad()));
+}
+
+// Improves one layer until no move pays; returns the moved replicas.
+int ImproveLayer(LayerState& s, const LayerRules& rules, const PlanOptions& options,
+                 bool from_scratch) {
+  int moved = 0;
+  const int max_steps = 4 * s.ranks() * s.slots_per_rank();
+  for (int step = 0; step < max_steps; ++step) {
+    auto best = BestMove(s, rules, std::numeric_limits<int>::max(),
+                         MinGainPerMove(s, options, from_scratch));
+    if (!best) break;
+    s = std::move(best->after);
+    moved += best->cost;
+  }
+  return moved;
+}
+
+std::vector<int> Capacities(const Topology& topo, const Constraints& constraints) {
+  std::vector<int> capacity(topo.ranks(), topo.slots_per_rank());
+  for (int r : constraints.drained_ranks) capacity[r] = 0;
+  return capacity;
+}
+
+// Pinned experts of a layer, as (expert, rank), deduplicated.
+std::vector<std::pair<int, int>> LayerPins(const LayerRules& rules) {
+  std::vector<std::pair<int, int>> pins;
+  for (const Pin& pin : rules.constraints->pins) {
+    if (pin.layer_id == kAllLayers || pin.layer_id == rules.layer_id) {
+      pins.emplace_back(pin.expert, pin.rank);
+    }
+  }
+  std::sort(pins.begin(), pins.end());
+  pins.erase(std::unique(pins.begin(), pins.end()), pins.end());
+  return pins;
+}
+
+// From scratch: replica counts by highest load per replica (as EPLB), then a layout whose
+// replica graph is one ring through every rank, so that the share solve can level them all:
+//   - the replicated experts' replicas go to consecutive ranks, each expert starting on the
+//     rank where the previous one ended (that rank holds both; the ring closes at the end);
+//   - the single-replica experts follow, heaviest first, onto the rank with the least
+//     planned load that has room;
+//   - shares are then solved exactly.
+// Pinned replicas are placed first and count toward their expert's replicas.
+absl::StatusOr<LayerState> BuildLayer(std::span<const double> load, const Topology& topo,
+                                      const LayerRules& rules) {
+  LayerState s(topo.slots_per_rank(), load, Capacities(topo, *rules.constraints));
+  const int E = static_cast<int>(load.size());
+  std::vector<int> ring;  // ranks that can hold experts, in order
+  int total = 0;
+  for (int r = 0; r < s.ranks(); ++r) {
+    total += s.capacity(r);
+    if (s.capacity(r) > 0) ring.push_back(r);
+  }
+  const int active = static_cast<int>(ring.size());
+  std::vector<int> count(E, 0);  // replicas placed so far
+  const auto pins = LayerPins(rules);
+  for (const auto& [e, r] : pins) {
+    s.Add(s.FreeSlot(r), e);
+    ++count[e];
+  }
+  std::vector<int> target(E);
+  int needed = 0;
+  for (int e = 0; e < E; ++e) {
+    target[e] = std::max(count[e], 1);
+    needed += target[e];
+  }
+  if (needed > total) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "layer ", rules.layer_id, ": pins and experts need ", needed, " slots, ", total,
+        " are available"));
+  }
+  // Extra replicas: highest load per replica first (lowest expert on ties), never more
+  // replicas than there are ranks to hold them.
+  using Entry = std::pair<double, int>;  // (load per replica, -expert)
+  std::priority_queue<Entry> heap;
+  for (int e = 0; e < E; ++e) {
+    if (target[e] < active) heap.push({load[e] / target[e], -e});
+  }
+  for (int extra = total - needed; extra > 0 && !heap.empty(); --extra) {
+    const int e = -heap.top().second;
+    heap.pop();
+    ++target[e];
+    if (target[e] < active) heap.push({load[e] / target[e], -e});
+  }
+  std::vector<int> order(E);
+  for (int e = 0; e < E; ++e) order[e] = e;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return load[a] > load[b]; });
+
+  // Replicated experts along the ring.
+  int pos = 0;
+  for (int e : order) {
+    if (target[e] < 2) continue;
+    for (int tries = 0; count[e] < target[e] && tries < 2 * active; ++tries) {
+      const int r = ring[pos % active];
+      if (s.FreeSlot(r) >= 0 && !s.RankHolds(r, e)) {
+        s.Add(s.FreeSlot(r), e);
+        ++count[e];
+        if (count[e] == target[e]) break;  // the next expert starts on this rank
+      }
+      ++pos;
+    }
+  }
+  // The rest (single replicas, and any replica the ring had no room for), heaviest piece
+  // first, onto the least planned load with room.
+  std::vector<double> planned(s.ranks(), 0.0);
+  for (int slot = 0; slot < s.ranks() * s.slots_per_rank(); ++slot) {
+    if (const int e = s.expert_at(slot); e >= 0) planned[s.RankOfSlot(slot)] += load[e] / target[e];
+  }
+  for (int e : order) {
+    while (count[e] < target[e]) {
+      int best = -1;
+      for (int pass = 0; pass < 2 && best < 0; ++pass) {  // pass 1 allows a second copy
+        for (int r : ring) {
+          if (s.used_slots(r) >= s.capacity(r)) continue;
+          if (pass == 0 && count[e] > 0 && s.RankHolds(r, e)) continue;
+          if (best < 0 || planned[r] < planned[best]) best = r;
+        }
+      }
+      SY_CHECK(best >= 0);
+      s.Add(s.FreeSlot(best), e);
+      planned[best] += load[e] / target[e];
+      ++count[e];
+    }
+  }
+  s.ResetShares();
+  s.SolveShares();
+  return s;
+}
+
+// Empties drained ranks: replicas with a copy elsewhere are dropped (free), the others move
+// to the lightest undrained rank with room. Returns the moved replicas.
+absl::StatusOr<int> DrainRanks(LayerState& s, const LayerRules& rules) {
+  int moved = 0;
+  for (int r = 0; r < s.ranks(); ++r) {
+    if (s.capacity(r) > 0) continue;
+    for (int slot = s.first_slot(r), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+      const int x = s.expert_at(slot);
+      if (x < 0) continue;
+      bool elsewhere = false;
+      for (int other : s.SlotsOf(x)) elsewhere |= s.capacity(s.RankOfSlot(other)) > 0;
+      if (elsewhere) {
+        s.Remove(slot);
+        continue;
+      }
+      int dest = -1, room = -1;
+      for (int d = 0; d < s.ranks(); ++d) {
+        if (s.capacity(d) == 0 || s.RankHolds(d, x)) continue;
+        const int candidate = RoomOn(s, rules, d, x);
+        if (candidate >= 0 && (dest < 0 || s.rank_load(d) < s.rank_load(dest))) {
+          dest = d;
+          room = candidate;
+        }
+      }
+      if (room < 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "layer ", rules.layer_id, ": draining rank ", r, " leaves no room for expert ", x));
+      }
+      if (s.expert_at(room) >= 0) s.Remove(room);
+      s.SwapSlots(slot, room);
+      ++moved;
+    }
+  }
+  return moved;
+}
+
+// Gives every pinned expert a replica on its rank, making room if needed (a redundant
+// replica is dropped, or the lightest unpinned replica moves away). Returns moved replicas.
+absl::StatusOr<int> HonourPins(LayerState& s, const LayerRules& rules) {
+  int moved = 0;
+  for (const auto& [e, r] : LayerPins(rules)) {
+    if (s.RankHolds(r, e)) continue;
+    int room = RoomOn(s, rules, r, e);
+    if (room < 0) {  // r is full of single, or pinned, replicas: move the lightest unpinned one
+      int victim = -1;
+      for (int slot = s.first_slot(r), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+        const int x = s.expert_at(slot);
+        if (x < 0 || rules.Pinned(x, r)) continue;
+        if (victim < 0 || s.contribution(slot) < s.contribution(victim)) victim = slot;
+      }
+      int dest_room = -1, dest = -1;
+      if (victim >= 0) {
+        const int x = s.expert_at(victim);
+        for (int d = 0; d < s.ranks(); ++d) {
+          if (d == r || s.capacity(d) == 0 || s.RankHolds(d, x)) continue;
+          const int candidate = RoomOn(s, rules, d, x);
+          if (candidate >= 0 && (dest < 0 || s.rank_load(d) < s.rank_load(dest))) {
+            dest = d;
+            dest_room = candidate;
+          }
+        }
+      }
+      if (dest_room < 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "layer ", rules.layer_id, ": no room on rank ", r, " for pinned expert ", e));
+      }
+      if (s.expert_at(dest_room) >= 0) s.Remove(dest_room);
+      s.SwapSlots(victim, dest_room);
+      ++moved;
+      room = victim;
+    }
+    if (s.expert_at(room) >= 0) s.Remove(room);
+    s.Add(room, e);
+    ++moved;
+  }
+  return moved;
+}
+
+}  // namespace
+
+absl::StatusOr<Placement> IncrementalPlanner::Plan(const PlanRequest& request) const {
+  SY_RETURN_IF_ERROR(ValidateRequest(request));
+  const Topology& topo = request.topology;
+  const LoadMatrix& load = request.load;
+  const PlanOptions& options = request.options;
+  const bool from_scratch = request.current == nullptr;
+
+  std::vector<LayerState> states;
+  std::vector<LayerRules> rules;
+  int forced = 0;
+  for (int i = 0; i < load.num_layers(); ++i) {
+    rules.push_back({load.layer_ids[i], &request.constraints});
+    if (from_scratch) {
+      SY_ASSIGN_OR_RETURN(LayerState s, BuildLayer(load.values[i], topo, rules[i]));
+      states.push_back(std::move(s));
+      continue;
+    }
+    LayerState s = LayerState::FromLayer(*request.current->FindLayer(load.layer_ids[i]),
+                                         topo.slots_per_rank(), load.values[i],
+                                         Capacities(topo, request.constraints));
+    SY_ASSIGN_OR_RETURN(const int drained, DrainRanks(s, rules[i]));
+    SY_ASSIGN_OR_RETURN(const int pinned, HonourPins(s, rules[i]));
+    forced += drained + pinned;
+    s.SolveShares();
+    states.push_back(std::move(s));
+  }
+
+  const bool budgeted = !from_scratch && options.max_moves >= 0;
+  if (budgeted && forced > options.max_moves) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "drains and pins need ", forced, " moved replicas, the move budget is ",
+        options.max_moves));
+  }
+  if (!budgeted) {
+    for (size_t i = 0; i < states.size(); ++i) {
+      ImproveLayer(states[i], rules[i], options, from_scratch);
+    }
+  } else {
+    // Spend the budget where a move gains most (absolute load: a layer's step time follows
+    // its most loaded rank, and layers add up).
+    int remaining = options.max_moves - forced;
+    std::vector<std::optional<Proposal>> proposals(states.size());
+    auto propose = [&](size_t i) {
+      proposals[i] = BestMove(states[i], rules[i], remaining,
+                              MinGainPerMove(states[i], options, false));
+    };
+    for (size_t i = 0; i < states.size(); ++i) propose(i);
+    while (remaining > 0) {
+      int pick = -1;
+      for (size_t i = 0; i < proposals.size(); ++i) {
+        if (!proposals[i]) continue;
+        const double rate = proposals[i]->gain / proposals[i]->cost;
+        if (pick < 0 || rate > proposals[pick]->gain / proposals[pick]->cost) pick = static_cast<int>(i);
+      }
+      if (pick < 0) break;
+      if (proposals[pick]->cost > remaining) {
+        propose(pick);
+        continue;
+      }
+      remaining -= proposals[pick]->cost;
+      states[pick] = std::move(proposals[pick]->after);
+      propose(pick);
+    }
+  }
+
+  Placement placement{topo, load.num_experts(), {}};
+  for (size_t i = 0; i < states.size(); ++i) {
+    placement.layers.push_back(states[i].ToLayer(load.layer_ids[i]));
+  }
+  if (absl::Status valid = ValidatePlacement(placement, request.constraints); !valid.ok()) {
+    return absl::InternalError(absl::StrCat("incremental planner broke an invariant: ",
+                                            valid.message()));
+  }
+  return placement;
+}
+
+}  // namespace switchyard::placement

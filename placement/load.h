@@ -1,0 +1,27 @@
+// Expert load: how many tokens each logical expert of each MoE layer received in a window
+// (raw counts or a smoothed estimate of them; the planners' noise test assumes count units).
+#pragma once
+
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace switchyard::placement {
+
+struct LoadMatrix {
+  // Model layer id of each row, strictly ascending (e.g. 3..60 for DeepSeek-V3).
+  std::vector<int> layer_ids;
+  // values[i][e]: load of expert e in layer layer_ids[i]; every row has num_experts() entries.
+  std::vector<std::vector<double>> values;
+
+  int num_layers() const { return static_cast<int>(layer_ids.size()); }
+  int num_experts() const { return values.empty() ? 0 : static_cast<int>(values[0].size()); }
+  // Row index of a model layer id, or -1.
+  int IndexOf(int layer_id) const;
+
+  // OK when rows and ids agree, ids ascend, rows are equally long and non-empty, and every
+  // value is finite and >= 0.
+  absl::Status Validate() const;
+};
+
+}  // namespace switchyard::placement

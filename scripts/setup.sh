@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs Switchyard's build and test dependencies from Debian packages.
+# Idempotent and non-interactive: packages already present are skipped, so a second run is a
+# few seconds. Needs root (or sudo) for apt-get; starts no daemon.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libabsl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libyaml-cpp-dev
+  libopenblas-dev
+  libopenmpi-dev openmpi-bin
+  libucx-dev ucx-utils
+  libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
+  slurm-wlm munge libpmix-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"
