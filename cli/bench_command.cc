@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "cli/bench_kernels.h"
 #include "cli/bench_plan.h"
 #include "cli/commands.h"
 #include "common/flags.h"
@@ -10,15 +11,17 @@ namespace switchyard::cli {
 
 int RunBench(const std::vector<std::string>& args) {
   if (args.empty()) {
-    std::fprintf(stderr, "switchyard bench: name a benchmark: plan\n");
+    std::fprintf(stderr, "switchyard bench: name a benchmark: plan, kernels\n");
     return kExitBadInput;
   }
   absl::Status status;
   if (args[0] == "plan") {
     status = RunPlanBenchmark();
+  } else if (args[0] == "kernels") {
+    status = RunKernelsBenchmark();
   } else {
     status = absl::InvalidArgumentError(
-        absl::StrCat("unknown benchmark '", args[0], "' (choose one of: plan)"));
+        absl::StrCat("unknown benchmark '", args[0], "' (choose one of: plan, kernels)"));
   }
   if (!status.ok()) return ReportError("bench", status);
   return 0;

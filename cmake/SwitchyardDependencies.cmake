@@ -48,3 +48,15 @@ if(SWITCHYARD_HAVE_CUDA AND SWITCHYARD_NCCL_INCLUDE_DIR AND SWITCHYARD_NCCL_LIBR
 endif()
 set(SWITCHYARD_WITH_NCCL "${SWITCHYARD_WITH_CUDA}")
 _sy_optional(NCCL _sy_nccl_found "NCCL (nccl.h, libnccl) was not found next to the CUDA toolkit")
+
+# OpenBLAS: the peer the CPU FFN is measured against (bench kernels). Debian keeps cblas.h in
+# a per-variant include directory.
+find_path(SWITCHYARD_OPENBLAS_INCLUDE_DIR cblas.h
+          PATH_SUFFIXES x86_64-linux-gnu/openblas-pthread aarch64-linux-gnu/openblas-pthread openblas)
+find_library(SWITCHYARD_OPENBLAS_LIBRARY NAMES openblas)
+if(NOT SWITCHYARD_OPENBLAS_INCLUDE_DIR OR NOT SWITCHYARD_OPENBLAS_LIBRARY)
+  message(FATAL_ERROR "OpenBLAS (libopenblas-dev) not found. Run scripts/setup.sh.")
+endif()
+add_library(switchyard_openblas INTERFACE)
+target_include_directories(switchyard_openblas INTERFACE "${SWITCHYARD_OPENBLAS_INCLUDE_DIR}")
+target_link_libraries(switchyard_openblas INTERFACE "${SWITCHYARD_OPENBLAS_LIBRARY}")

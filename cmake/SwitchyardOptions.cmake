@@ -2,6 +2,10 @@
 add_library(switchyard_build_flags INTERFACE)
 target_compile_options(switchyard_build_flags INTERFACE
   $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+# No implicit fused multiply-add: a*b+c stays two roundings unless the code asks for an FMA,
+# so every build and ISA variant gives the same bits (outputs must be bit-identical across
+# placements and ranks; DESIGN.md section 6).
+add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-ffp-contract=off>)
 
 set(_sy_sanitizers "" address thread undefined)
 if(NOT SWITCHYARD_SANITIZE IN_LIST _sy_sanitizers)

@@ -1,0 +1,69 @@
+// Internal to the CPU FFN: the packed layout and the per-ISA GEMM entry points.
+//
+// Packed expert = 64-byte header, then the first GEMM's panels, then the down GEMM's panels
+// (each 64-byte aligned):
+//   fp32: a panel is [K][32] floats (K = reduction length), 32 output columns per panel.
+//   bf16: a panel is [K/2][32][2] bf16: column c's reduction pair (2i, 2i+1) sits together,
+//         the layout vdpbf16ps consumes; K is padded to even with zeros.
+//   First GEMM (K = hidden): SwiGLU panels hold 16 ffn columns as [16 gate | 16 up];
+//   ReLU^2 panels hold 32 up columns. Down GEMM (K = ffn): 32 hidden columns per panel.
+//   Columns beyond the matrix are zero.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/ffn.h"
+
+namespace switchyard::kernels::internal {
+
+inline constexpr uint32_t kPackedMagic = 0x46465953;  // "SYFF"
+inline constexpr size_t kHeaderBytes = 64;
+inline constexpr int kPanelCols = 32;
+
+struct PackedHeader {
+  uint32_t magic;
+  uint32_t version;
+  int64_t hidden;
+  int64_t ffn;
+  int32_t activation;
+  int32_t weights;
+};
+
+struct PackedLayout {
+  int64_t k1, k2;                 // reduction lengths (padded to even for bf16)
+  int64_t panels1, panels2;       // panel counts of the two GEMMs
+  size_t panel1_bytes, panel2_bytes;
+  size_t first_offset, down_offset, total_bytes;
+  int64_t outputs_per_panel1;     // ffn columns a first-GEMM panel produces (16 or 32)
+};
+PackedLayout LayoutOf(const FfnShape& shape);
+
+// One GEMM over a group of rows. A: [rows, lda] (fp32 or bf16 per the shape); panels: the
+// packed panels; out: [rows, ldo] fp32 or bf16 (act16) per `epilogue`.
+enum class Epilogue {
+  kStore,        // out (fp32) = acc, 32 columns per panel
+  kSwiGlu,       // out = silu(acc[0:16]) * acc[16:32], 16 columns per panel
+  kReluSquared,  // out = max(acc, 0)^2, 32 columns per panel
+};
+struct GemmArgs {
+  const void* a;
+  int64_t lda;        // elements
+  const void* panels;
+  size_t panel_bytes;
+  int64_t panels_n;
+  int64_t k;          // reduction length (even for bf16)
+  int64_t rows;
+  void* out;
+  int64_t ldo;        // elements
+  int64_t out_cols;   // valid output columns (the rest of the last panel is dropped)
+  Epilogue epilogue;
+  bool bf16;          // A and panels are bf16
+  bool out_bf16;      // write the epilogue's result as bf16 (next GEMM's input)
+};
+
+void GemmPortable(const GemmArgs& args);
+void GemmAvx512(const GemmArgs& args);  // requires AVX-512F (+ BF16 when args.bf16)
+bool Avx512Compiled();
+
+}  // namespace switchyard::kernels::internal

@@ -1,0 +1,82 @@
+// Expert FFN over many slots at once (grouped), CPU.
+//
+// SwiGLU: y = down(silu(x Wg^T) * (x Wu^T));  ReLU^2: y = down(relu(x Wu^T)^2). Weights in
+// Hugging Face layout (out_features x in_features): gate, up [ffn x hidden]; down
+// [hidden x ffn]. Shared experts are the same FFN run over all local tokens.
+//
+// Weights are packed once, at load time, into the layout the kernels stream ("packed expert":
+// a 64-byte header naming the shape, then panels). Those bytes are what the weight store
+// holds and what migration moves, opaque; they are never regenerated.
+//
+// Determinism: every output element is one fused multiply-add chain over the reduction
+// index in a fixed order, so a row's result does not depend on how many rows share its call
+// or where it sits (DESIGN.md section 4). Within one process the same ISA path is used for
+// every call. fp32: bit-identical between the AVX-512 and the portable path for the GEMMs;
+// the activation's exp may differ in the last bit between paths.
+//
+// Thread-safety: functions are reentrant; an FfnWorkspace belongs to one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/types.h"
+
+namespace switchyard::kernels {
+
+struct FfnShape {
+  int64_t hidden = 0;
+  int64_t ffn = 0;
+  Activation activation = Activation::kSwiGlu;
+  WeightType weights = WeightType::kF32;
+
+  absl::Status Validate() const;
+  // FLOPs per row (multiply-add = 2): 2 * hidden * ffn * (3 for SwiGLU, 2 for ReLU^2).
+  double FlopsPerRow() const;
+  friend bool operator==(const FfnShape&, const FfnShape&) = default;
+};
+
+// The instruction set the CPU kernels use: the best this CPU has, unless a caller asks for
+// the portable path (tests compare the two).
+enum class CpuIsa { kPortable, kAvx512 };
+CpuIsa BestCpuIsa();
+bool CpuSupportsBf16Dot();  // AVX-512 BF16 (vdpbf16ps)
+
+// Bytes of one packed expert, header included (a multiple of 64).
+size_t PackedExpertBytes(const FfnShape& shape);
+
+// Packs one expert. fp32 sources; for bf16 shapes the values are rounded to bf16 (nearest
+// even). `gate` is ignored (may be null) for ReLU^2. `packed` must hold PackedExpertBytes.
+absl::Status PackExpert(const FfnShape& shape, const float* gate, const float* up,
+                        const float* down, void* packed);
+// The same from bf16 sources (checkpoints stored in bf16).
+absl::Status PackExpertBf16(const FfnShape& shape, const bf16* gate, const bf16* up,
+                            const bf16* down, void* packed);
+
+// OK if `packed` (of `bytes` bytes) is a packed expert of exactly `shape`.
+absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t bytes);
+
+// Scratch buffers of GroupedFfn, grown on demand and reused.
+class FfnWorkspace {
+ public:
+  explicit FfnWorkspace(CpuIsa isa = BestCpuIsa()) : isa_(isa) {}
+  CpuIsa isa() const { return isa_; }
+
+ private:
+  friend class FfnRunner;
+  CpuIsa isa_;
+  std::vector<float> act_;   // intermediate activations, fp32 path
+  std::vector<bf16> in16_;   // input rows as bf16
+  std::vector<bf16> act16_;  // intermediate activations, bf16 path
+};
+
+// output rows [row_offsets[s], row_offsets[s] + row_counts[s]) = FFN of slot s (weights
+// slot_weights[s], packed for `shape`) on the same input rows; input and output are
+// [rows, hidden] fp32. Slots with no rows cost nothing and may have null weights.
+absl::Status GroupedFfnCpu(const FfnShape& shape, const void* const* slot_weights,
+                           const int64_t* row_offsets, const int64_t* row_counts, int num_slots,
+                           const float* input, float* output, FfnWorkspace& workspace);
+
+}  // namespace switchyard::kernels

@@ -1,0 +1,42 @@
+// Gating: router logits -> each token's top-k experts and their combine weights.
+//
+// Covers the routers of the supported models:
+//   softmax, top-k, optional renormalisation                 Mixtral, Qwen2/3-MoE
+//   sigmoid, + per-expert bias for selection only, group-limited top-k (n_group groups,
+//   keep the topk_group groups with the largest sum of their top-2 biased scores), weights
+//   from the unbiased scores, optional renormalisation, x routed_scaling_factor   DeepSeek-V3
+//   sigmoid top-k (n_group = 1, optional bias)                Nemotron-H
+//
+// The k choices of a token come out in descending order of their selection score (biased
+// for sigmoid + bias), ties to the lowest expert id; that order is the "k order" combine
+// sums in. Deterministic: the same logits give the same ids and bits on every run.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace switchyard::kernels {
+
+enum class ScoreFunction { kSoftmax, kSigmoid };
+
+struct GatingConfig {
+  int num_experts = 0;
+  int top_k = 0;
+  ScoreFunction score = ScoreFunction::kSoftmax;
+  bool renormalize = false;              // divide the k weights by their sum
+  int num_groups = 1;                    // DeepSeek n_group (1: no group limit)
+  int top_groups = 1;                    // DeepSeek topk_group
+  float routed_scaling_factor = 1.0f;    // applied to the final weights
+  const float* expert_bias = nullptr;    // [num_experts] selection-only bias, or null
+
+  // InvalidArgument naming the field unless 1 <= top_k <= num_experts, groups divide the
+  // experts, 1 <= top_groups <= num_groups, and the kept groups hold at least top_k experts.
+  absl::Status Validate() const;
+};
+
+// CPU: logits [tokens, num_experts] row-major -> expert_ids and weights [tokens, top_k].
+absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t tokens,
+                     int32_t* expert_ids, float* weights);
+
+}  // namespace switchyard::kernels

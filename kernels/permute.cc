@@ -1,0 +1,100 @@
+#include "kernels/permute.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace switchyard::kernels {
+
+absl::Status DispatchLayout(const int32_t* dest_rank, int64_t pairs, int num_ranks,
+                            int64_t* counts, int64_t* offsets, int32_t* position,
+                            int32_t* send_pair) {
+  for (int r = 0; r < num_ranks; ++r) counts[r] = 0;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int32_t r = dest_rank[p];
+    if (r < 0 || r >= num_ranks) {
+      return absl::InvalidArgumentError(absl::StrCat("dispatch: pair ", p, " goes to rank ", r,
+                                                     ", out of range (", num_ranks, " ranks)"));
+    }
+    ++counts[r];
+  }
+  int64_t next = 0;
+  for (int r = 0; r < num_ranks; ++r) {
+    offsets[r] = next;
+    next += counts[r];
+  }
+  // Second pass: stable placement, reusing offsets as cursors, then restoring them.
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int64_t n = offsets[dest_rank[p]]++;
+    position[p] = static_cast<int32_t>(n);
+    send_pair[n] = static_cast<int32_t>(p);
+  }
+  for (int r = 0; r < num_ranks; ++r) offsets[r] -= counts[r];
+  return absl::OkStatus();
+}
+
+absl::Status GroupBySlot(const int32_t* slot, int64_t rows, int num_slots, int64_t* slot_counts,
+                         int64_t* slot_offsets, int32_t* order) {
+  for (int s = 0; s < num_slots; ++s) slot_counts[s] = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (slot[i] < 0 || slot[i] >= num_slots) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", i, " names slot ", slot[i],
+                                                     ", out of range (", num_slots, " slots)"));
+    }
+    ++slot_counts[slot[i]];
+  }
+  int64_t next = 0;
+  for (int s = 0; s < num_slots; ++s) {
+    slot_offsets[s] = next;
+    next += slot_counts[s];
+  }
+  for (int64_t i = 0; i < rows; ++i) order[i] = static_cast<int32_t>(slot_offsets[slot[i]]++);
+  for (int s = 0; s < num_slots; ++s) slot_offsets[s] -= slot_counts[s];
+  return absl::OkStatus();
+}
+
+void GatherRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes,
+                int32_t divisor) {
+  const auto* in = static_cast<const char*>(src);
+  auto* out = static_cast<char*>(dst);
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(out + i * row_bytes, in + static_cast<int64_t>(index[i] / divisor) * row_bytes, row_bytes);
+  }
+}
+
+void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes) {
+  const auto* in = static_cast<const char*>(src);
+  auto* out = static_cast<char*>(dst);
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(out + static_cast<int64_t>(index[i]) * row_bytes, in + i * row_bytes, row_bytes);
+  }
+}
+
+// Each output block of kBlock floats is summed in registers over j = 0..k-1 and written
+// once (k rows read, one written). Multiply and add stay separate operations (the build has
+// no implicit contraction), so every compiled variant gives the same bits.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void Combine(const float* rows, const int32_t* position, const float* weights, int64_t tokens,
+             int top_k, int64_t hidden, float* out) {
+  constexpr int64_t kBlock = 64;
+  for (int64_t t = 0; t < tokens; ++t) {
+    float* o = out + t * hidden;
+    const float* w = weights + t * top_k;
+    const int32_t* pos = position + t * top_k;
+    for (int64_t h0 = 0; h0 < hidden; h0 += kBlock) {
+      const int64_t n = std::min(kBlock, hidden - h0);
+      float acc[kBlock];
+      const float* r0 = rows + static_cast<int64_t>(pos[0]) * hidden + h0;
+      for (int64_t h = 0; h < n; ++h) acc[h] = w[0] * r0[h];
+      for (int j = 1; j < top_k; ++j) {
+        const float* r = rows + static_cast<int64_t>(pos[j]) * hidden + h0;
+        const float wj = w[j];
+        for (int64_t h = 0; h < n; ++h) acc[h] = acc[h] + wj * r[h];
+      }
+      for (int64_t h = 0; h < n; ++h) o[h0 + h] = acc[h];
+    }
+  }
+}
+
+}  // namespace switchyard::kernels

@@ -1,0 +1,44 @@
+// Element types and small conversions shared by the kernels.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "absl/strings/string_view.h"
+
+namespace switchyard::kernels {
+
+// How expert weights (and the FFN's input activations) are held.
+enum class WeightType {
+  kF32,   // fp32 weights and activations, fp32 accumulation
+  kBF16,  // bf16 weights and activations, fp32 accumulation
+};
+
+enum class Activation {
+  kSwiGlu,       // down(silu(x Wg) * (x Wu))        Mixtral, Qwen, DeepSeek
+  kReluSquared,  // down(relu(x Wu)^2)               Nemotron-H
+};
+
+absl::string_view WeightTypeName(WeightType type);
+absl::string_view ActivationName(Activation activation);
+
+// bf16 as its raw 16 bits (the top half of an fp32).
+using bf16 = uint16_t;
+
+// Round to nearest even; NaN stays NaN.
+inline bf16 FloatToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<bf16>(u >> 16);
+}
+
+inline float Bf16ToFloat(bf16 h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+}  // namespace switchyard::kernels

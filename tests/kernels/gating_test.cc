@@ -1,0 +1,140 @@
+// Gating against a direct scalar reference of each router; ties; edge cases.
+#include "kernels/gating.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+namespace switchyard::kernels {
+namespace {
+
+// Reference: sort all allowed experts by (selection score desc, id asc), take k.
+void Reference(const GatingConfig& c, const float* x, std::vector<int32_t>& ids, std::vector<float>& w) {
+  const int E = c.num_experts;
+  std::vector<double> score(E), choice(E);
+  if (c.score == ScoreFunction::kSoftmax) {
+    double max = *std::max_element(x, x + E), sum = 0;
+    for (int e = 0; e < E; ++e) sum += score[e] = std::exp(x[e] - max);
+    for (double& s : score) s /= sum;
+  } else {
+    for (int e = 0; e < E; ++e) score[e] = 1 / (1 + std::exp(-double(x[e])));
+  }
+  for (int e = 0; e < E; ++e) choice[e] = score[e] + (c.expert_bias ? c.expert_bias[e] : 0);
+  std::vector<int> allowed(E);
+  std::iota(allowed.begin(), allowed.end(), 0);
+  if (c.num_groups > 1) {
+    const int gs = E / c.num_groups;
+    std::vector<std::pair<double, int>> groups;
+    for (int g = 0; g < c.num_groups; ++g) {
+      std::vector<double> v(choice.begin() + g * gs, choice.begin() + (g + 1) * gs);
+      std::sort(v.rbegin(), v.rend());
+      groups.push_back({-(v[0] + (gs > 1 ? v[1] : 0)), g});
+    }
+    std::sort(groups.begin(), groups.end());
+    allowed.clear();
+    for (int i = 0; i < c.top_groups; ++i) {
+      for (int e = groups[i].second * gs; e < (groups[i].second + 1) * gs; ++e) allowed.push_back(e);
+    }
+  }
+  std::stable_sort(allowed.begin(), allowed.end(), [&](int a, int b) {
+    return float(choice[a]) > float(choice[b]) || (float(choice[a]) == float(choice[b]) && a < b);
+  });
+  ids.assign(allowed.begin(), allowed.begin() + c.top_k);
+  double sum = 0;
+  w.clear();
+  for (int id : ids) {
+    w.push_back(score[id]);
+    sum += score[id];
+  }
+  for (float& v : w) v = float(v * (c.renormalize ? c.routed_scaling_factor / sum : c.routed_scaling_factor));
+}
+
+void Check(const GatingConfig& c, int tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0, 2);
+  std::vector<float> logits(tokens * c.num_experts);
+  for (float& v : logits) v = n(rng);
+  std::vector<int32_t> ids(tokens * c.top_k);
+  std::vector<float> w(tokens * c.top_k);
+  ASSERT_TRUE(GateCpu(c, logits.data(), tokens, ids.data(), w.data()).ok());
+  for (int t = 0; t < tokens; ++t) {
+    std::vector<int32_t> rid;
+    std::vector<float> rw;
+    Reference(c, logits.data() + t * c.num_experts, rid, rw);
+    for (int j = 0; j < c.top_k; ++j) {
+      ASSERT_EQ(ids[t * c.top_k + j], rid[j]) << "token " << t << " choice " << j;
+      EXPECT_NEAR(w[t * c.top_k + j], rw[j], 1e-5 * std::max(1.0f, std::abs(rw[j])));
+    }
+  }
+}
+
+TEST(GatingTest, SoftmaxTopKRenormalised) {  // Mixtral / Qwen3-MoE
+  Check({8, 2, ScoreFunction::kSoftmax, true}, 200, 1);
+  Check({128, 8, ScoreFunction::kSoftmax, true}, 50, 2);
+  Check({60, 4, ScoreFunction::kSoftmax, false}, 50, 3);  // Qwen1.5-MoE: no renorm
+}
+
+TEST(GatingTest, DeepSeekSigmoidBiasGroupLimited) {
+  std::vector<float> bias(256);
+  std::mt19937 rng(4);
+  for (float& b : bias) b = std::uniform_real_distribution<float>(-0.1f, 0.1f)(rng);
+  GatingConfig c{256, 8, ScoreFunction::kSigmoid, true, 8, 4, 2.5f, bias.data()};
+  Check(c, 100, 5);
+}
+
+TEST(GatingTest, PlainSigmoidTopK) {  // Nemotron-H style
+  Check({128, 6, ScoreFunction::kSigmoid, true, 1, 1, 2.5f}, 60, 6);
+}
+
+TEST(GatingTest, TiesGoToTheLowestExpertIdAndTheLowestGroup) {
+  // All logits equal: experts 0..k-1; with groups, groups 0..top_groups-1.
+  std::vector<float> logits(16, 0.5f);
+  std::vector<int32_t> ids(4);
+  std::vector<float> w(4);
+  ASSERT_TRUE(GateCpu({16, 4, ScoreFunction::kSoftmax, true}, logits.data(), 1, ids.data(), w.data()).ok());
+  EXPECT_EQ(ids, (std::vector<int32_t>{0, 1, 2, 3}));
+  for (float v : w) EXPECT_FLOAT_EQ(v, 0.25f);
+  // 4 groups of 4; groups 1 and 3 tie above the rest: group 1 wins the single group slot.
+  logits.assign(16, 0.0f);
+  for (int e : {4, 5, 12, 13}) logits[e] = 3.0f;
+  logits[6] = 1.0f;
+  ASSERT_TRUE(GateCpu({16, 3, ScoreFunction::kSigmoid, false, 4, 1}, logits.data(), 1, ids.data(), w.data()).ok());
+  EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + 3), (std::vector<int32_t>{4, 5, 6}));
+}
+
+TEST(GatingTest, EdgeCases) {
+  std::vector<float> logits(8 * 3);
+  std::iota(logits.begin(), logits.end(), 0.0f);
+  std::vector<int32_t> ids(8 * 3);
+  std::vector<float> w(8 * 3);
+  // T = 0.
+  EXPECT_TRUE(GateCpu({8, 2}, logits.data(), 0, ids.data(), w.data()).ok());
+  // k = E: every expert, in descending score order.
+  ASSERT_TRUE(GateCpu({8, 8, ScoreFunction::kSoftmax, true}, logits.data(), 3, ids.data(), w.data()).ok());
+  EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + 8), (std::vector<int32_t>{7, 6, 5, 4, 3, 2, 1, 0}));
+  EXPECT_NEAR(std::accumulate(w.begin(), w.begin() + 8, 0.0f), 1.0f, 1e-6);
+}
+
+TEST(GatingTest, InvalidConfigsNameTheField) {
+  float x = 0;
+  int32_t id;
+  float w;
+  struct Case {
+    GatingConfig config;
+    const char* message;
+  };
+  for (const Case& c : {Case{{8, 0}, "top_k 0 must be in 1..8"}, Case{{8, 9}, "top_k 9"},
+                        Case{{8, 2, ScoreFunction::kSigmoid, false, 3, 1}, "3 groups do not divide 8"},
+                        Case{{8, 2, ScoreFunction::kSigmoid, false, 4, 5}, "top_groups 5"},
+                        Case{{8, 5, ScoreFunction::kSigmoid, false, 4, 2}, "cannot supply top_k 5"}}) {
+    absl::Status s = GateCpu(c.config, &x, 1, &id, &w);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find(c.message), absl::string_view::npos) << s.message();
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::kernels
