@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "cli/bench_a2a.h"
 #include "cli/bench_kernels.h"
 #include "cli/bench_plan.h"
 #include "cli/commands.h"
@@ -11,7 +12,7 @@ namespace switchyard::cli {
 
 int RunBench(const std::vector<std::string>& args) {
   if (args.empty()) {
-    std::fprintf(stderr, "switchyard bench: name a benchmark: plan, kernels\n");
+    std::fprintf(stderr, "switchyard bench: name a benchmark: plan, kernels, a2a\n");
     return kExitBadInput;
   }
   absl::Status status;
@@ -19,9 +20,11 @@ int RunBench(const std::vector<std::string>& args) {
     status = RunPlanBenchmark();
   } else if (args[0] == "kernels") {
     status = RunKernelsBenchmark();
+  } else if (args[0] == "a2a") {
+    status = RunAllToAllBenchmark();
   } else {
     status = absl::InvalidArgumentError(
-        absl::StrCat("unknown benchmark '", args[0], "' (choose one of: plan, kernels)"));
+        absl::StrCat("unknown benchmark '", args[0], "' (choose one of: plan, kernels, a2a)"));
   }
   if (!status.ok()) return ReportError("bench", status);
   return 0;

@@ -16,7 +16,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  plan    place experts from an expert-load trace (CSV) and print the placement (JSON)\n"
-    "  bench   run a benchmark: bench plan | bench kernels\n"
+    "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun)\n"
     "  version print the version\n"
     "\n"
     "'switchyard <command> --help' lists the flags.\n";

@@ -1,0 +1,31 @@
+// Connect: the Communicator of this process for the job it was launched in.
+//
+//   backend mpi:   over MPI_COMM_WORLD (mpirun, srun --mpi=pmix, or a lone process).
+//   backend ucx / nccl: peers found through a Bootstrap: MPI when launched by mpirun/srun
+//     with PMIx, else the shared directory `rendezvous_dir` (positions from DetectLaunch),
+//     else an error saying what is missing.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "comm/communicator.h"
+
+namespace switchyard::cluster {
+
+struct ConnectOptions {
+  std::string backend = "mpi";
+  std::string rendezvous_dir;        // for ucx/nccl without an MPI launcher
+  absl::Duration timeout = absl::Seconds(60);
+  void* cuda_stream = nullptr;       // nccl: the step's stream
+};
+
+absl::StatusOr<std::unique_ptr<comm::Communicator>> Connect(const ConnectOptions& options);
+
+// The backends this build has ("mpi", "ucx", "nccl").
+std::vector<std::string> AvailableBackends();
+
+}  // namespace switchyard::cluster

@@ -1,0 +1,271 @@
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "comm/collectives_util.h"
+#include "comm/nccl/factory.h"
+#include "common/status.h"
+
+#define SY_NCCL_CHECK(expr)                                                                   \
+  do {                                                                                        \
+    if (const ncclResult_t sy_r_ = (expr); sy_r_ != ncclSuccess && sy_r_ != ncclInProgress) { \
+      return ::absl::InternalError(::absl::StrCat(#expr, " failed at ", __FILE__, ":",        \
+                                                  __LINE__, ": ", ncclGetErrorString(sy_r_))); \
+    }                                                                                         \
+  } while (false)
+
+#define SY_CUDA_CHECK(expr)                                                                   \
+  do {                                                                                        \
+    if (const cudaError_t sy_e_ = (expr); sy_e_ != cudaSuccess) {                             \
+      return ::absl::InternalError(::absl::StrCat(#expr, " failed at ", __FILE__, ":",        \
+                                                  __LINE__, ": ", cudaGetErrorString(sy_e_))); \
+    }                                                                                         \
+  } while (false)
+
+namespace switchyard::comm {
+namespace {
+
+// Waits for `comm` to finish initialising (nonblocking init) or for work on `stream`.
+absl::Status Poll(ncclComm_t comm, cudaStream_t stream, absl::Time deadline, absl::string_view what) {
+  while (true) {
+    ncclResult_t async = ncclSuccess;
+    SY_NCCL_CHECK(ncclCommGetAsyncError(comm, &async));
+    if (async != ncclSuccess && async != ncclInProgress) {
+      return absl::InternalError(absl::StrCat("nccl ", what, ": ", ncclGetErrorString(async)));
+    }
+    if (async == ncclSuccess) {
+      if (stream == nullptr) return absl::OkStatus();
+      const cudaError_t q = cudaStreamQuery(stream);
+      if (q == cudaSuccess) return absl::OkStatus();
+      if (q != cudaErrorNotReady) {
+        return absl::InternalError(absl::StrCat("nccl ", what, ": ", cudaGetErrorString(q)));
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("nccl ", what, ": timed out"));
+    }
+  }
+}
+
+absl::StatusOr<ncclComm_t> InitComm(const ncclUniqueId& id, int size, int rank, absl::Time deadline) {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  SY_NCCL_CHECK(ncclCommInitRankConfig(&comm, size, id, rank, &config));
+  absl::Status ready = Poll(comm, nullptr, deadline, "ncclCommInitRank");
+  if (!ready.ok()) {
+    ncclCommAbort(comm);
+    return ready;
+  }
+  return comm;
+}
+
+class NcclRequest : public Request {
+ public:
+  NcclRequest(ncclComm_t comm, cudaEvent_t event, std::string what) : comm_(comm), event_(event), what_(std::move(what)) {}
+  ~NcclRequest() override { cudaEventDestroy(event_); }
+  absl::StatusOr<bool> Test() override {
+    const cudaError_t q = cudaEventQuery(event_);
+    if (q == cudaSuccess) return true;
+    if (q == cudaErrorNotReady) return false;
+    return absl::InternalError(absl::StrCat("nccl ", what_, ": ", cudaGetErrorString(q)));
+  }
+  absl::Status Wait(absl::Duration timeout) override {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      SY_ASSIGN_OR_RETURN(const bool done, Test());
+      if (done) return absl::OkStatus();
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        return absl::InternalError(absl::StrCat("nccl ", what_, ": ", ncclGetErrorString(async)));
+      }
+      if (absl::Now() >= deadline) return absl::DeadlineExceededError(absl::StrCat("nccl ", what_, ": timed out"));
+    }
+  }
+
+ private:
+  ncclComm_t comm_;
+  cudaEvent_t event_;
+  std::string what_;
+};
+
+class NcclCommunicator : public Communicator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Communicator>> Create(Bootstrap& bootstrap, void* stream) {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+      cudaGetLastError();
+      return absl::FailedPreconditionError("nccl backend: no usable GPU on this machine");
+    }
+    auto comm = std::unique_ptr<NcclCommunicator>(new NcclCommunicator(bootstrap));
+    SY_CUDA_CHECK(cudaSetDevice(bootstrap.local_rank() % devices));
+    if (stream != nullptr) {
+      comm->stream_ = static_cast<cudaStream_t>(stream);
+    } else {
+      SY_CUDA_CHECK(cudaStreamCreateWithFlags(&comm->stream_, cudaStreamNonBlocking));
+      comm->own_stream_ = true;
+    }
+    SY_CUDA_CHECK(cudaStreamCreateWithFlags(&comm->p2p_stream_, cudaStreamNonBlocking));
+    // Two unique ids from rank 0: the step's communicator and the transfer thread's.
+    std::string mine;
+    if (bootstrap.rank() == 0) {
+      ncclUniqueId ids[2];
+      SY_NCCL_CHECK(ncclGetUniqueId(&ids[0]));
+      SY_NCCL_CHECK(ncclGetUniqueId(&ids[1]));
+      mine.assign(reinterpret_cast<const char*>(ids), sizeof ids);
+    }
+    SY_ASSIGN_OR_RETURN(const std::vector<std::string> all, bootstrap.Exchange(mine, comm->timeout()));
+    if (all[0].size() != 2 * sizeof(ncclUniqueId)) return absl::InternalError("nccl: bad unique id from rank 0");
+    ncclUniqueId ids[2];
+    std::memcpy(ids, all[0].data(), sizeof ids);
+    const absl::Time deadline = absl::Now() + comm->timeout();
+    SY_ASSIGN_OR_RETURN(comm->comm_, InitComm(ids[0], comm->size_, comm->rank_, deadline));
+    SY_ASSIGN_OR_RETURN(comm->p2p_, InitComm(ids[1], comm->size_, comm->rank_, deadline));
+    return comm;
+  }
+
+  ~NcclCommunicator() override {
+    for (ncclComm_t c : {comm_, p2p_}) {
+      if (c != nullptr) ncclCommAbort(c);
+    }
+    if (staging_ != nullptr) cudaFree(staging_);
+    if (p2p_stream_ != nullptr) cudaStreamDestroy(p2p_stream_);
+    if (own_stream_) cudaStreamDestroy(stream_);
+  }
+
+  absl::string_view backend() const override { return "nccl"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
+  bool Supports(MemoryKind kind) const override { return kind == MemoryKind::kCuda; }
+
+  absl::Status AllToAll(const void* send, int64_t bytes_per_peer, void* recv, MemoryKind kind) override {
+    const FixedCounts counts(size_, bytes_per_peer);
+    return AllToAllV(send, counts.counts(), counts.offsets(), recv, counts.counts(), counts.offsets(), kind);
+  }
+
+  absl::Status AllToAllV(const void* send, const int64_t* send_counts, const int64_t* send_offsets,
+                         void* recv, const int64_t* recv_counts, const int64_t* recv_offsets,
+                         MemoryKind kind) override {
+    SY_RETURN_IF_ERROR(StartCollective(kind, "AllToAllV"));
+    const auto* in = static_cast<const char*>(send);
+    auto* out = static_cast<char*>(recv);
+    absl::Status s = [&]() -> absl::Status {
+      SY_NCCL_CHECK(ncclGroupStart());
+      for (int step = 0; step < size_; ++step) {
+        const int to = (rank_ + step) % size_, from = (rank_ - step + size_) % size_;
+        if (send_counts[to] > 0) SY_NCCL_CHECK(ncclSend(in + send_offsets[to], send_counts[to], ncclUint8, to, comm_, stream_));
+        if (recv_counts[from] > 0) SY_NCCL_CHECK(ncclRecv(out + recv_offsets[from], recv_counts[from], ncclUint8, from, comm_, stream_));
+      }
+      SY_NCCL_CHECK(ncclGroupEnd());
+      return Poll(comm_, stream_, absl::Now() + timeout(), "AllToAllV");
+    }();
+    return Break(s);
+  }
+
+  absl::Status Barrier() override {
+    int64_t zero = 0;
+    return AllReduce(&zero, 1, ReduceOp::kSum);
+  }
+  absl::Status AllReduce(int64_t* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
+  absl::Status AllReduce(double* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
+
+  // Host arrays, staged through device memory.
+  absl::Status AllGather(const void* send, int64_t bytes, void* recv) override {
+    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kCuda, "AllGather"));
+    absl::Status s = [&]() -> absl::Status {
+      SY_RETURN_IF_ERROR(Stage(bytes * (size_ + 1)));
+      char* dev = static_cast<char*>(staging_);
+      SY_CUDA_CHECK(cudaMemcpyAsync(dev, send, bytes, cudaMemcpyHostToDevice, stream_));
+      SY_NCCL_CHECK(ncclAllGather(dev, dev + bytes, bytes, ncclUint8, comm_, stream_));
+      SY_CUDA_CHECK(cudaMemcpyAsync(recv, dev + bytes, bytes * size_, cudaMemcpyDeviceToHost, stream_));
+      return Poll(comm_, stream_, absl::Now() + timeout(), "AllGather");
+    }();
+    return Break(s);
+  }
+
+  absl::StatusOr<std::unique_ptr<Request>> Isend(const void* buffer, int64_t bytes, int peer, int tag,
+                                                MemoryKind kind) override {
+    return PointToPoint(const_cast<void*>(buffer), bytes, peer, tag, kind, false);
+  }
+  absl::StatusOr<std::unique_ptr<Request>> Irecv(void* buffer, int64_t bytes, int peer, int tag,
+                                                MemoryKind kind) override {
+    return PointToPoint(buffer, bytes, peer, tag, kind, true);
+  }
+
+ private:
+  explicit NcclCommunicator(Bootstrap& b)
+      : rank_(b.rank()), size_(b.size()), local_rank_(b.local_rank()), local_size_(b.local_size()) {}
+
+  absl::StatusOr<std::unique_ptr<Request>> PointToPoint(void* buffer, int64_t bytes, int peer, int tag,
+                                                        MemoryKind kind, bool recv) {
+    const char* call = recv ? "Irecv" : "Isend";
+    SY_RETURN_IF_ERROR(CheckPeer(*this, peer, call));
+    SY_RETURN_IF_ERROR(CheckTag(tag, call));
+    SY_RETURN_IF_ERROR(CheckKind(*this, kind, call));
+    if (recv) {
+      SY_NCCL_CHECK(ncclRecv(buffer, bytes, ncclUint8, peer, p2p_, p2p_stream_));
+    } else {
+      SY_NCCL_CHECK(ncclSend(buffer, bytes, ncclUint8, peer, p2p_, p2p_stream_));
+    }
+    cudaEvent_t event;
+    SY_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    SY_CUDA_CHECK(cudaEventRecord(event, p2p_stream_));
+    return std::make_unique<NcclRequest>(p2p_, event, absl::StrCat(call, "(peer ", peer, ", tag ", tag, ")"));
+  }
+
+  absl::Status Stage(int64_t bytes) {
+    if (bytes <= staging_bytes_) return absl::OkStatus();
+    if (staging_ != nullptr) cudaFree(staging_);
+    staging_ = nullptr;
+    SY_CUDA_CHECK(cudaMalloc(&staging_, bytes));
+    staging_bytes_ = bytes;
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::Status AllReduceImpl(T* values, int count, ReduceOp op) {
+    std::vector<T> all(static_cast<size_t>(count) * size_);
+    SY_RETURN_IF_ERROR(AllGather(values, static_cast<int64_t>(count * sizeof(T)), all.data()));
+    ReduceInRankOrder(all.data(), size_, count, op, values);
+    return absl::OkStatus();
+  }
+
+  absl::Status StartCollective(MemoryKind kind, absl::string_view call) {
+    if (!broken_.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("nccl ", call, ": communicator broken by an earlier error: ", broken_.message()));
+    }
+    return CheckKind(*this, kind, call);
+  }
+
+  absl::Status Break(absl::Status s) {
+    if (!s.ok() && broken_.ok()) {
+      broken_ = s;
+      ncclCommAbort(comm_);  // an abandoned NCCL collective cannot be resumed
+      comm_ = nullptr;
+    }
+    return s;
+  }
+
+  int rank_, size_, local_rank_, local_size_;
+  ncclComm_t comm_ = nullptr, p2p_ = nullptr;
+  cudaStream_t stream_ = nullptr, p2p_stream_ = nullptr;
+  bool own_stream_ = false;
+  void* staging_ = nullptr;
+  int64_t staging_bytes_ = 0;
+  absl::Status broken_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Bootstrap& bootstrap, void* stream) {
+  return NcclCommunicator::Create(bootstrap, stream);
+}
+
+}  // namespace switchyard::comm
