@@ -1,6 +1,8 @@
 #include "common/flags.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/reflection.h"
@@ -18,6 +20,7 @@ bool IsBoolFlag(const absl::CommandLineFlag& flag) { return flag.IsOfType<bool>(
 absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
   ParsedCommandLine out;
   bool flags_done = false;
+  std::vector<std::string> seen;  // list flags given again append (--workload a --workload b)
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (flags_done || arg.size() < 2 || arg[0] != '-') {
@@ -68,7 +71,14 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
       }
     }
     std::string error;
-    if (!flag->ParseFrom(value, &error)) {
+    std::string joined(value);
+    if (flag->IsOfType<std::vector<std::string>>()) {
+      if (std::find(seen.begin(), seen.end(), flag->Name()) != seen.end()) {
+        joined = absl::StrCat(flag->CurrentValue(), ",", value);
+      }
+      seen.emplace_back(flag->Name());
+    }
+    if (!flag->ParseFrom(joined, &error)) {
       return absl::InvalidArgumentError(
           absl::StrCat("flag --", name, "='", value, "': ", error));
     }

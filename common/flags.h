@@ -6,7 +6,8 @@
 // turns into exit code 2 (absl's parser prints several lines and exits 1).
 //
 // Accepted forms: --name=value, --name value, --bool_flag, --nobool_flag, and "--" to end
-// flags. Dashes in names are read as underscores (--slots-per-rank sets slots_per_rank). Everything else is returned, in order, as positional arguments (argv[0] excluded).
+// flags. Dashes in names are read as underscores (--slots-per-rank sets slots_per_rank). A
+// list flag (std::vector<std::string>) given several times collects every value. Everything else is returned, in order, as positional arguments (argv[0] excluded).
 #pragma once
 
 #include <string>

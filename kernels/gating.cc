@@ -95,7 +95,7 @@ absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t to
             second = choice[e];
           }
         }
-        group_score[g] = group_size >= 2 ? best + second : best;
+        group_score[g] = config.group_score == GroupScore::kMax || group_size < 2 ? best : best + second;
       }
       TopK groups(config.top_groups, group_top_values.data(), group_top_ids.data());
       for (int g = 0; g < config.num_groups; ++g) groups.Offer(group_score[g], g);

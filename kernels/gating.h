@@ -5,6 +5,8 @@
 //   sigmoid, + per-expert bias for selection only, group-limited top-k (n_group groups,
 //   keep the topk_group groups with the largest sum of their top-2 biased scores), weights
 //   from the unbiased scores, optional renormalisation, x routed_scaling_factor   DeepSeek-V3
+//   softmax, group-limited top-k with a group scored by its best expert, no renorm,
+//   x routed_scaling_factor                                   DeepSeek-V2
 //   sigmoid top-k (n_group = 1, optional bias)                Nemotron-H
 //
 // The k choices of a token come out in descending order of their selection score (biased
@@ -19,6 +21,11 @@
 namespace switchyard::kernels {
 
 enum class ScoreFunction { kSoftmax, kSigmoid };
+// How a group is scored for group-limited routing.
+enum class GroupScore {
+  kTopTwoSum,  // sum of its two best selection scores (DeepSeek-V3 "noaux_tc")
+  kMax,        // its best selection score (DeepSeek-V2 "group_limited_greedy")
+};
 
 struct GatingConfig {
   int num_experts = 0;
@@ -29,6 +36,7 @@ struct GatingConfig {
   int top_groups = 1;                    // DeepSeek topk_group
   float routed_scaling_factor = 1.0f;    // applied to the final weights
   const float* expert_bias = nullptr;    // [num_experts] selection-only bias, or null
+  GroupScore group_score = GroupScore::kTopTwoSum;
 
   // InvalidArgument naming the field unless 1 <= top_k <= num_experts, groups divide the
   // experts, 1 <= top_groups <= num_groups, and the kept groups hold at least top_k experts.

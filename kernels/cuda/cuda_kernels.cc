@@ -115,7 +115,8 @@ absl::Status GateCuda(const GatingConfig& config, const float* logits, int64_t t
   const device::GateParams p{config.num_experts, config.top_k,
                              config.score == ScoreFunction::kSigmoid, config.renormalize,
                              config.num_groups, config.top_groups,
-                             config.routed_scaling_factor, config.expert_bias};
+                             config.routed_scaling_factor, config.expert_bias,
+                             config.group_score == GroupScore::kMax};
   SY_CUDA_CHECK(device::LaunchGate(p, logits, tokens, expert_ids, weights, stream));
   return absl::OkStatus();
 }

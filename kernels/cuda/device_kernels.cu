@@ -75,7 +75,7 @@ __global__ void GateKernel(GateParams p, const float* __restrict__ logits, int64
           second = choice[e];
         }
       }
-      group_score[g] = size >= 2 ? best + second : best;
+      group_score[g] = p.group_max || size < 2 ? best : best + second;
     }
     __syncwarp();
     // Keep the top_groups best groups: flag their experts 2, then clear the others.

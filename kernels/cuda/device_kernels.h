@@ -16,6 +16,7 @@ struct GateParams {
   int top_groups;
   float routed_scaling_factor;
   const float* expert_bias;  // device, or null
+  bool group_max;            // a group scores its best expert (else the sum of its best two)
 };
 
 int LaunchGate(const GateParams& p, const float* logits, int64_t tokens, int32_t* ids,

@@ -31,7 +31,8 @@ void Reference(const GatingConfig& c, const float* x, std::vector<int32_t>& ids,
     for (int g = 0; g < c.num_groups; ++g) {
       std::vector<double> v(choice.begin() + g * gs, choice.begin() + (g + 1) * gs);
       std::sort(v.rbegin(), v.rend());
-      groups.push_back({-(v[0] + (gs > 1 ? v[1] : 0)), g});
+      const bool max = c.group_score == GroupScore::kMax;
+      groups.push_back({-(v[0] + (gs > 1 && !max ? v[1] : 0)), g});
     }
     std::sort(groups.begin(), groups.end());
     allowed.clear();
@@ -83,6 +84,12 @@ TEST(GatingTest, DeepSeekSigmoidBiasGroupLimited) {
   for (float& b : bias) b = std::uniform_real_distribution<float>(-0.1f, 0.1f)(rng);
   GatingConfig c{256, 8, ScoreFunction::kSigmoid, true, 8, 4, 2.5f, bias.data()};
   Check(c, 100, 5);
+}
+
+TEST(GatingTest, DeepSeekV2SoftmaxGroupMax) {
+  GatingConfig c{160, 6, ScoreFunction::kSoftmax, false, 8, 3, 16.0f};
+  c.group_score = GroupScore::kMax;
+  Check(c, 100, 8);
 }
 
 TEST(GatingTest, PlainSigmoidTopK) {  // Nemotron-H style

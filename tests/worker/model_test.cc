@@ -1,0 +1,120 @@
+// Model shapes: presets carry the published values; Hugging Face config.json files parse
+// for every supported model type; bad configs name the key.
+#include "worker/model.h"
+
+#include <gtest/gtest.h>
+
+namespace switchyard::worker {
+namespace {
+
+TEST(ModelTest, PresetsCarryThePublishedShapes) {
+  auto v3 = *PresetModel("deepseek-v3");
+  EXPECT_EQ(v3.num_experts, 256);
+  EXPECT_EQ(v3.top_k, 8);
+  EXPECT_EQ(v3.hidden, 7168);
+  EXPECT_EQ(v3.expert_ffn, 2048);
+  EXPECT_EQ(v3.shared_ffn, 2048);
+  EXPECT_EQ(v3.num_groups, 8);
+  EXPECT_EQ(v3.top_groups, 4);
+  EXPECT_FLOAT_EQ(v3.routed_scaling_factor, 2.5f);
+  EXPECT_EQ(v3.score, kernels::ScoreFunction::kSigmoid);
+  EXPECT_TRUE(v3.router_bias);
+  ASSERT_EQ(v3.moe_layers.size(), 58u);
+  EXPECT_EQ(v3.moe_layers.front(), 3);
+  EXPECT_EQ(v3.moe_layers.back(), 60);
+  auto v2 = *PresetModel("deepseek-v2");
+  EXPECT_EQ(v2.num_experts, 160);
+  EXPECT_EQ(v2.top_k, 6);
+  EXPECT_EQ(v2.shared_ffn, 2 * 1536);
+  EXPECT_EQ(v2.group_score, kernels::GroupScore::kMax);
+  auto q235 = *PresetModel("qwen3-235b-a22b");
+  EXPECT_EQ(q235.moe_layers.size(), 94u);
+  EXPECT_EQ(q235.expert_ffn, 1536);
+  auto q30 = *PresetModel("qwen3-30b-a3b");
+  EXPECT_EQ(q30.hidden, 2048);
+  EXPECT_EQ(q30.expert_ffn, 768);
+  EXPECT_EQ(q30.moe_layers.size(), 48u);
+  auto nemo = *PresetModel("nemotron-3-nano-30b-a3b");
+  EXPECT_EQ(nemo.activation, kernels::Activation::kReluSquared);
+  EXPECT_EQ(nemo.top_k, 6);
+  EXPECT_EQ(nemo.hidden, 2688);
+  EXPECT_EQ(nemo.expert_ffn, 1856);
+  EXPECT_EQ(nemo.moe_layers.size(), 23u);
+  EXPECT_EQ(PresetModel("nemotron-cascade-2-30b-a3b")->expert_ffn, 1856);
+  auto mixtral = *PresetModel("mixtral-8x7b");
+  EXPECT_EQ(mixtral.num_experts, 8);
+  EXPECT_EQ(mixtral.expert_ffn, 14336);
+  for (const std::string& name : PresetNames()) EXPECT_TRUE(PresetModel(name)->Validate().ok()) << name;
+  EXPECT_NE(PresetModel("gpt-5").status().message().find("unknown model preset 'gpt-5'"), absl::string_view::npos);
+}
+
+TEST(ModelTest, ParsesHuggingFaceConfigs) {
+  auto v3 = ParseHfConfig(R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
+    "num_experts_per_tok": 8, "n_routed_experts": 256, "moe_intermediate_size": 2048, "n_shared_experts": 1,
+    "scoring_func": "sigmoid", "n_group": 8, "topk_group": 4, "topk_method": "noaux_tc", "norm_topk_prob": true,
+    "routed_scaling_factor": 2.5, "first_k_dense_replace": 3, "moe_layer_freq": 1})", "v3.json");
+  ASSERT_TRUE(v3.ok()) << v3.status();
+  const ModelConfig preset = *PresetModel("deepseek-v3");
+  EXPECT_EQ(v3->moe_layers, preset.moe_layers);
+  EXPECT_EQ(v3->num_groups, 8);
+  EXPECT_TRUE(v3->router_bias);
+  auto v2 = ParseHfConfig(R"({"model_type": "deepseek_v2", "hidden_size": 5120, "num_hidden_layers": 60,
+    "num_experts_per_tok": 6, "n_routed_experts": 160, "moe_intermediate_size": 1536, "n_shared_experts": 2,
+    "scoring_func": "softmax", "n_group": 8, "topk_group": 3, "topk_method": "group_limited_greedy",
+    "norm_topk_prob": false, "routed_scaling_factor": 16.0, "first_k_dense_replace": 1})", "v2.json");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->group_score, kernels::GroupScore::kMax);
+  EXPECT_EQ(v2->moe_layers.size(), 59u);
+  auto qwen = ParseHfConfig(R"({"model_type": "qwen3_moe", "hidden_size": 2048, "num_hidden_layers": 48,
+    "num_experts_per_tok": 8, "num_experts": 128, "moe_intermediate_size": 768, "norm_topk_prob": true,
+    "decoder_sparse_step": 1, "mlp_only_layers": [0, 5]})", "q.json");
+  ASSERT_TRUE(qwen.ok()) << qwen.status();
+  EXPECT_EQ(qwen->moe_layers.size(), 46u);
+  EXPECT_EQ(qwen->moe_layers.front(), 1);
+  auto mixtral = ParseHfConfig(R"({"model_type": "mixtral", "hidden_size": 4096, "num_hidden_layers": 32,
+    "num_experts_per_tok": 2, "num_local_experts": 8, "intermediate_size": 14336})", "m.json");
+  ASSERT_TRUE(mixtral.ok()) << mixtral.status();
+  EXPECT_TRUE(mixtral->renormalize);
+  auto nemo = ParseHfConfig(R"({"model_type": "nemotron_h", "hidden_size": 2688, "num_hidden_layers": 6,
+    "num_experts_per_tok": 6, "n_routed_experts": 128, "moe_intermediate_size": 1856,
+    "moe_shared_expert_intermediate_size": 3712, "mlp_hidden_act": "relu2", "norm_topk_prob": true,
+    "routed_scaling_factor": 2.5, "hybrid_override_pattern": "MEM*EE"})", "n.json");
+  ASSERT_TRUE(nemo.ok()) << nemo.status();
+  EXPECT_EQ(nemo->moe_layers, (std::vector<int>{1, 4, 5}));
+  EXPECT_EQ(nemo->shared_ffn, 3712);
+}
+
+TEST(ModelTest, BadConfigsNameFileAndKey) {
+  struct Case {
+    const char* json;
+    const char* message;
+  };
+  for (const Case& c : {Case{"{", "bad.json: not valid JSON"},
+                        Case{R"({"model_type": "llama", "hidden_size": 1, "num_hidden_layers": 1, "num_experts_per_tok": 1})",
+                             "model_type 'llama' is not a supported MoE model"},
+                        Case{R"({"model_type": "mixtral", "num_hidden_layers": 2, "num_experts_per_tok": 2})",
+                             "\"hidden_size\": missing"},
+                        Case{R"({"model_type": "mixtral", "hidden_size": "big", "num_hidden_layers": 2, "num_experts_per_tok": 2})",
+                             "\"hidden_size\": expected an integer"},
+                        Case{R"({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 2, "num_experts_per_tok": 9,
+                                "num_local_experts": 8, "intermediate_size": 32})",
+                             "top_k 9 must be in 1..8"}}) {
+    auto m = ParseHfConfig(c.json, "bad.json");
+    ASSERT_FALSE(m.ok()) << c.json;
+    EXPECT_NE(m.status().message().find(c.message), absl::string_view::npos) << m.status().message();
+  }
+}
+
+TEST(ModelTest, ScaleShrinksOnlyWidths) {
+  auto v3 = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  EXPECT_EQ(v3.hidden, 448);
+  EXPECT_EQ(v3.expert_ffn, 128);
+  EXPECT_EQ(v3.num_experts, 256);
+  EXPECT_EQ(v3.top_k, 8);
+  EXPECT_EQ(v3.num_groups, 8);
+  EXPECT_FALSE(ScaleModel(v3, 0).ok());
+  EXPECT_FALSE(ScaleModel(v3, 1.5).ok());
+}
+
+}  // namespace
+}  // namespace switchyard::worker

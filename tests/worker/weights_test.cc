@@ -1,0 +1,125 @@
+// Checkpoint weights: Hugging Face tensor names per model type, F32 and BF16 tensors, the
+// same packed bytes as packing the matrices directly; bad checkpoints name the tensor.
+#include "worker/weights.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "tests/common/subprocess.h"
+#include "worker/safetensors.h"
+
+namespace switchyard::worker {
+namespace {
+
+std::string Bytes(const std::vector<float>& v, const std::string& dtype) {
+  if (dtype == "F32") return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+  std::string out(v.size() * 2, '\0');
+  for (size_t i = 0; i < v.size(); ++i) {
+    const kernels::bf16 h = kernels::FloatToBf16(v[i]);
+    std::memcpy(&out[2 * i], &h, 2);
+  }
+  return out;
+}
+
+struct Matrices {
+  std::vector<float> gate, up, down;
+};
+
+Matrices Random(int64_t hidden, int64_t ffn, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0, 0.1f);
+  Matrices m{std::vector<float>(ffn * hidden), std::vector<float>(ffn * hidden), std::vector<float>(hidden * ffn)};
+  for (auto* v : {&m.gate, &m.up, &m.down}) for (float& x : *v) x = n(rng);
+  return m;
+}
+
+class CheckpointTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(CheckpointTest, PacksTheSameBytesAsTheMatrices) {
+  const auto [type, dtype] = GetParam();
+  ModelConfig model;
+  model.name = type;
+  model.model_type = type;
+  model.num_experts = 3, model.top_k = 2, model.hidden = 40, model.expert_ffn = 24;
+  model.activation = type == "nemotron_h" ? kernels::Activation::kReluSquared : kernels::Activation::kSwiGlu;
+  model.moe_layers = {2};
+  const std::string prefix = type == "mixtral" ? "model.layers.2.block_sparse_moe.experts."
+                             : type == "nemotron_h" ? "backbone.layers.2.mixer.experts."
+                                                    : "model.layers.2.mlp.experts.";
+  std::vector<TensorData> tensors;
+  std::vector<Matrices> experts;
+  for (int e = 0; e < 3; ++e) {
+    experts.push_back(Random(40, 24, e));
+    const std::string p = absl::StrCat(prefix, e, ".");
+    const bool mixtral = type == "mixtral";
+    if (model.activation == kernels::Activation::kSwiGlu) {
+      tensors.push_back({p + (mixtral ? "w1.weight" : "gate_proj.weight"), dtype, {24, 40}, Bytes(experts[e].gate, dtype)});
+    }
+    tensors.push_back({p + (mixtral ? "w3.weight" : "up_proj.weight"), dtype, {24, 40}, Bytes(experts[e].up, dtype)});
+    tensors.push_back({p + (mixtral ? "w2.weight" : "down_proj.weight"), dtype, {40, 24}, Bytes(experts[e].down, dtype)});
+  }
+  test::TempDir dir;
+  ASSERT_TRUE(WriteSafetensors(dir.File("model.safetensors"), tensors).ok());
+  auto source = CheckpointWeights(model, dir.path());
+  ASSERT_TRUE(source.ok()) << source.status();
+  const size_t bytes = kernels::PackedExpertBytes(model.ExpertShape());
+  for (int e = 0; e < 3; ++e) {
+    std::vector<char> from_file(bytes), direct(bytes);
+    ASSERT_TRUE((*source)->PackExpert(2, e, from_file.data()).ok());
+    Matrices m = experts[e];
+    if (dtype == "BF16") {  // what the file holds
+      for (auto* v : {&m.gate, &m.up, &m.down}) for (float& x : *v) x = kernels::Bf16ToFloat(kernels::FloatToBf16(x));
+    }
+    ASSERT_TRUE(kernels::PackExpert(model.ExpertShape(), m.gate.data(), m.up.data(), m.down.data(), direct.data()).ok());
+    EXPECT_EQ(from_file, direct) << "expert " << e;
+  }
+  // A missing expert names the tensor.
+  std::vector<char> buffer(bytes);
+  absl::Status missing = (*source)->PackExpert(2, 7, buffer.data());
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.message().find(absl::StrCat(prefix, 7)), absl::string_view::npos) << missing.message();
+}
+
+INSTANTIATE_TEST_SUITE_P(ModelTypes, CheckpointTest,
+                         ::testing::Combine(::testing::Values("deepseek_v3", "mixtral", "nemotron_h", "qwen3_moe"),
+                                            ::testing::Values("F32", "BF16")));
+
+TEST(CheckpointErrorsTest, ShapesDtypesAndFiles) {
+  ModelConfig model = *PresetModel("mixtral-8x7b");
+  model.hidden = 16, model.expert_ffn = 8;
+  test::TempDir dir;
+  const std::vector<float> wrong(16 * 16, 0.0f);
+  ASSERT_TRUE(WriteSafetensors(dir.File("a.safetensors"),
+                               {{"model.layers.0.block_sparse_moe.experts.0.w1.weight", "F32", {16, 16}, Bytes(wrong, "F32")},
+                                {"model.layers.0.block_sparse_moe.experts.1.w1.weight", "F8_E4M3", {8, 16}, std::string(128, '\0')}})
+                  .ok());
+  auto source = *CheckpointWeights(model, dir.File("a.safetensors"));
+  std::vector<char> buffer(kernels::PackedExpertBytes(model.ExpertShape()));
+  EXPECT_NE(source->PackExpert(0, 0, buffer.data()).message().find("shape [16, 16], the model needs [8, 16]"), absl::string_view::npos);
+  EXPECT_NE(source->PackExpert(0, 1, buffer.data()).message().find("convert FP8 checkpoints to bf16"), absl::string_view::npos);
+  EXPECT_EQ(CheckpointWeights(model, dir.File("nope.safetensors")).status().code(), absl::StatusCode::kNotFound);
+  std::ofstream(dir.File("junk.safetensors")) << "not a safetensors file at all";
+  EXPECT_EQ(CheckpointWeights(model, dir.File("junk.safetensors")).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SeededWeightsTest, SameExpertSameBytesEverywhere) {
+  ModelConfig model = *ScaleModel(*PresetModel("qwen3-30b-a3b"), 0.125);
+  auto a = SeededWeights(model, 5), b = SeededWeights(model, 5), c = SeededWeights(model, 6);
+  const size_t bytes = kernels::PackedExpertBytes(model.ExpertShape());
+  std::vector<char> x(bytes), y(bytes), z(bytes), w(bytes);
+  ASSERT_TRUE(a->PackExpert(3, 17, x.data()).ok());
+  ASSERT_TRUE(b->PackExpert(3, 17, y.data()).ok());
+  ASSERT_TRUE(c->PackExpert(3, 17, z.data()).ok());
+  ASSERT_TRUE(a->PackExpert(3, 18, w.data()).ok());
+  EXPECT_EQ(x, y);
+  EXPECT_NE(x, z);
+  EXPECT_NE(x, w);
+  EXPECT_TRUE(kernels::CheckPackedExpert(model.ExpertShape(), x.data(), bytes).ok());
+}
+
+}  // namespace
+}  // namespace switchyard::worker

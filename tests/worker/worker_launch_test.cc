@@ -1,0 +1,142 @@
+// switchyard-worker as users run it (label mpi): under mpirun with 2 and 4 ranks, on the mpi
+// and ucx backends, with several placements, the output checksum equals the single-process
+// reference bit for bit; bad input ends the job with exit code 2 and a line naming it.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "tests/common/subprocess.h"
+
+namespace switchyard {
+namespace {
+
+const std::string kWorker = SWITCHYARD_WORKER;
+const std::string kCli = SWITCHYARD_CLI;
+const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
+const std::vector<std::string> kEnv = {"OMPI_MCA_mpi_yield_when_idle=1", "UCX_NET_DEVICES=lo"};
+constexpr int kTotalTokens = 96;
+
+std::vector<std::string> Mpirun(int np) {
+  return {MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np", std::to_string(np), "--mca", "btl_tcp_if_include",
+          "lo", "--mca", "oob_tcp_if_include", "lo", "-x", "UCX_NET_DEVICES"};
+}
+
+std::vector<std::string> WorkerArgs(int tokens_per_rank, const std::string& report) {
+  return {kWorker, "--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "trace:" + kTrace,
+          "--layers", "2", "--steps", "3", "--log-every", "0", "--tokens-per-rank", std::to_string(tokens_per_rank),
+          "--report", report};
+}
+
+nlohmann::json RunReport(const std::vector<std::string>& argv, const std::string& report) {
+  const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(300), kEnv);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::ifstream in(report);
+  if (!in) return nlohmann::json::object();
+  return nlohmann::json::parse(in);
+}
+
+class WorkerIdentityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir;
+    const std::string report = dir_->File("reference.json");
+    const nlohmann::json j = RunReport(WorkerArgs(kTotalTokens, report), report);
+    reference_ = new std::string(j.value("output_checksum", ""));
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    delete reference_;
+  }
+  static test::TempDir* dir_;
+  static std::string* reference_;
+};
+test::TempDir* WorkerIdentityTest::dir_ = nullptr;
+std::string* WorkerIdentityTest::reference_ = nullptr;
+
+struct Launch {
+  int np;
+  std::string backend, policy;
+};
+
+class WorkerUnderMpirunTest : public WorkerIdentityTest, public ::testing::WithParamInterface<Launch> {};
+
+TEST_P(WorkerUnderMpirunTest, OutputEqualsTheSingleProcessReference) {
+  const Launch l = GetParam();
+  ASSERT_FALSE(reference_->empty());
+  const std::string report = dir_->File(absl::StrCat("np", l.np, l.backend, l.policy, ".json"));
+  std::vector<std::string> argv = Mpirun(l.np);
+  for (const std::string& a : WorkerArgs(kTotalTokens / l.np, report)) argv.push_back(a);
+  argv.insert(argv.end(), {"--backend", l.backend, "--policy", l.policy});
+  const nlohmann::json j = RunReport(argv, report);
+  EXPECT_EQ(j.value("output_checksum", "?"), *reference_);
+  EXPECT_TRUE(j.value("tokens_conserved", false));
+  EXPECT_EQ(j.value("ranks", 0), l.np);
+  for (const char* key : {"tokens_per_s", "step_ms", "phase_ms", "layers", "steps", "tokens_per_rank", "top_k"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  ASSERT_EQ(j["layers"].size(), 2u);
+  EXPECT_EQ(j["layers"][0]["expert_tokens"].size(), 256u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Launches, WorkerUnderMpirunTest,
+                         ::testing::Values(Launch{2, "mpi", "contiguous"}, Launch{2, "ucx", "incremental"},
+                                           Launch{4, "mpi", "eplb"}, Launch{4, "ucx", "contiguous"},
+                                           Launch{4, "ucx", "incremental"}),
+                         [](const auto& info) {
+                           return absl::StrCat("np", info.param.np, "_", info.param.backend, "_", info.param.policy);
+                         });
+
+TEST_F(WorkerIdentityTest, PlacementFileFromSwitchyardPlan) {
+  const std::string placement = dir_->File("plan.json");
+  const test::RunResult plan = test::RunCommand({kCli, "plan", "--loads", kTrace, "--ranks", "4", "--slots-per-rank", "65",
+                                                 "--nodes", "2", "--out", placement});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const std::string report = dir_->File("from_plan.json");
+  std::vector<std::string> argv = Mpirun(4);
+  for (const std::string& a : WorkerArgs(kTotalTokens / 4, report)) argv.push_back(a);
+  argv.insert(argv.end(), {"--backend", "ucx", "--placement", placement});
+  const nlohmann::json j = RunReport(argv, report);
+  EXPECT_EQ(j.value("output_checksum", "?"), *reference_);
+  EXPECT_EQ(j.value("placement", ""), placement);
+}
+
+TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
+  test::TempDir dir;
+  std::ofstream(dir.File("config.json")) << "{\"model_type\": \"mixtral\", \"hidden_size\": \"wide\"}";
+  std::ofstream(dir.File("placement.json")) << "{\"format\": \"switchyard.placement/v1\"";
+  std::ofstream(dir.File("trace.csv")) << "layer,expert,tokens\n3,0,1\n3,1,x\n";
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--model", "preset:gpt5", "--workload", "uniform"}, "unknown model preset 'gpt5'"},
+      {{"--model", dir.File("config.json"), "--workload", "uniform"}, "\"hidden_size\": expected an integer"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "trace:" + dir.File("trace.csv")},
+       "trace.csv line 3: tokens 'x' is not a number"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--placement", dir.File("placement.json")},
+       "placement.json: not valid JSON"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--policy", "random"},
+       "--policy 'random'"},
+      {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--steps", "lots"}, "flag --steps='lots'"},
+      {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--backend", "carrier-pigeon"}, "unknown or unavailable backend"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.message);
+    std::vector<std::string> argv = Mpirun(2);
+    argv.push_back(kWorker);
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    const auto start = std::chrono::steady_clock::now();
+    const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(60), kEnv);
+    EXPECT_FALSE(r.timed_out);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_NE((r.out + r.err).find("switchyard-worker: "), std::string::npos);
+    EXPECT_NE((r.out + r.err).find(c.message), std::string::npos) << r.out << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace switchyard

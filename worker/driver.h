@@ -1,0 +1,81 @@
+// Driver: runs steps of a workload through the MoE layers on every rank and reports what
+// happened (the engine of switchyard-worker; tests run it on in-process ranks too).
+//
+// A step: each rank generates its tokens' hidden states, then for every MoE layer its router
+// logits, runs MoeLayer::Forward and adds the result (residual): h = h + MoE(h).
+//
+// output_checksum: sum over steps and tokens of a hash of (step, global token id, the token's
+// final hidden state), so it does not depend on how tokens were split over ranks: the same
+// workload on R ranks of T tokens and on 1 rank of R*T tokens gives the same checksum, for
+// any valid placement and backend.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "placement/routing.h"
+#include "worker/model.h"
+#include "worker/moe_layer.h"
+#include "worker/weights.h"
+#include "worker/workload.h"
+
+namespace switchyard::worker {
+
+struct DriverOptions {
+  int steps = 100;
+  int64_t tokens_per_rank = 512;
+  int log_every = 20;                          // rank 0 prints a line every N steps (0: never)
+  std::function<void(const std::string&)> log;  // where rank 0's lines go (null: nowhere)
+};
+
+struct LayerReport {
+  int layer = 0;
+  double balancedness = 1;             // mean / max over ranks of pairs processed, whole run
+  std::vector<int64_t> expert_tokens;  // pairs per expert, summed over ranks and steps
+};
+
+struct RunReport {
+  int ranks = 0, steps = 0, top_k = 0;
+  int64_t tokens_per_rank = 0;
+  double tokens_per_s = 0;
+  double step_ms_p50 = 0, step_ms_p90 = 0, step_ms_p99 = 0, step_ms_max = 0;
+  double phase_ms_gate = 0, phase_ms_dispatch = 0, phase_ms_ffn = 0, phase_ms_combine = 0;  // per step, slowest rank
+  // Work per step, for speed-of-light fractions: bytes each rank dispatches and gets back
+  // (rows x hidden x 4 over all layers), and the FFN FLOPs of the busiest rank.
+  double dispatch_bytes = 0, combine_bytes = 0, ffn_flops = 0;
+  std::vector<LayerReport> layers;
+  uint64_t output_checksum = 0;
+  bool tokens_conserved = false;  // processed == chosen per (layer, expert), over all ranks
+  std::string model, backend, placement_policy, workload;
+
+  std::string ToJson() const;
+};
+
+class Driver {
+ public:
+  Driver(const ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
+         std::shared_ptr<const placement::RoutingTable> table, DriverOptions options);
+
+  // Runs the steps; every rank returns the same report.
+  absl::StatusOr<RunReport> Run();
+  MoeLayer& layer() { return layer_; }
+
+ private:
+  ModelConfig model_;
+  comm::Communicator& comm_;
+  const Workload& workload_;
+  WeightStore& weights_;
+  DriverOptions options_;
+  MoeLayer layer_;
+};
+
+// FNV-1a of bytes, and the order-free mix used by the checksum.
+uint64_t Fnv1a(const void* data, size_t bytes);
+uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, int64_t width);
+
+}  // namespace switchyard::worker

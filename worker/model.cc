@@ -1,0 +1,278 @@
+#include "worker/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/status.h"
+
+namespace switchyard::worker {
+namespace {
+
+using Json = nlohmann::json;
+using kernels::Activation;
+using kernels::GroupScore;
+using kernels::ScoreFunction;
+
+std::vector<int> Range(int first, int last) {  // [first, last)
+  std::vector<int> out;
+  for (int i = first; i < last; ++i) out.push_back(i);
+  return out;
+}
+
+// Layers marked 'E' in a Nemotron-H hybrid_override_pattern.
+std::vector<int> PatternLayers(absl::string_view pattern) {
+  std::vector<int> out;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == 'E') out.push_back(static_cast<int>(i));
+  }
+  return out;
+}
+
+// Nemotron-3-Nano-30B-A3B: 52 layers, 23 Mamba-2 (M), 23 MoE (E), 6 attention (*).
+constexpr absl::string_view kNemotron3NanoPattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME";
+
+// Typed access to config.json keys; errors name file and key.
+class Keys {
+ public:
+  Keys(const Json& j, absl::string_view file) : j_(j), file_(file) {}
+  bool Has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
+  absl::StatusOr<int64_t> Int(const char* key) const {
+    if (!Has(key)) return Error(key, "missing");
+    if (!j_[key].is_number_integer()) return Error(key, "expected an integer");
+    return j_[key].get<int64_t>();
+  }
+  absl::StatusOr<int64_t> IntOr(const char* key, int64_t fallback) const {
+    return Has(key) ? Int(key) : absl::StatusOr<int64_t>(fallback);
+  }
+  absl::StatusOr<double> NumberOr(const char* key, double fallback) const {
+    if (!Has(key)) return fallback;
+    if (!j_[key].is_number()) return Error(key, "expected a number");
+    return j_[key].get<double>();
+  }
+  absl::StatusOr<bool> BoolOr(const char* key, bool fallback) const {
+    if (!Has(key)) return fallback;
+    if (!j_[key].is_boolean()) return Error(key, "expected true or false");
+    return j_[key].get<bool>();
+  }
+  absl::StatusOr<std::string> StringOr(const char* key, const std::string& fallback) const {
+    if (!Has(key)) return fallback;
+    if (!j_[key].is_string()) return Error(key, "expected a string");
+    return j_[key].get<std::string>();
+  }
+  absl::Status Error(absl::string_view key, absl::string_view problem) const {
+    return absl::InvalidArgumentError(absl::StrCat(file_, ": \"", key, "\": ", problem));
+  }
+
+ private:
+  const Json& j_;
+  absl::string_view file_;
+};
+
+}  // namespace
+
+absl::Status ModelConfig::Validate() const {
+  auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", name, ": ", what));
+  };
+  if (num_experts < 1) return bad(absl::StrCat("num_experts ", num_experts, " < 1"));
+  if (top_k < 1 || top_k > num_experts) return bad(absl::StrCat("top_k ", top_k, " must be in 1..", num_experts));
+  if (hidden < 1 || expert_ffn < 1) return bad("hidden and expert FFN sizes must be >= 1");
+  if (shared_ffn < 0) return bad("shared FFN size must be >= 0");
+  if (moe_layers.empty()) return bad("no MoE layers");
+  for (size_t i = 1; i < moe_layers.size(); ++i) {
+    if (moe_layers[i] <= moe_layers[i - 1]) return bad("MoE layer ids must ascend");
+  }
+  return Gating(nullptr).Validate();
+}
+
+kernels::FfnShape ModelConfig::ExpertShape() const { return {hidden, expert_ffn, activation, weights}; }
+kernels::FfnShape ModelConfig::SharedShape() const { return {hidden, shared_ffn, activation, weights}; }
+
+kernels::GatingConfig ModelConfig::Gating(const float* bias) const {
+  kernels::GatingConfig g{num_experts, top_k, score, renormalize, num_groups, top_groups,
+                          routed_scaling_factor, router_bias ? bias : nullptr};
+  g.group_score = group_score;
+  return g;
+}
+
+std::vector<std::string> PresetNames() {
+  return {"deepseek-v3", "deepseek-v2", "qwen3-235b-a22b", "qwen3-30b-a3b", "nemotron-3-nano-30b-a3b",
+          "nemotron-cascade-2-30b-a3b", "mixtral-8x7b"};
+}
+
+// Values from the models' published config.json files.
+absl::StatusOr<ModelConfig> PresetModel(absl::string_view name) {
+  ModelConfig m;
+  m.name = std::string(name);
+  if (name == "deepseek-v3") {  // deepseek-ai/DeepSeek-V3
+    m.model_type = "deepseek_v3";
+    m.num_experts = 256, m.top_k = 8, m.hidden = 7168, m.expert_ffn = 2048, m.shared_ffn = 2048;
+    m.score = ScoreFunction::kSigmoid, m.renormalize = true, m.num_groups = 8, m.top_groups = 4;
+    m.routed_scaling_factor = 2.5f, m.router_bias = true;
+    m.moe_layers = Range(3, 61);  // 61 layers, first_k_dense_replace 3
+  } else if (name == "deepseek-v2") {  // deepseek-ai/DeepSeek-V2
+    m.model_type = "deepseek_v2";
+    m.num_experts = 160, m.top_k = 6, m.hidden = 5120, m.expert_ffn = 1536, m.shared_ffn = 2 * 1536;
+    m.score = ScoreFunction::kSoftmax, m.group_score = GroupScore::kMax, m.renormalize = false;
+    m.num_groups = 8, m.top_groups = 3, m.routed_scaling_factor = 16.0f;
+    m.moe_layers = Range(1, 60);  // 60 layers, first_k_dense_replace 1
+  } else if (name == "qwen3-235b-a22b") {  // Qwen/Qwen3-235B-A22B
+    m.model_type = "qwen3_moe";
+    m.num_experts = 128, m.top_k = 8, m.hidden = 4096, m.expert_ffn = 1536;
+    m.renormalize = true;
+    m.moe_layers = Range(0, 94);
+  } else if (name == "qwen3-30b-a3b") {  // Qwen/Qwen3-30B-A3B
+    m.model_type = "qwen3_moe";
+    m.num_experts = 128, m.top_k = 8, m.hidden = 2048, m.expert_ffn = 768;
+    m.renormalize = true;
+    m.moe_layers = Range(0, 48);
+  } else if (name == "nemotron-3-nano-30b-a3b" || name == "nemotron-cascade-2-30b-a3b") {
+    // nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B (Nemotron-Cascade-2-30B-A3B shares it)
+    m.model_type = "nemotron_h";
+    m.num_experts = 128, m.top_k = 6, m.hidden = 2688, m.expert_ffn = 1856, m.shared_ffn = 3712;
+    m.activation = Activation::kReluSquared;
+    m.score = ScoreFunction::kSigmoid, m.renormalize = true, m.routed_scaling_factor = 2.5f;
+    m.router_bias = true;
+    m.moe_layers = PatternLayers(kNemotron3NanoPattern);
+  } else if (name == "mixtral-8x7b") {  // mistralai/Mixtral-8x7B-v0.1
+    m.model_type = "mixtral";
+    m.num_experts = 8, m.top_k = 2, m.hidden = 4096, m.expert_ffn = 14336;
+    m.renormalize = true;
+    m.moe_layers = Range(0, 32);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown model preset '", name, "' (choose one of: ",
+                                                   absl::StrJoin(PresetNames(), ", "), ")"));
+  }
+  return m;
+}
+
+absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_view file) {
+  Json j;
+  try {
+    j = Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": not valid JSON: ", e.what()));
+  }
+  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(file, ": expected a JSON object"));
+  Keys k(j, file);
+  ModelConfig m;
+  m.name = std::string(file);
+  SY_ASSIGN_OR_RETURN(m.model_type, k.StringOr("model_type", ""));
+  const std::string& type = m.model_type;
+  SY_ASSIGN_OR_RETURN(const int64_t hidden, k.Int("hidden_size"));
+  SY_ASSIGN_OR_RETURN(const int64_t layers, k.Int("num_hidden_layers"));
+  SY_ASSIGN_OR_RETURN(const int64_t top_k, k.Int("num_experts_per_tok"));
+  m.hidden = hidden;
+  m.top_k = static_cast<int>(top_k);
+  SY_ASSIGN_OR_RETURN(m.renormalize, k.BoolOr("norm_topk_prob", false));
+  if (type == "deepseek_v3" || type == "deepseek_v2") {
+    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("n_routed_experts"));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size"));
+    SY_ASSIGN_OR_RETURN(const int64_t shared, k.IntOr("n_shared_experts", 0));
+    m.num_experts = static_cast<int>(experts);
+    m.shared_ffn = shared * m.expert_ffn;
+    SY_ASSIGN_OR_RETURN(const std::string scoring, k.StringOr("scoring_func", "softmax"));
+    if (scoring != "softmax" && scoring != "sigmoid") return k.Error("scoring_func", "expected softmax or sigmoid");
+    m.score = scoring == "sigmoid" ? ScoreFunction::kSigmoid : ScoreFunction::kSoftmax;
+    SY_ASSIGN_OR_RETURN(const int64_t groups, k.IntOr("n_group", 1));
+    SY_ASSIGN_OR_RETURN(const int64_t top_groups, k.IntOr("topk_group", 1));
+    m.num_groups = static_cast<int>(groups);
+    m.top_groups = static_cast<int>(top_groups);
+    SY_ASSIGN_OR_RETURN(const std::string method, k.StringOr("topk_method", type == "deepseek_v3" ? "noaux_tc" : "greedy"));
+    m.group_score = method == "group_limited_greedy" ? GroupScore::kMax : GroupScore::kTopTwoSum;
+    if (method == "greedy") m.num_groups = m.top_groups = 1;  // no group limit
+    m.router_bias = method == "noaux_tc";
+    SY_ASSIGN_OR_RETURN(const double scaling, k.NumberOr("routed_scaling_factor", 1.0));
+    m.routed_scaling_factor = static_cast<float>(scaling);
+    SY_ASSIGN_OR_RETURN(const int64_t dense, k.IntOr("first_k_dense_replace", 0));
+    SY_ASSIGN_OR_RETURN(const int64_t freq, k.IntOr("moe_layer_freq", 1));
+    if (freq < 1) return k.Error("moe_layer_freq", "must be >= 1");
+    for (int l = static_cast<int>(dense); l < layers; ++l) {
+      if (l % freq == 0) m.moe_layers.push_back(l);
+    }
+  } else if (type == "qwen3_moe" || type == "qwen2_moe") {
+    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("num_experts"));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size"));
+    SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("shared_expert_intermediate_size", 0));
+    m.num_experts = static_cast<int>(experts);
+    SY_ASSIGN_OR_RETURN(const int64_t step, k.IntOr("decoder_sparse_step", 1));
+    if (step < 1) return k.Error("decoder_sparse_step", "must be >= 1");
+    std::vector<int> mlp_only;
+    if (k.Has("mlp_only_layers")) {
+      if (!j["mlp_only_layers"].is_array()) return k.Error("mlp_only_layers", "expected a list of layer ids");
+      for (const auto& v : j["mlp_only_layers"]) {
+        if (!v.is_number_integer()) return k.Error("mlp_only_layers", "expected integers");
+        mlp_only.push_back(v.get<int>());
+      }
+    }
+    for (int l = 0; l < layers; ++l) {
+      if ((l + 1) % step == 0 && std::find(mlp_only.begin(), mlp_only.end(), l) == mlp_only.end()) m.moe_layers.push_back(l);
+    }
+  } else if (type == "mixtral") {
+    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("num_local_experts"));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size"));
+    m.num_experts = static_cast<int>(experts);
+    m.renormalize = true;  // softmax over the top-k logits
+    m.moe_layers = Range(0, static_cast<int>(layers));
+  } else if (type == "nemotron_h") {
+    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("n_routed_experts"));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size"));
+    SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("moe_shared_expert_intermediate_size", 0));
+    m.num_experts = static_cast<int>(experts);
+    SY_ASSIGN_OR_RETURN(const std::string act, k.StringOr("mlp_hidden_act", "relu2"));
+    if (act != "relu2") return k.Error("mlp_hidden_act", "only relu2 experts are supported for nemotron_h");
+    m.activation = Activation::kReluSquared;
+    m.score = ScoreFunction::kSigmoid;
+    m.router_bias = true;
+    SY_ASSIGN_OR_RETURN(const int64_t groups, k.IntOr("n_group", 1));
+    SY_ASSIGN_OR_RETURN(const int64_t top_groups, k.IntOr("topk_group", 1));
+    m.num_groups = static_cast<int>(groups);
+    m.top_groups = static_cast<int>(top_groups);
+    SY_ASSIGN_OR_RETURN(const double scaling, k.NumberOr("routed_scaling_factor", 1.0));
+    m.routed_scaling_factor = static_cast<float>(scaling);
+    SY_ASSIGN_OR_RETURN(const std::string pattern, k.StringOr("hybrid_override_pattern", ""));
+    if (pattern.empty()) return k.Error("hybrid_override_pattern", "missing (it says which layers are MoE)");
+    m.moe_layers = PatternLayers(pattern);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": model_type '", type,
+        "' is not a supported MoE model (deepseek_v2, deepseek_v3, qwen2_moe, qwen3_moe, mixtral, nemotron_h)"));
+  }
+  if (absl::Status valid = m.Validate(); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", valid.message()));
+  }
+  return m;
+}
+
+absl::StatusOr<ModelConfig> LoadModel(const std::string& spec) {
+  if (absl::StartsWith(spec, "preset:")) return PresetModel(spec.substr(7));
+  std::string path = spec;
+  if (std::filesystem::is_directory(path)) path += "/config.json";
+  SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  return ParseHfConfig(text, path);
+}
+
+absl::StatusOr<ModelConfig> ScaleModel(const ModelConfig& model, double scale) {
+  if (!(scale > 0 && scale <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("--scale ", scale, ": must be in (0, 1]"));
+  }
+  if (scale == 1) return model;
+  auto shrink = [&](int64_t x) {
+    return x == 0 ? 0 : std::max<int64_t>(16, std::llround(x * scale / 16) * 16);
+  };
+  ModelConfig m = model;
+  m.hidden = shrink(model.hidden);
+  m.expert_ffn = shrink(model.expert_ffn);
+  m.shared_ffn = shrink(model.shared_ffn);
+  m.name = absl::StrCat(model.name, " x", scale);
+  return m;
+}
+
+}  // namespace switchyard::worker

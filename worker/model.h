@@ -1,0 +1,58 @@
+// The MoE shape of a model: experts, router, expert FFN, shared experts, which layers are MoE.
+// From a Hugging Face config.json (the path users take) or a preset with the published values.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/ffn.h"
+#include "kernels/gating.h"
+
+namespace switchyard::worker {
+
+struct ModelConfig {
+  std::string name;
+  std::string model_type;             // Hugging Face model_type
+  int num_experts = 0;                // routed experts per MoE layer
+  int top_k = 0;
+  int64_t hidden = 0;
+  int64_t expert_ffn = 0;             // one routed expert's intermediate size
+  int64_t shared_ffn = 0;             // all shared experts together (0: none)
+  kernels::Activation activation = kernels::Activation::kSwiGlu;
+  kernels::ScoreFunction score = kernels::ScoreFunction::kSoftmax;
+  kernels::GroupScore group_score = kernels::GroupScore::kTopTwoSum;
+  bool renormalize = false;
+  int num_groups = 1;
+  int top_groups = 1;
+  float routed_scaling_factor = 1.0f;
+  bool router_bias = false;           // e_score_correction_bias (selection-only)
+  std::vector<int> moe_layers;        // model layer ids that are MoE, ascending
+  kernels::WeightType weights = kernels::WeightType::kF32;
+
+  // InvalidArgument naming the field (e.g. top_k > experts, groups not dividing experts).
+  absl::Status Validate() const;
+  kernels::FfnShape ExpertShape() const;
+  kernels::FfnShape SharedShape() const;  // valid only when shared_ffn > 0
+  // The router; `bias` ([num_experts]) is used when router_bias.
+  kernels::GatingConfig Gating(const float* bias) const;
+};
+
+// "deepseek-v3", "deepseek-v2", "qwen3-235b-a22b", "qwen3-30b-a3b", "nemotron-3-nano-30b-a3b"
+// (alias "nemotron-cascade-2-30b-a3b"), "mixtral-8x7b".
+absl::StatusOr<ModelConfig> PresetModel(absl::string_view name);
+std::vector<std::string> PresetNames();
+
+// A Hugging Face config.json (model_type deepseek_v2/v3, qwen2_moe, qwen3_moe, mixtral,
+// nemotron_h). Errors name the file and the missing or bad key.
+absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json, absl::string_view file);
+
+// "preset:NAME", or a path to config.json (or to the directory holding it).
+absl::StatusOr<ModelConfig> LoadModel(const std::string& spec);
+
+// hidden and FFN sizes times `scale` (rounded to multiples of 16, at least 16); experts,
+// top-k and groups unchanged. InvalidArgument unless 0 < scale <= 1.
+absl::StatusOr<ModelConfig> ScaleModel(const ModelConfig& model, double scale);
+
+}  // namespace switchyard::worker

@@ -1,0 +1,157 @@
+#include "worker/moe_layer.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "kernels/gating.h"
+#include "kernels/permute.h"
+
+namespace switchyard::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
+LoadCounters::LoadCounters(int layers, int experts) : experts_(experts), layers_(layers) { Reset(); }
+
+void LoadCounters::Reset() {
+  for (LayerCounts& l : layers_) {
+    l.chosen.assign(experts_, 0);
+    l.processed.assign(experts_, 0);
+  }
+}
+
+std::vector<LayerCounts> LoadCounters::TakeWindow() {
+  std::vector<LayerCounts> window = layers_;
+  Reset();
+  return window;
+}
+
+MoeLayer::MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
+                   std::shared_ptr<const placement::RoutingTable> table)
+    : model_(model),
+      comm_(comm),
+      weights_(weights),
+      table_(std::move(table)),
+      counters_(static_cast<int>(weights.layer_ids().size()), model.num_experts) {}
+
+absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
+                               float* out, uint64_t draw_key) {
+  const int li = table_->LayerIndex(layer_id);
+  if (li < 0 || li >= static_cast<int>(weights_.layer_ids().size()) || weights_.layer_ids()[li] != layer_id) {
+    return absl::InvalidArgumentError(absl::StrCat("MoeLayer: layer ", layer_id, " is not one this rank runs"));
+  }
+  const int k = model_.top_k, R = comm_.size(), me = comm_.rank();
+  const int64_t H = model_.hidden, pairs = tokens * k;
+  const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
+
+  // 1. Gate.
+  auto t0 = Clock::now();
+  ids_.resize(pairs);
+  weights_buf_.resize(pairs);
+  SY_RETURN_IF_ERROR(kernels::GateCpu(model_.Gating(weights_.router_bias(li)), router_logits, tokens, ids_.data(),
+                                      weights_buf_.data()));
+  times_.gate += Since(t0);
+
+  // 2-3. Route, exchange counts, dispatch rows and slot ids.
+  t0 = Clock::now();
+  dest_rank_.resize(pairs);
+  slot_.resize(pairs);
+  LayerCounts& counts = counters_.layer(li);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int e = ids_[p];
+    const placement::ReplicaLocation where =
+        table_->Route(li, e, me, placement::PairDraw(draw_key, static_cast<uint64_t>(layer_id), static_cast<uint64_t>(me), static_cast<uint64_t>(p)));
+    dest_rank_[p] = where.rank;
+    slot_[p] = where.slot;
+    ++counts.chosen[e];
+  }
+  send_counts_.resize(R);
+  send_offsets_.resize(R);
+  recv_counts_.resize(R);
+  recv_offsets_.resize(R);
+  position_.resize(pairs);
+  send_pair_.resize(pairs);
+  SY_RETURN_IF_ERROR(kernels::DispatchLayout(dest_rank_.data(), pairs, R, send_counts_.data(), send_offsets_.data(),
+                                             position_.data(), send_pair_.data()));
+  SY_RETURN_IF_ERROR(comm_.AllToAll(send_counts_.data(), sizeof(int64_t), recv_counts_.data()));
+  int64_t recv_rows = 0;
+  for (int r = 0; r < R; ++r) {
+    recv_offsets_[r] = recv_rows;
+    recv_rows += recv_counts_[r];
+  }
+  send_rows_.resize(pairs * H);
+  send_slot_.resize(pairs);
+  kernels::GatherRows(hidden, send_rows_.data(), send_pair_.data(), pairs, row_bytes, k);
+  for (int64_t n = 0; n < pairs; ++n) send_slot_[n] = slot_[send_pair_[n]];
+  recv_rows_.resize(recv_rows * H);
+  recv_slot_.resize(recv_rows);
+  // Byte counts and offsets for rows, then for slot ids.
+  std::vector<int64_t> sb(R), so(R), rb(R), ro(R);
+  auto scale = [&](size_t unit) {
+    for (int r = 0; r < R; ++r) {
+      sb[r] = send_counts_[r] * static_cast<int64_t>(unit);
+      so[r] = send_offsets_[r] * static_cast<int64_t>(unit);
+      rb[r] = recv_counts_[r] * static_cast<int64_t>(unit);
+      ro[r] = recv_offsets_[r] * static_cast<int64_t>(unit);
+    }
+  };
+  scale(row_bytes);
+  SY_RETURN_IF_ERROR(comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_rows_.data(), rb.data(), ro.data()));
+  scale(sizeof(int32_t));
+  SY_RETURN_IF_ERROR(comm_.AllToAllV(send_slot_.data(), sb.data(), so.data(), recv_slot_.data(), rb.data(), ro.data()));
+  times_.dispatch += Since(t0);
+
+  // 4. Group received rows by slot, grouped FFN, back to arrival order.
+  t0 = Clock::now();
+  const int slots = weights_.num_slots(li);
+  slot_counts_.resize(slots);
+  slot_offsets_.resize(slots);
+  order_.resize(recv_rows);
+  SY_RETURN_IF_ERROR(kernels::GroupBySlot(recv_slot_.data(), recv_rows, slots, slot_counts_.data(),
+                                          slot_offsets_.data(), order_.data()));
+  grouped_.resize(recv_rows * H);
+  grouped_out_.resize(recv_rows * H);
+  kernels::ScatterRows(recv_rows_.data(), grouped_.data(), order_.data(), recv_rows, row_bytes);
+  std::vector<const void*> slot_weights(slots);
+  for (int s = 0; s < slots; ++s) {
+    slot_weights[s] = weights_.slot_weights(li, s);
+    counts.processed[weights_.slot_expert(li, s)] += slot_counts_[s];
+  }
+  SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.ExpertShape(), slot_weights.data(), slot_offsets_.data(),
+                                            slot_counts_.data(), slots, grouped_.data(), grouped_out_.data(), ffn_ws_));
+  back_rows_.resize(recv_rows * H);
+  kernels::GatherRows(grouped_out_.data(), back_rows_.data(), order_.data(), recv_rows, row_bytes);
+  times_.ffn += Since(t0);
+
+  // 5. Return trip, combine in k order, shared expert.
+  t0 = Clock::now();
+  returned_.resize(pairs * H);
+  for (int r = 0; r < R; ++r) {  // the reverse exchange: what was received goes back
+    sb[r] = recv_counts_[r] * static_cast<int64_t>(row_bytes);
+    so[r] = recv_offsets_[r] * static_cast<int64_t>(row_bytes);
+    rb[r] = send_counts_[r] * static_cast<int64_t>(row_bytes);
+    ro[r] = send_offsets_[r] * static_cast<int64_t>(row_bytes);
+  }
+  SY_RETURN_IF_ERROR(comm_.AllToAllV(back_rows_.data(), sb.data(), so.data(), returned_.data(), rb.data(), ro.data()));
+  const bool shared = model_.shared_ffn > 0;
+  if (shared) {  // computed before `out` is written, as `out` may alias `hidden`
+    shared_out_.resize(tokens * H);
+    const void* w = weights_.shared_weights(li);
+    const int64_t zero = 0;
+    SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.SharedShape(), &w, &zero, &tokens, 1, hidden, shared_out_.data(), ffn_ws_));
+  }
+  kernels::Combine(returned_.data(), position_.data(), weights_buf_.data(), tokens, k, H, out);
+  if (shared) {
+    for (int64_t i = 0; i < tokens * H; ++i) out[i] = out[i] + shared_out_[i];
+  }
+  times_.combine += Since(t0);
+  return absl::OkStatus();
+}
+
+}  // namespace switchyard::worker

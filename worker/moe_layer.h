@@ -1,0 +1,91 @@
+// MoeLayer: one rank's part of the distributed MoE layers (DESIGN.md section 4), usable as a
+// library by a host framework: Forward(layer, hidden, router_logits) -> output.
+//
+//   gate -> route each (token, expert) pair to one replica (RoutingTable) -> exchange row
+//   counts (AllToAll) -> dispatch rows and slot ids (AllToAllV) -> group received rows by slot,
+//   grouped FFN -> return trip (AllToAllV) -> combine each token's k outputs in k order ->
+//   add the shared expert -> count.
+//
+// Dropless: every pair is computed exactly once. Output identity: a token's output bits do not
+// depend on the placement, the rank count or the backend (the FFN is row-invariant, combine
+// sums in k order, replicas hold identical bytes).
+//
+// Threads: Forward and the counters belong to the step thread. Every rank calls Forward for
+// the same layers in the same order (it runs collectives).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "comm/communicator.h"
+#include "kernels/ffn.h"
+#include "placement/routing.h"
+#include "worker/model.h"
+#include "worker/weights.h"
+
+namespace switchyard::worker {
+
+// Per-(layer, expert) token counts of a window.
+struct LayerCounts {
+  std::vector<int64_t> chosen;     // pairs this rank's gate sent to each expert
+  std::vector<int64_t> processed;  // pairs this rank computed for each expert
+};
+
+class LoadCounters {
+ public:
+  LoadCounters(int layers, int experts);
+  LayerCounts& layer(int layer_index) { return layers_[layer_index]; }
+  const std::vector<LayerCounts>& layers() const { return layers_; }
+  // The counts since the last Reset, and a new window.
+  std::vector<LayerCounts> TakeWindow();
+  void Reset();
+
+ private:
+  int experts_;
+  std::vector<LayerCounts> layers_;
+};
+
+// Seconds spent per phase, accumulated over Forward calls.
+struct PhaseTimes {
+  double gate = 0, dispatch = 0, ffn = 0, combine = 0;
+};
+
+class MoeLayer {
+ public:
+  // `table` must place exactly the experts `weights` holds on this rank (same slots).
+  MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
+           std::shared_ptr<const placement::RoutingTable> table);
+
+  // hidden, out: [tokens, hidden] fp32; router_logits: [tokens, num_experts]. `out` may alias
+  // `hidden`. `draw_key` makes the replica choices of this call deterministic (callers pass
+  // e.g. the step number).
+  absl::Status Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
+                       float* out, uint64_t draw_key = 0);
+
+  // The routing table of the next Forward calls (an epoch switch, at a step boundary).
+  void SetRoutingTable(std::shared_ptr<const placement::RoutingTable> table) { table_ = std::move(table); }
+  const placement::RoutingTable& routing_table() const { return *table_; }
+
+  LoadCounters& counters() { return counters_; }
+  const PhaseTimes& times() const { return times_; }
+  void ResetTimes() { times_ = {}; }
+
+ private:
+  ModelConfig model_;
+  comm::Communicator& comm_;
+  WeightStore& weights_;
+  std::shared_ptr<const placement::RoutingTable> table_;
+  LoadCounters counters_;
+  PhaseTimes times_;
+  kernels::FfnWorkspace ffn_ws_;
+
+  // Buffers reused across calls.
+  std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;
+  std::vector<float> weights_buf_, send_rows_, recv_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
+  std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;
+  std::vector<int64_t> slot_counts_, slot_offsets_;
+};
+
+}  // namespace switchyard::worker

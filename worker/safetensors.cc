@@ -1,0 +1,162 @@
+#include "worker/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status.h"
+
+namespace switchyard::worker {
+namespace {
+
+using Json = nlohmann::json;
+
+size_t DtypeBytes(const std::string& dtype) {
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "BF16" || dtype == "F16" || dtype == "I16") return 2;
+  if (dtype == "F64" || dtype == "I64") return 8;
+  if (dtype == "F8_E4M3" || dtype == "F8_E5M2" || dtype == "I8" || dtype == "U8" || dtype == "BOOL") return 1;
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
+  file->path_ = path;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size < 8) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": too short for a safetensors file"));
+  }
+  file->map_bytes_ = static_cast<size_t>(st.st_size);
+  file->map_ = mmap(nullptr, file->map_bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (file->map_ == MAP_FAILED) {
+    file->map_ = nullptr;
+    return absl::InternalError(absl::StrCat("cannot map ", path));
+  }
+  const char* base = static_cast<const char*>(file->map_);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, base, 8);
+  if (header_len > file->map_bytes_ - 8) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len, " beyond the file"));
+  }
+  Json header;
+  try {
+    header = Json::parse(base + 8, base + 8 + header_len);
+  } catch (const Json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": bad header JSON: ", e.what()));
+  }
+  const char* data = base + 8 + header_len;
+  const size_t data_bytes = file->map_bytes_ - 8 - header_len;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    const std::string where = absl::StrCat(path, ": tensor ", name);
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": needs dtype, shape and data_offsets"));
+    }
+    TensorView v;
+    v.dtype = entry["dtype"].get<std::string>();
+    size_t elements = 1;
+    for (const auto& d : entry["shape"]) {
+      v.shape.push_back(d.get<int64_t>());
+      elements *= static_cast<size_t>(v.shape.back());
+    }
+    const auto& off = entry["data_offsets"];
+    const uint64_t begin = off.at(0).get<uint64_t>(), end = off.at(1).get<uint64_t>();
+    if (begin > end || end > data_bytes) return absl::InvalidArgumentError(absl::StrCat(where, ": data offsets beyond the file"));
+    v.data = data + begin;
+    v.bytes = end - begin;
+    if (const size_t size = DtypeBytes(v.dtype); size != 0 && size * elements != v.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", v.bytes, " bytes do not match its shape and dtype ", v.dtype));
+    }
+    file->tensors_[name] = std::move(v);
+  }
+  return file;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_ != nullptr) munmap(map_, map_bytes_);
+}
+
+absl::StatusOr<TensorView> SafetensorsFile::Tensor(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return absl::NotFoundError(absl::StrCat(path_, ": no tensor ", name));
+  return it->second;
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
+  auto ckpt = std::make_unique<Checkpoint>();
+  ckpt->path_ = path;
+  std::string single = path;
+  if (std::filesystem::is_directory(path)) {
+    const std::string index = path + "/model.safetensors.index.json";
+    if (std::filesystem::exists(index)) {
+      SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(index));
+      Json j;
+      try {
+        j = Json::parse(text);
+      } catch (const Json::parse_error& e) {
+        return absl::InvalidArgumentError(absl::StrCat(index, ": bad JSON: ", e.what()));
+      }
+      if (!j.contains("weight_map") || !j["weight_map"].is_object()) {
+        return absl::InvalidArgumentError(absl::StrCat(index, ": no \"weight_map\""));
+      }
+      for (const auto& [tensor, file] : j["weight_map"].items()) {
+        ckpt->weight_map_[tensor] = path + "/" + file.get<std::string>();
+      }
+      return ckpt;
+    }
+    single = path + "/model.safetensors";
+  }
+  SY_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(single));
+  ckpt->files_[single] = std::move(file);
+  return ckpt;
+}
+
+absl::StatusOr<TensorView> Checkpoint::Tensor(const std::string& name) const {
+  std::string file;
+  if (!weight_map_.empty()) {
+    auto it = weight_map_.find(name);
+    if (it == weight_map_.end()) return absl::NotFoundError(absl::StrCat(path_, ": no tensor ", name));
+    file = it->second;
+  } else {
+    file = files_.begin()->first;
+  }
+  auto it = files_.find(file);
+  if (it == files_.end()) {
+    SY_ASSIGN_OR_RETURN(auto opened, SafetensorsFile::Open(file));
+    it = const_cast<Checkpoint*>(this)->files_.emplace(file, std::move(opened)).first;
+  }
+  return it->second->Tensor(name);
+}
+
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorData>& tensors) {
+  Json header = Json::object();
+  uint64_t offset = 0;
+  for (const TensorData& t : tensors) {
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // data aligned to 8 bytes
+  std::string out(8, '\0');
+  const uint64_t len = text.size();
+  std::memcpy(out.data(), &len, 8);
+  out += text;
+  for (const TensorData& t : tensors) out += t.bytes;
+  return WriteFileAtomically(path, out);
+}
+
+}  // namespace switchyard::worker

@@ -1,0 +1,96 @@
+// Expert weights: where they come from (WeightSource) and where a rank keeps them
+// (WeightStore).
+//
+// Sources: a checkpoint (safetensors, Hugging Face tensor names for the supported model
+// types) or a seed (demos: every rank generates the same bytes for the same expert). Either
+// way a slot holds the packed expert (kernels/ffn.h); those bytes are what migration moves,
+// opaque, never regenerated.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/ffn.h"
+#include "placement/placement.h"
+#include "worker/model.h"
+
+namespace switchyard::worker {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  // Packs routed expert `expert` of model layer `layer_id` into `packed`
+  // (PackedExpertBytes(model.ExpertShape()) bytes).
+  virtual absl::Status PackExpert(int layer_id, int expert, void* packed) = 0;
+  // The layer's shared experts as one FFN (model.shared_ffn > 0).
+  virtual absl::Status PackShared(int layer_id, void* packed) = 0;
+  // The router's selection bias, num_experts floats (model.router_bias).
+  virtual absl::Status RouterBias(int layer_id, float* bias) = 0;
+};
+
+// Uniform weights with the variance of a fan-in init, from (seed, layer, expert, matrix);
+// router bias zero.
+std::unique_ptr<WeightSource> SeededWeights(const ModelConfig& model, uint64_t seed);
+
+// Tensors of a safetensors checkpoint (file or directory). F32, BF16 and F16 tensors; FP8
+// checkpoints must be converted to bf16 first (the error says so).
+absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const ModelConfig& model,
+                                                                const std::string& path);
+
+// 64-byte aligned bytes of one packed expert.
+class ExpertBuffer {
+ public:
+  explicit ExpertBuffer(size_t bytes);
+  ~ExpertBuffer();
+  ExpertBuffer(const ExpertBuffer&) = delete;
+  ExpertBuffer& operator=(const ExpertBuffer&) = delete;
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_;
+  size_t bytes_;
+};
+
+// This rank's expert weights for the MoE layers it runs: for each layer, one packed expert
+// per slot of its placement, plus the shared expert and the router bias. Owned by the step
+// thread; buffers are shared_ptrs so a slot can be handed over without copying.
+class WeightStore {
+ public:
+  WeightStore(const ModelConfig& model, std::vector<int> layer_ids);
+
+  // Fills this rank's slots as `placement` lays them out (one buffer per distinct expert),
+  // and the shared experts and router bias of every layer.
+  absl::Status Load(const placement::Placement& placement, int rank, WeightSource& source);
+
+  const ModelConfig& model() const { return model_; }
+  const std::vector<int>& layer_ids() const { return layer_ids_; }
+  size_t expert_bytes() const { return expert_bytes_; }
+  int num_slots(int layer_index) const { return static_cast<int>(slots_[layer_index].size()); }
+  int slot_expert(int layer_index, int slot) const { return slots_[layer_index][slot].expert; }
+  const void* slot_weights(int layer_index, int slot) const { return slots_[layer_index][slot].weights->data(); }
+  std::shared_ptr<ExpertBuffer> slot_buffer(int layer_index, int slot) const { return slots_[layer_index][slot].weights; }
+  const void* shared_weights(int layer_index) const;  // null without shared experts
+  const float* router_bias(int layer_index) const;    // null without a router bias
+
+  // Replaces a layer's slots (an epoch switch): slot i holds experts[i] with buffers[i].
+  void SetSlots(int layer_index, std::vector<int> experts, std::vector<std::shared_ptr<ExpertBuffer>> buffers);
+
+ private:
+  struct Slot {
+    int expert = -1;
+    std::shared_ptr<ExpertBuffer> weights;
+  };
+  ModelConfig model_;
+  std::vector<int> layer_ids_;
+  size_t expert_bytes_;
+  std::vector<std::vector<Slot>> slots_;
+  std::vector<std::unique_ptr<ExpertBuffer>> shared_;
+  std::vector<std::vector<float>> bias_;
+};
+
+}  // namespace switchyard::worker

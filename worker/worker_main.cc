@@ -1,0 +1,238 @@
+// switchyard-worker: hosts this rank's experts and drives traffic through the MoE layers.
+//
+//   mpirun -np 4 switchyard-worker --model preset:deepseek-v3 --scale 0.0625 --backend ucx
+//       --workload trace:data/traces/deepseek_v3_sglang_decode_in1000out1000.csv
+//       --tokens-per-rank 512 --steps 200 [--layers 4] [--placement FILE | --policy P]
+//       [--report report.json]
+//
+// Every input is checked on every rank before any communication, so a bad one ends every
+// rank with one line and exit code 2 (no rank waits for another). Failures after the ranks
+// connected stop the whole job (MPI_Abort under mpirun).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cluster/connect.h"
+#include "cluster/launch.h"
+#include "common/file_util.h"
+#include "common/flags.h"
+#include "common/status.h"
+#include "placement/io/placement_json.h"
+#include "placement/metrics.h"
+#include "placement/planner.h"
+#include "placement/routing.h"
+#include "switchyard/config.h"
+#include "worker/driver.h"
+#include "worker/model.h"
+#include "worker/weights.h"
+#include "worker/workload.h"
+#if SWITCHYARD_HAVE_MPI
+#include "comm/mpi/factory.h"
+#endif
+
+ABSL_FLAG(std::string, model, "", "preset:NAME (deepseek-v3, qwen3-30b-a3b, ...) or a Hugging Face config.json");
+ABSL_FLAG(double, scale, 1.0, "shrink hidden and FFN sizes by this factor (experts, top-k, groups unchanged)");
+ABSL_FLAG(std::string, backend, "mpi", "communicator: mpi, ucx (or nccl)");
+ABSL_FLAG(std::vector<std::string>, workload, {},
+          "trace:FILE[:KEY], zipf:S[:DRIFT] or uniform, optionally @STEP; repeat to shift workloads");
+ABSL_FLAG(int64_t, tokens_per_rank, 512, "tokens per rank per step");
+ABSL_FLAG(int, steps, 100, "steps to run");
+ABSL_FLAG(int, layers, 4, "how many of the model's MoE layers to run (0: all)");
+ABSL_FLAG(std::string, placement, "", "a placement file (switchyard plan JSON) to start from");
+ABSL_FLAG(std::string, policy, "contiguous", "placement at start without --placement: contiguous, eplb or incremental");
+ABSL_FLAG(int, slots_per_rank, 0, "expert slots per rank per layer (0: experts/ranks, +1 for eplb/incremental)");
+ABSL_FLAG(int, nodes, 0, "nodes the ranks span (0: from the launcher's local size)");
+ABSL_FLAG(std::string, report, "", "write the run report (JSON) here (rank 0)");
+ABSL_FLAG(int, log_every, 20, "rank 0 prints a progress line every N steps (0: never)");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the workload and of generated weights");
+ABSL_FLAG(std::string, weights, "", "safetensors checkpoint (file or directory); default: weights from --seed");
+ABSL_FLAG(std::string, weight_type, "fp32", "fp32 or bf16 expert weights");
+ABSL_FLAG(std::string, rendezvous_dir, "", "shared directory for ucx/nccl rendezvous without mpirun");
+ABSL_FLAG(int, timeout_s, 60, "seconds a rank waits for its peers before failing");
+
+namespace switchyard::worker {
+namespace {
+
+constexpr int kExitRuntime = 1;
+
+[[noreturn]] void Fail(int code, const absl::Status& status, bool connected) {
+  std::fprintf(stderr, "switchyard-worker: %s\n", std::string(status.message()).c_str());
+  std::fflush(stderr);
+#if SWITCHYARD_HAVE_MPI
+  if (connected && comm::LaunchedByMpi()) comm::AbortMpiJob(code);
+#endif
+  std::exit(code);
+}
+
+struct Setup {
+  ModelConfig model;
+  std::vector<int> layers;
+  std::unique_ptr<Workload> workload;
+  cluster::LaunchInfo launch;
+  placement::Topology topology;
+  std::optional<placement::Placement> placement;  // from --placement
+  std::string placement_name;
+};
+
+// Everything that can be checked without talking to other ranks.
+absl::StatusOr<Setup> Prepare() {
+  Setup s;
+  if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required (preset:NAME or config.json)");
+  SY_ASSIGN_OR_RETURN(ModelConfig model, LoadModel(absl::GetFlag(FLAGS_model)));
+  SY_ASSIGN_OR_RETURN(s.model, ScaleModel(model, absl::GetFlag(FLAGS_scale)));
+  const std::string type = absl::GetFlag(FLAGS_weight_type);
+  if (type != "fp32" && type != "bf16") return absl::InvalidArgumentError(absl::StrCat("--weight-type '", type, "': use fp32 or bf16"));
+  s.model.weights = type == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32;
+  if (s.model.weights == kernels::WeightType::kBF16 && !kernels::CpuSupportsBf16Dot()) {
+    return absl::FailedPreconditionError("--weight-type bf16 needs a CPU with AVX-512 BF16");
+  }
+  const int n_layers = absl::GetFlag(FLAGS_layers);
+  if (n_layers < 0) return absl::InvalidArgumentError("--layers must be >= 0");
+  s.layers = s.model.moe_layers;
+  if (n_layers > 0 && n_layers < static_cast<int>(s.layers.size())) s.layers.resize(n_layers);
+  if (absl::GetFlag(FLAGS_tokens_per_rank) < 1) return absl::InvalidArgumentError("--tokens-per-rank must be >= 1");
+  if (absl::GetFlag(FLAGS_steps) < 1) return absl::InvalidArgumentError("--steps must be >= 1");
+  SY_ASSIGN_OR_RETURN(s.workload, Workload::Create(absl::GetFlag(FLAGS_workload), s.model, s.layers, absl::GetFlag(FLAGS_seed)));
+  SY_ASSIGN_OR_RETURN(s.launch, cluster::DetectLaunch());
+  const int R = s.launch.size, E = s.model.num_experts;
+  int nodes = absl::GetFlag(FLAGS_nodes);
+  if (nodes == 0) nodes = s.launch.local_size > 0 && R % s.launch.local_size == 0 ? R / s.launch.local_size : 1;
+  const std::string& file = absl::GetFlag(FLAGS_placement);
+  if (!file.empty()) {
+    SY_ASSIGN_OR_RETURN(placement::Placement p, placement::ReadPlacementJson(file));
+    if (p.topology.ranks() != R) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": placement is for ", p.topology.ranks(), " ranks, the job has ", R));
+    }
+    if (p.num_experts != E) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": placement has ", p.num_experts, " experts, the model has ", E));
+    }
+    for (int layer : s.layers) {
+      if (p.FindLayer(layer) == nullptr) return absl::InvalidArgumentError(absl::StrCat(file, ": placement has no layer ", layer));
+    }
+    s.topology = p.topology;
+    s.placement = std::move(p);
+    s.placement_name = file;
+  } else {
+    const std::string policy = absl::GetFlag(FLAGS_policy);
+    if (policy != "contiguous" && policy != "eplb" && policy != "incremental") {
+      return absl::InvalidArgumentError(absl::StrCat("--policy '", policy, "': use contiguous, eplb or incremental"));
+    }
+    int slots = absl::GetFlag(FLAGS_slots_per_rank);
+    if (slots == 0) slots = (E + R - 1) / R + (policy == "contiguous" ? 0 : 1);
+    SY_ASSIGN_OR_RETURN(s.topology, placement::Topology::Create(R, nodes, slots));
+    if (R * slots < E) return absl::InvalidArgumentError(absl::StrCat(R, " ranks x ", slots, " slots cannot hold ", E, " experts"));
+    s.placement_name = policy;
+  }
+  return s;
+}
+
+// The placement at start: the file, or the policy planned on the workload's expected load.
+absl::StatusOr<placement::Placement> StartPlacement(const Setup& s) {
+  if (s.placement) return *s.placement;
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  if (policy == "contiguous") return placement::ContiguousPlacement(s.topology, s.model.num_experts, s.layers);
+  placement::LoadMatrix load{s.layers, s.workload->Expected(0)};
+  const double pairs = static_cast<double>(s.topology.ranks()) * absl::GetFlag(FLAGS_tokens_per_rank) * s.model.top_k;
+  for (auto& row : load.values) {
+    for (double& x : row) x *= pairs;  // expected pairs per step, count units
+  }
+  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(policy));
+  placement::PlanRequest request{s.topology, load, nullptr, {}, {}};
+  request.options.eplb_groups = s.model.num_groups;
+  auto planned = planner->Plan(request);
+  if (!planned.ok() && policy == "eplb") {  // groups that do not fit the node layout: global EPLB
+    request.options.eplb_groups = 1;
+    planned = planner->Plan(request);
+  }
+  return planned;
+}
+
+int Main(int argc, char** argv) {
+  auto parsed = ParseFlags(argc, argv);
+  if (!parsed.ok()) Fail(kExitBadInput, parsed.status(), false);
+  if (parsed->help) {
+    std::printf("usage: switchyard-worker --model M --workload W [flags]\n%s", FlagsHelp({"worker/"}).c_str());
+    return 0;
+  }
+  if (!parsed->positional.empty()) {
+    Fail(kExitBadInput, absl::InvalidArgumentError(absl::StrCat("unexpected argument '", parsed->positional[0], "'")), false);
+  }
+  auto setup = Prepare();
+  if (!setup.ok()) Fail(kExitBadInput, setup.status(), false);
+  Setup& s = *setup;
+  auto start = StartPlacement(s);
+  if (!start.ok()) Fail(kExitBadInput, start.status(), false);
+
+  cluster::ConnectOptions options;
+  options.backend = absl::GetFlag(FLAGS_backend);
+  options.rendezvous_dir = absl::GetFlag(FLAGS_rendezvous_dir);
+  options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  auto comm = cluster::Connect(options);
+  if (!comm.ok()) Fail(absl::IsInvalidArgument(comm.status()) ? kExitBadInput : kExitRuntime, comm.status(), false);
+  comm::Communicator& c = **comm;
+  if (c.size() != s.topology.ranks()) {
+    Fail(kExitRuntime, absl::InternalError(absl::StrCat("launcher said ", s.topology.ranks(), " ranks, the communicator has ", c.size())), true);
+  }
+  auto run = [&]() -> absl::StatusOr<RunReport> {
+    SY_ASSIGN_OR_RETURN(placement::RoutingTable table, placement::RoutingTable::Build(*start, 0));
+    WeightStore store(s.model, s.layers);
+    std::unique_ptr<WeightSource> source;
+    if (absl::GetFlag(FLAGS_weights).empty()) {
+      source = SeededWeights(s.model, absl::GetFlag(FLAGS_seed));
+    } else {
+      SY_ASSIGN_OR_RETURN(source, CheckpointWeights(s.model, absl::GetFlag(FLAGS_weights)));
+    }
+    SY_RETURN_IF_ERROR(store.Load(*start, c.rank(), *source));
+    if (c.rank() == 0) {
+      auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
+      std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
+                  "(%s backend), %lld tokens/rank/step, placement %s (expected balancedness %.3f)\n",
+                  s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
+                  static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), c.size(),
+                  std::string(c.backend()).c_str(), static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
+                  s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0);
+      std::fflush(stdout);
+    }
+    DriverOptions d;
+    d.steps = absl::GetFlag(FLAGS_steps);
+    d.tokens_per_rank = absl::GetFlag(FLAGS_tokens_per_rank);
+    d.log_every = absl::GetFlag(FLAGS_log_every);
+    d.log = [](const std::string& line) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    };
+    Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
+    SY_ASSIGN_OR_RETURN(RunReport report, driver.Run());
+    report.model = s.model.name;
+    report.backend = std::string(c.backend());
+    report.placement_policy = s.placement_name;
+    report.workload = absl::StrJoin(absl::GetFlag(FLAGS_workload), " ");
+    return report;
+  };
+  auto report = run();
+  if (!report.ok()) Fail(kExitRuntime, report.status(), true);
+  if (c.rank() == 0) {
+    double worst = 1;
+    for (const LayerReport& l : report->layers) worst = std::min(worst, l.balancedness);
+    std::printf("summary: %.0f tokens/s, step ms p50 %.2f p99 %.2f max %.2f; per step: gate %.2f dispatch %.2f ffn %.2f "
+                "combine %.2f ms; worst-layer balancedness %.3f; tokens conserved: %s; output checksum %016llx\n",
+                report->tokens_per_s, report->step_ms_p50, report->step_ms_p99, report->step_ms_max, report->phase_ms_gate,
+                report->phase_ms_dispatch, report->phase_ms_ffn, report->phase_ms_combine, worst,
+                report->tokens_conserved ? "yes" : "NO", static_cast<unsigned long long>(report->output_checksum));
+    if (!absl::GetFlag(FLAGS_report).empty()) {
+      absl::Status written = WriteFileAtomically(absl::GetFlag(FLAGS_report), report->ToJson());
+      if (!written.ok()) Fail(kExitRuntime, written, true);
+    }
+  }
+  comm->reset();
+  return report->tokens_conserved ? 0 : kExitRuntime;
+}
+
+}  // namespace
+}  // namespace switchyard::worker
+
+int main(int argc, char** argv) { return switchyard::worker::Main(argc, argv); }
