@@ -16,6 +16,11 @@ int RunPlan(const std::vector<std::string>& args);
 // `switchyard bench <what>`: project benchmarks; `what` is args[0].
 int RunBench(const std::vector<std::string>& args);
 
+// Admin subcommands over gRPC (status, placement, load, rebalance, pin, unpin, drain,
+// undrain, policy, events).
+bool IsAdminCommand(const std::string& command);
+int RunAdmin(const std::string& command, const std::vector<std::string>& args);
+
 // Prints `message` as "switchyard <command>: <message>" on stderr and returns the exit code
 // for the status' kind (2 for bad input, 1 otherwise).
 int ReportError(absl::string_view command, const absl::Status& status);

@@ -19,6 +19,17 @@ constexpr char kUsage[] =
     "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun)\n"
     "  version print the version\n"
     "\n"
+    "admin commands (a coordinator: --coordinator HOST:PORT or $SWITCHYARD_COORDINATOR):\n"
+    "  status              the cluster: workers, health, epochs, step, balancedness\n"
+    "  placement [--layer L]  the committed placement\n"
+    "  load [--layer L]    smoothed and last-window load per expert\n"
+    "  rebalance [--dry-run] [--max-moves M]  plan (and publish) a better placement\n"
+    "  pin|unpin --expert E --rank R [--layer L]  keep an expert on a rank\n"
+    "  drain|undrain RANK  empty a rank (or let it hold experts again)\n"
+    "  policy [key=value ...]  show or change the rebalance policy\n"
+    "  events [--follow]   the event log (joins, losses, plans, constraint changes)\n"
+    "  --json prints JSON; --token-file F sends the bearer token; --tls-ca F talks TLS.\n"
+    "\n"
     "'switchyard <command> --help' lists the flags.\n";
 
 }  // namespace
@@ -43,6 +54,7 @@ int main(int argc, char** argv) {
   }
   if (command == "plan") return switchyard::cli::RunPlan(args);
   if (command == "bench") return switchyard::cli::RunBench(args);
+  if (switchyard::cli::IsAdminCommand(command)) return switchyard::cli::RunAdmin(command, args);
   if (command == "version") {
     std::printf("switchyard %s\n", SWITCHYARD_VERSION);
     return 0;

@@ -4,6 +4,8 @@
 find_package(absl CONFIG REQUIRED)
 find_package(nlohmann_json CONFIG REQUIRED)
 find_package(Threads REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
 
 # _sy_optional(<NAME> <found-variable> <why-missing>): turns SWITCHYARD_WITH_<NAME> and whether
 # the package was found into SWITCHYARD_HAVE_<NAME>; ON without the package is a FATAL_ERROR.

@@ -13,7 +13,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libucx-dev ucx-utils
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  slurm-wlm munge libpmix-dev
+  slurm-wlm munge libpmix-dev openssl
 )
 
 missing=()

@@ -1,0 +1,345 @@
+// Admin subcommands of `switchyard`: status, placement, load, rebalance, pin, unpin, drain,
+// undrain, policy, events — gRPC calls to a coordinator's admin API. Tables by default,
+// --json (protobuf JSON) for scripts.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "cli/commands.h"
+#include "common/file_util.h"
+#include "common/status.h"
+#include "switchyard/admin/v1/admin.grpc.pb.h"
+
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(int, max_moves);
+ABSL_FLAG(std::string, coordinator, "", "admin: coordinator address (default: $SWITCHYARD_COORDINATOR, else 127.0.0.1:7070)");
+ABSL_FLAG(std::string, token_file, "", "admin: file with the bearer token for changing calls");
+ABSL_FLAG(std::string, tls_ca, "", "admin: PEM CA certificate: talk TLS to the coordinator");
+ABSL_FLAG(bool, dry_run, false, "rebalance: show the plan without publishing it");
+ABSL_FLAG(int, layer, -1, "admin: layer id (-1: every layer)");
+ABSL_FLAG(int, expert, -1, "pin/unpin: expert id");
+ABSL_FLAG(int, rank, -1, "pin/unpin: rank");
+ABSL_FLAG(bool, follow, false, "events: keep streaming new events");
+ABSL_FLAG(double, timeout_s, 10, "admin: seconds to wait for the coordinator (events --follow: stream length, 0: forever)");
+
+namespace switchyard::cli {
+namespace {
+
+namespace admin = switchyard::admin::v1;
+namespace types = switchyard::types::v1;
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view address) {
+  if (s.ok()) return absl::OkStatus();
+  std::string message = s.error_message();
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    message = absl::StrCat("coordinator at ", address, " is unreachable: ", message);
+  }
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), message);
+}
+
+struct Client {
+  std::string address;
+  std::unique_ptr<admin::Admin::Stub> stub;
+  std::string token;
+  std::unique_ptr<grpc::ClientContext> Context(double seconds) const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (seconds > 0) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    return ctx;
+  }
+};
+
+absl::StatusOr<Client> Connect() {
+  Client c;
+  c.address = absl::GetFlag(FLAGS_coordinator);
+  if (c.address.empty()) {
+    const char* env = std::getenv("SWITCHYARD_COORDINATOR");
+    c.address = env != nullptr && *env ? env : "127.0.0.1:7070";
+  }
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!absl::GetFlag(FLAGS_tls_ca).empty()) {
+    SY_ASSIGN_OR_RETURN(const std::string ca, ReadFile(absl::GetFlag(FLAGS_tls_ca)));
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca;
+    creds = grpc::SslCredentials(ssl);
+  }
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    SY_ASSIGN_OR_RETURN(const std::string token, ReadFile(absl::GetFlag(FLAGS_token_file)));
+    c.token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  c.stub = admin::Admin::NewStub(grpc::CreateChannel(c.address, creds));
+  return c;
+}
+
+template <typename Message>
+void PrintJson(const Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  std::printf("%s", out.c_str());
+  if (out.empty() || out.back() != '\n') std::printf("\n");
+}
+
+void PrintPlacement(const types::Placement& p) {
+  std::printf("epoch %lld: %d ranks x %d slots (%d nodes), %d experts\n", static_cast<long long>(p.epoch()), p.ranks(),
+              p.slots_per_rank(), p.nodes(), p.experts());
+  for (const types::LayerPlacement& l : p.layers()) {
+    std::printf("layer %d\n", l.layer());
+    for (int r = 0; r < l.ranks_size(); ++r) {
+      std::vector<std::string> items;
+      for (const types::Replica& x : l.ranks(r).replicas()) {
+        items.push_back(x.share() >= 1 - 1e-9 ? absl::StrCat(x.expert()) : absl::StrFormat("%d(%.2f)", x.expert(), x.share()));
+      }
+      std::printf("  rank %3d: %s\n", r, absl::StrJoin(items, " ").c_str());
+    }
+  }
+}
+
+void PrintConstraints(const admin::ConstraintsResponse& c) {
+  std::vector<std::string> pins, drained;
+  for (const types::Pin& p : c.pins()) {
+    pins.push_back(absl::StrCat("expert ", p.expert(), " -> rank ", p.rank(), p.layer() < 0 ? "" : absl::StrCat(" (layer ", p.layer(), ")")));
+  }
+  for (int r : c.drained_ranks()) drained.push_back(absl::StrCat(r));
+  std::printf("pins: %s\ndrained ranks: %s\n", pins.empty() ? "none" : absl::StrJoin(pins, "; ").c_str(),
+              drained.empty() ? "none" : absl::StrJoin(drained, ", ").c_str());
+}
+
+// policy key=value ... onto a policy.
+absl::Status ApplySettings(const std::vector<std::string>& settings, types::Policy& p) {
+  for (const std::string& kv : settings) {
+    const std::vector<std::string> parts = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (parts.size() != 2) return absl::InvalidArgumentError(absl::StrCat("policy setting '", kv, "': use key=value"));
+    const std::string& key = parts[0];
+    const std::string& value = parts[1];
+    double d = 0;
+    int i = 0;
+    bool b = false;
+    auto number = [&]() -> absl::Status {
+      if (!absl::SimpleAtod(value, &d)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", value, "': not a number"));
+      return absl::OkStatus();
+    };
+    auto integer = [&]() -> absl::Status {
+      if (!absl::SimpleAtoi(value, &i)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", value, "': not an integer"));
+      return absl::OkStatus();
+    };
+    if (key == "auto_rebalance") {
+      if (!absl::SimpleAtob(value, &b)) return absl::InvalidArgumentError(absl::StrCat("policy auto_rebalance='", value, "': true or false"));
+      p.set_auto_rebalance(b);
+    } else if (key == "min_gain") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_min_gain(d);
+    } else if (key == "hysteresis_windows") {
+      SY_RETURN_IF_ERROR(integer());
+      p.set_hysteresis_windows(i);
+    } else if (key == "cooldown_windows") {
+      SY_RETURN_IF_ERROR(integer());
+      p.set_cooldown_windows(i);
+    } else if (key == "max_moves") {
+      SY_RETURN_IF_ERROR(integer());
+      p.set_max_moves(i);
+    } else if (key == "min_gain_per_move") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_min_gain_per_move(d);
+    } else if (key == "noise_z") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_noise_z(d);
+    } else if (key == "smoothing") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_smoothing(d);
+    } else if (key == "planner") {
+      p.set_planner(value);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown policy key '", key,
+          "' (auto_rebalance, min_gain, hysteresis_windows, cooldown_windows, max_moves, min_gain_per_move, noise_z, smoothing, planner)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void PrintPolicy(const types::Policy& p) {
+  std::printf("auto_rebalance     %s\nmin_gain           %.4g (predicted step-time reduction)\nhysteresis_windows %d\n"
+              "cooldown_windows   %d\nmax_moves          %d%s\nmin_gain_per_move  %.4g\nnoise_z            %.4g\n"
+              "smoothing          %.4g\nplanner            %s\n",
+              p.auto_rebalance() ? "true" : "false", p.min_gain(), p.hysteresis_windows(), p.cooldown_windows(), p.max_moves(),
+              p.max_moves() == 0 ? " (no limit)" : "", p.min_gain_per_move(), p.noise_z(), p.smoothing(), p.planner().c_str());
+}
+
+absl::Status Run(const std::string& command, const std::vector<std::string>& args) {
+  SY_ASSIGN_OR_RETURN(Client c, Connect());
+  const bool json = absl::GetFlag(FLAGS_json);
+  const double timeout = absl::GetFlag(FLAGS_timeout_s);
+  auto check = [&](const grpc::Status& s) { return FromGrpc(s, c.address); };
+  auto no_args = [&]() -> absl::Status {
+    if (!args.empty()) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args[0], "'"));
+    return absl::OkStatus();
+  };
+  if (command == "status") {
+    SY_RETURN_IF_ERROR(no_args());
+    admin::ClusterStatus s;
+    SY_RETURN_IF_ERROR(check(c.stub->GetStatus(c.Context(timeout).get(), {}, &s)));
+    if (json) return PrintJson(s), absl::OkStatus();
+    std::printf("coordinator %s at %s\njob: %s, %d ranks on %d nodes; %d registered, %d healthy\n"
+                "epoch %lld committed, %lld target; step %lld; %lld load windows\n",
+                s.coordinator_id().c_str(), c.address.c_str(), s.model().empty() ? "(none yet)" : s.model().c_str(), s.ranks(),
+                s.nodes(), s.registered(), s.healthy(), static_cast<long long>(s.committed_epoch()),
+                static_cast<long long>(s.target_epoch()), static_cast<long long>(s.step()), static_cast<long long>(s.windows()));
+    if (s.workers_size() > 0) {
+      std::printf("%5s  %-16s %4s  %-7s %8s %6s  %9s  %9s\n", "rank", "host", "node", "health", "step", "epoch", "heartbeat", "report");
+      for (const admin::WorkerStatus& w : s.workers()) {
+        std::printf("%5d  %-16s %4d  %-7s %8lld %6lld  %8.1fs  %9s\n", w.rank(), w.host().c_str(), w.node(),
+                    w.drained() ? "drained" : (w.healthy() ? "ok" : "LOST"), static_cast<long long>(w.step()),
+                    static_cast<long long>(w.epoch()), w.seconds_since_heartbeat(),
+                    w.seconds_since_report() < 0 ? "never" : absl::StrFormat("%.1fs", w.seconds_since_report()).c_str());
+      }
+    }
+    if (s.windows() > 0) {
+      std::vector<std::string> parts;
+      for (int i = 0; i < s.layers_size(); ++i) parts.push_back(absl::StrFormat("%d:%.3f", s.layers(i), s.layer_balancedness(i)));
+      std::printf("balancedness (last window, layer:value): %s\n", absl::StrJoin(parts, "  ").c_str());
+    }
+    return absl::OkStatus();
+  }
+  if (command == "placement") {
+    SY_RETURN_IF_ERROR(no_args());
+    admin::GetPlacementRequest request;
+    request.set_layer(absl::GetFlag(FLAGS_layer));
+    request.set_all_layers(absl::GetFlag(FLAGS_layer) < 0);
+    admin::GetPlacementResponse response;
+    SY_RETURN_IF_ERROR(check(c.stub->GetPlacement(c.Context(timeout).get(), request, &response)));
+    if (json) return PrintJson(response.placement()), absl::OkStatus();
+    PrintPlacement(response.placement());
+    return absl::OkStatus();
+  }
+  if (command == "load") {
+    SY_RETURN_IF_ERROR(no_args());
+    admin::GetLoadRequest request;
+    request.set_layer(absl::GetFlag(FLAGS_layer));
+    request.set_all_layers(absl::GetFlag(FLAGS_layer) < 0);
+    admin::GetLoadResponse response;
+    SY_RETURN_IF_ERROR(check(c.stub->GetLoad(c.Context(timeout).get(), request, &response)));
+    if (json) return PrintJson(response), absl::OkStatus();
+    std::printf("%lld load windows\n%6s  %12s  %12s  %s\n", static_cast<long long>(response.windows()), "layer", "balancedness",
+                "predicted", "hottest experts (pairs/step)");
+    for (const admin::LayerLoad& l : response.layers()) {
+      std::vector<int> order(l.smoothed_size());
+      for (int e = 0; e < l.smoothed_size(); ++e) order[e] = e;
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return l.smoothed(a) > l.smoothed(b); });
+      std::vector<std::string> hot;
+      for (int i = 0; i < std::min(5, l.smoothed_size()); ++i) hot.push_back(absl::StrFormat("%d:%.1f", order[i], l.smoothed(order[i])));
+      std::printf("%6d  %12.3f  %12.3f  %s\n", l.layer(), l.balancedness(), l.predicted_balancedness(), absl::StrJoin(hot, " ").c_str());
+    }
+    return absl::OkStatus();
+  }
+  if (command == "rebalance") {
+    SY_RETURN_IF_ERROR(no_args());
+    admin::RebalanceRequest request;
+    request.set_dry_run(absl::GetFlag(FLAGS_dry_run));
+    request.set_max_moves(std::max(0, absl::GetFlag(FLAGS_max_moves)));
+    admin::RebalanceResponse response;
+    SY_RETURN_IF_ERROR(check(c.stub->Rebalance(c.Context(timeout).get(), request, &response)));
+    if (json) return PrintJson(response), absl::OkStatus();
+    std::printf("%s epoch %lld: %d moved replicas; balancedness mean %.4f -> %.4f, worst layer %.4f -> %.4f\n",
+                response.applied() ? "published" : (request.dry_run() ? "plan (dry run) for" : "nothing to publish for"),
+                static_cast<long long>(response.target_epoch()), response.moved_replicas(), response.balancedness_before(),
+                response.balancedness_after(), response.worst_before(), response.worst_after());
+    return absl::OkStatus();
+  }
+  if (command == "pin" || command == "unpin") {
+    SY_RETURN_IF_ERROR(no_args());
+    if (absl::GetFlag(FLAGS_expert) < 0 || absl::GetFlag(FLAGS_rank) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(command, " needs --expert E and --rank R (and optionally --layer L)"));
+    }
+    admin::PinRequest request;
+    request.mutable_pin()->set_layer(absl::GetFlag(FLAGS_layer));
+    request.mutable_pin()->set_expert(absl::GetFlag(FLAGS_expert));
+    request.mutable_pin()->set_rank(absl::GetFlag(FLAGS_rank));
+    admin::ConstraintsResponse response;
+    SY_RETURN_IF_ERROR(check(command == "pin" ? c.stub->Pin(c.Context(timeout).get(), request, &response)
+                                             : c.stub->Unpin(c.Context(timeout).get(), request, &response)));
+    if (json) return PrintJson(response), absl::OkStatus();
+    PrintConstraints(response);
+    return absl::OkStatus();
+  }
+  if (command == "drain" || command == "undrain") {
+    int rank = -1;
+    if (args.size() != 1 || !absl::SimpleAtoi(args[0], &rank)) {
+      return absl::InvalidArgumentError(absl::StrCat("usage: switchyard ", command, " RANK"));
+    }
+    admin::DrainRequest request;
+    request.set_rank(rank);
+    admin::ConstraintsResponse response;
+    SY_RETURN_IF_ERROR(check(command == "drain" ? c.stub->Drain(c.Context(timeout).get(), request, &response)
+                                               : c.stub->Undrain(c.Context(timeout).get(), request, &response)));
+    if (json) return PrintJson(response), absl::OkStatus();
+    PrintConstraints(response);
+    return absl::OkStatus();
+  }
+  if (command == "policy") {
+    types::Policy policy;
+    SY_RETURN_IF_ERROR(check(c.stub->GetPolicy(c.Context(timeout).get(), {}, &policy)));
+    if (!args.empty()) {  // policy key=value ...: change those, keep the rest
+      SY_RETURN_IF_ERROR(ApplySettings(args, policy));
+      admin::SetPolicyRequest request;
+      *request.mutable_policy() = policy;
+      SY_RETURN_IF_ERROR(check(c.stub->SetPolicy(c.Context(timeout).get(), request, &policy)));
+    }
+    if (json) return PrintJson(policy), absl::OkStatus();
+    PrintPolicy(policy);
+    return absl::OkStatus();
+  }
+  if (command == "events") {
+    SY_RETURN_IF_ERROR(no_args());
+    const bool follow = absl::GetFlag(FLAGS_follow);
+    auto ctx = c.Context(follow ? timeout : std::min(timeout, 1.5));
+    admin::WatchEventsRequest request;
+    auto reader = c.stub->WatchEvents(ctx.get(), request);
+    admin::Event e;
+    while (reader->Read(&e)) {
+      if (json) {
+        std::string line;
+        (void)google::protobuf::util::MessageToJsonString(e, &line);
+        std::printf("%s\n", line.c_str());
+      } else {
+        std::printf("#%-5lld %s  %-18s %s\n", static_cast<long long>(e.seq()),
+                    absl::FormatTime("%H:%M:%E3S", absl::FromUnixMillis(e.unix_ms()), absl::LocalTimeZone()).c_str(),
+                    e.kind().c_str(), e.message().c_str());
+      }
+      std::fflush(stdout);
+    }
+    const grpc::Status s = reader->Finish();
+    // The stream ends at our deadline: that is how `events` (without --follow) returns.
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return absl::OkStatus();
+    return check(s);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));
+}
+
+}  // namespace
+
+bool IsAdminCommand(const std::string& command) {
+  for (const char* c : {"status", "placement", "load", "rebalance", "pin", "unpin", "drain", "undrain", "policy", "events"}) {
+    if (command == c) return true;
+  }
+  return false;
+}
+
+int RunAdmin(const std::string& command, const std::vector<std::string>& args) {
+  if (absl::Status s = Run(command, args); !s.ok()) return ReportError(command, s);
+  return 0;
+}
+
+}  // namespace switchyard::cli

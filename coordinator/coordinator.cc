@@ -1,0 +1,805 @@
+#include "coordinator/coordinator.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/status.h"
+#include "placement/metrics.h"
+#include "placement/planner.h"
+
+namespace switchyard::coordinator {
+namespace {
+
+using Json = nlohmann::json;
+constexpr size_t kMaxEvents = 2000;
+constexpr int64_t kMaxCount = int64_t{1} << 40;  // a report claiming more is hostile
+
+std::string NewId() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x", rd(), rd());
+}
+
+template <typename Message>
+std::string ToJsonText(const Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  return out;
+}
+
+template <typename Message>
+absl::Status FromJsonText(const std::string& text, Message* m, absl::string_view what) {
+  const auto status = google::protobuf::util::JsonStringToMessage(text, m);
+  if (!status.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", status.ToString()));
+  return absl::OkStatus();
+}
+
+// Sum over layers of the most loaded rank: a step's time in load units.
+double StepCost(const placement::Placement& p, const placement::LoadMatrix& load) {
+  double cost = 0;
+  for (int i = 0; i < load.num_layers(); ++i) {
+    const placement::LayerPlacement* layer = p.FindLayer(load.layer_ids[i]);
+    if (layer == nullptr) continue;
+    const auto ranks = placement::RankLoads(*layer, load.values[i]);
+    cost += *std::max_element(ranks.begin(), ranks.end());
+  }
+  return cost;
+}
+
+}  // namespace
+
+types::Placement ToProto(const placement::Placement& p, int64_t epoch) {
+  types::Placement out;
+  out.set_epoch(epoch);
+  out.set_ranks(p.topology.ranks());
+  out.set_nodes(p.topology.nodes());
+  out.set_slots_per_rank(p.topology.slots_per_rank());
+  out.set_experts(p.num_experts);
+  for (const placement::LayerPlacement& layer : p.layers) {
+    types::LayerPlacement* l = out.add_layers();
+    l->set_layer(layer.layer_id);
+    for (const auto& slots : layer.ranks) {
+      types::RankSlots* r = l->add_ranks();
+      for (const placement::Replica& rep : slots) {
+        types::Replica* x = r->add_replicas();
+        x->set_expert(rep.expert);
+        x->set_share(rep.share);
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<placement::Placement> FromProto(const types::Placement& in) {
+  SY_ASSIGN_OR_RETURN(const placement::Topology topo,
+                      placement::Topology::Create(in.ranks(), in.nodes(), in.slots_per_rank()));
+  placement::Placement p{topo, in.experts(), {}};
+  for (const types::LayerPlacement& l : in.layers()) {
+    if (l.ranks_size() != in.ranks()) {
+      return absl::InvalidArgumentError(absl::StrCat("placement layer ", l.layer(), " lists ", l.ranks_size(),
+                                                     " ranks, expected ", in.ranks()));
+    }
+    placement::LayerPlacement layer{l.layer(), std::vector<std::vector<placement::Replica>>(in.ranks())};
+    for (int r = 0; r < l.ranks_size(); ++r) {
+      for (const types::Replica& x : l.ranks(r).replicas()) layer.ranks[r].push_back({x.expert(), x.share()});
+    }
+    p.layers.push_back(std::move(layer));
+  }
+  SY_RETURN_IF_ERROR(placement::ValidatePlacement(p));
+  return p;
+}
+
+types::Policy DefaultPolicy() {
+  types::Policy p;
+  p.set_auto_rebalance(false);
+  p.set_min_gain(0.05);
+  p.set_hysteresis_windows(2);
+  p.set_cooldown_windows(2);
+  p.set_max_moves(0);
+  p.set_min_gain_per_move(0.001);
+  p.set_noise_z(2.0);
+  p.set_smoothing(0.5);
+  p.set_planner("incremental");
+  return p;
+}
+
+absl::Status ValidatePolicy(const types::Policy& p) {
+  auto bad = [](absl::string_view field, auto value, absl::string_view range) {
+    return absl::InvalidArgumentError(absl::StrCat("policy ", field, " = ", value, ": must be ", range));
+  };
+  if (!(p.min_gain() >= 0 && p.min_gain() <= 10)) return bad("min_gain", p.min_gain(), "in [0, 10]");
+  if (p.hysteresis_windows() < 1 || p.hysteresis_windows() > 1000) return bad("hysteresis_windows", p.hysteresis_windows(), "in [1, 1000]");
+  if (p.cooldown_windows() < 0 || p.cooldown_windows() > 100000) return bad("cooldown_windows", p.cooldown_windows(), "in [0, 100000]");
+  if (p.max_moves() < 0) return bad("max_moves", p.max_moves(), ">= 0 (0: no limit)");
+  if (!(p.min_gain_per_move() >= 0 && p.min_gain_per_move() <= 1)) return bad("min_gain_per_move", p.min_gain_per_move(), "in [0, 1]");
+  if (!(p.noise_z() >= 0 && p.noise_z() <= 100)) return bad("noise_z", p.noise_z(), "in [0, 100]");
+  if (!(p.smoothing() > 0 && p.smoothing() <= 1)) return bad("smoothing", p.smoothing(), "in (0, 1]");
+  const auto names = placement::PlannerNames();
+  if (std::find(names.begin(), names.end(), p.planner()) == names.end()) {
+    return bad("planner", absl::StrCat("'", p.planner(), "'"), absl::StrCat("one of ", absl::StrJoin(names, ", ")));
+  }
+  return absl::OkStatus();
+}
+
+Coordinator::Coordinator(const CoordinatorOptions& options) : options_(options), id_(NewId()), policy_(DefaultPolicy()) {}
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options) {
+  auto c = std::unique_ptr<Coordinator>(new Coordinator(options));
+  if (!options.state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.state_dir, ec);
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("--state-dir ", options.state_dir, ": ", ec.message()));
+    std::lock_guard<std::mutex> lock(c->mu_);
+    SY_RETURN_IF_ERROR(c->RestoreLocked());
+  }
+  return c;
+}
+
+// ---- Persistence ---------------------------------------------------------------------------
+
+absl::Status Coordinator::PersistLocked() {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  Json j;
+  j["format"] = "switchyard.coordinator-state/v1";
+  j["job_id"] = job_id_;
+  if (model_) j["model"] = Json::parse(ToJsonText(*model_));
+  if (committed_) j["committed"] = Json::parse(ToJsonText(ToProto(*committed_, committed_epoch_)));
+  if (target_) j["target"] = Json::parse(ToJsonText(ToProto(*target_, target_epoch_)));
+  j["transfers"] = Json::array();
+  for (const control::Transfer& t : transfers_) j["transfers"].push_back(Json::parse(ToJsonText(t)));
+  j["pins"] = Json::array();
+  for (const types::Pin& p : pins_) j["pins"].push_back(Json::parse(ToJsonText(p)));
+  j["drained"] = drained_;
+  j["policy"] = Json::parse(ToJsonText(policy_));
+  return WriteFileAtomically(options_.state_dir + "/state.json", j.dump(1) + "\n");
+}
+
+absl::Status Coordinator::RestoreLocked() {
+  const std::string path = options_.state_dir + "/state.json";
+  if (!std::filesystem::exists(path)) return absl::OkStatus();
+  SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  Json j;
+  try {
+    j = Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
+  }
+  if (j.value("format", "") != "switchyard.coordinator-state/v1") {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a switchyard.coordinator-state/v1 file"));
+  }
+  job_id_ = j.value("job_id", "");
+  if (j.contains("model")) {
+    types::ModelShape m;
+    SY_RETURN_IF_ERROR(FromJsonText(j["model"].dump(), &m, path + " model"));
+    model_ = m;
+  }
+  auto placement_of = [&](const char* key, int64_t* epoch) -> absl::StatusOr<std::optional<placement::Placement>> {
+    if (!j.contains(key)) return std::optional<placement::Placement>();
+    types::Placement p;
+    SY_RETURN_IF_ERROR(FromJsonText(j[key].dump(), &p, absl::StrCat(path, " ", key)));
+    *epoch = p.epoch();
+    SY_ASSIGN_OR_RETURN(placement::Placement out, FromProto(p));
+    return std::optional<placement::Placement>(std::move(out));
+  };
+  SY_ASSIGN_OR_RETURN(committed_, placement_of("committed", &committed_epoch_));
+  SY_ASSIGN_OR_RETURN(target_, placement_of("target", &target_epoch_));
+  for (const auto& t : j.value("transfers", Json::array())) {
+    SY_RETURN_IF_ERROR(FromJsonText(t.dump(), &transfers_.emplace_back(), path + " transfers"));
+  }
+  for (const auto& p : j.value("pins", Json::array())) {
+    SY_RETURN_IF_ERROR(FromJsonText(p.dump(), &pins_.emplace_back(), path + " pins"));
+  }
+  drained_ = j.value("drained", std::vector<int>());
+  if (j.contains("policy")) {
+    types::Policy p;
+    SY_RETURN_IF_ERROR(FromJsonText(j["policy"].dump(), &p, path + " policy"));
+    SY_RETURN_IF_ERROR(ValidatePolicy(p));
+    policy_ = p;
+  }
+  EventLocked("restored", absl::StrCat("state restored from ", path, ": epoch ", committed_epoch_,
+                                       target_ ? absl::StrCat(", target epoch ", target_epoch_) : "", ", ",
+                                       pins_.size(), " pins, ", drained_.size(), " drained ranks"));
+  return absl::OkStatus();
+}
+
+// ---- Events ----------------------------------------------------------------------------------
+
+void Coordinator::EventLocked(const std::string& kind, const std::string& message, int rank, int64_t epoch) {
+  admin::Event e;
+  e.set_seq(next_seq_++);
+  e.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+  e.set_kind(kind);
+  e.set_message(message);
+  e.set_rank(rank);
+  e.set_epoch(epoch);
+  events_.push_back(std::move(e));
+  if (events_.size() > kMaxEvents) events_.pop_front();
+  if (kind == "report_rejected" || kind == "worker_lost") {
+    std::fprintf(stderr, "switchyard-coordinator: %s: %s\n", kind.c_str(), message.c_str());
+  }
+  events_cv_.notify_all();
+}
+
+std::vector<admin::Event> Coordinator::WaitEvents(int64_t after_seq, absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  events_cv_.wait_until(lock, deadline, [&] { return stopping_ || (!events_.empty() && events_.back().seq() > after_seq); });
+  std::vector<admin::Event> out;
+  for (const admin::Event& e : events_) {
+    if (e.seq() > after_seq) out.push_back(e);
+  }
+  return out;
+}
+
+void Coordinator::StopWaiters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopping_ = true;
+  events_cv_.notify_all();
+}
+
+// ---- Control API -----------------------------------------------------------------------------
+
+absl::Status Coordinator::RequireJobLocked() const {
+  if (!model_ || !committed_) return absl::FailedPreconditionError("no job yet: no worker has registered");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::RegisterRequest& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (r.world_size() < 1 || r.rank() < 0 || r.rank() >= r.world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("register: rank ", r.rank(), " of world size ", r.world_size()));
+  }
+  if (r.model().num_experts() < 1 || r.model().moe_layers_size() == 0) {
+    return absl::InvalidArgumentError("register: model shape without experts or layers");
+  }
+  SY_ASSIGN_OR_RETURN(placement::Placement p, FromProto(r.placement()));
+  if (p.topology.ranks() != r.world_size() || p.num_experts != r.model().num_experts()) {
+    return absl::InvalidArgumentError("register: placement does not match the world size or the model");
+  }
+  std::vector<int> layers(r.model().moe_layers().begin(), r.model().moe_layers().end());
+  for (int layer : layers) {
+    if (p.FindLayer(layer) == nullptr) return absl::InvalidArgumentError(absl::StrCat("register: placement has no layer ", layer));
+  }
+  const bool same_job = model_ && job_id_ == r.job_id() && committed_ &&
+                        committed_->topology == p.topology && model_->num_experts() == r.model().num_experts() &&
+                        std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
+  if (!same_job) {
+    // A new job (or the first): its placement is the committed one. Constraints and policy
+    // survive when they still make sense for it.
+    const bool had_job = model_.has_value();
+    model_ = r.model();
+    job_id_ = r.job_id();
+    committed_ = p;
+    committed_epoch_ = r.placement().epoch();
+    target_.reset();
+    transfers_.clear();
+    workers_.clear();
+    pending_windows_.clear();
+    load_.assign(layers.size(), LayerLoadState{});
+    windows_ = 0;
+    auto_streak_ = cooldown_ = 0;
+    if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
+      pins_.clear();
+      drained_.clear();
+      EventLocked("constraints_cleared", "pins and drains did not fit the new job and were dropped");
+    }
+    EventLocked(had_job ? "job_replaced" : "job_started",
+                absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(), " ranks, ", layers.size(),
+                             " MoE layers, epoch ", committed_epoch_));
+  } else if (r.placement().epoch() > committed_epoch_) {
+    // The workers switched to an epoch this coordinator had not seen committed (it restarted
+    // in between): the workers are the truth.
+    committed_ = p;
+    committed_epoch_ = r.placement().epoch();
+    if (target_ && target_epoch_ <= committed_epoch_) {
+      target_.reset();
+      transfers_.clear();
+    }
+    EventLocked("epoch_committed", absl::StrCat("workers run epoch ", committed_epoch_), r.rank(), committed_epoch_);
+  }
+  const bool rejoin = workers_.count(r.rank()) > 0;
+  Worker& w = workers_[r.rank()];
+  w.info = r;
+  w.last_heartbeat = absl::Now();
+  w.epoch = r.placement().epoch();
+  w.healthy = true;
+  EventLocked(rejoin ? "worker_rejoined" : "worker_joined",
+              absl::StrCat("rank ", r.rank(), " on ", r.host(), " (node ", r.node(), ", ", r.backend(), ")"), r.rank(),
+              r.placement().epoch());
+  SY_RETURN_IF_ERROR(PersistLocked());
+  control::RegisterResponse out;
+  out.set_coordinator_id(id_);
+  out.set_committed_epoch(committed_epoch_);
+  return out;
+}
+
+absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control::HeartbeatRequest& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  control::HeartbeatResponse out;
+  auto it = workers_.find(r.rank());
+  if (it == workers_.end()) {
+    out.set_registered(false);
+    return out;
+  }
+  Worker& w = it->second;
+  w.last_heartbeat = absl::Now();
+  w.step = std::max(w.step, r.step());
+  w.epoch = r.epoch();
+  if (!w.healthy) {
+    w.healthy = true;
+    EventLocked("worker_recovered", absl::StrCat("rank ", r.rank(), " is back"), r.rank());
+  }
+  out.set_registered(true);
+  return out;
+}
+
+absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) const {
+  auto it = workers_.find(r.rank());
+  if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("load report from unregistered rank ", r.rank()));
+  if (r.first_step() < 0 || r.end_step() <= r.first_step()) {
+    return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": bad window [", r.first_step(), ", ",
+                                                   r.end_step(), ")"));
+  }
+  const int E = model_->num_experts();
+  if (r.layers_size() != model_->moe_layers_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": ", r.layers_size(), " layers, the job has ",
+                                                   model_->moe_layers_size()));
+  }
+  for (int i = 0; i < r.layers_size(); ++i) {
+    const types::LayerCounts& l = r.layers(i);
+    if (l.layer() != model_->moe_layers(i)) {
+      return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": layer ", l.layer(), " where ",
+                                                     model_->moe_layers(i), " was expected"));
+    }
+    if (l.chosen_size() != E || l.processed_size() != E) {
+      return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), ": ",
+                                                     l.chosen_size(), "/", l.processed_size(), " counts for ", E, " experts"));
+    }
+    for (int e = 0; e < E; ++e) {
+      if (l.chosen(e) < 0 || l.processed(e) < 0 || l.chosen(e) > kMaxCount || l.processed(e) > kMaxCount) {
+        return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), " expert ", e,
+                                                       ": count out of range"));
+      }
+    }
+  }
+  auto window = pending_windows_.find({r.first_step(), r.end_step()});
+  if (window != pending_windows_.end() && window->second.processed_per_rank.count(r.rank())) {
+    return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": window [", r.first_step(), ", ",
+                                                   r.end_step(), ") reported twice"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  if (absl::Status valid = ValidateReportLocked(r); !valid.ok()) {
+    ++reports_rejected_;
+    EventLocked("report_rejected", std::string(valid.message()), r.rank());
+    return valid;
+  }
+  Worker& w = workers_[r.rank()];
+  w.last_report = absl::Now();
+  w.step = std::max(w.step, r.end_step());
+  const int L = model_->moe_layers_size(), E = model_->num_experts();
+  PendingWindow& window = pending_windows_[{r.first_step(), r.end_step()}];
+  if (window.chosen.empty()) window.chosen.assign(L, std::vector<int64_t>(E, 0));
+  std::vector<int64_t> per_layer(L, 0);
+  for (int i = 0; i < L; ++i) {
+    for (int e = 0; e < E; ++e) {
+      window.chosen[i][e] += r.layers(i).chosen(e);
+      per_layer[i] += r.layers(i).processed(e);
+    }
+  }
+  window.processed_per_rank[r.rank()] = per_layer;
+  // Complete once every healthy registered rank has reported it.
+  for (const auto& [rank, worker] : workers_) {
+    if (worker.healthy && !window.processed_per_rank.count(rank)) return absl::OkStatus();
+  }
+  PendingWindow done = std::move(window);
+  pending_windows_.erase({r.first_step(), r.end_step()});
+  // Older incomplete windows will not complete any more (a rank was lost meanwhile).
+  pending_windows_.erase(pending_windows_.begin(), pending_windows_.lower_bound({r.first_step(), r.end_step()}));
+  CompleteWindowLocked(std::move(done), r.end_step() - r.first_step());
+  return absl::OkStatus();
+}
+
+void Coordinator::CompleteWindowLocked(PendingWindow window, int64_t steps) {
+  const int L = model_->moe_layers_size(), E = model_->num_experts();
+  const double alpha = windows_ == 0 ? 1.0 : policy_.smoothing();
+  for (int i = 0; i < L; ++i) {
+    LayerLoadState& s = load_[i];
+    if (s.smoothed.empty()) s.smoothed.assign(E, 0.0);
+    s.last_window = window.chosen[i];
+    for (int e = 0; e < E; ++e) {
+      s.smoothed[e] = (1 - alpha) * s.smoothed[e] + alpha * static_cast<double>(window.chosen[i][e]) / steps;
+    }
+    double sum = 0, max = 0;
+    for (const auto& [rank, per_layer] : window.processed_per_rank) {
+      sum += static_cast<double>(per_layer[i]);
+      max = std::max(max, static_cast<double>(per_layer[i]));
+    }
+    const int ranks = committed_->topology.ranks() - static_cast<int>(drained_.size());
+    s.balancedness = max > 0 ? sum / std::max(1, ranks) / max : 1.0;
+  }
+  ++windows_;
+  last_window_steps_ = steps;
+  rank_load_.clear();
+  for (const auto& [rank, per_layer] : window.processed_per_rank) {
+    int64_t total = 0;
+    for (int64_t x : per_layer) total += x;
+    rank_load_[rank] = total;
+  }
+  EvaluateAutoRebalanceLocked();
+}
+
+absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrdersRequest& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  control::Orders out;
+  if (workers_.count(r.rank()) == 0) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  if (target_ && r.epoch() < target_epoch_) {
+    *out.mutable_placement() = ToProto(*target_, target_epoch_);
+    for (const control::Transfer& t : transfers_) *out.add_transfers() = t;
+  }
+  return out;
+}
+
+// ---- Planning --------------------------------------------------------------------------------
+
+placement::Constraints Coordinator::ConstraintsLocked() const {
+  placement::Constraints c;
+  for (const types::Pin& p : pins_) c.pins.push_back({p.layer(), p.expert(), p.rank()});
+  c.drained_ranks = drained_;
+  return c;
+}
+
+admin::ConstraintsResponse Coordinator::ConstraintsResponseLocked() const {
+  admin::ConstraintsResponse out;
+  for (const types::Pin& p : pins_) *out.add_pins() = p;
+  for (int r : drained_) out.add_drained_ranks(r);
+  return out;
+}
+
+placement::LoadMatrix Coordinator::PlanningLoadLocked() const {
+  placement::LoadMatrix load;
+  const int E = model_->num_experts();
+  for (int i = 0; i < model_->moe_layers_size(); ++i) {
+    load.layer_ids.push_back(model_->moe_layers(i));
+    std::vector<double> row(E, 1.0);  // before any report: uniform
+    if (windows_ > 0) {
+      for (int e = 0; e < E; ++e) row[e] = load_[i].smoothed[e] * static_cast<double>(last_window_steps_);
+    }
+    load.values.push_back(std::move(row));
+  }
+  return load;
+}
+
+absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement::Constraints& constraints, int max_moves) {
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  const placement::LoadMatrix load = PlanningLoadLocked();
+  placement::PlanRequest request{committed_->topology, load, &*committed_, constraints, {}};
+  request.options.min_gain_per_move = policy_.min_gain_per_move();
+  request.options.noise_z = policy_.noise_z();
+  const int budget = max_moves > 0 ? max_moves : policy_.max_moves();
+  request.options.max_moves = budget > 0 ? budget : -1;
+  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(policy_.planner()));
+  SY_ASSIGN_OR_RETURN(placement::Placement planned, planner->Plan(request));
+  admin::RebalanceResponse out;
+  *out.mutable_placement() = ToProto(planned, committed_epoch_ + 1);
+  out.set_moved_replicas(placement::MovedReplicas(*committed_, planned));
+  SY_ASSIGN_OR_RETURN(const placement::PlacementScore before, placement::ScorePlacement(*committed_, load, constraints));
+  SY_ASSIGN_OR_RETURN(const placement::PlacementScore after, placement::ScorePlacement(planned, load, constraints));
+  out.set_balancedness_before(before.balancedness_mean);
+  out.set_balancedness_after(after.balancedness_mean);
+  out.set_worst_before(before.balancedness_min);
+  out.set_worst_after(after.balancedness_min);
+  out.set_target_epoch(committed_epoch_ + 1);
+  return out;
+}
+
+void Coordinator::PublishLocked(const admin::RebalanceResponse& plan, const std::string& why) {
+  placement::Placement next = *FromProto(plan.placement());
+  target_ = next;
+  target_epoch_ = plan.target_epoch();
+  // Where each new replica comes from: a rank holding the expert now, on the same node first.
+  transfers_.clear();
+  const placement::Topology& topo = committed_->topology;
+  for (const placement::LayerPlacement& layer : next.layers) {
+    const placement::LayerPlacement* now = committed_->FindLayer(layer.layer_id);
+    for (int to = 0; to < topo.ranks(); ++to) {
+      std::map<int, int> had;
+      for (const placement::Replica& r : now->ranks[to]) ++had[r.expert];
+      for (const placement::Replica& r : layer.ranks[to]) {
+        if (had[r.expert]-- > 0) continue;
+        int from = -1;
+        for (int src = 0; src < topo.ranks(); ++src) {
+          const auto& slots = now->ranks[src];
+          if (std::none_of(slots.begin(), slots.end(), [&](const placement::Replica& x) { return x.expert == r.expert; })) continue;
+          if (from < 0 || (topo.NodeOf(src) == topo.NodeOf(to) && topo.NodeOf(from) != topo.NodeOf(to))) from = src;
+        }
+        control::Transfer t;
+        t.set_layer(layer.layer_id);
+        t.set_expert(r.expert);
+        t.set_from(from);
+        t.set_to(to);
+        transfers_.push_back(t);
+      }
+    }
+  }
+  ++plans_published_;
+  moved_replicas_total_ += plan.moved_replicas();
+  EventLocked("plan_published",
+              absl::StrFormat("epoch %d (%s): %d moved replicas, worst-layer balancedness %.3f -> %.3f", target_epoch_, why,
+                              plan.moved_replicas(), plan.worst_before(), plan.worst_after()),
+              -1, target_epoch_);
+  (void)PersistLocked();
+}
+
+void Coordinator::EvaluateAutoRebalanceLocked() {
+  if (cooldown_ > 0) {
+    --cooldown_;
+    return;
+  }
+  if (!policy_.auto_rebalance() || (target_ && target_epoch_ > committed_epoch_)) return;
+  auto plan = PlanLocked(ConstraintsLocked(), 0);
+  if (!plan.ok()) {
+    EventLocked("plan_failed", std::string(plan.status().message()));
+    return;
+  }
+  const placement::LoadMatrix load = PlanningLoadLocked();
+  const double before = StepCost(*committed_, load);
+  const double after = StepCost(*FromProto(plan->placement()), load);
+  const double gain = after > 0 ? before / after - 1 : 0;
+  auto_streak_ = plan->moved_replicas() > 0 && gain >= policy_.min_gain() ? auto_streak_ + 1 : 0;
+  if (auto_streak_ >= policy_.hysteresis_windows()) {
+    auto_streak_ = 0;
+    cooldown_ = policy_.cooldown_windows();
+    PublishLocked(*plan, absl::StrFormat("auto: predicted step time -%.1f%%", 100 * (1 - 1 / (1 + gain))));
+  }
+}
+
+// ---- Admin API -------------------------------------------------------------------------------
+
+admin::ClusterStatus Coordinator::Status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  admin::ClusterStatus s;
+  s.set_coordinator_id(id_);
+  s.set_committed_epoch(committed_epoch_);
+  s.set_target_epoch(target_ ? target_epoch_ : committed_epoch_);
+  s.set_windows(windows_);
+  if (committed_) {
+    s.set_ranks(committed_->topology.ranks());
+    s.set_nodes(committed_->topology.nodes());
+  }
+  if (model_) s.set_model(model_->name());
+  int healthy = 0;
+  int64_t step = 0;
+  const absl::Time now = absl::Now();
+  for (const auto& [rank, w] : workers_) {
+    admin::WorkerStatus* ws = s.add_workers();
+    ws->set_rank(rank);
+    ws->set_host(w.info.host());
+    ws->set_node(w.info.node());
+    ws->set_healthy(w.healthy);
+    ws->set_step(w.step);
+    ws->set_epoch(w.epoch);
+    ws->set_seconds_since_heartbeat(absl::ToDoubleSeconds(now - w.last_heartbeat));
+    ws->set_seconds_since_report(w.last_report == absl::InfinitePast() ? -1 : absl::ToDoubleSeconds(now - w.last_report));
+    ws->set_drained(std::find(drained_.begin(), drained_.end(), rank) != drained_.end());
+    healthy += w.healthy;
+    step = std::max(step, w.step);
+  }
+  s.set_registered(static_cast<int>(workers_.size()));
+  s.set_healthy(healthy);
+  s.set_step(step);
+  if (model_) {
+    for (int i = 0; i < model_->moe_layers_size(); ++i) {
+      s.add_layers(model_->moe_layers(i));
+      s.add_layer_balancedness(windows_ > 0 ? load_[i].balancedness : 0.0);
+    }
+  }
+  return s;
+}
+
+absl::StatusOr<types::Placement> Coordinator::GetPlacement(std::optional<int> layer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  types::Placement p = ToProto(*committed_, committed_epoch_);
+  if (layer) {
+    if (committed_->FindLayer(*layer) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown layer ", *layer, " (the job runs layers ",
+                                                     absl::StrJoin(model_->moe_layers(), ","), ")"));
+    }
+    auto* layers = p.mutable_layers();
+    layers->erase(std::remove_if(layers->begin(), layers->end(), [&](const types::LayerPlacement& l) { return l.layer() != *layer; }),
+                  layers->end());
+  }
+  return p;
+}
+
+absl::StatusOr<admin::GetLoadResponse> Coordinator::GetLoad(std::optional<int> layer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  if (layer && committed_->FindLayer(*layer) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown layer ", *layer, " (the job runs layers ",
+                                                   absl::StrJoin(model_->moe_layers(), ","), ")"));
+  }
+  admin::GetLoadResponse out;
+  out.set_windows(windows_);
+  const placement::LoadMatrix load = PlanningLoadLocked();
+  const auto score = placement::ScorePlacement(*committed_, load, ConstraintsLocked());
+  for (int i = 0; i < model_->moe_layers_size(); ++i) {
+    if (layer && model_->moe_layers(i) != *layer) continue;
+    admin::LayerLoad* l = out.add_layers();
+    l->set_layer(model_->moe_layers(i));
+    for (double x : load_[i].smoothed) l->add_smoothed(x);
+    for (int64_t x : load_[i].last_window) l->add_last_window(x);
+    l->set_balancedness(windows_ > 0 ? load_[i].balancedness : 0.0);
+    l->set_predicted_balancedness(score.ok() ? score->per_layer[i] : 0.0);
+  }
+  return out;
+}
+
+absl::StatusOr<admin::RebalanceResponse> Coordinator::Rebalance(bool dry_run, int max_moves) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (max_moves < 0) return absl::InvalidArgumentError(absl::StrCat("max_moves ", max_moves, " must be >= 0"));
+  SY_ASSIGN_OR_RETURN(admin::RebalanceResponse plan, PlanLocked(ConstraintsLocked(), max_moves));
+  if (dry_run) return plan;
+  if (plan.moved_replicas() == 0 && FromProto(plan.placement()).value() == *committed_) {
+    EventLocked("rebalance_skipped", "the plan equals the committed placement");
+    return plan;
+  }
+  PublishLocked(plan, "admin");
+  plan.set_applied(true);
+  return plan;
+}
+
+absl::StatusOr<admin::ConstraintsResponse> Coordinator::ChangeConstraintsLocked(placement::Constraints next,
+                                                                               const std::string& what) {
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  SY_RETURN_IF_ERROR(placement::ValidateConstraints(next, committed_->topology, committed_->num_experts,
+                                                    std::vector<int>(model_->moe_layers().begin(), model_->moe_layers().end())));
+  // The forced moves are planned now: a change that cannot be honoured is refused whole.
+  SY_ASSIGN_OR_RETURN(admin::RebalanceResponse plan, PlanLocked(next, 0));
+  pins_.clear();
+  for (const placement::Pin& p : next.pins) {
+    types::Pin pin;
+    pin.set_layer(p.layer_id);
+    pin.set_expert(p.expert);
+    pin.set_rank(p.rank);
+    pins_.push_back(pin);
+  }
+  drained_ = next.drained_ranks;
+  EventLocked("constraints_changed", what);
+  if (plan.moved_replicas() > 0 || !(FromProto(plan.placement()).value() == *committed_)) {
+    PublishLocked(plan, what);
+  } else {
+    SY_RETURN_IF_ERROR(PersistLocked());
+  }
+  return ConstraintsResponseLocked();
+}
+
+absl::StatusOr<admin::ConstraintsResponse> Coordinator::Pin(const types::Pin& pin) {
+  std::lock_guard<std::mutex> lock(mu_);
+  placement::Constraints next = ConstraintsLocked();
+  const placement::Pin p{pin.layer(), pin.expert(), pin.rank()};
+  if (std::find(next.pins.begin(), next.pins.end(), p) != next.pins.end()) return ConstraintsResponseLocked();
+  next.pins.push_back(p);
+  return ChangeConstraintsLocked(next, absl::StrCat("pinned expert ", pin.expert(), " to rank ", pin.rank(),
+                                                    pin.layer() < 0 ? " in every layer" : absl::StrCat(" in layer ", pin.layer())));
+}
+
+absl::StatusOr<admin::ConstraintsResponse> Coordinator::Unpin(const types::Pin& pin) {
+  std::lock_guard<std::mutex> lock(mu_);
+  placement::Constraints next = ConstraintsLocked();
+  const placement::Pin p{pin.layer(), pin.expert(), pin.rank()};
+  auto it = std::find(next.pins.begin(), next.pins.end(), p);
+  if (it == next.pins.end()) {
+    return absl::NotFoundError(absl::StrCat("no pin of expert ", pin.expert(), " to rank ", pin.rank(), " (layer ", pin.layer(), ")"));
+  }
+  next.pins.erase(it);
+  return ChangeConstraintsLocked(next, absl::StrCat("unpinned expert ", pin.expert(), " from rank ", pin.rank()));
+}
+
+absl::StatusOr<admin::ConstraintsResponse> Coordinator::Drain(int rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  if (rank < 0 || rank >= committed_->topology.ranks()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown rank ", rank, " (the job has ", committed_->topology.ranks(), " ranks)"));
+  }
+  placement::Constraints next = ConstraintsLocked();
+  if (next.IsDrained(rank)) return ConstraintsResponseLocked();
+  next.drained_ranks.push_back(rank);
+  return ChangeConstraintsLocked(next, absl::StrCat("drained rank ", rank));
+}
+
+absl::StatusOr<admin::ConstraintsResponse> Coordinator::Undrain(int rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(RequireJobLocked());
+  placement::Constraints next = ConstraintsLocked();
+  auto it = std::find(next.drained_ranks.begin(), next.drained_ranks.end(), rank);
+  if (it == next.drained_ranks.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", rank, " is not drained"));
+  next.drained_ranks.erase(it);
+  return ChangeConstraintsLocked(next, absl::StrCat("undrained rank ", rank));
+}
+
+types::Policy Coordinator::GetPolicy() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return policy_;
+}
+
+absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(ValidatePolicy(policy));
+  policy_ = policy;
+  auto_streak_ = 0;
+  EventLocked("policy_changed", ToJsonText(policy));
+  SY_RETURN_IF_ERROR(PersistLocked());
+  return policy_;
+}
+
+void Coordinator::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = absl::Now();
+  for (auto& [rank, w] : workers_) {
+    if (w.healthy && now - w.last_heartbeat > options_.heartbeat_timeout) {
+      w.healthy = false;
+      EventLocked("worker_lost", absl::StrCat("rank ", rank, ": no heartbeat for ",
+                                              absl::FormatDuration(now - w.last_heartbeat)), rank);
+    }
+  }
+}
+
+std::string Coordinator::MetricsText() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  auto gauge = [&](const char* name, const char* help, const char* type = "gauge") {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  };
+  gauge("switchyard_committed_epoch", "Placement epoch all ranks run.");
+  absl::StrAppend(&out, "switchyard_committed_epoch ", committed_epoch_, "\n");
+  gauge("switchyard_target_epoch", "Epoch being published or migrated (= committed when idle).");
+  absl::StrAppend(&out, "switchyard_target_epoch ", target_ ? target_epoch_ : committed_epoch_, "\n");
+  gauge("switchyard_workers_registered", "Workers registered.");
+  absl::StrAppend(&out, "switchyard_workers_registered ", workers_.size(), "\n");
+  gauge("switchyard_worker_up", "1 if the worker's heartbeats arrive.");
+  const absl::Time now = absl::Now();
+  for (const auto& [rank, w] : workers_) absl::StrAppend(&out, "switchyard_worker_up{rank=\"", rank, "\"} ", w.healthy ? 1 : 0, "\n");
+  gauge("switchyard_report_lag_seconds", "Seconds since the worker's last load report.");
+  for (const auto& [rank, w] : workers_) {
+    if (w.last_report != absl::InfinitePast()) {
+      absl::StrAppendFormat(&out, "switchyard_report_lag_seconds{rank=\"%d\"} %.3f\n", rank, absl::ToDoubleSeconds(now - w.last_report));
+    }
+  }
+  gauge("switchyard_rank_load", "Pairs the rank computed in the last complete window, all layers.");
+  for (const auto& [rank, load] : rank_load_) absl::StrAppend(&out, "switchyard_rank_load{rank=\"", rank, "\"} ", load, "\n");
+  gauge("switchyard_layer_balancedness", "Mean / max pairs per rank in the last window.");
+  if (model_ && windows_ > 0) {
+    for (int i = 0; i < model_->moe_layers_size(); ++i) {
+      absl::StrAppendFormat(&out, "switchyard_layer_balancedness{layer=\"%d\"} %.6f\n", model_->moe_layers(i), load_[i].balancedness);
+    }
+  }
+  gauge("switchyard_load_windows_total", "Complete load windows aggregated.", "counter");
+  absl::StrAppend(&out, "switchyard_load_windows_total ", windows_, "\n");
+  gauge("switchyard_reports_rejected_total", "Malformed or hostile load reports rejected.", "counter");
+  absl::StrAppend(&out, "switchyard_reports_rejected_total ", reports_rejected_, "\n");
+  gauge("switchyard_migrations_total", "Placement epochs published.", "counter");
+  absl::StrAppend(&out, "switchyard_migrations_total ", plans_published_, "\n");
+  gauge("switchyard_moved_replicas_total", "Replicas moved by published epochs.", "counter");
+  absl::StrAppend(&out, "switchyard_moved_replicas_total ", moved_replicas_total_, "\n");
+  return out;
+}
+
+}  // namespace switchyard::coordinator

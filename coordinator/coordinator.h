@@ -1,0 +1,155 @@
+// Coordinator: the control plane's state and logic (DESIGN.md section 5), behind the gRPC
+// services (service.h) and testable without them.
+//
+// Owns: the job (model shape, topology, ranks), workers (registration, heartbeats, health),
+// the committed placement and its epoch, the target epoch being published, constraints (pins,
+// drains), the rebalance policy, load aggregation (windows, smoothed per-(layer, expert)
+// load, measured balancedness), an event log for watchers, and metrics counters.
+//
+// Thread-safe: every public method takes the lock; WaitEvents blocks without it. Every
+// mutation either fully applies (and is persisted when the state is durable) or returns an
+// error naming the problem with the state unchanged.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "placement/load.h"
+#include "placement/placement.h"
+#include "switchyard/admin/v1/admin.pb.h"
+#include "switchyard/control/v1/control.pb.h"
+#include "switchyard/types/v1/types.pb.h"
+
+namespace switchyard::coordinator {
+
+namespace types = switchyard::types::v1;
+namespace control = switchyard::control::v1;
+namespace admin = switchyard::admin::v1;
+
+struct CoordinatorOptions {
+  std::string state_dir;                               // empty: nothing persisted
+  absl::Duration heartbeat_timeout = absl::Seconds(5);  // after this without a heartbeat a worker is lost
+};
+
+// Defaults and checks of the rebalance policy.
+types::Policy DefaultPolicy();
+absl::Status ValidatePolicy(const types::Policy& policy);
+
+class Coordinator {
+ public:
+  // Restores the persisted state from options.state_dir if there is one (error if it is
+  // unreadable or malformed: a coordinator must not silently forget pins and drains).
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options);
+
+  // Control API.
+  absl::StatusOr<control::RegisterResponse> Register(const control::RegisterRequest& request);
+  absl::StatusOr<control::HeartbeatResponse> Heartbeat(const control::HeartbeatRequest& request);
+  absl::Status ReportLoad(const control::LoadReport& report);
+  absl::StatusOr<control::Orders> PollOrders(const control::PollOrdersRequest& request);
+
+  // Admin API.
+  admin::ClusterStatus Status();
+  absl::StatusOr<types::Placement> GetPlacement(std::optional<int> layer);
+  absl::StatusOr<admin::GetLoadResponse> GetLoad(std::optional<int> layer);
+  absl::StatusOr<admin::RebalanceResponse> Rebalance(bool dry_run, int max_moves);
+  absl::StatusOr<admin::ConstraintsResponse> Pin(const types::Pin& pin);
+  absl::StatusOr<admin::ConstraintsResponse> Unpin(const types::Pin& pin);
+  absl::StatusOr<admin::ConstraintsResponse> Drain(int rank);
+  absl::StatusOr<admin::ConstraintsResponse> Undrain(int rank);
+  types::Policy GetPolicy();
+  absl::StatusOr<types::Policy> SetPolicy(const types::Policy& policy);
+
+  // Events after `after_seq`, waiting up to `timeout` for one to arrive.
+  std::vector<admin::Event> WaitEvents(int64_t after_seq, absl::Duration timeout);
+  // Wakes every waiter (shutdown).
+  void StopWaiters();
+
+  // Marks workers without a heartbeat for heartbeat_timeout as lost (called periodically).
+  void Tick();
+  // Prometheus text exposition of the metrics.
+  std::string MetricsText();
+  const std::string& id() const { return id_; }
+
+ private:
+  struct Worker {
+    control::RegisterRequest info;
+    absl::Time last_heartbeat;
+    absl::Time last_report = absl::InfinitePast();
+    int64_t step = 0;
+    int64_t epoch = 0;
+    bool healthy = true;
+  };
+  // Reports of one window, until every healthy rank has sent its own.
+  struct PendingWindow {
+    std::map<int, std::vector<int64_t>> processed_per_rank;  // rank -> per layer total
+    std::vector<std::vector<int64_t>> chosen;                // [layer][expert], summed
+  };
+  struct LayerLoadState {
+    std::vector<double> smoothed;     // pairs per step
+    std::vector<int64_t> last_window;
+    double balancedness = 1;          // measured, last window
+  };
+
+  explicit Coordinator(const CoordinatorOptions& options);
+  absl::Status RestoreLocked();
+  absl::Status PersistLocked();
+  void EventLocked(const std::string& kind, const std::string& message, int rank = -1, int64_t epoch = -1);
+  absl::Status RequireJobLocked() const;
+  absl::Status ValidateReportLocked(const control::LoadReport& report) const;
+  void CompleteWindowLocked(PendingWindow window, int64_t steps);
+  placement::LoadMatrix PlanningLoadLocked() const;
+  // Plans from the committed placement under the current constraints.
+  absl::StatusOr<admin::RebalanceResponse> PlanLocked(const placement::Constraints& constraints, int max_moves);
+  void PublishLocked(const admin::RebalanceResponse& plan, const std::string& why);
+  void EvaluateAutoRebalanceLocked();
+  placement::Constraints ConstraintsLocked() const;
+  admin::ConstraintsResponse ConstraintsResponseLocked() const;
+  // Applies a constraint change: re-plans (forced moves) and publishes, or fails unchanged.
+  absl::StatusOr<admin::ConstraintsResponse> ChangeConstraintsLocked(placement::Constraints next, const std::string& what);
+
+  CoordinatorOptions options_;
+  std::string id_;
+  std::mutex mu_;
+  std::condition_variable events_cv_;
+  bool stopping_ = false;
+
+  // The job (set by the first registration, or restored).
+  std::optional<types::ModelShape> model_;
+  std::string job_id_;
+  std::optional<placement::Placement> committed_;
+  int64_t committed_epoch_ = 0;
+  std::optional<placement::Placement> target_;
+  int64_t target_epoch_ = 0;
+  std::vector<control::Transfer> transfers_;
+  std::vector<types::Pin> pins_;
+  std::vector<int> drained_;
+  types::Policy policy_;
+
+  std::map<int, Worker> workers_;
+  std::map<std::pair<int64_t, int64_t>, PendingWindow> pending_windows_;
+  std::vector<LayerLoadState> load_;
+  std::map<int, int64_t> rank_load_;  // pairs computed per rank in the last window
+  int64_t windows_ = 0;
+  int64_t last_window_steps_ = 1;
+  int auto_streak_ = 0;
+  int cooldown_ = 0;
+
+  std::deque<admin::Event> events_;
+  int64_t next_seq_ = 1;
+  int64_t reports_rejected_ = 0;
+  int64_t plans_published_ = 0;
+  int64_t moved_replicas_total_ = 0;
+};
+
+// Conversions between placement/ values and the proto messages.
+types::Placement ToProto(const placement::Placement& placement, int64_t epoch);
+absl::StatusOr<placement::Placement> FromProto(const types::Placement& placement);
+
+}  // namespace switchyard::coordinator

@@ -1,0 +1,87 @@
+// switchyard-coordinator: the control plane. Workers register and report to it
+// (--coordinator HOST:PORT); the `switchyard` CLI steers it through the admin API.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/file_util.h"
+#include "common/flags.h"
+#include "coordinator/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "address:port of the gRPC services (port 0: a free one)");
+ABSL_FLAG(std::string, state_dir, "", "directory for the durable state (placement, epoch, pins, drains, policy)");
+ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token mutating admin calls need");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate: serve over TLS (with --tls-key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
+ABSL_FLAG(int, metrics_port, -1, "port of the HTTP /metrics endpoint (-1: none, 0: a free one)");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "address of the /metrics endpoint");
+ABSL_FLAG(double, heartbeat_timeout_s, 5.0, "seconds without a heartbeat before a worker counts as lost");
+ABSL_FLAG(bool, auto_rebalance, false, "rebalance on load reports by policy (when no state says otherwise)");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port (and metrics port) here once listening");
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+int Main(int argc, char** argv) {
+  auto parsed = switchyard::ParseFlags(argc, argv);
+  auto fail = [](const absl::Status& s, int code) {
+    std::fprintf(stderr, "switchyard-coordinator: %s\n", std::string(s.message()).c_str());
+    return code;
+  };
+  if (!parsed.ok()) return fail(parsed.status(), switchyard::kExitBadInput);
+  if (parsed->help) {
+    std::printf("usage: switchyard-coordinator [flags]\n%s", switchyard::FlagsHelp({"coordinator/"}).c_str());
+    return 0;
+  }
+  switchyard::coordinator::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.core.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.core.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
+    auto token = switchyard::ReadFile(absl::GetFlag(FLAGS_auth_token_file));
+    if (!token.ok()) return fail(token.status(), switchyard::kExitBadInput);
+    options.auth_token = std::string(absl::StripAsciiWhitespace(*token));
+    if (options.auth_token.empty()) {
+      return fail(absl::InvalidArgumentError("--auth-token-file is empty"), switchyard::kExitBadInput);
+    }
+  }
+  for (auto [flag, out] : {std::pair{absl::GetFlag(FLAGS_tls_cert), &options.tls_cert_pem},
+                           std::pair{absl::GetFlag(FLAGS_tls_key), &options.tls_key_pem}}) {
+    if (flag.empty()) continue;
+    auto pem = switchyard::ReadFile(flag);
+    if (!pem.ok()) return fail(pem.status(), switchyard::kExitBadInput);
+    *out = *pem;
+  }
+  auto policy = switchyard::coordinator::DefaultPolicy();
+  policy.set_auto_rebalance(absl::GetFlag(FLAGS_auto_rebalance));
+  options.initial_policy = policy;
+  auto server = switchyard::coordinator::CoordinatorServer::Start(options);
+  if (!server.ok()) {
+    return fail(server.status(), absl::IsInvalidArgument(server.status()) ? switchyard::kExitBadInput : 1);
+  }
+  std::printf("switchyard-coordinator %s listening on %s%s%s\n", (*server)->core().id().c_str(), (*server)->address().c_str(),
+              options.tls_cert_pem.empty() ? "" : " (TLS)",
+              (*server)->metrics_port() >= 0 ? absl::StrCat(", metrics on http://", options.metrics_host, ":",
+                                                            (*server)->metrics_port(), "/metrics").c_str() : "");
+  std::fflush(stdout);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    auto written = switchyard::WriteFileAtomically(absl::GetFlag(FLAGS_port_file),
+                                                   absl::StrCat((*server)->port(), " ", (*server)->metrics_port(), "\n"));
+    if (!written.ok()) return fail(written, 1);
+  }
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  (*server)->Shutdown();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }

@@ -1,0 +1,245 @@
+#include "coordinator/server.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "switchyard/admin/v1/admin.grpc.pb.h"
+#include "switchyard/control/v1/control.grpc.pb.h"
+
+namespace switchyard::coordinator {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+template <typename T, typename Out>
+grpc::Status Reply(absl::StatusOr<T> result, Out* out) {
+  if (!result.ok()) return ToGrpc(result.status());
+  *out = *std::move(result);
+  return grpc::Status::OK;
+}
+
+class ControlService final : public control::Control::Service {
+ public:
+  explicit ControlService(Coordinator& core) : core_(core) {}
+  grpc::Status Register(grpc::ServerContext*, const control::RegisterRequest* r, control::RegisterResponse* out) override {
+    return Reply(core_.Register(*r), out);
+  }
+  grpc::Status Heartbeat(grpc::ServerContext*, const control::HeartbeatRequest* r, control::HeartbeatResponse* out) override {
+    return Reply(core_.Heartbeat(*r), out);
+  }
+  grpc::Status ReportLoad(grpc::ServerContext*, const control::LoadReport* r, control::LoadReportResponse*) override {
+    return ToGrpc(core_.ReportLoad(*r));
+  }
+  grpc::Status PollOrders(grpc::ServerContext*, const control::PollOrdersRequest* r, control::Orders* out) override {
+    return Reply(core_.PollOrders(*r), out);
+  }
+
+ private:
+  Coordinator& core_;
+};
+
+class AdminService final : public admin::Admin::Service {
+ public:
+  AdminService(Coordinator& core, std::string token, const std::atomic<bool>& stopping)
+      : core_(core), token_(std::move(token)), stopping_(stopping) {}
+
+  grpc::Status GetStatus(grpc::ServerContext*, const admin::GetStatusRequest*, admin::ClusterStatus* out) override {
+    *out = core_.Status();
+    return grpc::Status::OK;
+  }
+  grpc::Status GetPlacement(grpc::ServerContext*, const admin::GetPlacementRequest* r, admin::GetPlacementResponse* out) override {
+    auto p = core_.GetPlacement(Layer(r->all_layers(), r->layer()));
+    if (!p.ok()) return ToGrpc(p.status());
+    *out->mutable_placement() = *std::move(p);
+    return grpc::Status::OK;
+  }
+  grpc::Status GetLoad(grpc::ServerContext*, const admin::GetLoadRequest* r, admin::GetLoadResponse* out) override {
+    return Reply(core_.GetLoad(Layer(r->all_layers(), r->layer())), out);
+  }
+  grpc::Status Rebalance(grpc::ServerContext* ctx, const admin::RebalanceRequest* r, admin::RebalanceResponse* out) override {
+    if (!r->dry_run()) {
+      if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    }
+    return Reply(core_.Rebalance(r->dry_run(), r->max_moves()), out);
+  }
+  grpc::Status Pin(grpc::ServerContext* ctx, const admin::PinRequest* r, admin::ConstraintsResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    return Reply(core_.Pin(r->pin()), out);
+  }
+  grpc::Status Unpin(grpc::ServerContext* ctx, const admin::PinRequest* r, admin::ConstraintsResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    return Reply(core_.Unpin(r->pin()), out);
+  }
+  grpc::Status Drain(grpc::ServerContext* ctx, const admin::DrainRequest* r, admin::ConstraintsResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    return Reply(core_.Drain(r->rank()), out);
+  }
+  grpc::Status Undrain(grpc::ServerContext* ctx, const admin::DrainRequest* r, admin::ConstraintsResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    return Reply(core_.Undrain(r->rank()), out);
+  }
+  grpc::Status GetPolicy(grpc::ServerContext*, const admin::GetPolicyRequest*, types::Policy* out) override {
+    *out = core_.GetPolicy();
+    return grpc::Status::OK;
+  }
+  grpc::Status SetPolicy(grpc::ServerContext* ctx, const admin::SetPolicyRequest* r, types::Policy* out) override {
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    return Reply(core_.SetPolicy(r->policy()), out);
+  }
+  grpc::Status WatchEvents(grpc::ServerContext* ctx, const admin::WatchEventsRequest* r,
+                           grpc::ServerWriter<admin::Event>* writer) override {
+    int64_t after = r->after_seq();
+    while (!ctx->IsCancelled() && !stopping_) {
+      for (const admin::Event& e : core_.WaitEvents(after, absl::Milliseconds(500))) {
+        if (!writer->Write(e)) return grpc::Status::OK;  // the client went away
+        after = e.seq();
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  static std::optional<int> Layer(bool all, int layer) {
+    return all || layer < 0 ? std::nullopt : std::optional<int>(layer);
+  }
+  grpc::Status Authorize(grpc::ServerContext* ctx) const {
+    if (token_.empty()) return grpc::Status::OK;
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end()) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "this call changes the cluster: send 'authorization: Bearer <token>'");
+    }
+    if (std::string(it->second.data(), it->second.size()) != "Bearer " + token_) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
+    }
+    return grpc::Status::OK;
+  }
+
+  Coordinator& core_;
+  std::string token_;
+  const std::atomic<bool>& stopping_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const ServerOptions& options) {
+  auto s = std::unique_ptr<CoordinatorServer>(new CoordinatorServer());
+  s->options_ = options;
+  SY_ASSIGN_OR_RETURN(s->core_, Coordinator::Create(options.core));
+  if (options.initial_policy) {
+    const std::string persisted = options.core.state_dir.empty() ? "" : options.core.state_dir + "/state.json";
+    if (persisted.empty() || access(persisted.c_str(), F_OK) != 0) SY_RETURN_IF_ERROR(s->core_->SetPolicy(*options.initial_policy).status());
+  }
+  s->control_ = std::make_unique<ControlService>(*s->core_);
+  s->admin_ = std::make_unique<AdminService>(*s->core_, options.auth_token, s->stopping_);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_pem.empty() || !options.tls_key_pem.empty()) {
+    if (options.tls_cert_pem.empty() || options.tls_key_pem.empty()) {
+      return absl::InvalidArgumentError("TLS needs both a certificate and a key");
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(options.listen, creds, &s->port_);
+  builder.RegisterService(s->control_.get());
+  builder.RegisterService(s->admin_.get());
+  s->server_ = builder.BuildAndStart();
+  if (!s->server_ || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, " (in use, or a bad address)"));
+  }
+  if (options.metrics_port >= 0) {
+    s->metrics_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    setsockopt(s->metrics_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(options.metrics_port));
+    if (inet_pton(AF_INET, options.metrics_host.c_str(), &addr.sin_addr) != 1 ||
+        bind(s->metrics_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(s->metrics_fd_, 16) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", options.metrics_host, ":", options.metrics_port,
+                                                 ": ", std::strerror(errno)));
+    }
+    socklen_t len = sizeof addr;
+    getsockname(s->metrics_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    s->metrics_port_ = ntohs(addr.sin_port);
+    s->metrics_thread_ = std::thread([raw = s.get()] { raw->ServeMetrics(); });
+  }
+  s->ticker_ = std::thread([raw = s.get()] {
+    while (!raw->stopping_) {
+      raw->core_->Tick();
+      for (int i = 0; i < 4 && !raw->stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  return s;
+}
+
+std::string CoordinatorServer::address() const {
+  const std::string host = options_.listen.substr(0, options_.listen.rfind(':'));
+  return absl::StrCat(host, ":", port_);
+}
+
+// One request per connection: GET /metrics answers the exposition text, anything else 404.
+void CoordinatorServer::ServeMetrics() {
+  while (!stopping_) {
+    pollfd p{metrics_fd_, POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;
+    const int fd = accept4(metrics_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    std::string request;
+    char buf[1024];
+    timeval tv{2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
+      const ssize_t n = read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      request.append(buf, n);
+    }
+    std::string body, status = "200 OK";
+    if (absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?")) {
+      body = core_->MetricsText();
+    } else {
+      status = "404 Not Found";
+      body = "not found: try /metrics\n";
+    }
+    const std::string response = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: ",
+                                              body.size(), "\r\nConnection: close\r\n\r\n", body);
+    size_t done = 0;
+    while (done < response.size()) {
+      const ssize_t n = write(fd, response.data() + done, response.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    close(fd);
+  }
+}
+
+void CoordinatorServer::Shutdown() {
+  if (stopping_.exchange(true)) return;
+  core_->StopWaiters();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (ticker_.joinable()) ticker_.join();
+  if (metrics_thread_.joinable()) metrics_thread_.join();
+  if (metrics_fd_ >= 0) close(metrics_fd_);
+  metrics_fd_ = -1;
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+}  // namespace switchyard::coordinator
