@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "common/file_util.h"
 #include "common/status.h"
+#include "proto/rpc_util.h"
 #include "switchyard/admin/v1/admin.grpc.pb.h"
 
 ABSL_DECLARE_FLAG(bool, json);
@@ -38,24 +39,12 @@ namespace {
 namespace admin = switchyard::admin::v1;
 namespace types = switchyard::types::v1;
 
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view address) {
-  if (s.ok()) return absl::OkStatus();
-  std::string message = s.error_message();
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    message = absl::StrCat("coordinator at ", address, " is unreachable: ", message);
-  }
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), message);
-}
-
 struct Client {
   std::string address;
   std::unique_ptr<admin::Admin::Stub> stub;
   std::string token;
   std::unique_ptr<grpc::ClientContext> Context(double seconds) const {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    if (seconds > 0) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
-    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
-    return ctx;
+    return rpc::CallContext(seconds > 0 ? absl::Seconds(seconds) : absl::InfiniteDuration(), token);
   }
 };
 
@@ -66,18 +55,14 @@ absl::StatusOr<Client> Connect() {
     const char* env = std::getenv("SWITCHYARD_COORDINATOR");
     c.address = env != nullptr && *env ? env : "127.0.0.1:7070";
   }
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  std::string ca;
   if (!absl::GetFlag(FLAGS_tls_ca).empty()) {
-    SY_ASSIGN_OR_RETURN(const std::string ca, ReadFile(absl::GetFlag(FLAGS_tls_ca)));
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ca;
-    creds = grpc::SslCredentials(ssl);
+    SY_ASSIGN_OR_RETURN(ca, ReadFile(absl::GetFlag(FLAGS_tls_ca)));
   }
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    SY_ASSIGN_OR_RETURN(const std::string token, ReadFile(absl::GetFlag(FLAGS_token_file)));
-    c.token = std::string(absl::StripAsciiWhitespace(token));
+    SY_ASSIGN_OR_RETURN(c.token, rpc::ReadTokenFile(absl::GetFlag(FLAGS_token_file)));
   }
-  c.stub = admin::Admin::NewStub(grpc::CreateChannel(c.address, creds));
+  c.stub = admin::Admin::NewStub(rpc::MakeChannel(c.address, ca));
   return c;
 }
 
@@ -182,7 +167,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
   SY_ASSIGN_OR_RETURN(Client c, Connect());
   const bool json = absl::GetFlag(FLAGS_json);
   const double timeout = absl::GetFlag(FLAGS_timeout_s);
-  auto check = [&](const grpc::Status& s) { return FromGrpc(s, c.address); };
+  auto check = [&](const grpc::Status& s) { return rpc::FromGrpc(s, c.address); };
   auto no_args = [&]() -> absl::Status {
     if (!args.empty()) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args[0], "'"));
     return absl::OkStatus();
@@ -201,10 +186,16 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
       std::printf("%5s  %-16s %4s  %-7s %8s %6s  %9s  %9s\n", "rank", "host", "node", "health", "step", "epoch", "heartbeat", "report");
       for (const admin::WorkerStatus& w : s.workers()) {
         std::printf("%5d  %-16s %4d  %-7s %8lld %6lld  %8.1fs  %9s\n", w.rank(), w.host().c_str(), w.node(),
-                    w.drained() ? "drained" : (w.healthy() ? "ok" : "LOST"), static_cast<long long>(w.step()),
+                    w.left() ? "left" : (!w.healthy() ? "LOST" : (w.drained() ? "drained" : "ok")), static_cast<long long>(w.step()),
                     static_cast<long long>(w.epoch()), w.seconds_since_heartbeat(),
                     w.seconds_since_report() < 0 ? "never" : absl::StrFormat("%.1fs", w.seconds_since_report()).c_str());
       }
+    }
+    if (s.pins_size() > 0 || s.drained_ranks_size() > 0) {
+      admin::ConstraintsResponse c;
+      *c.mutable_pins() = s.pins();
+      *c.mutable_drained_ranks() = s.drained_ranks();
+      PrintConstraints(c);
     }
     if (s.windows() > 0) {
       std::vector<std::string> parts;
@@ -248,7 +239,8 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     SY_RETURN_IF_ERROR(no_args());
     admin::RebalanceRequest request;
     request.set_dry_run(absl::GetFlag(FLAGS_dry_run));
-    request.set_max_moves(std::max(0, absl::GetFlag(FLAGS_max_moves)));
+    const int max_moves = absl::GetFlag(FLAGS_max_moves);
+    request.set_max_moves(max_moves == -1 ? 0 : max_moves);  // -1 (the default): the policy's budget
     admin::RebalanceResponse response;
     SY_RETURN_IF_ERROR(check(c.stub->Rebalance(c.Context(timeout).get(), request, &response)));
     if (json) return PrintJson(response), absl::OkStatus();
@@ -304,8 +296,9 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
   if (command == "events") {
     SY_RETURN_IF_ERROR(no_args());
     const bool follow = absl::GetFlag(FLAGS_follow);
-    auto ctx = c.Context(follow ? timeout : std::min(timeout, 1.5));
+    auto ctx = c.Context(follow ? timeout : std::max(timeout, 0.0));
     admin::WatchEventsRequest request;
+    request.set_follow(follow);
     auto reader = c.stub->WatchEvents(ctx.get(), request);
     admin::Event e;
     while (reader->Read(&e)) {
@@ -321,8 +314,8 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
       std::fflush(stdout);
     }
     const grpc::Status s = reader->Finish();
-    // The stream ends at our deadline: that is how `events` (without --follow) returns.
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return absl::OkStatus();
+    // `events --follow` streams until the deadline (--timeout-s; 0: until interrupted).
+    if (follow && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return absl::OkStatus();
     return check(s);
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "'"));

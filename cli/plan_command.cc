@@ -24,7 +24,8 @@ ABSL_FLAG(int, slots_per_rank, 0, "plan: expert slots per rank per layer (S); R*
 ABSL_FLAG(std::string, policy, "incremental", "plan: placement policy: incremental or eplb");
 ABSL_FLAG(int, groups, 1, "plan: expert groups for eplb's hierarchical policy (DeepSeek-V3: 8)");
 ABSL_FLAG(std::string, current, "", "plan: the placement in force (switchyard.placement/v1)");
-ABSL_FLAG(int, max_moves, -1, "plan: budget of moved replicas against --current (-1: none)");
+ABSL_FLAG(int, max_moves, -1,
+          "budget of moved replicas; plan: against --current (-1: none); rebalance: -1 or 0: the coordinator's policy");
 ABSL_FLAG(double, min_gain_per_move, 0.001,
           "plan: incremental: least gain per moved replica, as a fraction of mean rank load");
 ABSL_FLAG(double, noise_z, 2.0,

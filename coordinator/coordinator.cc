@@ -15,10 +15,15 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status.h"
+#include "proto/convert.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
 
 namespace switchyard::coordinator {
+
+using rpc::FromProto;
+using rpc::ToProto;
+
 namespace {
 
 using Json = nlohmann::json;
@@ -59,47 +64,6 @@ double StepCost(const placement::Placement& p, const placement::LoadMatrix& load
 }
 
 }  // namespace
-
-types::Placement ToProto(const placement::Placement& p, int64_t epoch) {
-  types::Placement out;
-  out.set_epoch(epoch);
-  out.set_ranks(p.topology.ranks());
-  out.set_nodes(p.topology.nodes());
-  out.set_slots_per_rank(p.topology.slots_per_rank());
-  out.set_experts(p.num_experts);
-  for (const placement::LayerPlacement& layer : p.layers) {
-    types::LayerPlacement* l = out.add_layers();
-    l->set_layer(layer.layer_id);
-    for (const auto& slots : layer.ranks) {
-      types::RankSlots* r = l->add_ranks();
-      for (const placement::Replica& rep : slots) {
-        types::Replica* x = r->add_replicas();
-        x->set_expert(rep.expert);
-        x->set_share(rep.share);
-      }
-    }
-  }
-  return out;
-}
-
-absl::StatusOr<placement::Placement> FromProto(const types::Placement& in) {
-  SY_ASSIGN_OR_RETURN(const placement::Topology topo,
-                      placement::Topology::Create(in.ranks(), in.nodes(), in.slots_per_rank()));
-  placement::Placement p{topo, in.experts(), {}};
-  for (const types::LayerPlacement& l : in.layers()) {
-    if (l.ranks_size() != in.ranks()) {
-      return absl::InvalidArgumentError(absl::StrCat("placement layer ", l.layer(), " lists ", l.ranks_size(),
-                                                     " ranks, expected ", in.ranks()));
-    }
-    placement::LayerPlacement layer{l.layer(), std::vector<std::vector<placement::Replica>>(in.ranks())};
-    for (int r = 0; r < l.ranks_size(); ++r) {
-      for (const types::Replica& x : l.ranks(r).replicas()) layer.ranks[r].push_back({x.expert(), x.share()});
-    }
-    p.layers.push_back(std::move(layer));
-  }
-  SY_RETURN_IF_ERROR(placement::ValidatePlacement(p));
-  return p;
-}
 
 types::Policy DefaultPolicy() {
   types::Policy p;
@@ -162,6 +126,7 @@ absl::Status Coordinator::PersistLocked() {
   j["pins"] = Json::array();
   for (const types::Pin& p : pins_) j["pins"].push_back(Json::parse(ToJsonText(p)));
   j["drained"] = drained_;
+  j["replan_pending"] = replan_pending_;
   j["policy"] = Json::parse(ToJsonText(policy_));
   return WriteFileAtomically(options_.state_dir + "/state.json", j.dump(1) + "\n");
 }
@@ -184,6 +149,7 @@ absl::Status Coordinator::RestoreLocked() {
     types::ModelShape m;
     SY_RETURN_IF_ERROR(FromJsonText(j["model"].dump(), &m, path + " model"));
     model_ = m;
+    load_.assign(m.moe_layers_size(), LayerLoadState{});  // load is not persisted: it is re-measured
   }
   auto placement_of = [&](const char* key, int64_t* epoch) -> absl::StatusOr<std::optional<placement::Placement>> {
     if (!j.contains(key)) return std::optional<placement::Placement>();
@@ -202,6 +168,7 @@ absl::Status Coordinator::RestoreLocked() {
     SY_RETURN_IF_ERROR(FromJsonText(p.dump(), &pins_.emplace_back(), path + " pins"));
   }
   drained_ = j.value("drained", std::vector<int>());
+  replan_pending_ = j.value("replan_pending", false);
   if (j.contains("policy")) {
     types::Policy p;
     SY_RETURN_IF_ERROR(FromJsonText(j["policy"].dump(), &p, path + " policy"));
@@ -299,15 +266,18 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
                 absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(), " ranks, ", layers.size(),
                              " MoE layers, epoch ", committed_epoch_));
   } else if (r.placement().epoch() > committed_epoch_) {
-    // The workers switched to an epoch this coordinator had not seen committed (it restarted
-    // in between): the workers are the truth.
-    committed_ = p;
-    committed_epoch_ = r.placement().epoch();
-    if (target_ && target_epoch_ <= committed_epoch_) {
+    if (target_ && r.placement().epoch() == target_epoch_) {
+      ObserveWorkerEpochLocked(target_epoch_, r.rank());
+    } else {
+      // The workers switched to an epoch this coordinator never published (it lost its
+      // state): the workers are the truth.
+      committed_ = p;
+      committed_epoch_ = r.placement().epoch();
       target_.reset();
       transfers_.clear();
+      EventLocked("epoch_committed", absl::StrCat("workers run epoch ", committed_epoch_, " (adopted from rank ", r.rank(), ")"),
+                  r.rank(), committed_epoch_);
     }
-    EventLocked("epoch_committed", absl::StrCat("workers run epoch ", committed_epoch_), r.rank(), committed_epoch_);
   }
   const bool rejoin = workers_.count(r.rank()) > 0;
   Worker& w = workers_[r.rank()];
@@ -315,6 +285,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   w.last_heartbeat = absl::Now();
   w.epoch = r.placement().epoch();
   w.healthy = true;
+  w.left = false;
   EventLocked(rejoin ? "worker_rejoined" : "worker_joined",
               absl::StrCat("rank ", r.rank(), " on ", r.host(), " (node ", r.node(), ", ", r.backend(), ")"), r.rank(),
               r.placement().epoch());
@@ -341,8 +312,30 @@ absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control:
     w.healthy = true;
     EventLocked("worker_recovered", absl::StrCat("rank ", r.rank(), " is back"), r.rank());
   }
+  ObserveWorkerEpochLocked(r.epoch(), r.rank());
   out.set_registered(true);
   return out;
+}
+
+void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank) {
+  if (!target_ || epoch < target_epoch_) return;
+  committed_ = std::move(*target_);
+  committed_epoch_ = target_epoch_;
+  target_.reset();
+  transfers_.clear();
+  EventLocked("epoch_committed", absl::StrCat("epoch ", committed_epoch_, " committed (seen at rank ", rank, ")"), rank,
+              committed_epoch_);
+  if (replan_pending_) {
+    replan_pending_ = false;
+    auto plan = PlanLocked(ConstraintsLocked(), kNoMoveLimit);
+    if (!plan.ok()) {
+      EventLocked("plan_failed", absl::StrCat("deferred re-plan: ", plan.status().message()));
+    } else if (plan->moved_replicas() > 0 || !(FromProto(plan->placement()).value() == *committed_)) {
+      if (PublishLocked(*plan, "constraints changed during the last migration").ok()) return;
+      replan_pending_ = true;  // try again at the next commit
+    }
+  }
+  (void)PersistLocked();
 }
 
 absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) const {
@@ -404,16 +397,30 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
     }
   }
   window.processed_per_rank[r.rank()] = per_layer;
-  // Complete once every healthy registered rank has reported it.
-  for (const auto& [rank, worker] : workers_) {
-    if (worker.healthy && !window.processed_per_rank.count(rank)) return absl::OkStatus();
-  }
-  PendingWindow done = std::move(window);
-  pending_windows_.erase({r.first_step(), r.end_step()});
-  // Older incomplete windows will not complete any more (a rank was lost meanwhile).
-  pending_windows_.erase(pending_windows_.begin(), pending_windows_.lower_bound({r.first_step(), r.end_step()}));
-  CompleteWindowLocked(std::move(done), r.end_step() - r.first_step());
+  CompleteWindowsLocked();
   return absl::OkStatus();
+}
+
+void Coordinator::CompleteWindowsLocked() {
+  constexpr size_t kMaxPendingWindows = 64;  // a rank that never comes back must not pile them up
+  while (pending_windows_.size() > kMaxPendingWindows) pending_windows_.erase(pending_windows_.begin());
+  const int R = committed_->topology.ranks();
+  for (auto it = pending_windows_.begin(); it != pending_windows_.end();) {
+    bool complete = true;
+    for (int rank = 0; rank < R && complete; ++rank) {
+      if (it->second.processed_per_rank.count(rank)) continue;
+      auto w = workers_.find(rank);
+      complete = w != workers_.end() && (!w->second.healthy || w->second.left);
+    }
+    if (!complete) {
+      ++it;
+      continue;
+    }
+    const int64_t steps = it->first.second - it->first.first;
+    PendingWindow done = std::move(it->second);
+    it = pending_windows_.erase(it);
+    if (!done.processed_per_rank.empty()) CompleteWindowLocked(std::move(done), steps);
+  }
 }
 
 void Coordinator::CompleteWindowLocked(PendingWindow window, int64_t steps) {
@@ -446,14 +453,36 @@ void Coordinator::CompleteWindowLocked(PendingWindow window, int64_t steps) {
 }
 
 absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrdersRequest& r) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   control::Orders out;
   if (workers_.count(r.rank()) == 0) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  if (r.wait_ms() < 0 || r.wait_ms() > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("poll orders: wait_ms ", r.wait_ms(), " must be in [0, 1000]"));
+  }
+  // Long poll: every publication is an event, which wakes this wait.
+  events_cv_.wait_for(lock, std::chrono::milliseconds(r.wait_ms()),
+                      [&] { return stopping_ || (target_ && r.epoch() < target_epoch_); });
   if (target_ && r.epoch() < target_epoch_) {
     *out.mutable_placement() = ToProto(*target_, target_epoch_);
+    out.set_base_epoch(committed_epoch_);
     for (const control::Transfer& t : transfers_) *out.add_transfers() = t;
   }
   return out;
+}
+
+absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(r.rank());
+  if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  Worker& w = it->second;
+  w.left = true;
+  w.step = std::max(w.step, r.step());
+  w.epoch = r.epoch();
+  ObserveWorkerEpochLocked(r.epoch(), r.rank());
+  EventLocked("worker_left", absl::StrCat("rank ", r.rank(), " finished after ", r.step(), " steps at epoch ", r.epoch()),
+              r.rank(), r.epoch());
+  CompleteWindowsLocked();
+  return absl::OkStatus();
 }
 
 // ---- Planning --------------------------------------------------------------------------------
@@ -492,7 +521,7 @@ absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement
   placement::PlanRequest request{committed_->topology, load, &*committed_, constraints, {}};
   request.options.min_gain_per_move = policy_.min_gain_per_move();
   request.options.noise_z = policy_.noise_z();
-  const int budget = max_moves > 0 ? max_moves : policy_.max_moves();
+  const int budget = max_moves == kNoMoveLimit ? 0 : (max_moves > 0 ? max_moves : policy_.max_moves());
   request.options.max_moves = budget > 0 ? budget : -1;
   SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(policy_.planner()));
   SY_ASSIGN_OR_RETURN(placement::Placement planned, planner->Plan(request));
@@ -509,10 +538,9 @@ absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement
   return out;
 }
 
-void Coordinator::PublishLocked(const admin::RebalanceResponse& plan, const std::string& why) {
+absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, const std::string& why) {
   placement::Placement next = *FromProto(plan.placement());
-  target_ = next;
-  target_epoch_ = plan.target_epoch();
+  const auto old_transfers = transfers_;
   // Where each new replica comes from: a rank holding the expert now, on the same node first.
   transfers_.clear();
   const placement::Topology& topo = committed_->topology;
@@ -538,13 +566,20 @@ void Coordinator::PublishLocked(const admin::RebalanceResponse& plan, const std:
       }
     }
   }
+  target_ = next;
+  target_epoch_ = plan.target_epoch();
+  if (absl::Status persisted = PersistLocked(); !persisted.ok()) {
+    target_.reset();
+    transfers_ = old_transfers;
+    return persisted;
+  }
   ++plans_published_;
   moved_replicas_total_ += plan.moved_replicas();
   EventLocked("plan_published",
               absl::StrFormat("epoch %d (%s): %d moved replicas, worst-layer balancedness %.3f -> %.3f", target_epoch_, why,
                               plan.moved_replicas(), plan.worst_before(), plan.worst_after()),
               -1, target_epoch_);
-  (void)PersistLocked();
+  return absl::OkStatus();
 }
 
 void Coordinator::EvaluateAutoRebalanceLocked() {
@@ -552,7 +587,7 @@ void Coordinator::EvaluateAutoRebalanceLocked() {
     --cooldown_;
     return;
   }
-  if (!policy_.auto_rebalance() || (target_ && target_epoch_ > committed_epoch_)) return;
+  if (!policy_.auto_rebalance() || MigrationInFlightLocked()) return;
   auto plan = PlanLocked(ConstraintsLocked(), 0);
   if (!plan.ok()) {
     EventLocked("plan_failed", std::string(plan.status().message()));
@@ -566,7 +601,10 @@ void Coordinator::EvaluateAutoRebalanceLocked() {
   if (auto_streak_ >= policy_.hysteresis_windows()) {
     auto_streak_ = 0;
     cooldown_ = policy_.cooldown_windows();
-    PublishLocked(*plan, absl::StrFormat("auto: predicted step time -%.1f%%", 100 * (1 - 1 / (1 + gain))));
+    if (absl::Status s = PublishLocked(*plan, absl::StrFormat("auto: predicted step time -%.1f%%", 100 * (1 - 1 / (1 + gain))));
+        !s.ok()) {
+      EventLocked("plan_failed", absl::StrCat("cannot persist the plan: ", s.message()));
+    }
   }
 }
 
@@ -598,10 +636,13 @@ admin::ClusterStatus Coordinator::Status() {
     ws->set_seconds_since_heartbeat(absl::ToDoubleSeconds(now - w.last_heartbeat));
     ws->set_seconds_since_report(w.last_report == absl::InfinitePast() ? -1 : absl::ToDoubleSeconds(now - w.last_report));
     ws->set_drained(std::find(drained_.begin(), drained_.end(), rank) != drained_.end());
-    healthy += w.healthy;
+    ws->set_left(w.left);
+    healthy += w.healthy && !w.left;
     step = std::max(step, w.step);
   }
   s.set_registered(static_cast<int>(workers_.size()));
+  for (const types::Pin& p : pins_) *s.add_pins() = p;
+  for (int r : drained_) s.add_drained_ranks(r);
   s.set_healthy(healthy);
   s.set_step(step);
   if (model_) {
@@ -657,11 +698,15 @@ absl::StatusOr<admin::RebalanceResponse> Coordinator::Rebalance(bool dry_run, in
   if (max_moves < 0) return absl::InvalidArgumentError(absl::StrCat("max_moves ", max_moves, " must be >= 0"));
   SY_ASSIGN_OR_RETURN(admin::RebalanceResponse plan, PlanLocked(ConstraintsLocked(), max_moves));
   if (dry_run) return plan;
+  if (MigrationInFlightLocked()) {
+    return absl::FailedPreconditionError(absl::StrCat("epoch ", target_epoch_, " is still being migrated (",
+                                                      transfers_.size(), " replicas); rebalance again once it commits"));
+  }
   if (plan.moved_replicas() == 0 && FromProto(plan.placement()).value() == *committed_) {
     EventLocked("rebalance_skipped", "the plan equals the committed placement");
     return plan;
   }
-  PublishLocked(plan, "admin");
+  SY_RETURN_IF_ERROR(PublishLocked(plan, "admin"));
   plan.set_applied(true);
   return plan;
 }
@@ -672,7 +717,10 @@ absl::StatusOr<admin::ConstraintsResponse> Coordinator::ChangeConstraintsLocked(
   SY_RETURN_IF_ERROR(placement::ValidateConstraints(next, committed_->topology, committed_->num_experts,
                                                     std::vector<int>(model_->moe_layers().begin(), model_->moe_layers().end())));
   // The forced moves are planned now: a change that cannot be honoured is refused whole.
-  SY_ASSIGN_OR_RETURN(admin::RebalanceResponse plan, PlanLocked(next, 0));
+  SY_ASSIGN_OR_RETURN(admin::RebalanceResponse plan, PlanLocked(next, kNoMoveLimit));
+  const auto old_pins = pins_;
+  const auto old_drained = drained_;
+  const bool old_replan = replan_pending_;
   pins_.clear();
   for (const placement::Pin& p : next.pins) {
     types::Pin pin;
@@ -682,12 +730,24 @@ absl::StatusOr<admin::ConstraintsResponse> Coordinator::ChangeConstraintsLocked(
     pins_.push_back(pin);
   }
   drained_ = next.drained_ranks;
-  EventLocked("constraints_changed", what);
-  if (plan.moved_replicas() > 0 || !(FromProto(plan.placement()).value() == *committed_)) {
-    PublishLocked(plan, what);
+  absl::Status done;
+  std::string event = what;
+  if (MigrationInFlightLocked()) {
+    replan_pending_ = true;
+    event = absl::StrCat(what, " (planned once epoch ", target_epoch_, " commits)");
+    done = PersistLocked();
+  } else if (plan.moved_replicas() > 0 || !(FromProto(plan.placement()).value() == *committed_)) {
+    done = PublishLocked(plan, what);
   } else {
-    SY_RETURN_IF_ERROR(PersistLocked());
+    done = PersistLocked();
   }
+  if (!done.ok()) {  // nothing half-changed
+    pins_ = old_pins;
+    drained_ = old_drained;
+    replan_pending_ = old_replan;
+    return done;
+  }
+  EventLocked("constraints_changed", event);
   return ConstraintsResponseLocked();
 }
 
@@ -743,23 +803,30 @@ types::Policy Coordinator::GetPolicy() {
 absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy) {
   std::lock_guard<std::mutex> lock(mu_);
   SY_RETURN_IF_ERROR(ValidatePolicy(policy));
+  const types::Policy old = policy_;
   policy_ = policy;
+  if (absl::Status persisted = PersistLocked(); !persisted.ok()) {
+    policy_ = old;
+    return persisted;
+  }
   auto_streak_ = 0;
   EventLocked("policy_changed", ToJsonText(policy));
-  SY_RETURN_IF_ERROR(PersistLocked());
   return policy_;
 }
 
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = absl::Now();
+  bool lost = false;
   for (auto& [rank, w] : workers_) {
-    if (w.healthy && now - w.last_heartbeat > options_.heartbeat_timeout) {
+    if (w.healthy && !w.left && now - w.last_heartbeat > options_.heartbeat_timeout) {
       w.healthy = false;
       EventLocked("worker_lost", absl::StrCat("rank ", rank, ": no heartbeat for ",
                                               absl::FormatDuration(now - w.last_heartbeat)), rank);
+      lost = true;
     }
   }
+  if (lost && committed_) CompleteWindowsLocked();
 }
 
 std::string Coordinator::MetricsText() {

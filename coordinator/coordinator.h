@@ -52,7 +52,9 @@ class Coordinator {
   absl::StatusOr<control::RegisterResponse> Register(const control::RegisterRequest& request);
   absl::StatusOr<control::HeartbeatResponse> Heartbeat(const control::HeartbeatRequest& request);
   absl::Status ReportLoad(const control::LoadReport& report);
+  // Waits up to request.wait_ms for orders newer than request.epoch.
   absl::StatusOr<control::Orders> PollOrders(const control::PollOrdersRequest& request);
+  absl::Status Leave(const control::LeaveRequest& request);
 
   // Admin API.
   admin::ClusterStatus Status();
@@ -85,8 +87,10 @@ class Coordinator {
     int64_t step = 0;
     int64_t epoch = 0;
     bool healthy = true;
+    bool left = false;  // finished its run
   };
-  // Reports of one window, until every healthy rank has sent its own.
+  // Reports of one window, until every rank of the job has sent its own or is known to be
+  // gone (lost or left). A rank not registered (yet, or again after a restart) is waited for.
   struct PendingWindow {
     std::map<int, std::vector<int64_t>> processed_per_rank;  // rank -> per layer total
     std::vector<std::vector<int64_t>> chosen;                // [layer][expert], summed
@@ -103,11 +107,23 @@ class Coordinator {
   void EventLocked(const std::string& kind, const std::string& message, int rank = -1, int64_t epoch = -1);
   absl::Status RequireJobLocked() const;
   absl::Status ValidateReportLocked(const control::LoadReport& report) const;
+  // Completes every pending window that no rank still owes.
+  void CompleteWindowsLocked();
   void CompleteWindowLocked(PendingWindow window, int64_t steps);
   placement::LoadMatrix PlanningLoadLocked() const;
-  // Plans from the committed placement under the current constraints.
+  // Plans from the committed placement under `constraints`, moving at most `max_moves`
+  // replicas (0: the policy's budget; kNoMoveLimit: none, for the forced moves of pins and
+  // drains, which the planner keeps to what the constraints need plus worthwhile moves).
+  static constexpr int kNoMoveLimit = -1;
   absl::StatusOr<admin::RebalanceResponse> PlanLocked(const placement::Constraints& constraints, int max_moves);
-  void PublishLocked(const admin::RebalanceResponse& plan, const std::string& why);
+  // Publishes `plan` as the target epoch. Only one target is in flight at a time: workers
+  // migrate from the committed epoch to it, and a target is never replaced before it commits
+  // (workers may be copying its replicas).
+  absl::Status PublishLocked(const admin::RebalanceResponse& plan, const std::string& why);
+  bool MigrationInFlightLocked() const { return target_.has_value(); }
+  // The workers run `epoch` (heartbeat, registration, leave): the target commits once one of
+  // them is there (ranks switch together, DESIGN.md section 5). A deferred re-plan follows.
+  void ObserveWorkerEpochLocked(int64_t epoch, int rank);
   void EvaluateAutoRebalanceLocked();
   placement::Constraints ConstraintsLocked() const;
   admin::ConstraintsResponse ConstraintsResponseLocked() const;
@@ -125,8 +141,9 @@ class Coordinator {
   std::string job_id_;
   std::optional<placement::Placement> committed_;
   int64_t committed_epoch_ = 0;
-  std::optional<placement::Placement> target_;
+  std::optional<placement::Placement> target_;  // set while a migration is in flight
   int64_t target_epoch_ = 0;
+  bool replan_pending_ = false;  // constraints changed during a migration: plan after it commits
   std::vector<control::Transfer> transfers_;
   std::vector<types::Pin> pins_;
   std::vector<int> drained_;
@@ -148,8 +165,5 @@ class Coordinator {
   int64_t moved_replicas_total_ = 0;
 };
 
-// Conversions between placement/ values and the proto messages.
-types::Placement ToProto(const placement::Placement& placement, int64_t epoch);
-absl::StatusOr<placement::Placement> FromProto(const types::Placement& placement);
 
 }  // namespace switchyard::coordinator

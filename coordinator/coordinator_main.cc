@@ -10,10 +10,11 @@
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "coordinator/server.h"
+#include "proto/rpc_util.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "address:port of the gRPC services (port 0: a free one)");
 ABSL_FLAG(std::string, state_dir, "", "directory for the durable state (placement, epoch, pins, drains, policy)");
-ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token mutating admin calls need");
+ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token: workers need it for every call, admin clients for changing calls");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate: serve over TLS (with --tls-key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(int, metrics_port, -1, "port of the HTTP /metrics endpoint (-1: none, 0: a free one)");
@@ -44,12 +45,9 @@ int Main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
-    auto token = switchyard::ReadFile(absl::GetFlag(FLAGS_auth_token_file));
+    auto token = switchyard::rpc::ReadTokenFile(absl::GetFlag(FLAGS_auth_token_file));
     if (!token.ok()) return fail(token.status(), switchyard::kExitBadInput);
-    options.auth_token = std::string(absl::StripAsciiWhitespace(*token));
-    if (options.auth_token.empty()) {
-      return fail(absl::InvalidArgumentError("--auth-token-file is empty"), switchyard::kExitBadInput);
-    }
+    options.auth_token = *token;
   }
   for (auto [flag, out] : {std::pair{absl::GetFlag(FLAGS_tls_cert), &options.tls_cert_pem},
                            std::pair{absl::GetFlag(FLAGS_tls_key), &options.tls_key_pem}}) {

@@ -14,16 +14,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "proto/rpc_util.h"
 #include "switchyard/admin/v1/admin.grpc.pb.h"
 #include "switchyard/control/v1/control.grpc.pb.h"
 
 namespace switchyard::coordinator {
 namespace {
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
+using rpc::ToGrpc;
 
 template <typename T, typename Out>
 grpc::Status Reply(absl::StatusOr<T> result, Out* out) {
@@ -32,24 +30,48 @@ grpc::Status Reply(absl::StatusOr<T> result, Out* out) {
   return grpc::Status::OK;
 }
 
+// Both services check the bearer token when the coordinator has one: the control service on
+// every call (a registration can replace the job), the admin service on changing calls.
+grpc::Status Authorize(grpc::ServerContext* ctx, const std::string& token) {
+  if (token.empty()) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "this call needs 'authorization: Bearer <token>' (the coordinator has --auth-token-file)");
+  }
+  if (std::string(it->second.data(), it->second.size()) != "Bearer " + token) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
+  }
+  return grpc::Status::OK;
+}
+
 class ControlService final : public control::Control::Service {
  public:
-  explicit ControlService(Coordinator& core) : core_(core) {}
-  grpc::Status Register(grpc::ServerContext*, const control::RegisterRequest* r, control::RegisterResponse* out) override {
+  ControlService(Coordinator& core, std::string token) : core_(core), token_(std::move(token)) {}
+  grpc::Status Register(grpc::ServerContext* ctx, const control::RegisterRequest* r, control::RegisterResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Register(*r), out);
   }
-  grpc::Status Heartbeat(grpc::ServerContext*, const control::HeartbeatRequest* r, control::HeartbeatResponse* out) override {
+  grpc::Status Heartbeat(grpc::ServerContext* ctx, const control::HeartbeatRequest* r, control::HeartbeatResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Heartbeat(*r), out);
   }
-  grpc::Status ReportLoad(grpc::ServerContext*, const control::LoadReport* r, control::LoadReportResponse*) override {
+  grpc::Status ReportLoad(grpc::ServerContext* ctx, const control::LoadReport* r, control::LoadReportResponse*) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return ToGrpc(core_.ReportLoad(*r));
   }
-  grpc::Status PollOrders(grpc::ServerContext*, const control::PollOrdersRequest* r, control::Orders* out) override {
+  grpc::Status PollOrders(grpc::ServerContext* ctx, const control::PollOrdersRequest* r, control::Orders* out) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.PollOrders(*r), out);
+  }
+  grpc::Status Leave(grpc::ServerContext* ctx, const control::LeaveRequest* r, control::LeaveResponse*) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
+    return ToGrpc(core_.Leave(*r));
   }
 
  private:
   Coordinator& core_;
+  std::string token_;
 };
 
 class AdminService final : public admin::Admin::Service {
@@ -72,24 +94,24 @@ class AdminService final : public admin::Admin::Service {
   }
   grpc::Status Rebalance(grpc::ServerContext* ctx, const admin::RebalanceRequest* r, admin::RebalanceResponse* out) override {
     if (!r->dry_run()) {
-      if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+      if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     }
     return Reply(core_.Rebalance(r->dry_run(), r->max_moves()), out);
   }
   grpc::Status Pin(grpc::ServerContext* ctx, const admin::PinRequest* r, admin::ConstraintsResponse* out) override {
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Pin(r->pin()), out);
   }
   grpc::Status Unpin(grpc::ServerContext* ctx, const admin::PinRequest* r, admin::ConstraintsResponse* out) override {
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Unpin(r->pin()), out);
   }
   grpc::Status Drain(grpc::ServerContext* ctx, const admin::DrainRequest* r, admin::ConstraintsResponse* out) override {
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Drain(r->rank()), out);
   }
   grpc::Status Undrain(grpc::ServerContext* ctx, const admin::DrainRequest* r, admin::ConstraintsResponse* out) override {
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Undrain(r->rank()), out);
   }
   grpc::Status GetPolicy(grpc::ServerContext*, const admin::GetPolicyRequest*, types::Policy* out) override {
@@ -97,18 +119,18 @@ class AdminService final : public admin::Admin::Service {
     return grpc::Status::OK;
   }
   grpc::Status SetPolicy(grpc::ServerContext* ctx, const admin::SetPolicyRequest* r, types::Policy* out) override {
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) return auth;
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.SetPolicy(r->policy()), out);
   }
   grpc::Status WatchEvents(grpc::ServerContext* ctx, const admin::WatchEventsRequest* r,
                            grpc::ServerWriter<admin::Event>* writer) override {
     int64_t after = r->after_seq();
-    while (!ctx->IsCancelled() && !stopping_) {
-      for (const admin::Event& e : core_.WaitEvents(after, absl::Milliseconds(500))) {
+    do {
+      for (const admin::Event& e : core_.WaitEvents(after, r->follow() ? absl::Milliseconds(500) : absl::ZeroDuration())) {
         if (!writer->Write(e)) return grpc::Status::OK;  // the client went away
         after = e.seq();
       }
-    }
+    } while (r->follow() && !ctx->IsCancelled() && !stopping_);
     return grpc::Status::OK;
   }
 
@@ -116,19 +138,6 @@ class AdminService final : public admin::Admin::Service {
   static std::optional<int> Layer(bool all, int layer) {
     return all || layer < 0 ? std::nullopt : std::optional<int>(layer);
   }
-  grpc::Status Authorize(grpc::ServerContext* ctx) const {
-    if (token_.empty()) return grpc::Status::OK;
-    const auto& md = ctx->client_metadata();
-    auto it = md.find("authorization");
-    if (it == md.end()) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "this call changes the cluster: send 'authorization: Bearer <token>'");
-    }
-    if (std::string(it->second.data(), it->second.size()) != "Bearer " + token_) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
-    }
-    return grpc::Status::OK;
-  }
-
   Coordinator& core_;
   std::string token_;
   const std::atomic<bool>& stopping_;
@@ -144,7 +153,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
     const std::string persisted = options.core.state_dir.empty() ? "" : options.core.state_dir + "/state.json";
     if (persisted.empty() || access(persisted.c_str(), F_OK) != 0) SY_RETURN_IF_ERROR(s->core_->SetPolicy(*options.initial_policy).status());
   }
-  s->control_ = std::make_unique<ControlService>(*s->core_);
+  s->control_ = std::make_unique<ControlService>(*s->core_, options.auth_token);
   s->admin_ = std::make_unique<AdminService>(*s->core_, options.auth_token, s->stopping_);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -232,7 +241,7 @@ void CoordinatorServer::ServeMetrics() {
 
 void CoordinatorServer::Shutdown() {
   if (stopping_.exchange(true)) return;
-  core_->StopWaiters();
+  if (core_) core_->StopWaiters();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (ticker_.joinable()) ticker_.join();
   if (metrics_thread_.joinable()) metrics_thread_.join();

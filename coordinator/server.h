@@ -2,9 +2,9 @@
 // and an HTTP /metrics endpoint (Prometheus text), plus a ticker that notices lost workers.
 //
 // Listens on 127.0.0.1 unless told otherwise; port 0 binds a free port (port() says which).
-// With an auth token, mutating admin calls (Rebalance without dry_run, Pin, Unpin, Drain,
-// Undrain, SetPolicy) need metadata `authorization: Bearer <token>` (UNAUTHENTICATED
-// otherwise). With a certificate and key, both services are served over TLS.
+// With an auth token, every control call (a registration can replace the job) and the
+// mutating admin calls (Rebalance without dry_run, Pin, Unpin, Drain, Undrain, SetPolicy)
+// need metadata `authorization: Bearer <token>` (UNAUTHENTICATED otherwise). With a certificate and key, both services are served over TLS.
 #pragma once
 
 #include <atomic>

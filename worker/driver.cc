@@ -43,6 +43,18 @@ absl::StatusOr<std::vector<double>> MeasuredBalance(comm::Communicator& comm, co
   return out;
 }
 
+void AddCounts(const std::vector<LayerCounts>& from, std::vector<LayerCounts>& to) {
+  if (to.empty()) to = from;
+  else {
+    for (size_t l = 0; l < from.size(); ++l) {
+      for (size_t e = 0; e < from[l].chosen.size(); ++e) {
+        to[l].chosen[e] += from[l].chosen[e];
+        to[l].processed[e] += from[l].processed[e];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 uint64_t Fnv1a(const void* data, size_t bytes) {
@@ -76,8 +88,9 @@ absl::StatusOr<RunReport> Driver::Run() {
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
   std::vector<double> step_ms;
   uint64_t checksum = 0;
-  std::vector<std::vector<int64_t>> processed(L, std::vector<int64_t>(model_.num_experts, 0));
-  std::vector<std::vector<int64_t>> chosen = processed;
+  // Counts of the whole run, of the current log window and of the current load window.
+  std::vector<LayerCounts> whole, log_window, load_window;
+  int64_t load_window_start = 0;
   std::vector<double> window_ms;
   layer_.counters().Reset();
   layer_.ResetTimes();
@@ -94,16 +107,20 @@ absl::StatusOr<RunReport> Driver::Run() {
     SY_RETURN_IF_ERROR(comm_.AllReduce(&ms, 1, comm::ReduceOp::kMax));  // the step waits for the slowest rank
     step_ms.push_back(ms);
     window_ms.push_back(ms);
+    const std::vector<LayerCounts> counts = layer_.counters().TakeWindow();
+    AddCounts(counts, whole);
+    AddCounts(counts, log_window);
+    AddCounts(counts, load_window);
+    if (options_.window_steps > 0 && (step + 1 - load_window_start) == options_.window_steps) {
+      if (options_.on_window) options_.on_window({load_window_start, step + 1, 0, std::move(load_window)});
+      load_window.clear();
+      load_window_start = step + 1;
+    }
+    if (options_.on_step) options_.on_step(step + 1, 0);
     const bool log_now = options_.log_every > 0 && ((step + 1) % options_.log_every == 0 || step + 1 == options_.steps);
     if (log_now) {
-      std::vector<LayerCounts> window = layer_.counters().TakeWindow();
-      for (int li = 0; li < L; ++li) {
-        for (int e = 0; e < model_.num_experts; ++e) {
-          processed[li][e] += window[li].processed[e];
-          chosen[li][e] += window[li].chosen[e];
-        }
-      }
-      SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, window));
+      SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, log_window));
+      log_window.clear();
       if (me == 0 && options_.log) {
         double total_ms = 0;
         for (double x : window_ms) total_ms += x;
@@ -113,14 +130,6 @@ absl::StatusOr<RunReport> Driver::Run() {
             *std::min_element(balance.begin(), balance.end())));
       }
       window_ms.clear();
-    }
-  }
-  // Counts of the last partial window (when logging is off or uneven).
-  std::vector<LayerCounts> rest = layer_.counters().TakeWindow();
-  for (int li = 0; li < L; ++li) {
-    for (int e = 0; e < model_.num_experts; ++e) {
-      processed[li][e] += rest[li].processed[e];
-      chosen[li][e] += rest[li].chosen[e];
     }
   }
 
@@ -150,12 +159,10 @@ absl::StatusOr<RunReport> Driver::Run() {
   report.output_checksum = 0;
   for (uint64_t s : sums) report.output_checksum += s;
   // Per-rank processed totals (measured balancedness) and per-expert sums over ranks.
-  std::vector<LayerCounts> whole(L);
-  for (int li = 0; li < L; ++li) whole[li] = {chosen[li], processed[li]};
   SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, whole));
   double rows = 0;
   for (int li = 0; li < L; ++li) {
-    for (int64_t x : processed[li]) rows += static_cast<double>(x);
+    for (int64_t x : whole[li].processed) rows += static_cast<double>(x);
   }
   double flops = rows * model_.ExpertShape().FlopsPerRow();
   if (model_.shared_ffn > 0) flops += static_cast<double>(T) * options_.steps * L * model_.SharedShape().FlopsPerRow();
@@ -164,7 +171,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   report.dispatch_bytes = report.combine_bytes = static_cast<double>(T) * model_.top_k * H * sizeof(float) * L;
   report.tokens_conserved = true;
   for (int li = 0; li < L; ++li) {
-    std::vector<int64_t> p = processed[li], c = chosen[li];
+    std::vector<int64_t> p = whole[li].processed, c = whole[li].chosen;
     SY_RETURN_IF_ERROR(comm_.AllReduce(p.data(), model_.num_experts, comm::ReduceOp::kSum));
     SY_RETURN_IF_ERROR(comm_.AllReduce(c.data(), model_.num_experts, comm::ReduceOp::kSum));
     report.tokens_conserved = report.tokens_conserved && p == c;

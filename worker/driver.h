@@ -26,11 +26,23 @@
 
 namespace switchyard::worker {
 
+// One load window of this rank: steps [first_step, end_step), the per-(layer, expert) counts.
+struct LoadWindow {
+  int64_t first_step = 0, end_step = 0;
+  int64_t epoch = 0;
+  std::vector<LayerCounts> counts;  // in the order of WeightStore::layer_ids()
+};
+
 struct DriverOptions {
   int steps = 100;
   int64_t tokens_per_rank = 512;
   int log_every = 20;                          // rank 0 prints a line every N steps (0: never)
   std::function<void(const std::string&)> log;  // where rank 0's lines go (null: nowhere)
+  // Every `window_steps` steps (0: never) each rank hands its load window to on_window (the
+  // control thread's queue: it must not block). After every step, on_step(steps done, epoch).
+  int window_steps = 0;
+  std::function<void(LoadWindow)> on_window;
+  std::function<void(int64_t, int64_t)> on_step;
 };
 
 struct LayerReport {

@@ -3,16 +3,26 @@
 //   mpirun -np 4 switchyard-worker --model preset:deepseek-v3 --scale 0.0625 --backend ucx
 //       --workload trace:data/traces/deepseek_v3_sglang_decode_in1000out1000.csv
 //       --tokens-per-rank 512 --steps 200 [--layers 4] [--placement FILE | --policy P]
-//       [--report report.json]
+//       [--report report.json] [--coordinator HOST:PORT | --coordinator embedded]
+//
+// With --coordinator every rank registers with the coordinator, heartbeats, and reports a
+// load window every --window-steps steps from its control thread (worker/control_client.h);
+// `embedded` starts the coordinator inside rank 0 (on --embedded-listen) for quick starts.
+// The steps never wait on the coordinator: if it goes away the ranks keep serving and
+// register again when it is back.
 //
 // Every input is checked on every rank before any communication, so a bad one ends every
 // rank with one line and exit code 2 (no rank waits for another). Failures after the ranks
 // connected stop the whole job (MPI_Abort under mpirun).
+#include <unistd.h>
+
 #include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -21,11 +31,15 @@
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/status.h"
+#include "coordinator/server.h"
+#include "proto/convert.h"
+#include "proto/rpc_util.h"
 #include "placement/io/placement_json.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
 #include "placement/routing.h"
 #include "switchyard/config.h"
+#include "worker/control_client.h"
 #include "worker/driver.h"
 #include "worker/model.h"
 #include "worker/weights.h"
@@ -53,6 +67,11 @@ ABSL_FLAG(std::string, weights, "", "safetensors checkpoint (file or directory);
 ABSL_FLAG(std::string, weight_type, "fp32", "fp32 or bf16 expert weights");
 ABSL_FLAG(std::string, rendezvous_dir, "", "shared directory for ucx/nccl rendezvous without mpirun");
 ABSL_FLAG(int, timeout_s, 60, "seconds a rank waits for its peers before failing");
+ABSL_FLAG(std::string, coordinator, "", "HOST:PORT of a switchyard-coordinator, or 'embedded' (rank 0 runs one); empty: none");
+ABSL_FLAG(std::string, coordinator_token_file, "", "bearer token for a coordinator started with --auth-token-file");
+ABSL_FLAG(std::string, coordinator_tls_ca, "", "PEM CA certificate: talk TLS to the coordinator");
+ABSL_FLAG(std::string, embedded_listen, "127.0.0.1:0", "--coordinator embedded: where rank 0's coordinator listens");
+ABSL_FLAG(int, window_steps, 10, "steps per load window reported to the coordinator");
 
 namespace switchyard::worker {
 namespace {
@@ -76,6 +95,8 @@ struct Setup {
   placement::Topology topology;
   std::optional<placement::Placement> placement;  // from --placement
   std::string placement_name;
+  ControlOptions control;  // address empty: no coordinator
+  bool embedded = false;
 };
 
 // Everything that can be checked without talking to other ranks.
@@ -127,7 +148,107 @@ absl::StatusOr<Setup> Prepare() {
     if (R * slots < E) return absl::InvalidArgumentError(absl::StrCat(R, " ranks x ", slots, " slots cannot hold ", E, " experts"));
     s.placement_name = policy;
   }
+  const std::string coordinator = absl::GetFlag(FLAGS_coordinator);
+  s.embedded = coordinator == "embedded";
+  if (!coordinator.empty() && !s.embedded && coordinator.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--coordinator '", coordinator, "': use HOST:PORT or embedded"));
+  }
+  if (s.embedded && s.launch.local_size < R && absl::StartsWith(absl::GetFlag(FLAGS_embedded_listen), "127.")) {
+    return absl::InvalidArgumentError("--coordinator embedded with ranks on several nodes: set --embedded-listen to an "
+                                      "address the other nodes reach (e.g. 0.0.0.0:7070)");
+  }
+  if (absl::GetFlag(FLAGS_window_steps) < 1) return absl::InvalidArgumentError("--window-steps must be >= 1");
+  s.control.address = s.embedded ? "" : coordinator;
+  if (!absl::GetFlag(FLAGS_coordinator_token_file).empty()) {
+    SY_ASSIGN_OR_RETURN(s.control.token, rpc::ReadTokenFile(absl::GetFlag(FLAGS_coordinator_token_file)));
+  }
+  if (!absl::GetFlag(FLAGS_coordinator_tls_ca).empty()) {
+    SY_ASSIGN_OR_RETURN(s.control.tls_ca_pem, ReadFile(absl::GetFlag(FLAGS_coordinator_tls_ca)));
+  }
   return s;
+}
+
+// The same string on every rank: rank 0's (at most 255 bytes).
+absl::StatusOr<std::string> ShareFromRankZero(comm::Communicator& c, const std::string& value) {
+  std::vector<char> mine(256, 0), all(256 * static_cast<size_t>(c.size()));
+  std::copy_n(value.data(), std::min<size_t>(value.size(), 255), mine.data());
+  SY_RETURN_IF_ERROR(c.AllGather(mine.data(), 256, all.data()));
+  return std::string(all.data());
+}
+
+// The coordinator connection: every rank learns the address (rank 0 starts an embedded
+// coordinator first), then starts its control thread and registers.
+struct Control {
+  std::unique_ptr<coordinator::CoordinatorServer> embedded;  // rank 0 with --coordinator embedded
+  std::unique_ptr<ControlClient> client;
+};
+
+absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const placement::Placement& start,
+                                     const WeightStore& store) {
+  Control out;
+  std::string address = s.control.address;
+  if (s.embedded) {
+    std::string shared;
+    if (c.rank() == 0) {
+      coordinator::ServerOptions options;
+      options.listen = absl::GetFlag(FLAGS_embedded_listen);
+      auto server = coordinator::CoordinatorServer::Start(options);
+      shared = server.ok() ? (*server)->address() : absl::StrCat("!", server.status().message());
+      if (server.ok()) out.embedded = *std::move(server);
+    }
+    SY_ASSIGN_OR_RETURN(shared, ShareFromRankZero(c, shared));
+    if (absl::StartsWith(shared, "!")) return absl::UnavailableError(absl::StrCat("embedded coordinator: ", shared.substr(1)));
+    address = shared;
+    if (absl::StartsWith(address, "0.0.0.0:")) {  // tell the other ranks a name they can reach
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      address = absl::StrCat(host, address.substr(7));
+    }
+    if (c.rank() == 0) {
+      std::printf("switchyard-worker: embedded coordinator at %s (switchyard status --coordinator %s)\n",
+                  address.c_str(), address.c_str());
+      std::fflush(stdout);
+    }
+  }
+  std::random_device rd;
+  SY_ASSIGN_OR_RETURN(const std::string job_id, ShareFromRankZero(c, absl::StrFormat("%08x%08x", rd(), rd())));
+  control::RegisterRequest r;
+  r.set_rank(c.rank());
+  r.set_world_size(c.size());
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  r.set_host(host);
+  r.set_node(s.topology.NodeOf(c.rank()));
+  r.set_local_rank(c.local_rank());
+  r.set_backend(std::string(c.backend()));
+  auto* m = r.mutable_model();
+  m->set_name(s.model.name);
+  m->set_num_experts(s.model.num_experts);
+  m->set_top_k(s.model.top_k);
+  m->set_hidden(s.model.hidden);
+  m->set_expert_ffn(s.model.expert_ffn);
+  for (int layer : s.layers) m->add_moe_layers(layer);
+  m->set_expert_bytes(static_cast<int64_t>(store.expert_bytes()));
+  *r.mutable_placement() = rpc::ToProto(start, 0);
+  r.set_job_id(job_id);
+  s.control.address = address;
+  out.client = std::make_unique<ControlClient>(s.control, std::move(r));
+  return out;
+}
+
+control::LoadReport ToReport(int rank, const std::vector<int>& layers, const LoadWindow& w) {
+  control::LoadReport r;
+  r.set_rank(rank);
+  r.set_epoch(w.epoch);
+  r.set_first_step(w.first_step);
+  r.set_end_step(w.end_step);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto* l = r.add_layers();
+    l->set_layer(layers[i]);
+    l->mutable_chosen()->Add(w.counts[i].chosen.begin(), w.counts[i].chosen.end());
+    l->mutable_processed()->Add(w.counts[i].processed.begin(), w.counts[i].processed.end());
+  }
+  return r;
 }
 
 // The placement at start: the file, or the policy planned on the workload's expected load.
@@ -187,6 +308,10 @@ int Main(int argc, char** argv) {
       SY_ASSIGN_OR_RETURN(source, CheckpointWeights(s.model, absl::GetFlag(FLAGS_weights)));
     }
     SY_RETURN_IF_ERROR(store.Load(*start, c.rank(), *source));
+    Control control;
+    if (s.embedded || !s.control.address.empty()) {
+      SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, store));
+    }
     if (c.rank() == 0) {
       auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
       std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
@@ -205,8 +330,33 @@ int Main(int argc, char** argv) {
       std::printf("%s\n", line.c_str());
       std::fflush(stdout);
     };
+    if (control.client) {
+      ControlClient* client = control.client.get();
+      d.window_steps = absl::GetFlag(FLAGS_window_steps);
+      d.on_window = [client, rank = c.rank(), &s](LoadWindow w) { client->SubmitReport(ToReport(rank, s.layers, w)); };
+      d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
+    }
     Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
     SY_ASSIGN_OR_RETURN(RunReport report, driver.Run());
+    if (control.client) {
+      // Deliver the last windows, then let rank 0 stop the embedded coordinator after all
+      // ranks are done with it.
+      control.client->Stop(absl::Seconds(5), /*leave=*/true);
+      const ControlStats stats = control.client->stats();
+      if (stats.reports_dropped > 0 || stats.reports_rejected > 0 || stats.reports_sent == 0) {
+        std::fprintf(stderr, "switchyard-worker: rank %d: %lld load windows sent, %lld dropped, %lld rejected (%s)\n", c.rank(),
+                     static_cast<long long>(stats.reports_sent), static_cast<long long>(stats.reports_dropped),
+                     static_cast<long long>(stats.reports_rejected), stats.last_error.c_str());
+      }
+      SY_RETURN_IF_ERROR(c.Barrier());
+      control.client.reset();
+      if (control.embedded) {
+        const auto status = control.embedded->core().Status();
+        std::printf("embedded coordinator: %lld load windows aggregated, epoch %lld committed\n",
+                    static_cast<long long>(status.windows()), static_cast<long long>(status.committed_epoch()));
+        control.embedded.reset();
+      }
+    }
     report.model = s.model.name;
     report.backend = std::string(c.backend());
     report.placement_policy = s.placement_name;

@@ -122,6 +122,11 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
        "--policy 'random'"},
       {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--steps", "lots"}, "flag --steps='lots'"},
       {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--backend", "carrier-pigeon"}, "unknown or unavailable backend"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--coordinator", "localhost"},
+       "--coordinator 'localhost': use HOST:PORT or embedded"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--coordinator", "127.0.0.1:1",
+        "--coordinator-token-file", dir.File("missing-token")},
+       "missing-token"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.message);

@@ -1,0 +1,17 @@
+// Conversions between placement/ values and the types.v1 messages, shared by the coordinator
+// and the workers.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "placement/placement.h"
+#include "switchyard/types/v1/types.pb.h"
+
+namespace switchyard::rpc {
+
+switchyard::types::v1::Placement ToProto(const placement::Placement& placement, int64_t epoch);
+// Checks what it reads (ValidatePlacement): a peer's placement is input like any other.
+absl::StatusOr<placement::Placement> FromProto(const switchyard::types::v1::Placement& placement);
+
+}  // namespace switchyard::rpc

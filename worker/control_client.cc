@@ -1,0 +1,259 @@
+#include "worker/control_client.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "proto/rpc_util.h"
+
+namespace switchyard::worker {
+namespace {
+
+constexpr absl::Duration kMinBackoff = absl::Milliseconds(50);
+
+}  // namespace
+
+ControlClient::ControlClient(ControlOptions options, control::RegisterRequest registration)
+    : options_(std::move(options)),
+      stub_(control::Control::NewStub(rpc::MakeChannel(options_.address, options_.tls_ca_pem))),
+      registration_(std::move(registration)) {
+  epoch_ = registration_.placement().epoch();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+ControlClient::~ControlClient() { Stop(options_.rpc_timeout); }
+
+void ControlClient::SetProgress(int64_t step, int64_t epoch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  step_ = step;
+  epoch_ = epoch;
+}
+
+void ControlClient::SetPlacement(const switchyard::types::v1::Placement& committed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *registration_.mutable_placement() = committed;
+  epoch_ = committed.epoch();
+}
+
+void ControlClient::SubmitReport(control::LoadReport report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reports_.push_back(std::move(report));
+  while (reports_.size() > options_.max_queued_reports) {
+    reports_.pop_front();
+    ++stats_.reports_dropped;
+  }
+  if (poll_ctx_ != nullptr) poll_ctx_->TryCancel();
+  cv_.notify_all();
+}
+
+std::optional<control::Orders> ControlClient::TakeOrders() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::optional<control::Orders> out = std::move(orders_);
+  orders_.reset();
+  return out;
+}
+
+ControlStats ControlClient::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void ControlClient::Stop(absl::Duration flush, bool leave) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_) {
+      stop_ = true;
+      leave_ = leave;
+      flush_deadline_ = absl::Now() + flush;
+    }
+    if (poll_ctx_ != nullptr) poll_ctx_->TryCancel();
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<grpc::ClientContext> ControlClient::Context(absl::Duration timeout) const {
+  return rpc::CallContext(timeout, options_.token);
+}
+
+void ControlClient::Backoff(const std::string& error) {
+  std::unique_lock<std::mutex> lock(mu_);
+  ++stats_.rpc_failures;
+  if (stats_.last_error != error) {
+    std::fprintf(stderr, "switchyard-worker: rank %d: %s (retrying)\n", registration_.rank(), error.c_str());
+  }
+  stats_.last_error = error;
+  backoff_ = std::min(options_.max_backoff, std::max(kMinBackoff, 2 * backoff_));
+  const absl::Time until = std::min(absl::Now() + backoff_, flush_deadline_);
+  cv_.wait_until(lock, absl::ToChronoTime(until), [&] { return stop_ && absl::Now() >= flush_deadline_; });
+}
+
+bool ControlClient::RegisterOnce() {
+  control::RegisterRequest request;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request = registration_;
+  }
+  control::RegisterResponse response;
+  const grpc::Status s = stub_->Register(Context(options_.rpc_timeout).get(), request, &response);
+  if (!s.ok()) {
+    Backoff(absl::StrCat("register: ", rpc::FromGrpc(s, options_.address).message()));
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  need_register_ = false;
+  backoff_ = absl::ZeroDuration();
+  ++stats_.registrations;
+  stats_.registered = true;
+  stats_.last_error.clear();
+  stats_.coordinator_id = response.coordinator_id();
+  next_heartbeat_ = absl::Now() + options_.heartbeat_interval;
+  return true;
+}
+
+bool ControlClient::SendReports() {
+  while (true) {
+    control::LoadReport report;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (reports_.empty()) return true;
+      report = std::move(reports_.front());
+      reports_.pop_front();
+    }
+    control::LoadReportResponse response;
+    const grpc::Status s = stub_->ReportLoad(Context(options_.rpc_timeout).get(), report, &response);
+    if (s.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.reports_sent;
+      backoff_ = absl::ZeroDuration();
+      continue;
+    }
+    if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {  // never acceptable: drop it, say why
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.reports_rejected;
+      std::fprintf(stderr, "switchyard-worker: rank %d: load report rejected: %s\n", registration_.rank(),
+                   s.error_message().c_str());
+      continue;
+    }
+    {  // keep it for later
+      std::lock_guard<std::mutex> lock(mu_);
+      if (reports_.size() < options_.max_queued_reports) {
+        reports_.push_front(std::move(report));
+      } else {
+        ++stats_.reports_dropped;
+      }
+      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // it does not know this rank (any more)
+        need_register_ = true;
+        stats_.registered = false;
+        return false;
+      }
+    }
+    Backoff(absl::StrCat("load report: ", rpc::FromGrpc(s, options_.address).message()));
+    return false;
+  }
+}
+
+void ControlClient::HeartbeatOnce() {
+  control::HeartbeatRequest request;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_rank(registration_.rank());
+    request.set_step(step_);
+    request.set_epoch(epoch_);
+    next_heartbeat_ = absl::Now() + options_.heartbeat_interval;
+  }
+  control::HeartbeatResponse response;
+  const grpc::Status s = stub_->Heartbeat(Context(options_.rpc_timeout).get(), request, &response);
+  if (!s.ok()) {
+    Backoff(absl::StrCat("heartbeat: ", rpc::FromGrpc(s, options_.address).message()));
+    return;
+  }
+  if (!response.registered()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    need_register_ = true;
+    stats_.registered = false;
+  }
+}
+
+void ControlClient::PollOnce() {
+  control::PollOrdersRequest request;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_rank(registration_.rank());
+    // Ask only for epochs beyond those already handed over: the long poll then waits.
+    request.set_epoch(std::max(epoch_, orders_epoch_seen_));
+    request.set_wait_ms(static_cast<int>(absl::ToInt64Milliseconds(options_.poll_wait)));
+  }
+  control::Orders orders;
+  auto ctx = Context(options_.poll_wait + options_.rpc_timeout);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ || !reports_.empty()) return;  // a report arrived meanwhile: send it first
+    poll_ctx_ = ctx.get();
+  }
+  const grpc::Status s = stub_->PollOrders(ctx.get(), request, &orders);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    poll_ctx_ = nullptr;
+  }
+  if (s.error_code() == grpc::StatusCode::CANCELLED) return;  // cut short on purpose
+  if (!s.ok()) {
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // it does not know this rank (any more)
+      std::lock_guard<std::mutex> lock(mu_);
+      need_register_ = true;
+      stats_.registered = false;
+      return;
+    }
+    Backoff(absl::StrCat("poll orders: ", rpc::FromGrpc(s, options_.address).message()));
+    return;
+  }
+  if (!orders.has_placement()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (orders.placement().epoch() > std::max(epoch_, orders_epoch_seen_)) {
+    orders_epoch_seen_ = orders.placement().epoch();
+    orders_ = std::move(orders);
+    ++stats_.orders_received;
+  }
+}
+
+void ControlClient::LeaveOnce() {
+  control::LeaveRequest request;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    request.set_rank(registration_.rank());
+    request.set_step(step_);
+    request.set_epoch(epoch_);
+  }
+  control::LeaveResponse response;
+  const absl::Duration left = std::max(absl::Milliseconds(100), flush_deadline_ - absl::Now());
+  (void)stub_->Leave(Context(std::min(left, options_.rpc_timeout)).get(), request, &response);
+}
+
+void ControlClient::Loop() {
+  while (true) {
+    bool register_now, heartbeat_now;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stop_ && (reports_.empty() || absl::Now() >= flush_deadline_)) {
+        const bool leave = leave_ && !need_register_;
+        lock.unlock();
+        if (leave) LeaveOnce();
+        return;
+      }
+      register_now = need_register_;
+      heartbeat_now = absl::Now() >= next_heartbeat_;
+    }
+    if (register_now) {
+      if (!RegisterOnce()) continue;
+    }
+    if (!SendReports()) continue;
+    if (heartbeat_now) HeartbeatOnce();
+    bool stopping;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping = stop_;
+    }
+    if (!stopping) PollOnce();
+  }
+}
+
+}  // namespace switchyard::worker

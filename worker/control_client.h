@@ -1,0 +1,103 @@
+// ControlClient: a worker's control thread (DESIGN.md section 7). It registers the rank with
+// the coordinator, sends heartbeats and the load windows the step thread hands it, and
+// long-polls for orders (placement epochs to migrate to).
+//
+// The data plane never waits on it: SubmitReport, SetProgress and TakeOrders only touch a
+// queue under a mutex. When the coordinator is unreachable the thread backs off (doubling up
+// to max_backoff) and keeps at most max_queued_reports windows (the oldest are dropped and
+// counted); when it is back — or restarted and no longer knows the rank — the thread
+// registers again with the placement the rank runs now, then sends what is queued.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/time/time.h"
+#include "switchyard/control/v1/control.grpc.pb.h"
+
+namespace switchyard::worker {
+
+namespace control = switchyard::control::v1;
+
+struct ControlOptions {
+  std::string address;      // host:port of the coordinator
+  std::string tls_ca_pem;   // empty: plaintext
+  std::string token;        // bearer token, when the coordinator has one
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration poll_wait = absl::Milliseconds(200);  // long-poll slice for orders (a new report ends it early)
+  absl::Duration rpc_timeout = absl::Seconds(3);
+  absl::Duration max_backoff = absl::Seconds(2);
+  size_t max_queued_reports = 256;
+};
+
+struct ControlStats {
+  int64_t registrations = 0;     // successful Register calls (1 + re-registrations)
+  int64_t reports_sent = 0;
+  int64_t reports_dropped = 0;   // queue full while the coordinator was away
+  int64_t reports_rejected = 0;  // the coordinator refused them (INVALID_ARGUMENT)
+  int64_t rpc_failures = 0;
+  int64_t orders_received = 0;
+  bool registered = false;
+  std::string coordinator_id;
+  std::string last_error;
+};
+
+class ControlClient {
+ public:
+  // Starts the control thread; it registers with `registration` (its placement is replaced
+  // by what SetPlacement says later).
+  ControlClient(ControlOptions options, control::RegisterRequest registration);
+  // Stop(rpc_timeout) without Leave.
+  ~ControlClient();
+  ControlClient(const ControlClient&) = delete;
+  ControlClient& operator=(const ControlClient&) = delete;
+
+  // Step thread, non-blocking.
+  void SetProgress(int64_t step, int64_t epoch);
+  void SetPlacement(const switchyard::types::v1::Placement& committed);
+  void SubmitReport(control::LoadReport report);
+  // Orders for an epoch above every epoch returned before, if the coordinator published one.
+  std::optional<control::Orders> TakeOrders();
+
+  ControlStats stats() const;
+  // Sends what is queued (giving up after `flush`), tells the coordinator this rank is done
+  // (Leave) when `leave`, then ends the thread. Idempotent.
+  void Stop(absl::Duration flush, bool leave = false);
+
+ private:
+  void Loop();
+  bool RegisterOnce();
+  void Backoff(const std::string& error);  // takes mu_
+  bool SendReports();                      // false: the coordinator needs a registration first
+  void HeartbeatOnce();
+  void PollOnce();
+  void LeaveOnce();
+  std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) const;
+
+  const ControlOptions options_;
+  std::unique_ptr<control::Control::Stub> stub_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false, leave_ = false;
+  grpc::ClientContext* poll_ctx_ = nullptr;  // the long poll in flight: a new report cuts it short
+  absl::Time flush_deadline_ = absl::InfiniteFuture();
+  control::RegisterRequest registration_;
+  int64_t step_ = 0, epoch_ = 0;
+  std::deque<control::LoadReport> reports_;
+  std::optional<control::Orders> orders_;
+  int64_t orders_epoch_seen_ = -1;  // highest epoch handed to TakeOrders or pending
+  bool need_register_ = true;
+  absl::Duration backoff_ = absl::ZeroDuration();
+  absl::Time next_heartbeat_ = absl::InfinitePast();
+  ControlStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace switchyard::worker
