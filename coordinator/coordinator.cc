@@ -127,6 +127,7 @@ absl::Status Coordinator::PersistLocked() {
   for (const types::Pin& p : pins_) j["pins"].push_back(Json::parse(ToJsonText(p)));
   j["drained"] = drained_;
   j["replan_pending"] = replan_pending_;
+  j["target_scratch_moved_replicas"] = target_scratch_moves_;
   j["policy"] = Json::parse(ToJsonText(policy_));
   return WriteFileAtomically(options_.state_dir + "/state.json", j.dump(1) + "\n");
 }
@@ -169,6 +170,7 @@ absl::Status Coordinator::RestoreLocked() {
   }
   drained_ = j.value("drained", std::vector<int>());
   replan_pending_ = j.value("replan_pending", false);
+  target_scratch_moves_ = j.value("target_scratch_moved_replicas", -1);
   if (j.contains("policy")) {
     types::Policy p;
     SY_RETURN_IF_ERROR(FromJsonText(j["policy"].dump(), &p, path + " policy"));
@@ -317,14 +319,17 @@ absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control:
   return out;
 }
 
-void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank) {
+void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::string& how) {
   if (!target_ || epoch < target_epoch_) return;
   committed_ = std::move(*target_);
   committed_epoch_ = target_epoch_;
   target_.reset();
   transfers_.clear();
-  EventLocked("epoch_committed", absl::StrCat("epoch ", committed_epoch_, " committed (seen at rank ", rank, ")"), rank,
-              committed_epoch_);
+  target_started_ = false;
+  ++migrations_committed_;
+  EventLocked("epoch_committed",
+              absl::StrCat("epoch ", committed_epoch_, " committed", how.empty() ? absl::StrCat(" (seen at rank ", rank, ")") : how),
+              rank, committed_epoch_);
   if (replan_pending_) {
     replan_pending_ = false;
     auto plan = PlanLocked(ConstraintsLocked(), kNoMoveLimit);
@@ -465,9 +470,59 @@ absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrder
   if (target_ && r.epoch() < target_epoch_) {
     *out.mutable_placement() = ToProto(*target_, target_epoch_);
     out.set_base_epoch(committed_epoch_);
+    out.set_scratch_moved_replicas(target_scratch_moves_);
     for (const control::Transfer& t : transfers_) *out.add_transfers() = t;
   }
   return out;
+}
+
+absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(r.rank());
+  if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted") {
+    return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": unknown phase '", r.phase(), "'"));
+  }
+  if (r.epoch() < 1 || r.step() < 0 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": negative or zero values"));
+  }
+  const bool current = target_ && r.epoch() == target_epoch_;
+  if (r.phase() == "started") {
+    if (current && !target_started_) {
+      target_started_ = true;
+      EventLocked("migration_started", absl::StrFormat("epoch %d: %d replicas, %d bytes, moving from step %d", r.epoch(),
+                                                       r.moved_replicas(), r.bytes(), r.step()),
+                  r.rank(), r.epoch());
+    }
+    return absl::OkStatus();
+  }
+  if (r.phase() == "committed") {
+    it->second.epoch = std::max(it->second.epoch, r.epoch());
+    if (current) {
+      migration_bytes_total_ += r.bytes();
+      last_migration_seconds_ = r.seconds();
+      ObserveWorkerEpochLocked(r.epoch(), r.rank(),
+                               absl::StrFormat(" at step %d: %d replicas, %d bytes moved in %.2f s", r.step(),
+                                               r.moved_replicas(), r.bytes(), r.seconds()));
+    }
+    return absl::OkStatus();
+  }
+  if (!current) return absl::OkStatus();  // another rank's report of the same abort came first
+  target_.reset();
+  transfers_.clear();
+  target_started_ = false;
+  ++migrations_failed_;
+  cooldown_ = policy_.cooldown_windows();
+  EventLocked("migration_failed", absl::StrFormat("epoch %d aborted before step %d, the cluster stays on epoch %d: %s",
+                                                  r.epoch(), r.step(), committed_epoch_, r.error()),
+              r.rank(), r.epoch());
+  if (replan_pending_) {  // pins and drains still have to happen
+    replan_pending_ = false;
+    auto plan = PlanLocked(ConstraintsLocked(), kNoMoveLimit);
+    if (plan.ok() && PublishLocked(*plan, "constraints, after a failed migration").ok()) return absl::OkStatus();
+    replan_pending_ = true;
+  }
+  return PersistLocked();
 }
 
 absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
@@ -501,14 +556,21 @@ admin::ConstraintsResponse Coordinator::ConstraintsResponseLocked() const {
   return out;
 }
 
+// The smoothed load in token counts, for the planner's noise guard (Poisson noise of the
+// counts): an exponential average with weight a over windows of W steps carries about
+// (2 - a) / a windows' worth of counts (the variance of an EMA of independent windows is
+// a / (2 - a) of one window's), and no more windows than it has seen.
 placement::LoadMatrix Coordinator::PlanningLoadLocked() const {
   placement::LoadMatrix load;
   const int E = model_->num_experts();
+  const double a = policy_.smoothing();
+  const double windows = std::min(static_cast<double>(windows_), (2 - a) / a);
+  const double steps = static_cast<double>(last_window_steps_) * std::max(1.0, windows);
   for (int i = 0; i < model_->moe_layers_size(); ++i) {
     load.layer_ids.push_back(model_->moe_layers(i));
     std::vector<double> row(E, 1.0);  // before any report: uniform
     if (windows_ > 0) {
-      for (int e = 0; e < E; ++e) row[e] = load_[i].smoothed[e] * static_cast<double>(last_window_steps_);
+      for (int e = 0; e < E; ++e) row[e] = load_[i].smoothed[e] * steps;
     }
     load.values.push_back(std::move(row));
   }
@@ -535,6 +597,11 @@ absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement
   out.set_worst_before(before.balancedness_min);
   out.set_worst_after(after.balancedness_min);
   out.set_target_epoch(committed_epoch_ + 1);
+  // The peer's way for comparison: EPLB from scratch under the same load and constraints.
+  placement::PlanRequest scratch{committed_->topology, load, nullptr, constraints, {}};
+  auto eplb = placement::CreatePlanner("eplb");
+  auto from_scratch = eplb.ok() ? (*eplb)->Plan(scratch) : absl::StatusOr<placement::Placement>(eplb.status());
+  out.set_scratch_moved_replicas(from_scratch.ok() ? placement::MovedReplicas(*committed_, *from_scratch) : -1);
   return out;
 }
 
@@ -543,31 +610,17 @@ absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, co
   const auto old_transfers = transfers_;
   // Where each new replica comes from: a rank holding the expert now, on the same node first.
   transfers_.clear();
-  const placement::Topology& topo = committed_->topology;
-  for (const placement::LayerPlacement& layer : next.layers) {
-    const placement::LayerPlacement* now = committed_->FindLayer(layer.layer_id);
-    for (int to = 0; to < topo.ranks(); ++to) {
-      std::map<int, int> had;
-      for (const placement::Replica& r : now->ranks[to]) ++had[r.expert];
-      for (const placement::Replica& r : layer.ranks[to]) {
-        if (had[r.expert]-- > 0) continue;
-        int from = -1;
-        for (int src = 0; src < topo.ranks(); ++src) {
-          const auto& slots = now->ranks[src];
-          if (std::none_of(slots.begin(), slots.end(), [&](const placement::Replica& x) { return x.expert == r.expert; })) continue;
-          if (from < 0 || (topo.NodeOf(src) == topo.NodeOf(to) && topo.NodeOf(from) != topo.NodeOf(to))) from = src;
-        }
-        control::Transfer t;
-        t.set_layer(layer.layer_id);
-        t.set_expert(r.expert);
-        t.set_from(from);
-        t.set_to(to);
-        transfers_.push_back(t);
-      }
-    }
+  for (const placement::Transfer& t : placement::PlanTransfers(*committed_, next)) {
+    control::Transfer& x = transfers_.emplace_back();
+    x.set_layer(t.layer_id);
+    x.set_expert(t.expert);
+    x.set_from(t.from);
+    x.set_to(t.to);
   }
   target_ = next;
   target_epoch_ = plan.target_epoch();
+  target_scratch_moves_ = plan.scratch_moved_replicas();
+  target_started_ = false;
   if (absl::Status persisted = PersistLocked(); !persisted.ok()) {
     target_.reset();
     transfers_ = old_transfers;
@@ -862,8 +915,16 @@ std::string Coordinator::MetricsText() {
   absl::StrAppend(&out, "switchyard_load_windows_total ", windows_, "\n");
   gauge("switchyard_reports_rejected_total", "Malformed or hostile load reports rejected.", "counter");
   absl::StrAppend(&out, "switchyard_reports_rejected_total ", reports_rejected_, "\n");
-  gauge("switchyard_migrations_total", "Placement epochs published.", "counter");
-  absl::StrAppend(&out, "switchyard_migrations_total ", plans_published_, "\n");
+  gauge("switchyard_epochs_published_total", "Placement epochs published (migrations started by the coordinator).", "counter");
+  absl::StrAppend(&out, "switchyard_epochs_published_total ", plans_published_, "\n");
+  gauge("switchyard_migrations_committed_total", "Migrations every rank switched to.", "counter");
+  absl::StrAppend(&out, "switchyard_migrations_committed_total ", migrations_committed_, "\n");
+  gauge("switchyard_migrations_failed_total", "Migrations aborted (the cluster stayed on its epoch).", "counter");
+  absl::StrAppend(&out, "switchyard_migrations_failed_total ", migrations_failed_, "\n");
+  gauge("switchyard_migration_bytes_total", "Expert weight bytes moved by committed migrations.", "counter");
+  absl::StrAppend(&out, "switchyard_migration_bytes_total ", migration_bytes_total_, "\n");
+  gauge("switchyard_last_migration_seconds", "Duration of the last committed migration (start to switch).");
+  absl::StrAppendFormat(&out, "switchyard_last_migration_seconds %.3f\n", last_migration_seconds_);
   gauge("switchyard_moved_replicas_total", "Replicas moved by published epochs.", "counter");
   absl::StrAppend(&out, "switchyard_moved_replicas_total ", moved_replicas_total_, "\n");
   return out;

@@ -55,6 +55,9 @@ class Coordinator {
   // Waits up to request.wait_ms for orders newer than request.epoch.
   absl::StatusOr<control::Orders> PollOrders(const control::PollOrdersRequest& request);
   absl::Status Leave(const control::LeaveRequest& request);
+  // A worker's migration phase: the first "started" of an epoch is an event, "committed"
+  // commits the target, "aborted" drops it (the cluster stays on the committed epoch).
+  absl::Status ReportMigration(const control::MigrationReport& report);
 
   // Admin API.
   admin::ClusterStatus Status();
@@ -123,7 +126,7 @@ class Coordinator {
   bool MigrationInFlightLocked() const { return target_.has_value(); }
   // The workers run `epoch` (heartbeat, registration, leave): the target commits once one of
   // them is there (ranks switch together, DESIGN.md section 5). A deferred re-plan follows.
-  void ObserveWorkerEpochLocked(int64_t epoch, int rank);
+  void ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::string& how = "");
   void EvaluateAutoRebalanceLocked();
   placement::Constraints ConstraintsLocked() const;
   admin::ConstraintsResponse ConstraintsResponseLocked() const;
@@ -144,6 +147,8 @@ class Coordinator {
   std::optional<placement::Placement> target_;  // set while a migration is in flight
   int64_t target_epoch_ = 0;
   bool replan_pending_ = false;  // constraints changed during a migration: plan after it commits
+  int target_scratch_moves_ = -1;
+  bool target_started_ = false;
   std::vector<control::Transfer> transfers_;
   std::vector<types::Pin> pins_;
   std::vector<int> drained_;
@@ -163,6 +168,9 @@ class Coordinator {
   int64_t reports_rejected_ = 0;
   int64_t plans_published_ = 0;
   int64_t moved_replicas_total_ = 0;
+  int64_t migrations_committed_ = 0, migrations_failed_ = 0;
+  int64_t migration_bytes_total_ = 0;
+  double last_migration_seconds_ = 0;
 };
 
 

@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "coordinator/server.h"
+#include "proto/convert.h"
 #include "proto/rpc_util.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "address:port of the gRPC services (port 0: a free one)");
@@ -21,6 +22,7 @@ ABSL_FLAG(int, metrics_port, -1, "port of the HTTP /metrics endpoint (-1: none, 
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "address of the /metrics endpoint");
 ABSL_FLAG(double, heartbeat_timeout_s, 5.0, "seconds without a heartbeat before a worker counts as lost");
 ABSL_FLAG(bool, auto_rebalance, false, "rebalance on load reports by policy (when no state says otherwise)");
+ABSL_FLAG(std::vector<std::string>, policy, {}, "initial policy settings key=value (when no state says otherwise)");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port (and metrics port) here once listening");
 
 namespace {
@@ -58,6 +60,12 @@ int Main(int argc, char** argv) {
   }
   auto policy = switchyard::coordinator::DefaultPolicy();
   policy.set_auto_rebalance(absl::GetFlag(FLAGS_auto_rebalance));
+  if (absl::Status applied = switchyard::rpc::ApplyPolicySettings(absl::GetFlag(FLAGS_policy), policy); !applied.ok()) {
+    return fail(applied, switchyard::kExitBadInput);
+  }
+  if (absl::Status valid = switchyard::coordinator::ValidatePolicy(policy); !valid.ok()) {
+    return fail(valid, switchyard::kExitBadInput);
+  }
   options.initial_policy = policy;
   auto server = switchyard::coordinator::CoordinatorServer::Start(options);
   if (!server.ok()) {

@@ -64,6 +64,11 @@ class ControlService final : public control::Control::Service {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.PollOrders(*r), out);
   }
+  grpc::Status ReportMigration(grpc::ServerContext* ctx, const control::MigrationReport* r,
+                               control::MigrationReportResponse*) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
+    return ToGrpc(core_.ReportMigration(*r));
+  }
   grpc::Status Leave(grpc::ServerContext* ctx, const control::LeaveRequest* r, control::LeaveResponse*) override {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return ToGrpc(core_.Leave(*r));

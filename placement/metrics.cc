@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 
@@ -79,6 +80,36 @@ int MovedReplicas(const Placement& from, const Placement& to) {
     moved += MovedReplicas(before ? *before : LayerPlacement{layer.layer_id, {}}, layer);
   }
   return moved;
+}
+
+std::vector<Transfer> PlanTransfers(const Placement& from, const Placement& to) {
+  std::vector<Transfer> out;
+  const Topology& topo = from.topology;
+  std::vector<int> sending(topo.ranks(), 0);
+  for (const LayerPlacement& layer : to.layers) {
+    const LayerPlacement* now = from.FindLayer(layer.layer_id);
+    if (now == nullptr) continue;
+    auto holds = [&](int rank, int expert) {
+      return std::any_of(now->ranks[rank].begin(), now->ranks[rank].end(), [&](const Replica& r) { return r.expert == expert; });
+    };
+    for (int dst = 0; dst < static_cast<int>(layer.ranks.size()); ++dst) {
+      std::set<int> added;
+      for (const Replica& rep : layer.ranks[dst]) {
+        if (holds(dst, rep.expert) || !added.insert(rep.expert).second) continue;
+        int best = -1;
+        for (int src = 0; src < topo.ranks(); ++src) {
+          if (!holds(src, rep.expert)) continue;
+          const bool near = topo.NodeOf(src) == topo.NodeOf(dst);
+          const bool best_near = best >= 0 && topo.NodeOf(best) == topo.NodeOf(dst);
+          if (best < 0 || (near && !best_near) || (near == best_near && sending[src] < sending[best])) best = src;
+        }
+        if (best < 0) continue;  // not held anywhere: not a valid `from`
+        ++sending[best];
+        out.push_back({layer.layer_id, rep.expert, best, dst});
+      }
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<PlacementScore> ScorePlacement(const Placement& placement, const LoadMatrix& load,

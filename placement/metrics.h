@@ -36,6 +36,20 @@ int MovedReplicas(const LayerPlacement& from, const LayerPlacement& to);
 // Sum over layers (matched by id). Layers of `to` missing from `from` count all replicas.
 int MovedReplicas(const Placement& from, const Placement& to);
 
+// One replica a migration copies: expert `expert` of layer `layer_id`, from a rank holding
+// it now to a rank that will hold it.
+struct Transfer {
+  int layer_id = 0, expert = 0, from = 0, to = 0;
+  bool operator==(const Transfer&) const = default;
+};
+
+// What going from `from` to `to` copies: one transfer per expert a rank holds in `to` and
+// not in `from` (layers matched by id; layers missing from `from` are skipped). The source is
+// a holder on the destination's node when there is one, else any holder; among candidates
+// the one with the fewest transfers so far, so that sending spreads. In layer, rank, slot
+// order of `to`.
+std::vector<Transfer> PlanTransfers(const Placement& from, const Placement& to);
+
 struct PlacementScore {
   double balancedness_mean = 1.0;
   double balancedness_min = 1.0;

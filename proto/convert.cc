@@ -1,6 +1,8 @@
 #include "proto/convert.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 
 namespace switchyard::rpc {
@@ -46,6 +48,58 @@ absl::StatusOr<placement::Placement> FromProto(const types::Placement& in) {
   }
   SY_RETURN_IF_ERROR(placement::ValidatePlacement(p));
   return p;
+}
+
+absl::Status ApplyPolicySettings(const std::vector<std::string>& settings, types::Policy& p) {
+  for (const std::string& kv : settings) {
+    const std::vector<std::string> parts = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (parts.size() != 2) return absl::InvalidArgumentError(absl::StrCat("policy setting '", kv, "': use key=value"));
+    const std::string& key = parts[0];
+    const std::string& value = parts[1];
+    double d = 0;
+    int i = 0;
+    bool b = false;
+    auto number = [&]() -> absl::Status {
+      if (!absl::SimpleAtod(value, &d)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", value, "': not a number"));
+      return absl::OkStatus();
+    };
+    auto integer = [&]() -> absl::Status {
+      if (!absl::SimpleAtoi(value, &i)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", value, "': not an integer"));
+      return absl::OkStatus();
+    };
+    if (key == "auto_rebalance") {
+      if (!absl::SimpleAtob(value, &b)) return absl::InvalidArgumentError(absl::StrCat("policy auto_rebalance='", value, "': true or false"));
+      p.set_auto_rebalance(b);
+    } else if (key == "min_gain") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_min_gain(d);
+    } else if (key == "hysteresis_windows") {
+      SY_RETURN_IF_ERROR(integer());
+      p.set_hysteresis_windows(i);
+    } else if (key == "cooldown_windows") {
+      SY_RETURN_IF_ERROR(integer());
+      p.set_cooldown_windows(i);
+    } else if (key == "max_moves") {
+      SY_RETURN_IF_ERROR(integer());
+      p.set_max_moves(i);
+    } else if (key == "min_gain_per_move") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_min_gain_per_move(d);
+    } else if (key == "noise_z") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_noise_z(d);
+    } else if (key == "smoothing") {
+      SY_RETURN_IF_ERROR(number());
+      p.set_smoothing(d);
+    } else if (key == "planner") {
+      p.set_planner(value);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown policy key '", key,
+          "' (auto_rebalance, min_gain, hysteresis_windows, cooldown_windows, max_moves, min_gain_per_move, noise_z, smoothing, planner)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace switchyard::rpc

@@ -1,5 +1,6 @@
 #include "worker/control_client.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -34,15 +35,45 @@ void ControlClient::SetPlacement(const switchyard::types::v1::Placement& committ
   epoch_ = committed.epoch();
 }
 
-void ControlClient::SubmitReport(control::LoadReport report) {
-  std::lock_guard<std::mutex> lock(mu_);
-  reports_.push_back(std::move(report));
-  while (reports_.size() > options_.max_queued_reports) {
-    reports_.pop_front();
+void ControlClient::PushLocked(Outgoing item, bool front) {
+  const bool load = std::holds_alternative<control::LoadReport>(item);
+  if (load && load_reports_ >= options_.max_queued_reports) {  // drop the oldest window
+    auto oldest = std::find_if(reports_.begin(), reports_.end(),
+                               [](const Outgoing& x) { return std::holds_alternative<control::LoadReport>(x); });
+    if (front) {  // the one being put back is the oldest
+      ++stats_.reports_dropped;
+      return;
+    }
+    reports_.erase(oldest);
+    --load_reports_;
     ++stats_.reports_dropped;
   }
+  load_reports_ += load;
+  if (front) {
+    reports_.push_front(std::move(item));
+  } else {
+    reports_.push_back(std::move(item));
+  }
+}
+
+void ControlClient::SubmitReport(control::LoadReport report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PushLocked(std::move(report), false);
   if (poll_ctx_ != nullptr) poll_ctx_->TryCancel();
   cv_.notify_all();
+}
+
+void ControlClient::SubmitMigration(control::MigrationReport report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PushLocked(std::move(report), false);
+  if (poll_ctx_ != nullptr) poll_ctx_->TryCancel();
+  cv_.notify_all();
+}
+
+void ControlClient::ResetOrders() {
+  std::lock_guard<std::mutex> lock(mu_);
+  orders_.reset();
+  orders_epoch_seen_ = -1;
 }
 
 std::optional<control::Orders> ControlClient::TakeOrders() {
@@ -112,42 +143,44 @@ bool ControlClient::RegisterOnce() {
 
 bool ControlClient::SendReports() {
   while (true) {
-    control::LoadReport report;
+    Outgoing item;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (reports_.empty()) return true;
-      report = std::move(reports_.front());
+      item = std::move(reports_.front());
       reports_.pop_front();
+      load_reports_ -= std::holds_alternative<control::LoadReport>(item);
     }
-    control::LoadReportResponse response;
-    const grpc::Status s = stub_->ReportLoad(Context(options_.rpc_timeout).get(), report, &response);
+    grpc::Status s;
+    if (const auto* report = std::get_if<control::LoadReport>(&item)) {
+      control::LoadReportResponse response;
+      s = stub_->ReportLoad(Context(options_.rpc_timeout).get(), *report, &response);
+    } else {
+      control::MigrationReportResponse response;
+      s = stub_->ReportMigration(Context(options_.rpc_timeout).get(), std::get<control::MigrationReport>(item), &response);
+    }
     if (s.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.reports_sent;
+      ++(std::holds_alternative<control::LoadReport>(item) ? stats_.reports_sent : stats_.migration_reports_sent);
       backoff_ = absl::ZeroDuration();
       continue;
     }
     if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {  // never acceptable: drop it, say why
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.reports_rejected;
-      std::fprintf(stderr, "switchyard-worker: rank %d: load report rejected: %s\n", registration_.rank(),
-                   s.error_message().c_str());
+      std::fprintf(stderr, "switchyard-worker: rank %d: report rejected: %s\n", registration_.rank(), s.error_message().c_str());
       continue;
     }
     {  // keep it for later
       std::lock_guard<std::mutex> lock(mu_);
-      if (reports_.size() < options_.max_queued_reports) {
-        reports_.push_front(std::move(report));
-      } else {
-        ++stats_.reports_dropped;
-      }
+      PushLocked(std::move(item), true);
       if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // it does not know this rank (any more)
         need_register_ = true;
         stats_.registered = false;
         return false;
       }
     }
-    Backoff(absl::StrCat("load report: ", rpc::FromGrpc(s, options_.address).message()));
+    Backoff(absl::StrCat("report: ", rpc::FromGrpc(s, options_.address).message()));
     return false;
   }
 }

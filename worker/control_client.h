@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 
 #include "absl/time/time.h"
 #include "switchyard/control/v1/control.grpc.pb.h"
@@ -40,6 +41,7 @@ struct ControlStats {
   int64_t registrations = 0;     // successful Register calls (1 + re-registrations)
   int64_t reports_sent = 0;
   int64_t reports_dropped = 0;   // queue full while the coordinator was away
+  int64_t migration_reports_sent = 0;
   int64_t reports_rejected = 0;  // the coordinator refused them (INVALID_ARGUMENT)
   int64_t rpc_failures = 0;
   int64_t orders_received = 0;
@@ -62,6 +64,11 @@ class ControlClient {
   void SetProgress(int64_t step, int64_t epoch);
   void SetPlacement(const switchyard::types::v1::Placement& committed);
   void SubmitReport(control::LoadReport report);
+  // Migration phases go in the same queue, in order, and are never dropped.
+  void SubmitMigration(control::MigrationReport report);
+  // Forget which orders were handed over (after an aborted migration): the coordinator may
+  // publish the same epoch number again.
+  void ResetOrders();
   // Orders for an epoch above every epoch returned before, if the coordinator published one.
   std::optional<control::Orders> TakeOrders();
 
@@ -71,10 +78,12 @@ class ControlClient {
   void Stop(absl::Duration flush, bool leave = false);
 
  private:
+  using Outgoing = std::variant<control::LoadReport, control::MigrationReport>;
   void Loop();
   bool RegisterOnce();
   void Backoff(const std::string& error);  // takes mu_
   bool SendReports();                      // false: the coordinator needs a registration first
+  void PushLocked(Outgoing item, bool front);
   void HeartbeatOnce();
   void PollOnce();
   void LeaveOnce();
@@ -90,7 +99,8 @@ class ControlClient {
   absl::Time flush_deadline_ = absl::InfiniteFuture();
   control::RegisterRequest registration_;
   int64_t step_ = 0, epoch_ = 0;
-  std::deque<control::LoadReport> reports_;
+  std::deque<Outgoing> reports_;
+  size_t load_reports_ = 0;  // how many of reports_ are load windows (the droppable ones)
   std::optional<control::Orders> orders_;
   int64_t orders_epoch_seen_ = -1;  // highest epoch handed to TakeOrders or pending
   bool need_register_ = true;

@@ -3,12 +3,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file_util.h"
 #include "common/status.h"
+#include "placement/io/placement_json.h"
 
 namespace switchyard::worker {
 namespace {
@@ -64,6 +69,20 @@ uint64_t Fnv1a(const void* data, size_t bytes) {
   return h;
 }
 
+uint64_t HashBytes(const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ bytes;
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+  }
+  for (; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h ^ (h >> 29);
+}
+
 uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, int64_t width) {
   uint64_t h = Fnv1a(hidden, static_cast<size_t>(width) * sizeof(float));
   h ^= (step * 0x9e3779b97f4a7c15ULL) ^ (global_token * 0xc2b2ae3d27d4eb4fULL);
@@ -85,16 +104,28 @@ absl::StatusOr<RunReport> Driver::Run() {
   const int64_t T = options_.tokens_per_rank, H = model_.hidden;
   const std::vector<int>& layers = weights_.layer_ids();
   const int L = static_cast<int>(layers.size());
+  EpochManager* epochs = epochs_;
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
-  std::vector<double> step_ms;
+  std::vector<double> step_ms, critical_ms;
+  std::vector<bool> migrating_step;
   uint64_t checksum = 0;
   // Counts of the whole run, of the current log window and of the current load window.
   std::vector<LayerCounts> whole, log_window, load_window;
   int64_t load_window_start = 0;
   std::vector<double> window_ms;
+  std::string step_log;
+  RunReport report;
+  // The per-step exchange: kFixed figures, the vote, then pairs computed per layer.
+  enum { kWall, kBusy, kComm, kMigration, kFixed };
+  const int width = kFixed + StepVote::kSize + L;
+  std::vector<double> row(width), rows(static_cast<size_t>(width) * R);
+  double boundary_cpu = 0;  // migration work done by this thread at the last boundary
   layer_.counters().Reset();
   layer_.ResetTimes();
+  if (epochs) epochs->TakeTransferCpuSeconds();
   for (int step = 0; step < options_.steps; ++step) {
+    const bool migrating = epochs != nullptr && epochs->migrating();
+    const double busy0 = layer_.times().busy, comm0 = layer_.times().comm;
     const auto start = Clock::now();
     workload_.Hidden(step, me * T, T, h.data());
     for (int li = 0; li < L; ++li) {
@@ -102,21 +133,76 @@ absl::StatusOr<RunReport> Driver::Run() {
       SY_RETURN_IF_ERROR(layer_.Forward(layers[li], h.data(), logits.data(), T, out.data(), static_cast<uint64_t>(step)));
       for (int64_t i = 0; i < T * H; ++i) h[i] = h[i] + out[i];
     }
-    double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     for (int64_t t = 0; t < T; ++t) checksum += TokenHash(step, static_cast<uint64_t>(me * T + t), &h[t * H], H);
-    SY_RETURN_IF_ERROR(comm_.AllReduce(&ms, 1, comm::ReduceOp::kMax));  // the step waits for the slowest rank
-    step_ms.push_back(ms);
-    window_ms.push_back(ms);
     const std::vector<LayerCounts> counts = layer_.counters().TakeWindow();
     AddCounts(counts, whole);
     AddCounts(counts, log_window);
     AddCounts(counts, load_window);
+
+    // The boundary: orders in, budget out, one exchange, the same decision everywhere.
+    const double boundary0 = ThreadCpuSeconds();
+    StepVote vote;
+    if (epochs) {
+      if (poll_orders_) {
+        if (std::optional<control::Orders> orders = poll_orders_()) epochs->Offer(*orders);
+      }
+      epochs->GrantBudget();
+      vote = epochs->Vote();
+    }
+    row[kWall] = ms;
+    row[kBusy] = 1e3 * (layer_.times().busy - busy0);
+    row[kComm] = 1e3 * (layer_.times().comm - comm0);
+    row[kMigration] = epochs ? 1e3 * (epochs->TakeTransferCpuSeconds() + boundary_cpu + ThreadCpuSeconds() - boundary0) : 0;
+    const double v[StepVote::kSize] = {vote.epoch, vote.offer_epoch, vote.offer_hash, vote.ready, vote.failed};
+    std::copy(v, v + StepVote::kSize, row.begin() + kFixed);
+    for (int li = 0; li < L; ++li) {
+      int64_t n = 0;
+      for (int64_t x : counts[li].processed) n += x;
+      row[kFixed + StepVote::kSize + li] = static_cast<double>(n);
+    }
+    SY_RETURN_IF_ERROR(comm_.AllGather(row.data(), width * static_cast<int64_t>(sizeof(double)), rows.data()));
+    double wall = 0, busy = 0, comm_min = std::numeric_limits<double>::infinity();
+    std::vector<StepVote> votes(R);
+    for (int r = 0; r < R; ++r) {
+      const double* x = &rows[static_cast<size_t>(r) * width];
+      wall = std::max(wall, x[kWall]);  // the step waits for the slowest rank
+      busy = std::max(busy, x[kBusy] + x[kMigration]);
+      comm_min = std::min(comm_min, x[kComm]);
+      const double* y = x + kFixed;
+      votes[r] = {y[0], y[1], y[2], y[3], y[4]};
+    }
+    double worst = 1;
+    for (int li = 0; li < L; ++li) {
+      double sum = 0, max = 0;
+      for (int r = 0; r < R; ++r) {
+        const double x = rows[static_cast<size_t>(r) * width + kFixed + StepVote::kSize + li];
+        sum += x;
+        max = std::max(max, x);
+      }
+      worst = std::min(worst, max > 0 ? sum / R / max : 1.0);
+    }
+    step_ms.push_back(wall);
+    critical_ms.push_back(busy + comm_min);
+    migrating_step.push_back(migrating);
+    report.worst_balancedness_by_step.push_back({step, worst});
+    window_ms.push_back(wall);
+    if (!options_.step_log.empty()) {
+      absl::StrAppendFormat(&step_log, "%d,%d,%.3f,%.3f,%.3f,%.3f,%d\n", step, static_cast<int64_t>(vote.epoch), ms, row[kBusy],
+                            row[kComm], row[kMigration], migrating ? 1 : 0);
+    }
+    const double decide0 = ThreadCpuSeconds();
+    if (epochs) SY_RETURN_IF_ERROR(epochs->Decide(step + 1, votes));
+    boundary_cpu = epochs ? ThreadCpuSeconds() - decide0 : 0;
+
     if (options_.window_steps > 0 && (step + 1 - load_window_start) == options_.window_steps) {
-      if (options_.on_window) options_.on_window({load_window_start, step + 1, 0, std::move(load_window)});
+      if (options_.on_window) {
+        options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : 0, std::move(load_window)});
+      }
       load_window.clear();
       load_window_start = step + 1;
     }
-    if (options_.on_step) options_.on_step(step + 1, 0);
+    if (options_.on_step) options_.on_step(step + 1, epochs ? epochs->epoch() : 0);
     const bool log_now = options_.log_every > 0 && ((step + 1) % options_.log_every == 0 || step + 1 == options_.steps);
     if (log_now) {
       SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, log_window));
@@ -125,15 +211,14 @@ absl::StatusOr<RunReport> Driver::Run() {
         double total_ms = 0;
         for (double x : window_ms) total_ms += x;
         options_.log(absl::StrFormat(
-            "step %4d  tokens/s %9.0f  step ms p50 %7.2f p99 %7.2f  worst-layer balancedness %.3f", step + 1,
-            R * T * window_ms.size() / (total_ms / 1e3), Percentile(window_ms, 0.5), Percentile(window_ms, 0.99),
-            *std::min_element(balance.begin(), balance.end())));
+            "step %4d  epoch %lld  tokens/s %9.0f  step ms p50 %7.2f p99 %7.2f  worst-layer balancedness %.3f", step + 1,
+            static_cast<long long>(epochs ? epochs->epoch() : 0), R * T * window_ms.size() / (total_ms / 1e3),
+            Percentile(window_ms, 0.5), Percentile(window_ms, 0.99), *std::min_element(balance.begin(), balance.end())));
       }
       window_ms.clear();
     }
   }
 
-  RunReport report;
   report.ranks = R;
   report.steps = options_.steps;
   report.top_k = model_.top_k;
@@ -145,6 +230,29 @@ absl::StatusOr<RunReport> Driver::Run() {
   report.step_ms_p90 = Percentile(step_ms, 0.9);
   report.step_ms_p99 = Percentile(step_ms, 0.99);
   report.step_ms_max = Percentile(step_ms, 1.0);
+  // Critical path; a migration's steps run from its start to its first step after the switch.
+  if (epochs) {
+    report.migrations = epochs->records();
+    for (const MigrationRecord& m : report.migrations) {
+      const int64_t end = m.commit_step >= 0 ? m.commit_step : m.start_step;
+      for (int64_t s = m.start_step; s <= end && s < options_.steps; ++s) migrating_step[s] = true;
+    }
+    if (epochs->migrating()) {
+      for (int s = options_.steps - 1; s >= 0 && !migrating_step[s]; --s) migrating_step[s] = true;
+    }
+  }
+  double critical_total = 0;
+  std::vector<double> steady, moving;
+  for (int s = 0; s < options_.steps; ++s) {
+    critical_total += critical_ms[s];
+    (migrating_step[s] ? moving : steady).push_back(critical_ms[s]);
+  }
+  report.critical_tokens_per_s = critical_total > 0 ? R * T * options_.steps / (critical_total / 1e3) : 0;
+  report.critical_step_ms_p50 = Percentile(critical_ms, 0.5);
+  report.critical_step_ms_p99 = Percentile(critical_ms, 0.99);
+  report.critical_steady_ms_p99 = Percentile(steady, 0.99);
+  report.critical_migration_ms_p99 = Percentile(moving, 0.99);
+  report.migration_steps = static_cast<int>(moving.size());
   const PhaseTimes& t = layer_.times();
   std::vector<double> phases = {t.gate, t.dispatch, t.ffn, t.combine};
   SY_RETURN_IF_ERROR(comm_.AllReduce(phases.data(), 4, comm::ReduceOp::kMax));
@@ -160,11 +268,11 @@ absl::StatusOr<RunReport> Driver::Run() {
   for (uint64_t s : sums) report.output_checksum += s;
   // Per-rank processed totals (measured balancedness) and per-expert sums over ranks.
   SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, whole));
-  double rows = 0;
+  double rows_total = 0;
   for (int li = 0; li < L; ++li) {
-    for (int64_t x : whole[li].processed) rows += static_cast<double>(x);
+    for (int64_t x : whole[li].processed) rows_total += static_cast<double>(x);
   }
-  double flops = rows * model_.ExpertShape().FlopsPerRow();
+  double flops = rows_total * model_.ExpertShape().FlopsPerRow();
   if (model_.shared_ffn > 0) flops += static_cast<double>(T) * options_.steps * L * model_.SharedShape().FlopsPerRow();
   SY_RETURN_IF_ERROR(comm_.AllReduce(&flops, 1, comm::ReduceOp::kMax));
   report.ffn_flops = flops / options_.steps;
@@ -177,7 +285,49 @@ absl::StatusOr<RunReport> Driver::Run() {
     report.tokens_conserved = report.tokens_conserved && p == c;
     report.layers.push_back({layers[li], balance[li], p});
   }
+  SY_RETURN_IF_ERROR(CheckWeights(report));
+  report.final_epoch = epochs ? epochs->epoch() : 0;
+  report.final_placement = layer_.routing_table().placement();
+  if (!options_.step_log.empty()) {
+    SY_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.step_log, ".rank", me, ".csv"),
+                                           "step,epoch,wall_ms,busy_ms,comm_ms,migration_ms,migrating\n" + step_log));
+  }
   return report;
+}
+
+// Every rank hashes each slot's bytes; all gather (layer, expert, hash) for every slot
+// (padded to the largest slot count); every replica of a (layer, expert) must agree.
+absl::Status Driver::CheckWeights(RunReport& report) {
+  const int R = comm_.size(), L = static_cast<int>(weights_.layer_ids().size());
+  int64_t slots = 0;
+  for (int li = 0; li < L; ++li) slots = std::max<int64_t>(slots, weights_.num_slots(li));
+  SY_RETURN_IF_ERROR(comm_.AllReduce(&slots, 1, comm::ReduceOp::kMax));
+  const int64_t n = L * slots * 3;
+  std::vector<int64_t> mine(n, -1), all(n * R);
+  for (int li = 0; li < L; ++li) {
+    for (int s = 0; s < weights_.num_slots(li); ++s) {
+      int64_t* e = &mine[(li * slots + s) * 3];
+      e[0] = weights_.layer_ids()[li];
+      e[1] = weights_.slot_expert(li, s);
+      e[2] = static_cast<int64_t>(HashBytes(weights_.slot_weights(li, s), weights_.expert_bytes()));
+    }
+  }
+  SY_RETURN_IF_ERROR(comm_.AllGather(mine.data(), n * static_cast<int64_t>(sizeof(int64_t)), all.data()));
+  std::map<std::pair<int64_t, int64_t>, int64_t> hash_of;
+  report.weights_identical = true;
+  report.replicas_checked = 0;
+  report.held_replicas.assign(R, 0);
+  for (int r = 0; r < R; ++r) {
+    for (int64_t i = 0; i < L * slots; ++i) {
+      const int64_t* e = &all[(r * L * slots + i) * 3];
+      if (e[0] < 0) continue;
+      ++report.held_replicas[r];
+      ++report.replicas_checked;
+      auto [it, fresh] = hash_of.insert({{e[0], e[1]}, e[2]});
+      report.weights_identical = report.weights_identical && (fresh || it->second == e[2]);
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string RunReport::ToJson() const {
@@ -201,6 +351,31 @@ std::string RunReport::ToJson() const {
                       {"backend", backend},
                       {"placement", placement_policy},
                       {"workload", workload}};
+  j["critical_path"] = {{"tokens_per_s", critical_tokens_per_s},
+                        {"step_ms", {{"p50", critical_step_ms_p50}, {"p99", critical_step_ms_p99}}},
+                        {"steady_step_ms", {{"p99", critical_steady_ms_p99}}},
+                        {"migration_step_ms", {{"p99", critical_migration_ms_p99}}},
+                        {"migration_steps", migration_steps}};
+  nlohmann::json migrations_json = nlohmann::json::array();
+  for (const MigrationRecord& m : migrations) {
+    nlohmann::json x = {{"epoch", m.epoch},
+                        {"start_step", m.start_step},
+                        {"commit_step", m.commit_step},
+                        {"moved_replicas", m.moved_replicas},
+                        {"bytes", m.bytes},
+                        {"scratch_moved_replicas", m.scratch_moved_replicas}};
+    if (!m.error.empty()) x["error"] = m.error;
+    migrations_json.push_back(x);
+  }
+  j["migrations"] = migrations_json;
+  nlohmann::json by_step = nlohmann::json::array();
+  for (const auto& [step, value] : worst_balancedness_by_step) by_step.push_back({step, value});
+  j["worst_balancedness_by_step"] = by_step;
+  j["final_epoch"] = final_epoch;
+  j["final_placement"] = nlohmann::json::parse(placement::PlacementToJson(final_placement, "final", std::nullopt));
+  j["held_replicas"] = held_replicas;
+  j["weights_identical"] = weights_identical;
+  j["replicas_checked"] = replicas_checked;
   return j.dump(1) + "\n";
 }
 

@@ -7,7 +7,17 @@
 // output_checksum: sum over steps and tokens of a hash of (step, global token id, the token's
 // final hidden state), so it does not depend on how tokens were split over ranks: the same
 // workload on R ranks of T tokens and on 1 rank of R*T tokens gives the same checksum, for
-// any valid placement and backend.
+// any valid placement and backend — and with or without migrations during the run.
+//
+// Every step ends with one exchange (AllGather) of each rank's figures: wall and busy time,
+// communication time, migration CPU, its epoch vote (worker/migration.h) and the pairs it
+// computed per layer. From it every rank derives the same step time, critical path,
+// per-step balancedness and epoch decision.
+//
+// Critical path of a step: max over ranks of (busy + migration CPU) + min over ranks of the
+// communication wall time. Ranks here share cores, so wall time hides imbalance; busy time
+// is each rank's own thread CPU time outside communication calls, and the least waiting
+// rank's communication time approximates the transfer itself.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
 #include "placement/routing.h"
+#include "worker/migration.h"
 #include "worker/model.h"
 #include "worker/moe_layer.h"
 #include "worker/weights.h"
@@ -43,6 +54,8 @@ struct DriverOptions {
   int window_steps = 0;
   std::function<void(LoadWindow)> on_window;
   std::function<void(int64_t, int64_t)> on_step;
+  // Each rank writes PREFIX.rank<R>.csv: one line per step (epoch, times, pairs computed).
+  std::string step_log;
 };
 
 struct LayerReport {
@@ -65,6 +78,21 @@ struct RunReport {
   bool tokens_conserved = false;  // processed == chosen per (layer, expert), over all ranks
   std::string model, backend, placement_policy, workload;
 
+  // Critical path (see above): tokens/s and step times; `steady` steps ran with no
+  // migration, `migration` steps from a migration's start to its first step after the switch.
+  double critical_tokens_per_s = 0, critical_step_ms_p50 = 0, critical_step_ms_p99 = 0;
+  double critical_steady_ms_p99 = 0, critical_migration_ms_p99 = 0;
+  int migration_steps = 0;
+  std::vector<MigrationRecord> migrations;
+  std::vector<std::pair<int, double>> worst_balancedness_by_step;  // [step, worst-layer value]
+  // At the end: the epoch, how many replicas each rank holds, and whether every replica of
+  // each (layer, expert) has the same bytes on every rank (migrated ones included).
+  int64_t final_epoch = 0;
+  placement::Placement final_placement;
+  std::vector<int> held_replicas;
+  bool weights_identical = false;
+  int replicas_checked = 0;
+
   std::string ToJson() const;
 };
 
@@ -76,18 +104,30 @@ class Driver {
   // Runs the steps; every rank returns the same report.
   absl::StatusOr<RunReport> Run();
   MoeLayer& layer() { return layer_; }
+  // Live rebalancing: the epoch manager of this rank (built on layer()) and where its orders
+  // come from (polled at every step boundary). Without one the placement never changes.
+  void set_epochs(EpochManager* epochs, std::function<std::optional<control::Orders>()> poll_orders = nullptr) {
+    epochs_ = epochs;
+    poll_orders_ = std::move(poll_orders);
+  }
 
  private:
+  absl::Status CheckWeights(RunReport& report);
+
   ModelConfig model_;
   comm::Communicator& comm_;
   const Workload& workload_;
   WeightStore& weights_;
   DriverOptions options_;
   MoeLayer layer_;
+  EpochManager* epochs_ = nullptr;
+  std::function<std::optional<control::Orders>()> poll_orders_;
 };
 
 // FNV-1a of bytes, and the order-free mix used by the checksum.
 uint64_t Fnv1a(const void* data, size_t bytes);
+// A fast 64-bit hash of bytes, 8 at a time (weights comparison).
+uint64_t HashBytes(const void* data, size_t bytes);
 uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, int64_t width);
 
 }  // namespace switchyard::worker

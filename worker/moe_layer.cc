@@ -1,5 +1,7 @@
 #include "worker/moe_layer.h"
 
+#include <time.h>
+
 #include <chrono>
 #include <cstring>
 
@@ -16,6 +18,22 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 }  // namespace
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+template <typename Call>
+absl::Status MoeLayer::Communicate(Call&& call) {
+  const auto wall0 = Clock::now();
+  const double cpu0 = ThreadCpuSeconds();
+  absl::Status s = call();
+  comm_cpu_ += ThreadCpuSeconds() - cpu0;
+  times_.comm += Since(wall0);
+  return s;
+}
 
 LoadCounters::LoadCounters(int layers, int experts) : experts_(experts), layers_(layers) { Reset(); }
 
@@ -50,6 +68,9 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   const int64_t H = model_.hidden, pairs = tokens * k;
   const size_t row_bytes = static_cast<size_t>(H) * sizeof(float);
 
+  const double cpu_start = ThreadCpuSeconds();
+  comm_cpu_ = 0;
+
   // 1. Gate.
   auto t0 = Clock::now();
   ids_.resize(pairs);
@@ -79,7 +100,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   send_pair_.resize(pairs);
   SY_RETURN_IF_ERROR(kernels::DispatchLayout(dest_rank_.data(), pairs, R, send_counts_.data(), send_offsets_.data(),
                                              position_.data(), send_pair_.data()));
-  SY_RETURN_IF_ERROR(comm_.AllToAll(send_counts_.data(), sizeof(int64_t), recv_counts_.data()));
+  SY_RETURN_IF_ERROR(Communicate([&] { return comm_.AllToAll(send_counts_.data(), sizeof(int64_t), recv_counts_.data()); }));
   int64_t recv_rows = 0;
   for (int r = 0; r < R; ++r) {
     recv_offsets_[r] = recv_rows;
@@ -102,9 +123,11 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
     }
   };
   scale(row_bytes);
-  SY_RETURN_IF_ERROR(comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_rows_.data(), rb.data(), ro.data()));
+  SY_RETURN_IF_ERROR(Communicate(
+      [&] { return comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_rows_.data(), rb.data(), ro.data()); }));
   scale(sizeof(int32_t));
-  SY_RETURN_IF_ERROR(comm_.AllToAllV(send_slot_.data(), sb.data(), so.data(), recv_slot_.data(), rb.data(), ro.data()));
+  SY_RETURN_IF_ERROR(Communicate(
+      [&] { return comm_.AllToAllV(send_slot_.data(), sb.data(), so.data(), recv_slot_.data(), rb.data(), ro.data()); }));
   times_.dispatch += Since(t0);
 
   // 4. Group received rows by slot, grouped FFN, back to arrival order.
@@ -138,7 +161,8 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
     rb[r] = send_counts_[r] * static_cast<int64_t>(row_bytes);
     ro[r] = send_offsets_[r] * static_cast<int64_t>(row_bytes);
   }
-  SY_RETURN_IF_ERROR(comm_.AllToAllV(back_rows_.data(), sb.data(), so.data(), returned_.data(), rb.data(), ro.data()));
+  SY_RETURN_IF_ERROR(Communicate(
+      [&] { return comm_.AllToAllV(back_rows_.data(), sb.data(), so.data(), returned_.data(), rb.data(), ro.data()); }));
   const bool shared = model_.shared_ffn > 0;
   if (shared) {  // computed before `out` is written, as `out` may alias `hidden`
     shared_out_.resize(tokens * H);
@@ -151,6 +175,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
     for (int64_t i = 0; i < tokens * H; ++i) out[i] = out[i] + shared_out_[i];
   }
   times_.combine += Since(t0);
+  times_.busy += ThreadCpuSeconds() - cpu_start - comm_cpu_;
   return absl::OkStatus();
 }
 

@@ -47,10 +47,17 @@ class LoadCounters {
   std::vector<LayerCounts> layers_;
 };
 
-// Seconds spent per phase, accumulated over Forward calls.
+// Seconds spent per phase (wall clock, communication included), accumulated over Forward
+// calls; and the split that ranks sharing cores need: `busy` is this thread's CPU time
+// outside communication calls (gate, routing, permute, FFN, combine), `comm` the wall time
+// inside them (transfer plus waiting for peers).
 struct PhaseTimes {
   double gate = 0, dispatch = 0, ffn = 0, combine = 0;
+  double busy = 0, comm = 0;
 };
+
+// CPU seconds of the calling thread.
+double ThreadCpuSeconds();
 
 class MoeLayer {
  public:
@@ -80,6 +87,11 @@ class MoeLayer {
   LoadCounters counters_;
   PhaseTimes times_;
   kernels::FfnWorkspace ffn_ws_;
+  double comm_cpu_ = 0;  // CPU time inside communication calls of the current Forward
+
+  // Runs one communication call, accounting its wall time to times_.comm.
+  template <typename Call>
+  absl::Status Communicate(Call&& call);
 
   // Buffers reused across calls.
   std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;

@@ -40,6 +40,7 @@
 #include "placement/routing.h"
 #include "switchyard/config.h"
 #include "worker/control_client.h"
+#include "worker/migration.h"
 #include "worker/driver.h"
 #include "worker/model.h"
 #include "worker/weights.h"
@@ -72,6 +73,14 @@ ABSL_FLAG(std::string, coordinator_token_file, "", "bearer token for a coordinat
 ABSL_FLAG(std::string, coordinator_tls_ca, "", "PEM CA certificate: talk TLS to the coordinator");
 ABSL_FLAG(std::string, embedded_listen, "127.0.0.1:0", "--coordinator embedded: where rank 0's coordinator listens");
 ABSL_FLAG(int, window_steps, 10, "steps per load window reported to the coordinator");
+ABSL_FLAG(std::string, rebalance, "off",
+          "on: migrate to every epoch the coordinator publishes (an embedded one rebalances automatically); "
+          "off: keep the starting placement");
+ABSL_FLAG(std::vector<std::string>, embedded_policy, {},
+          "--coordinator embedded: rebalance policy settings key=value (see `switchyard policy`)");
+ABSL_FLAG(int64_t, migration_bytes_per_step, 8 << 20, "bytes of expert weights a rank may move (sent + received) per step");
+ABSL_FLAG(double, migration_timeout_s, 60, "a migration not done after this many seconds is aborted on every rank");
+ABSL_FLAG(std::string, step_log, "", "each rank writes PREFIX.rank<R>.csv: step, epoch, wall/busy/comm/migration ms");
 
 namespace switchyard::worker {
 namespace {
@@ -97,6 +106,9 @@ struct Setup {
   std::string placement_name;
   ControlOptions control;  // address empty: no coordinator
   bool embedded = false;
+  bool rebalance = false;
+  switchyard::types::v1::Policy embedded_policy;
+  MigrationOptions migration;
 };
 
 // Everything that can be checked without talking to other ranks.
@@ -158,6 +170,25 @@ absl::StatusOr<Setup> Prepare() {
                                       "address the other nodes reach (e.g. 0.0.0.0:7070)");
   }
   if (absl::GetFlag(FLAGS_window_steps) < 1) return absl::InvalidArgumentError("--window-steps must be >= 1");
+  const std::string rebalance = absl::GetFlag(FLAGS_rebalance);
+  if (rebalance != "on" && rebalance != "off") {
+    return absl::InvalidArgumentError(absl::StrCat("--rebalance '", rebalance, "': use on or off"));
+  }
+  s.rebalance = rebalance == "on";
+  if (s.rebalance && coordinator.empty()) {
+    return absl::InvalidArgumentError("--rebalance on needs --coordinator (HOST:PORT or embedded)");
+  }
+  s.embedded_policy = coordinator::DefaultPolicy();
+  s.embedded_policy.set_auto_rebalance(s.rebalance);
+  SY_RETURN_IF_ERROR(rpc::ApplyPolicySettings(absl::GetFlag(FLAGS_embedded_policy), s.embedded_policy));
+  if (absl::Status valid = coordinator::ValidatePolicy(s.embedded_policy); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--embedded-policy: ", valid.message()));
+  }
+  s.migration.bytes_per_step = absl::GetFlag(FLAGS_migration_bytes_per_step);
+  if (s.migration.bytes_per_step < 4096) return absl::InvalidArgumentError("--migration-bytes-per-step must be >= 4096");
+  const double timeout = absl::GetFlag(FLAGS_migration_timeout_s);
+  if (!(timeout > 0)) return absl::InvalidArgumentError("--migration-timeout-s must be > 0");
+  s.migration.timeout = absl::Seconds(timeout);
   s.control.address = s.embedded ? "" : coordinator;
   if (!absl::GetFlag(FLAGS_coordinator_token_file).empty()) {
     SY_ASSIGN_OR_RETURN(s.control.token, rpc::ReadTokenFile(absl::GetFlag(FLAGS_coordinator_token_file)));
@@ -192,6 +223,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
     if (c.rank() == 0) {
       coordinator::ServerOptions options;
       options.listen = absl::GetFlag(FLAGS_embedded_listen);
+      options.initial_policy = s.embedded_policy;
       auto server = coordinator::CoordinatorServer::Start(options);
       shared = server.ok() ? (*server)->address() : absl::StrCat("!", server.status().message());
       if (server.ok()) out.embedded = *std::move(server);
@@ -336,7 +368,32 @@ int Main(int argc, char** argv) {
       d.on_window = [client, rank = c.rank(), &s](LoadWindow w) { client->SubmitReport(ToReport(rank, s.layers, w)); };
       d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
     }
+    d.step_log = absl::GetFlag(FLAGS_step_log);
     Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
+    std::unique_ptr<EpochManager> epochs;
+    if (s.rebalance) {
+      ControlClient* client = control.client.get();
+      epochs = std::make_unique<EpochManager>(c, store, driver.layer(), *start, 0, s.migration);
+      epochs->set_on_update([client, rank = c.rank()](const MigrationUpdate& u) {
+        control::MigrationReport r;
+        r.set_rank(rank);
+        r.set_epoch(u.record.epoch);
+        r.set_phase(u.phase);
+        r.set_step(u.phase == "started" ? u.record.start_step : (u.record.commit_step >= 0 ? u.record.commit_step : u.record.start_step));
+        r.set_moved_replicas(u.record.moved_replicas);
+        r.set_bytes(u.record.bytes);
+        r.set_rank_bytes(u.rank_bytes);
+        r.set_seconds(u.seconds);
+        r.set_error(u.record.error);
+        client->SubmitMigration(std::move(r));
+        if (u.phase == "committed") {
+          client->SetPlacement(rpc::ToProto(u.placement, u.record.epoch));
+        } else if (u.phase == "aborted") {
+          client->ResetOrders();  // the coordinator may publish the same epoch number again
+        }
+      });
+      driver.set_epochs(epochs.get(), [client] { return client->TakeOrders(); });
+    }
     SY_ASSIGN_OR_RETURN(RunReport report, driver.Run());
     if (control.client) {
       // Deliver the last windows, then let rank 0 stop the embedded coordinator after all
@@ -349,6 +406,7 @@ int Main(int argc, char** argv) {
                      static_cast<long long>(stats.reports_rejected), stats.last_error.c_str());
       }
       SY_RETURN_IF_ERROR(c.Barrier());
+      epochs.reset();
       control.client.reset();
       if (control.embedded) {
         const auto status = control.embedded->core().Status();
@@ -373,6 +431,15 @@ int Main(int argc, char** argv) {
                 report->tokens_per_s, report->step_ms_p50, report->step_ms_p99, report->step_ms_max, report->phase_ms_gate,
                 report->phase_ms_dispatch, report->phase_ms_ffn, report->phase_ms_combine, worst,
                 report->tokens_conserved ? "yes" : "NO", static_cast<unsigned long long>(report->output_checksum));
+    std::printf("critical path: %.0f tokens/s, step ms p50 %.2f p99 %.2f (steady p99 %.2f, during migrations p99 %.2f over %d steps)\n",
+                report->critical_tokens_per_s, report->critical_step_ms_p50, report->critical_step_ms_p99,
+                report->critical_steady_ms_p99, report->critical_migration_ms_p99, report->migration_steps);
+    for (const MigrationRecord& m : report->migrations) {
+      std::printf("migration to epoch %lld: steps %lld-%lld, %d replicas (from scratch: %d), %.1f MiB%s%s\n",
+                  static_cast<long long>(m.epoch), static_cast<long long>(m.start_step), static_cast<long long>(m.commit_step),
+                  m.moved_replicas, m.scratch_moved_replicas, static_cast<double>(m.bytes) / (1 << 20),
+                  m.commit_step < 0 ? ", ABORTED: " : "", m.error.c_str());
+    }
     if (!absl::GetFlag(FLAGS_report).empty()) {
       absl::Status written = WriteFileAtomically(absl::GetFlag(FLAGS_report), report->ToJson());
       if (!written.ok()) Fail(kExitRuntime, written, true);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "tests/common/cluster_util.h"
 #include "tests/common/subprocess.h"
 
 namespace switchyard {
@@ -20,71 +21,38 @@ const std::string kCoordinator = SWITCHYARD_COORDINATOR;
 const std::string kWorker = SWITCHYARD_WORKER;
 const std::string kCli = SWITCHYARD_CLI;
 const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
-const std::vector<std::string> kEnv = {"OMPI_MCA_mpi_yield_when_idle=1"};
-
-// Waits for the coordinator's port file; 0 if it does not appear.
-int WaitForPort(const std::string& port_file) {
-  for (int i = 0; i < 200; ++i) {
-    int port = 0;
-    const std::string text = test::Slurp(port_file);
-    if (!text.empty() && absl::SimpleAtoi(std::vector<std::string>(absl::StrSplit(text, ' '))[0], &port)) return port;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return 0;
-}
+const std::vector<std::string> kEnv = {"OMPI_MCA_mpi_yield_when_idle=1", "UCX_NET_DEVICES=lo"};
 
 test::RunResult Cli(const std::string& address, std::vector<std::string> args) {
-  args.insert(args.begin(), kCli);
-  args.insert(args.end(), {"--coordinator", address});
-  return test::RunCommand(args, std::chrono::seconds(30));
+  return test::Cli(kCli, address, std::move(args));
 }
-
-nlohmann::json StatusJson(const std::string& address) {
-  const test::RunResult r = Cli(address, {"status", "--json"});
-  if (r.exit_code != 0) return nlohmann::json::object();
-  return nlohmann::json::parse(r.out, nullptr, false);
-}
-
-int64_t Number(const nlohmann::json& j, const char* key) {  // protobuf JSON: int64 as strings
-  if (!j.contains(key)) return 0;
-  if (j[key].is_string()) return std::stoll(j[key].get<std::string>());
-  return j[key].get<int64_t>();
-}
-
-// Polls the status until `done` holds (up to `seconds`).
+nlohmann::json StatusJson(const std::string& address) { return test::StatusJson(kCli, address); }
 bool WaitForStatus(const std::string& address, const std::function<bool(const nlohmann::json&)>& done, int seconds = 60) {
-  for (int i = 0; i < seconds * 5; ++i) {
-    const nlohmann::json s = StatusJson(address);
-    if (!s.is_discarded() && done(s)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return false;
+  return test::WaitForStatus(kCli, address, done, seconds);
 }
-
+int64_t Number(const nlohmann::json& j, const char* key) { return test::JsonInt(j, key); }
 int Registered(const nlohmann::json& s) { return static_cast<int>(Number(s, "registered")); }
+
+std::vector<std::string> WorkerCommand(std::vector<std::string> args) {
+  std::vector<std::string> argv = test::Mpirun(MPIEXEC, 4);
+  argv.push_back(kWorker);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
 
 TEST(CoordinatorLaunch, WorkersRegisterReportAndSurviveACoordinatorRestart) {
   test::TempDir dir;
-  const std::string state = dir.File("state");
-  auto start_coordinator = [&](int port) {
-    std::remove(dir.File("port").c_str());
-    return std::make_unique<test::Process>(
-        std::vector<std::string>{kCoordinator, "--listen", absl::StrCat("127.0.0.1:", port), "--state-dir", state,
-                                 "--port-file", dir.File("port"), "--heartbeat-timeout-s", "3"},
-        dir.File(absl::StrCat("coordinator", port, ".log")));
-  };
-  auto coordinator = start_coordinator(0);
-  const int port = WaitForPort(dir.File("port"));
-  ASSERT_GT(port, 0) << test::Slurp(dir.File("coordinator0.log"));
-  const std::string address = absl::StrCat("127.0.0.1:", port);
+  const std::vector<std::string> durable = {"--state-dir", dir.File("state"), "--heartbeat-timeout-s", "3"};
+  auto coordinator = std::make_unique<test::CoordinatorProcess>(kCoordinator, dir, 0, durable);
+  const int port = coordinator->port();
+  ASSERT_GT(port, 0) << coordinator->log();
+  const std::string address = coordinator->address();
 
   // 4 ranks, 256 experts in 65 slots per rank (one spare), ~10 ms steps here: long enough
   // for the restart below.
-  test::Process workers({MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np", "4", "--mca", "btl_tcp_if_include", "lo",
-                         "--mca", "oob_tcp_if_include", "lo", "-x", "OMPI_MCA_mpi_yield_when_idle", kWorker, "--model",
-                         "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2", "--tokens-per-rank", "64",
-                         "--slots-per-rank", "65", "--workload", "trace:" + kTrace, "--steps", "2500", "--log-every", "0",
-                         "--window-steps", "20", "--coordinator", address},
+  test::Process workers(WorkerCommand({"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2",
+                                       "--tokens-per-rank", "64", "--slots-per-rank", "65", "--workload", "trace:" + kTrace,
+                                       "--steps", "2500", "--log-every", "0", "--window-steps", "20", "--coordinator", address}),
                         dir.File("workers.log"), kEnv);
   ASSERT_TRUE(WaitForStatus(address, [](const nlohmann::json& s) { return Registered(s) == 4 && Number(s, "windows") >= 2; }))
       << test::Slurp(dir.File("workers.log"));
@@ -115,8 +83,8 @@ TEST(CoordinatorLaunch, WorkersRegisterReportAndSurviveACoordinatorRestart) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   ASSERT_TRUE(workers.Running()) << "the run ended before the restart; make it longer";
 
-  coordinator = start_coordinator(port);
-  ASSERT_EQ(WaitForPort(dir.File("port")), port) << test::Slurp(dir.File(absl::StrCat("coordinator", port, ".log")));
+  coordinator = std::make_unique<test::CoordinatorProcess>(kCoordinator, dir, port, durable);
+  ASSERT_EQ(coordinator->port(), port) << coordinator->log();
   ASSERT_TRUE(WaitForStatus(address, [](const nlohmann::json& s) { return Registered(s) == 4 && Number(s, "windows") >= 1; }))
       << test::Slurp(dir.File("workers.log"));
   const nlohmann::json after = StatusJson(address);
@@ -150,11 +118,9 @@ TEST(CoordinatorLaunch, WorkersRegisterReportAndSurviveACoordinatorRestart) {
 // 0 prints; every window of every rank is aggregated.
 TEST(CoordinatorLaunch, EmbeddedCoordinatorInRankZero) {
   test::TempDir dir;
-  test::Process workers({MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np", "4", "--mca", "btl_tcp_if_include", "lo",
-                         "--mca", "oob_tcp_if_include", "lo", "-x", "OMPI_MCA_mpi_yield_when_idle", kWorker, "--model",
-                         "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2", "--tokens-per-rank", "64", "--workload",
-                         "trace:" + kTrace, "--steps", "600", "--log-every", "0", "--window-steps", "20", "--coordinator",
-                         "embedded"},
+  test::Process workers(WorkerCommand({"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2",
+                                       "--tokens-per-rank", "64", "--workload", "trace:" + kTrace, "--steps", "600",
+                                       "--log-every", "0", "--window-steps", "20", "--coordinator", "embedded"}),
                         dir.File("workers.log"), kEnv);
   const std::string marker = "embedded coordinator at ";
   std::string address;

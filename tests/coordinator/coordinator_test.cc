@@ -705,7 +705,8 @@ TEST(Coordinator, ServesPrometheusMetrics) {
   EXPECT_EQ(m.at("switchyard_worker_up{rank=\"2\"}"), 1);
   EXPECT_EQ(m.at("switchyard_reports_rejected_total"), 1);
   EXPECT_EQ(m.at("switchyard_load_windows_total"), 1);
-  EXPECT_EQ(m.at("switchyard_migrations_total"), 1);
+  EXPECT_EQ(m.at("switchyard_epochs_published_total"), 1);
+  EXPECT_EQ(m.at("switchyard_migrations_committed_total"), 0);
   EXPECT_EQ(m.at("switchyard_moved_replicas_total"), plan.moved_replicas());
   const double r0 = 1600 + 3 * 80, other = 4 * 80;
   EXPECT_NEAR(m.at("switchyard_layer_balancedness{layer=\"1\"}"), (r0 + 3 * other) / 4 / r0, 1e-6);

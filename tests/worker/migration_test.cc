@@ -1,0 +1,204 @@
+// Live migration on in-process ranks (DESIGN.md section 6 invariants): outputs bit-identical
+// with and without a migration, every migrated replica byte-identical to its source, every
+// step under one epoch on all ranks, tokens conserved; the start waits for every rank's
+// orders; the byte budget spreads the copy over steps; a failed transfer aborts everywhere
+// at one step; orders that do not match the placement are ignored.
+#include "worker/migration.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "comm/inprocess/factory.h"
+#include "placement/metrics.h"
+#include "placement/planner.h"
+#include "proto/convert.h"
+#include "worker/driver.h"
+
+namespace switchyard::worker {
+namespace {
+
+const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
+constexpr int kRanks = 4, kSteps = 14;
+constexpr int64_t kTokens = 24;
+
+struct World {
+  ModelConfig model;
+  std::vector<int> layers;
+  std::unique_ptr<Workload> workload;
+  placement::Placement start, target;
+  control::Orders orders;
+};
+
+World MakeWorld() {
+  World w;
+  w.model = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  w.layers = {w.model.moe_layers[0], w.model.moe_layers[1]};
+  w.workload = *Workload::Create({"trace:" + kTrace}, w.model, w.layers, 5);
+  const int E = w.model.num_experts;
+  const auto topo = *placement::Topology::Create(kRanks, 2, E / kRanks + 2);
+  w.start = *placement::ContiguousPlacement(topo, E, w.layers);
+  placement::LoadMatrix load{w.layers, w.workload->Expected(0)};
+  for (auto& row : load.values) for (double& x : row) x *= 1e5;
+  placement::PlanRequest request{topo, load, &w.start, {}, {}};
+  request.options.max_moves = 40;
+  w.target = *(*placement::CreatePlanner("incremental"))->Plan(request);
+  *w.orders.mutable_placement() = rpc::ToProto(w.target, 1);
+  w.orders.set_base_epoch(0);
+  for (const placement::Transfer& t : placement::PlanTransfers(w.start, w.target)) {
+    auto* x = w.orders.add_transfers();
+    x->set_layer(t.layer_id);
+    x->set_expert(t.expert);
+    x->set_from(t.from);
+    x->set_to(t.to);
+  }
+  return w;
+}
+
+struct RunOptions {
+  bool migrate = true;
+  std::vector<int> offer_step = {2, 2, 2, 2};  // the step boundary at which each rank gets the orders
+  MigrationOptions migration;
+  std::function<void(control::Orders&)> tamper;
+};
+
+// Runs the world on in-process ranks; every rank's report.
+std::vector<RunReport> RunRanks(const World& w, const RunOptions& o) {
+  auto comms = comm::CreateInProcessWorld(kRanks, 2);
+  control::Orders orders = w.orders;
+  if (o.tamper) o.tamper(orders);
+  std::vector<RunReport> reports(kRanks);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kRanks; ++r) {
+    threads.emplace_back([&, r] {
+      WeightStore store(w.model, w.layers);
+      auto source = SeededWeights(w.model, 9);
+      ASSERT_TRUE(store.Load(w.start, r, *source).ok());
+      auto table = std::make_shared<placement::RoutingTable>(*placement::RoutingTable::Build(w.start, 0));
+      Driver driver(w.model, *comms[r], *w.workload, store, table, {kSteps, kTokens, 0, nullptr});
+      std::unique_ptr<EpochManager> epochs;
+      int step = 0;
+      if (o.migrate) {
+        epochs = std::make_unique<EpochManager>(*comms[r], store, driver.layer(), w.start, 0, o.migration);
+        // Offered at every boundary after step offer_step[r] (the control thread re-polls).
+        driver.set_epochs(epochs.get(), [&, r]() -> std::optional<control::Orders> {
+          return ++step > o.offer_step[r] ? std::optional<control::Orders>(orders) : std::nullopt;
+        });
+      }
+      auto report = driver.Run();
+      ASSERT_TRUE(report.ok()) << report.status();
+      reports[r] = *report;
+    });
+  }
+  for (auto& t : threads) t.join();
+  return reports;
+}
+
+TEST(Migration, OutputsAreBitIdenticalAndReplicasByteIdentical) {
+  const World w = MakeWorld();
+  ASSERT_GT(w.orders.transfers_size(), 0);
+  const std::vector<RunReport> off = RunRanks(w, {.migrate = false});
+  const std::vector<RunReport> on = RunRanks(w, {});
+  for (int r = 0; r < kRanks; ++r) {
+    SCOPED_TRACE(r);
+    EXPECT_EQ(on[r].output_checksum, off[0].output_checksum);
+    EXPECT_TRUE(on[r].tokens_conserved);
+    ASSERT_EQ(on[r].migrations.size(), 1u);
+    const MigrationRecord& m = on[r].migrations[0];
+    EXPECT_EQ(m.epoch, 1);
+    EXPECT_EQ(m.start_step, 3);  // orders at the boundary after step 2
+    EXPECT_GT(m.commit_step, m.start_step);
+    EXPECT_TRUE(m.error.empty()) << m.error;
+    EXPECT_EQ(m.moved_replicas, w.orders.transfers_size());
+    EXPECT_EQ(m.commit_step, on[0].migrations[0].commit_step);  // every rank switched at one step
+    EXPECT_EQ(on[r].final_epoch, 1);
+    EXPECT_TRUE(on[r].weights_identical);
+  }
+  // Every rank ends holding what the target places on it; and the migration helped.
+  for (int r = 0; r < kRanks; ++r) {
+    int target = 0;
+    for (const auto& layer : w.target.layers) target += static_cast<int>(layer.ranks[r].size());
+    EXPECT_EQ(on[0].held_replicas[r], target) << r;
+  }
+  EXPECT_EQ(on[0].replicas_checked, [&] {
+    int n = 0;
+    for (const auto& l : w.target.layers) for (const auto& slots : l.ranks) n += static_cast<int>(slots.size());
+    return n;
+  }());
+  const auto& by_step = on[0].worst_balancedness_by_step;
+  ASSERT_EQ(by_step.size(), static_cast<size_t>(kSteps));
+  EXPECT_GT(by_step.back().second, off[0].worst_balancedness_by_step.back().second + 0.1);
+}
+
+TEST(Migration, StartsOnlyOnceEveryRankHoldsTheOrders) {
+  const World w = MakeWorld();
+  const std::vector<RunReport> on = RunRanks(w, {.offer_step = {1, 4, 2, 6}});
+  for (int r = 0; r < kRanks; ++r) {
+    ASSERT_EQ(on[r].migrations.size(), 1u);
+    EXPECT_EQ(on[r].migrations[0].start_step, 7);
+    EXPECT_EQ(on[r].migrations[0].commit_step, on[0].migrations[0].commit_step);
+    EXPECT_EQ(on[r].final_epoch, 1);
+  }
+}
+
+TEST(Migration, TheByteBudgetSpreadsTheCopyOverSteps) {
+  const World w = MakeWorld();
+  const int64_t expert = static_cast<int64_t>(kernels::PackedExpertBytes(w.model.ExpertShape()));
+  // The busiest rank's bytes (sent + received) over the budget: at least that many steps.
+  std::vector<int64_t> moved(kRanks, 0);
+  for (const auto& t : w.orders.transfers()) {
+    moved[t.from()] += expert;
+    moved[t.to()] += expert;
+  }
+  const int64_t most = *std::max_element(moved.begin(), moved.end());
+  RunOptions o;
+  o.migration.bytes_per_step = most / 4;
+  o.migration.chunk_bytes = expert / 4;
+  const std::vector<RunReport> on = RunRanks(w, o);
+  ASSERT_EQ(on[0].migrations.size(), 1u);
+  const MigrationRecord& m = on[0].migrations[0];
+  EXPECT_GE(m.commit_step - m.start_step, 3) << "budget " << o.migration.bytes_per_step << " of " << most;
+  EXPECT_EQ(on[0].final_epoch, 1);
+  EXPECT_GE(on[0].migration_steps, 4);
+}
+
+TEST(Migration, AFailedTransferAbortsOnEveryRankAtOneStep) {
+  const World w = MakeWorld();
+  const std::vector<RunReport> off = RunRanks(w, {.migrate = false});
+  RunOptions o;
+  o.migration.bytes_per_step = 1024;  // far too slow for ...
+  o.migration.timeout = absl::Milliseconds(30);  // ... this deadline
+  const std::vector<RunReport> on = RunRanks(w, o);
+  for (int r = 0; r < kRanks; ++r) {
+    SCOPED_TRACE(r);
+    ASSERT_EQ(on[r].migrations.size(), 1u);  // aborted once, the same orders never retried
+    EXPECT_EQ(on[r].migrations[0].commit_step, -1);
+    EXPECT_FALSE(on[r].migrations[0].error.empty());
+    EXPECT_EQ(on[r].final_epoch, 0);
+    EXPECT_EQ(on[r].output_checksum, off[0].output_checksum);
+    EXPECT_TRUE(on[r].tokens_conserved);
+    EXPECT_TRUE(on[r].weights_identical);
+  }
+}
+
+TEST(Migration, OrdersThatDoNotMatchThePlacementAreIgnored) {
+  const World w = MakeWorld();
+  RunOptions wrong_source;
+  wrong_source.tamper = [](control::Orders& o) { o.mutable_transfers(0)->set_from(o.transfers(0).to()); };
+  RunOptions missing;
+  missing.tamper = [](control::Orders& o) { o.mutable_transfers()->RemoveLast(); };
+  RunOptions stale;
+  stale.tamper = [](control::Orders& o) { o.set_base_epoch(3); };
+  RunOptions bad_shares;
+  bad_shares.tamper = [](control::Orders& o) {
+    o.mutable_placement()->mutable_layers(0)->mutable_ranks(0)->mutable_replicas(0)->set_share(0.5);
+  };
+  for (const RunOptions& o : {wrong_source, missing, stale, bad_shares}) {
+    const std::vector<RunReport> on = RunRanks(w, o);
+    EXPECT_TRUE(on[0].migrations.empty());
+    EXPECT_EQ(on[0].final_epoch, 0);
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::worker

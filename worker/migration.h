@@ -1,0 +1,141 @@
+// Live migration on a worker (DESIGN.md sections 5-7): orders for epoch e+1 arrive from the
+// coordinator; all ranks agree to start at one step boundary; a transfer thread copies the
+// new replicas' packed bytes from their source ranks into staging buffers through the
+// Communicator's point-to-point calls, in chunks and within a per-step byte budget, while
+// steps keep running under epoch e; once every rank holds its bytes, all ranks switch to
+// e+1 at one agreed step boundary; a failure anywhere makes all ranks drop e+1 at one
+// boundary. A step never mixes epochs.
+//
+// Agreement needs no extra collective: at every step boundary each rank contributes a
+// StepVote to the driver's exchange (one AllGather) and EpochManager::Decide reads the same
+// votes on every rank, so every rank takes the same decision at the same boundary:
+//   start  e+1  when every rank holds the same orders (epoch and hash) for e+1;
+//   commit e+1  when every rank's transfers are done;
+//   abort  e+1  when any rank's transfers failed (peer error, timeout).
+//
+// Threads: the step thread calls everything here; the transfer thread (owned) only moves
+// bytes into staging buffers no running epoch uses, and reads source slots, which stay
+// untouched until the switch. Hand-offs are by message (a job in, a done/failed flag out).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "comm/communicator.h"
+#include "placement/placement.h"
+#include "switchyard/control/v1/control.pb.h"
+#include "worker/moe_layer.h"
+#include "worker/weights.h"
+
+namespace switchyard::worker {
+
+namespace control = switchyard::control::v1;
+
+struct MigrationOptions {
+  int64_t bytes_per_step = 8 << 20;  // bytes a rank may start moving (sent + received) per step
+  int64_t chunk_bytes = 1 << 20;     // message size (at most bytes_per_step)
+  absl::Duration timeout = absl::Seconds(60);  // a migration not done by then fails
+};
+
+// What one rank contributes to the step boundary's exchange (doubles: the driver gathers
+// them with its own per-step figures). Hashes are 52-bit, so doubles hold them exactly.
+struct StepVote {
+  double epoch = 0;        // the epoch the step ran under
+  double offer_epoch = 0;  // orders held and not started (0: none)
+  double offer_hash = 0;
+  double ready = 0;        // 1: migrating, and every byte of this rank moved
+  double failed = 0;       // 1: this rank's transfers failed
+  static constexpr int kSize = 5;
+};
+
+// One migration, as every rank saw it.
+struct MigrationRecord {
+  int64_t epoch = 0;
+  int64_t start_step = 0;   // the first step run while bytes moved
+  int64_t commit_step = -1; // the first step under the new epoch (-1: aborted or unfinished)
+  int moved_replicas = 0;   // over all ranks
+  int64_t bytes = 0;        // over all ranks
+  int scratch_moved_replicas = -1;  // what a from-scratch plan would move (coordinator's figure)
+  std::string error;        // why it was aborted
+};
+
+// A phase change to tell the coordinator about (started, committed, aborted).
+struct MigrationUpdate {
+  std::string phase;
+  MigrationRecord record;
+  int64_t rank_bytes = 0;  // bytes this rank sent + received
+  double seconds = 0;      // committed/aborted: since the start
+  placement::Placement placement;  // the placement in force after the phase change
+};
+
+class EpochManager {
+ public:
+  // `start` is the placement `store` and `layer` run now, as epoch `epoch`.
+  EpochManager(comm::Communicator& comm, WeightStore& store, MoeLayer& layer, placement::Placement start,
+               int64_t epoch, MigrationOptions options);
+  ~EpochManager();
+  EpochManager(const EpochManager&) = delete;
+  EpochManager& operator=(const EpochManager&) = delete;
+
+  // Newest orders from the coordinator. Orders for the epoch after this one, from this
+  // one, are kept until started; others (stale, or an aborted attempt again) are dropped.
+  void Offer(const control::Orders& orders);
+  // Grants this step's byte budget to the transfer thread.
+  void GrantBudget();
+  StepVote Vote() const;
+  // Applies the decision the votes of all ranks imply, before the step `next_step`.
+  // Errors are only for broken invariants (the job should stop).
+  absl::Status Decide(int64_t next_step, const std::vector<StepVote>& votes);
+  // CPU seconds the transfer thread used since the last call.
+  double TakeTransferCpuSeconds();
+
+  int64_t epoch() const { return epoch_; }
+  const placement::Placement& placement() const { return placement_; }
+  bool migrating() const { return active_.has_value(); }
+  const std::vector<MigrationRecord>& records() const { return records_; }
+  void set_on_update(std::function<void(const MigrationUpdate&)> f) { on_update_ = std::move(f); }
+
+ private:
+  struct Job;  // one migration's transfers on this rank
+  class TransferThread;
+
+  uint64_t HashOf(const control::Orders& orders) const;
+  absl::Status Start(int64_t next_step);
+  absl::Status Commit(int64_t next_step);
+  void Abort(int64_t next_step, const std::string& why);
+
+  comm::Communicator& comm_;
+  WeightStore& store_;
+  MoeLayer& layer_;
+  placement::Placement placement_;
+  int64_t epoch_;
+  MigrationOptions options_;
+  std::optional<control::Orders> offer_;
+  uint64_t offer_hash_ = 0;
+  std::vector<uint64_t> refused_;  // hashes of aborted or invalid orders: never started again
+  struct Active {
+    control::Orders orders;
+    placement::Placement target;
+    MigrationRecord record;
+    std::shared_ptr<Job> job;
+    absl::Time started;
+  };
+  std::optional<Active> active_;
+  int attempts_ = 0;  // migrations started (the same on every rank): tags of each differ
+  std::vector<MigrationRecord> records_;
+  std::function<void(const MigrationUpdate&)> on_update_;
+  std::unique_ptr<TransferThread> transfer_;
+};
+
+}  // namespace switchyard::worker
