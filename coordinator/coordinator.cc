@@ -68,12 +68,15 @@ double StepCost(const placement::Placement& p, const placement::LoadMatrix& load
 types::Policy DefaultPolicy() {
   types::Policy p;
   p.set_auto_rebalance(false);
+  // Churn is guarded at this level (a plan must promise min_gain for hysteresis_windows
+  // windows); the planner's own noise guard (noise_z x sqrt of the bottleneck's count) would
+  // block moving ordinary experts at window-sized counts, so it is off by default.
   p.set_min_gain(0.05);
-  p.set_hysteresis_windows(2);
-  p.set_cooldown_windows(2);
+  p.set_hysteresis_windows(1);
+  p.set_cooldown_windows(1);
   p.set_max_moves(0);
   p.set_min_gain_per_move(0.001);
-  p.set_noise_z(2.0);
+  p.set_noise_z(0.0);
   p.set_smoothing(0.5);
   p.set_planner("incremental");
   return p;

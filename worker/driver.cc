@@ -115,9 +115,10 @@ absl::StatusOr<RunReport> Driver::Run() {
   std::vector<double> window_ms;
   std::string step_log;
   RunReport report;
-  // The per-step exchange: kFixed figures, the vote, then pairs computed per layer.
+  // The per-step exchange: kFixed figures, the vote, pairs computed per layer, busy ms per layer.
   enum { kWall, kBusy, kComm, kMigration, kFixed };
-  const int width = kFixed + StepVote::kSize + L;
+  const int kPairs = kFixed + StepVote::kSize, kLayerBusy = kPairs + L;
+  const int width = kLayerBusy + L;
   std::vector<double> row(width), rows(static_cast<size_t>(width) * R);
   double boundary_cpu = 0;  // migration work done by this thread at the last boundary
   layer_.counters().Reset();
@@ -129,9 +130,11 @@ absl::StatusOr<RunReport> Driver::Run() {
     const auto start = Clock::now();
     workload_.Hidden(step, me * T, T, h.data());
     for (int li = 0; li < L; ++li) {
+      const double layer0 = layer_.times().busy;
       workload_.Logits(step, li, me * T, T, logits.data());
       SY_RETURN_IF_ERROR(layer_.Forward(layers[li], h.data(), logits.data(), T, out.data(), static_cast<uint64_t>(step)));
       for (int64_t i = 0; i < T * H; ++i) h[i] = h[i] + out[i];
+      row[kLayerBusy + li] = 1e3 * (layer_.times().busy - layer0);
     }
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     for (int64_t t = 0; t < T; ++t) checksum += TokenHash(step, static_cast<uint64_t>(me * T + t), &h[t * H], H);
@@ -159,24 +162,31 @@ absl::StatusOr<RunReport> Driver::Run() {
     for (int li = 0; li < L; ++li) {
       int64_t n = 0;
       for (int64_t x : counts[li].processed) n += x;
-      row[kFixed + StepVote::kSize + li] = static_cast<double>(n);
+      row[kPairs + li] = static_cast<double>(n);
     }
     SY_RETURN_IF_ERROR(comm_.AllGather(row.data(), width * static_cast<int64_t>(sizeof(double)), rows.data()));
-    double wall = 0, busy = 0, comm_min = std::numeric_limits<double>::infinity();
+    // Each layer's collectives make every rank wait for the slowest one: the busy part of the
+    // critical path is the sum over layers of the busiest rank's time in it, plus the most
+    // migration work any rank did this step.
+    double wall = 0, migration = 0, comm_min = std::numeric_limits<double>::infinity();
+    std::vector<double> layer_busy(L, 0.0);
     std::vector<StepVote> votes(R);
     for (int r = 0; r < R; ++r) {
       const double* x = &rows[static_cast<size_t>(r) * width];
       wall = std::max(wall, x[kWall]);  // the step waits for the slowest rank
-      busy = std::max(busy, x[kBusy] + x[kMigration]);
+      migration = std::max(migration, x[kMigration]);
       comm_min = std::min(comm_min, x[kComm]);
+      for (int li = 0; li < L; ++li) layer_busy[li] = std::max(layer_busy[li], x[kLayerBusy + li]);
       const double* y = x + kFixed;
       votes[r] = {y[0], y[1], y[2], y[3], y[4]};
     }
+    double busy = migration;
+    for (double b : layer_busy) busy += b;
     double worst = 1;
     for (int li = 0; li < L; ++li) {
       double sum = 0, max = 0;
       for (int r = 0; r < R; ++r) {
-        const double x = rows[static_cast<size_t>(r) * width + kFixed + StepVote::kSize + li];
+        const double x = rows[static_cast<size_t>(r) * width + kPairs + li];
         sum += x;
         max = std::max(max, x);
       }

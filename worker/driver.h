@@ -14,10 +14,12 @@
 // computed per layer. From it every rank derives the same step time, critical path,
 // per-step balancedness and epoch decision.
 //
-// Critical path of a step: max over ranks of (busy + migration CPU) + min over ranks of the
-// communication wall time. Ranks here share cores, so wall time hides imbalance; busy time
-// is each rank's own thread CPU time outside communication calls, and the least waiting
-// rank's communication time approximates the transfer itself.
+// Critical path of a step: for each MoE layer the busiest rank's busy time (the layer's
+// all-to-alls make every rank wait for it), summed, plus the most migration CPU any rank
+// spent in the step, plus the least communication wall time of any rank. Ranks here share
+// cores, so wall time hides imbalance; busy time is each rank's own thread CPU time outside
+// communication calls, and the least waiting rank's communication time approximates the
+// transfer itself.
 #pragma once
 
 #include <cstdint>

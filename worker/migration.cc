@@ -124,6 +124,9 @@ class EpochManager::TransferThread {
   void Execute(Job& job) {
     Inflight sends, recvs;
     size_t next_send = 0, next_recv = 0;
+    // Polling costs CPU the ranks' steps need (they share cores): the wait between polls
+    // doubles while nothing moves, from 100 us up to 2 ms.
+    auto pause = std::chrono::microseconds(100);
     while (true) {
       std::vector<Job::Piece> post_recv, post_send;
       {
@@ -169,9 +172,12 @@ class EpochManager::TransferThread {
         return Fail(job, absl::StrCat("weight transfer timed out with ", job.recvs.size() - next_recv + recvs.size(),
                                       " receives and ", job.sends.size() - next_send + sends.size(), " sends pending"));
       }
-      if (!progressed) {  // sleep a little (ranks share cores); a new grant wakes us
+      if (progressed) {
+        pause = std::chrono::microseconds(100);
+      } else {  // a new grant wakes us early
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait_for(lock, std::chrono::microseconds(200));
+        cv_.wait_for(lock, pause);
+        pause = std::min<std::chrono::microseconds>(2 * pause, std::chrono::milliseconds(2));
       }
     }
   }

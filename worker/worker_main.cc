@@ -72,7 +72,7 @@ ABSL_FLAG(std::string, coordinator, "", "HOST:PORT of a switchyard-coordinator, 
 ABSL_FLAG(std::string, coordinator_token_file, "", "bearer token for a coordinator started with --auth-token-file");
 ABSL_FLAG(std::string, coordinator_tls_ca, "", "PEM CA certificate: talk TLS to the coordinator");
 ABSL_FLAG(std::string, embedded_listen, "127.0.0.1:0", "--coordinator embedded: where rank 0's coordinator listens");
-ABSL_FLAG(int, window_steps, 10, "steps per load window reported to the coordinator");
+ABSL_FLAG(int, window_steps, 5, "steps per load window reported to the coordinator");
 ABSL_FLAG(std::string, rebalance, "off",
           "on: migrate to every epoch the coordinator publishes (an embedded one rebalances automatically); "
           "off: keep the starting placement");
