@@ -888,48 +888,46 @@ void Coordinator::Tick() {
 std::string Coordinator::MetricsText() {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
-  auto gauge = [&](const char* name, const char* help, const char* type = "gauge") {
+  auto header = [&](const char* name, const char* help, const char* type = "gauge") {
     absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
   };
-  gauge("switchyard_committed_epoch", "Placement epoch all ranks run.");
-  absl::StrAppend(&out, "switchyard_committed_epoch ", committed_epoch_, "\n");
-  gauge("switchyard_target_epoch", "Epoch being published or migrated (= committed when idle).");
-  absl::StrAppend(&out, "switchyard_target_epoch ", target_ ? target_epoch_ : committed_epoch_, "\n");
-  gauge("switchyard_workers_registered", "Workers registered.");
-  absl::StrAppend(&out, "switchyard_workers_registered ", workers_.size(), "\n");
-  gauge("switchyard_worker_up", "1 if the worker's heartbeats arrive.");
+  auto scalar = [&](const char* name, const char* help, const char* type, auto value) {
+    header(name, help, type);
+    absl::StrAppend(&out, name, " ", value, "\n");
+  };
+  scalar("switchyard_committed_epoch", "Placement epoch all ranks run.", "gauge", committed_epoch_);
+  scalar("switchyard_target_epoch", "Epoch being migrated to (= committed when idle).", "gauge",
+         target_ ? target_epoch_ : committed_epoch_);
+  scalar("switchyard_workers_registered", "Workers registered.", "gauge", workers_.size());
+  header("switchyard_worker_up", "1 if the worker's heartbeats arrive.");
   const absl::Time now = absl::Now();
   for (const auto& [rank, w] : workers_) absl::StrAppend(&out, "switchyard_worker_up{rank=\"", rank, "\"} ", w.healthy ? 1 : 0, "\n");
-  gauge("switchyard_report_lag_seconds", "Seconds since the worker's last load report.");
+  header("switchyard_report_lag_seconds", "Seconds since the worker's last load report.");
   for (const auto& [rank, w] : workers_) {
     if (w.last_report != absl::InfinitePast()) {
       absl::StrAppendFormat(&out, "switchyard_report_lag_seconds{rank=\"%d\"} %.3f\n", rank, absl::ToDoubleSeconds(now - w.last_report));
     }
   }
-  gauge("switchyard_rank_load", "Pairs the rank computed in the last complete window, all layers.");
+  header("switchyard_rank_load", "Pairs the rank computed in the last complete window, all layers.");
   for (const auto& [rank, load] : rank_load_) absl::StrAppend(&out, "switchyard_rank_load{rank=\"", rank, "\"} ", load, "\n");
-  gauge("switchyard_layer_balancedness", "Mean / max pairs per rank in the last window.");
+  header("switchyard_layer_balancedness", "Mean / max pairs per rank in the last window.");
   if (model_ && windows_ > 0) {
     for (int i = 0; i < model_->moe_layers_size(); ++i) {
       absl::StrAppendFormat(&out, "switchyard_layer_balancedness{layer=\"%d\"} %.6f\n", model_->moe_layers(i), load_[i].balancedness);
     }
   }
-  gauge("switchyard_load_windows_total", "Complete load windows aggregated.", "counter");
-  absl::StrAppend(&out, "switchyard_load_windows_total ", windows_, "\n");
-  gauge("switchyard_reports_rejected_total", "Malformed or hostile load reports rejected.", "counter");
-  absl::StrAppend(&out, "switchyard_reports_rejected_total ", reports_rejected_, "\n");
-  gauge("switchyard_epochs_published_total", "Placement epochs published (migrations started by the coordinator).", "counter");
-  absl::StrAppend(&out, "switchyard_epochs_published_total ", plans_published_, "\n");
-  gauge("switchyard_migrations_committed_total", "Migrations every rank switched to.", "counter");
-  absl::StrAppend(&out, "switchyard_migrations_committed_total ", migrations_committed_, "\n");
-  gauge("switchyard_migrations_failed_total", "Migrations aborted (the cluster stayed on its epoch).", "counter");
-  absl::StrAppend(&out, "switchyard_migrations_failed_total ", migrations_failed_, "\n");
-  gauge("switchyard_migration_bytes_total", "Expert weight bytes moved by committed migrations.", "counter");
-  absl::StrAppend(&out, "switchyard_migration_bytes_total ", migration_bytes_total_, "\n");
-  gauge("switchyard_last_migration_seconds", "Duration of the last committed migration (start to switch).");
-  absl::StrAppendFormat(&out, "switchyard_last_migration_seconds %.3f\n", last_migration_seconds_);
-  gauge("switchyard_moved_replicas_total", "Replicas moved by published epochs.", "counter");
-  absl::StrAppend(&out, "switchyard_moved_replicas_total ", moved_replicas_total_, "\n");
+  scalar("switchyard_load_windows_total", "Complete load windows aggregated.", "counter", windows_);
+  scalar("switchyard_reports_rejected_total", "Malformed or hostile load reports rejected.", "counter", reports_rejected_);
+  scalar("switchyard_epochs_published_total", "Placement epochs published (migrations started by the coordinator).", "counter",
+         plans_published_);
+  scalar("switchyard_migrations_committed_total", "Migrations every rank switched to.", "counter", migrations_committed_);
+  scalar("switchyard_migrations_failed_total", "Migrations aborted (the cluster stayed on its epoch).", "counter",
+         migrations_failed_);
+  scalar("switchyard_moved_replicas_total", "Replicas moved by published epochs.", "counter", moved_replicas_total_);
+  scalar("switchyard_migration_bytes_total", "Expert weight bytes moved by committed migrations.", "counter",
+         migration_bytes_total_);
+  scalar("switchyard_last_migration_seconds", "Duration of the last committed migration (start to switch).", "gauge",
+         absl::StrFormat("%.3f", last_migration_seconds_));
   return out;
 }
 

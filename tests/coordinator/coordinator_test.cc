@@ -345,6 +345,9 @@ TEST(Coordinator, LostRanksDoNotHoldWindowsBack) {
   EXPECT_NE(std::find(kinds.begin(), kinds.end(), "worker_recovered"), kinds.end());
 }
 
+std::pair<std::string, std::string> HttpGet(int port, const std::string& path);
+std::map<std::string, double> ParseMetrics(const std::string& text);
+
 // Each transfer brings an expert to a rank that did not hold it, from a rank that did.
 void ExpectTransfersConsistent(const types::Placement& from_proto, const control::Orders& orders) {
   const placement::Placement now = rpc::FromProto(from_proto).value();
@@ -405,6 +408,63 @@ TEST(Coordinator, RebalanceDryRunAndApply) {
   EXPECT_FALSE(orders.has_placement());
   EXPECT_CODE(h.Poll(9, 0, 0, &orders), FAILED_PRECONDITION);
   EXPECT_CODE(h.Poll(0, 0, 5000, &orders), INVALID_ARGUMENT);
+}
+
+TEST(Coordinator, MigrationReportsCommitOrDropTheTarget) {
+  Harness h({.metrics_port = 0});
+  ASSERT_TRUE(h.start_status.ok());
+  h.RegisterAll();
+  h.ReportWindow(0, 10);
+  admin::RebalanceResponse plan;
+  ASSERT_TRUE(h.Rebalance(false, 0, &plan).ok());
+  EXPECT_GT(plan.scratch_moved_replicas(), plan.moved_replicas());  // EPLB from scratch moves more
+  control::Orders orders;
+  ASSERT_TRUE(h.Poll(0, 0, 0, &orders).ok());
+  EXPECT_EQ(orders.scratch_moved_replicas(), plan.scratch_moved_replicas());
+  auto report = [&](int rank, const std::string& phase, int64_t epoch) {
+    control::MigrationReport r;
+    r.set_rank(rank);
+    r.set_epoch(epoch);
+    r.set_phase(phase);
+    r.set_step(20);
+    r.set_moved_replicas(plan.moved_replicas());
+    r.set_bytes(1000);
+    r.set_seconds(0.5);
+    r.set_error(phase == "aborted" ? "weight transfer timed out" : "");
+    control::MigrationReportResponse out;
+    return h.control_->ReportMigration(h.Ctx().get(), r, &out);
+  };
+  EXPECT_CODE(report(0, "finished", 1), INVALID_ARGUMENT);
+  EXPECT_CODE(report(9, "started", 1), FAILED_PRECONDITION);
+  for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(report(r, "started", 1).ok());
+  // Every rank aborted: the cluster stays on epoch 0, the target is gone, once.
+  for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(report(r, "aborted", 1).ok());
+  admin::ClusterStatus s = h.Status();
+  EXPECT_EQ(s.committed_epoch(), 0);
+  EXPECT_EQ(s.target_epoch(), 0);
+  int started = 0, failed = 0;
+  for (const admin::Event& e : h.Events()) {
+    started += e.kind() == "migration_started";
+    failed += e.kind() == "migration_failed";
+  }
+  EXPECT_EQ(started, 1);
+  EXPECT_EQ(failed, 1);
+  // Published again (after the cooldown window); this time every rank commits it.
+  h.ReportWindow(10, 20);
+  ASSERT_TRUE(h.Rebalance(false, 0, &plan).ok());
+  EXPECT_EQ(plan.target_epoch(), 1);
+  for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(report(r, "committed", 1).ok());
+  s = h.Status();
+  EXPECT_EQ(s.committed_epoch(), 1);
+  EXPECT_EQ(s.target_epoch(), 1);
+  const auto m = ParseMetrics(HttpGet(h.server().metrics_port(), "/metrics").second);
+  EXPECT_EQ(m.at("switchyard_migrations_failed_total"), 1);
+  EXPECT_EQ(m.at("switchyard_migrations_committed_total"), 1);
+  EXPECT_EQ(m.at("switchyard_migration_bytes_total"), 1000);
+  EXPECT_EQ(m.at("switchyard_last_migration_seconds"), 0.5);
+  types::Placement committed;
+  ASSERT_TRUE(h.Placement(-1, &committed).ok());
+  EXPECT_EQ(committed.epoch(), 1);
 }
 
 TEST(Coordinator, LongPollReturnsWhenAPlanIsPublished) {
