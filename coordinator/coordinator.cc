@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -131,6 +132,7 @@ absl::Status Coordinator::PersistLocked() {
   j["drained"] = drained_;
   j["replan_pending"] = replan_pending_;
   j["target_scratch_moved_replicas"] = target_scratch_moves_;
+  j["target_nonce"] = std::to_string(target_nonce_);
   j["policy"] = Json::parse(ToJsonText(policy_));
   return WriteFileAtomically(options_.state_dir + "/state.json", j.dump(1) + "\n");
 }
@@ -174,6 +176,9 @@ absl::Status Coordinator::RestoreLocked() {
   drained_ = j.value("drained", std::vector<int>());
   replan_pending_ = j.value("replan_pending", false);
   target_scratch_moves_ = j.value("target_scratch_moved_replicas", -1);
+  if (!absl::SimpleAtoi(j.value("target_nonce", "0"), &target_nonce_)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": target_nonce is not a number"));
+  }
   if (j.contains("policy")) {
     types::Policy p;
     SY_RETURN_IF_ERROR(FromJsonText(j["policy"].dump(), &p, path + " policy"));
@@ -474,6 +479,7 @@ absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrder
     *out.mutable_placement() = ToProto(*target_, target_epoch_);
     out.set_base_epoch(committed_epoch_);
     out.set_scratch_moved_replicas(target_scratch_moves_);
+    out.set_nonce(target_nonce_);
     for (const control::Transfer& t : transfers_) *out.add_transfers() = t;
   }
   return out;
@@ -483,7 +489,7 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(r.rank());
   if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
-  if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted") {
+  if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted" && r.phase() != "refused") {
     return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": unknown phase '", r.phase(), "'"));
   }
   if (r.epoch() < 1 || r.step() < 0 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0) {
@@ -516,8 +522,12 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   target_started_ = false;
   ++migrations_failed_;
   cooldown_ = policy_.cooldown_windows();
-  EventLocked("migration_failed", absl::StrFormat("epoch %d aborted before step %d, the cluster stays on epoch %d: %s",
-                                                  r.epoch(), r.step(), committed_epoch_, r.error()),
+  EventLocked("migration_failed",
+              r.phase() == "refused"
+                  ? absl::StrFormat("epoch %d refused by rank %d, the cluster stays on epoch %d: %s", r.epoch(), r.rank(),
+                                    committed_epoch_, r.error())
+                  : absl::StrFormat("epoch %d aborted before step %d, the cluster stays on epoch %d: %s", r.epoch(), r.step(),
+                                    committed_epoch_, r.error()),
               r.rank(), r.epoch());
   if (replan_pending_) {  // pins and drains still have to happen
     replan_pending_ = false;
@@ -624,6 +634,8 @@ absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, co
   target_epoch_ = plan.target_epoch();
   target_scratch_moves_ = plan.scratch_moved_replicas();
   target_started_ = false;
+  std::random_device rd;
+  target_nonce_ = (uint64_t{rd()} << 32) | rd();
   if (absl::Status persisted = PersistLocked(); !persisted.ok()) {
     target_.reset();
     transfers_ = old_transfers;

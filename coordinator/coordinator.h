@@ -56,7 +56,8 @@ class Coordinator {
   absl::StatusOr<control::Orders> PollOrders(const control::PollOrdersRequest& request);
   absl::Status Leave(const control::LeaveRequest& request);
   // A worker's migration phase: the first "started" of an epoch is an event, "committed"
-  // commits the target, "aborted" drops it (the cluster stays on the committed epoch).
+  // commits the target, "aborted" and "refused" drop it (the cluster stays on the committed
+  // epoch).
   absl::Status ReportMigration(const control::MigrationReport& report);
 
   // Admin API.
@@ -148,6 +149,7 @@ class Coordinator {
   int64_t target_epoch_ = 0;
   bool replan_pending_ = false;  // constraints changed during a migration: plan after it commits
   int target_scratch_moves_ = -1;
+  uint64_t target_nonce_ = 0;
   bool target_started_ = false;
   std::vector<control::Transfer> transfers_;
   std::vector<types::Pin> pins_;

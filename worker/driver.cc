@@ -115,10 +115,11 @@ absl::StatusOr<RunReport> Driver::Run() {
   std::vector<double> window_ms;
   std::string step_log;
   RunReport report;
-  // The per-step exchange: kFixed figures, the vote, pairs computed per layer, busy ms per layer.
+  // The per-step exchange: kFixed figures, the vote, then per layer: pairs computed, busy ms,
+  // communication ms.
   enum { kWall, kBusy, kComm, kMigration, kFixed };
-  const int kPairs = kFixed + StepVote::kSize, kLayerBusy = kPairs + L;
-  const int width = kLayerBusy + L;
+  const int kPairs = kFixed + StepVote::kSize, kLayerBusy = kPairs + L, kLayerComm = kLayerBusy + L;
+  const int width = kLayerComm + L;
   std::vector<double> row(width), rows(static_cast<size_t>(width) * R);
   double boundary_cpu = 0;  // migration work done by this thread at the last boundary
   layer_.counters().Reset();
@@ -130,11 +131,12 @@ absl::StatusOr<RunReport> Driver::Run() {
     const auto start = Clock::now();
     workload_.Hidden(step, me * T, T, h.data());
     for (int li = 0; li < L; ++li) {
-      const double layer0 = layer_.times().busy;
+      const double layer_busy0 = layer_.times().busy, layer_comm0 = layer_.times().comm;
       workload_.Logits(step, li, me * T, T, logits.data());
       SY_RETURN_IF_ERROR(layer_.Forward(layers[li], h.data(), logits.data(), T, out.data(), static_cast<uint64_t>(step)));
       for (int64_t i = 0; i < T * H; ++i) h[i] = h[i] + out[i];
-      row[kLayerBusy + li] = 1e3 * (layer_.times().busy - layer0);
+      row[kLayerBusy + li] = 1e3 * (layer_.times().busy - layer_busy0);
+      row[kLayerComm + li] = 1e3 * (layer_.times().comm - layer_comm0);
     }
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     for (int64_t t = 0; t < T; ++t) checksum += TokenHash(step, static_cast<uint64_t>(me * T + t), &h[t * H], H);
@@ -165,23 +167,25 @@ absl::StatusOr<RunReport> Driver::Run() {
       row[kPairs + li] = static_cast<double>(n);
     }
     SY_RETURN_IF_ERROR(comm_.AllGather(row.data(), width * static_cast<int64_t>(sizeof(double)), rows.data()));
-    // Each layer's collectives make every rank wait for the slowest one: the busy part of the
-    // critical path is the sum over layers of the busiest rank's time in it, plus the most
-    // migration work any rank did this step.
-    double wall = 0, migration = 0, comm_min = std::numeric_limits<double>::infinity();
-    std::vector<double> layer_busy(L, 0.0);
+    // Each layer's collectives make every rank wait for the slowest one: per layer, the
+    // busiest rank's busy time plus the least communication time of any rank; summed over
+    // layers, plus the most migration work any rank did this step.
+    double wall = 0, migration = 0;
+    std::vector<double> layer_busy(L, 0.0), layer_comm(L, std::numeric_limits<double>::infinity());
     std::vector<StepVote> votes(R);
     for (int r = 0; r < R; ++r) {
       const double* x = &rows[static_cast<size_t>(r) * width];
       wall = std::max(wall, x[kWall]);  // the step waits for the slowest rank
       migration = std::max(migration, x[kMigration]);
-      comm_min = std::min(comm_min, x[kComm]);
-      for (int li = 0; li < L; ++li) layer_busy[li] = std::max(layer_busy[li], x[kLayerBusy + li]);
+      for (int li = 0; li < L; ++li) {
+        layer_busy[li] = std::max(layer_busy[li], x[kLayerBusy + li]);
+        layer_comm[li] = std::min(layer_comm[li], x[kLayerComm + li]);
+      }
       const double* y = x + kFixed;
       votes[r] = {y[0], y[1], y[2], y[3], y[4]};
     }
-    double busy = migration;
-    for (double b : layer_busy) busy += b;
+    double critical = migration;
+    for (int li = 0; li < L; ++li) critical += layer_busy[li] + layer_comm[li];
     double worst = 1;
     for (int li = 0; li < L; ++li) {
       double sum = 0, max = 0;
@@ -193,7 +197,7 @@ absl::StatusOr<RunReport> Driver::Run() {
       worst = std::min(worst, max > 0 ? sum / R / max : 1.0);
     }
     step_ms.push_back(wall);
-    critical_ms.push_back(busy + comm_min);
+    critical_ms.push_back(critical);
     migrating_step.push_back(migrating);
     report.worst_balancedness_by_step.push_back({step, worst});
     window_ms.push_back(wall);

@@ -14,12 +14,12 @@
 // computed per layer. From it every rank derives the same step time, critical path,
 // per-step balancedness and epoch decision.
 //
-// Critical path of a step: for each MoE layer the busiest rank's busy time (the layer's
-// all-to-alls make every rank wait for it), summed, plus the most migration CPU any rank
-// spent in the step, plus the least communication wall time of any rank. Ranks here share
-// cores, so wall time hides imbalance; busy time is each rank's own thread CPU time outside
-// communication calls, and the least waiting rank's communication time approximates the
-// transfer itself.
+// Critical path of a step: for each MoE layer, the busiest rank's busy time (the layer's
+// all-to-alls make every rank wait for it) plus the least communication wall time of any
+// rank in that layer; summed over layers; plus the most migration CPU any rank spent in the
+// step. Ranks here share cores, so wall time hides imbalance; busy time is each rank's own
+// thread CPU time outside communication calls, and the least waiting rank's communication
+// time approximates the transfers themselves.
 #pragma once
 
 #include <cstdint>

@@ -65,9 +65,12 @@ class EpochManager::TransferThread {
     thread_.join();
   }
 
-  void Run(std::shared_ptr<Job> job) {
+  // A job starts with one step's budget: credit saved up while idle would double the bytes
+  // moved in its first step.
+  void Run(std::shared_ptr<Job> job, int64_t first_credit) {
     std::lock_guard<std::mutex> lock(mu_);
     job_ = std::move(job);
+    credit_ = first_credit;
     cv_.notify_all();
   }
   // Returns once the thread no longer touches the current job (its requests cancelled).
@@ -212,6 +215,7 @@ uint64_t EpochManager::HashOf(const control::Orders& orders) const {
   uint64_t h = 0xcbf29ce484222325ULL;
   Mix(h, static_cast<uint64_t>(orders.placement().epoch()));
   Mix(h, static_cast<uint64_t>(orders.base_epoch()));
+  Mix(h, orders.nonce());
   for (const auto& layer : orders.placement().layers()) {
     Mix(h, static_cast<uint64_t>(layer.layer()));
     for (const auto& rank : layer.ranks()) {
@@ -237,8 +241,12 @@ void EpochManager::Offer(const control::Orders& orders) {
   const int64_t epoch = orders.placement().epoch();
   auto drop = [&](const std::string& why) {  // once: the same orders are not checked again
     refused_.push_back(HashOf(orders));
-    std::fprintf(stderr, "switchyard-worker: rank %d: orders for epoch %lld ignored: %s\n", comm_.rank(),
+    std::fprintf(stderr, "switchyard-worker: rank %d: orders for epoch %lld refused: %s\n", comm_.rank(),
                  static_cast<long long>(epoch), why.c_str());
+    MigrationRecord record;
+    record.epoch = epoch;
+    record.error = why;
+    if (on_update_) on_update_({"refused", record, 0, 0, placement_});
   };
   if (active_ || epoch != epoch_ + 1 || orders.base_epoch() != epoch_) return;  // busy, stale, or for a later base
   const uint64_t hash = HashOf(orders);
@@ -384,7 +392,7 @@ absl::Status EpochManager::Start(int64_t next_step) {
   a.job = job;
   a.started = absl::Now();
   active_ = std::move(a);
-  transfer_->Run(job);
+  transfer_->Run(job, options_.bytes_per_step);
   if (on_update_) on_update_({"started", active_->record, job->rank_bytes, 0, placement_});
   return absl::OkStatus();
 }

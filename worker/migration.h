@@ -43,7 +43,7 @@ namespace switchyard::worker {
 namespace control = switchyard::control::v1;
 
 struct MigrationOptions {
-  int64_t bytes_per_step = 8 << 20;  // bytes a rank may start moving (sent + received) per step
+  int64_t bytes_per_step = 4 << 20;  // bytes a rank may start moving (sent + received) per step
   int64_t chunk_bytes = 1 << 20;     // message size (at most bytes_per_step)
   absl::Duration timeout = absl::Seconds(60);  // a migration not done by then fails
 };
@@ -70,7 +70,8 @@ struct MigrationRecord {
   std::string error;        // why it was aborted
 };
 
-// A phase change to tell the coordinator about (started, committed, aborted).
+// A phase change to tell the coordinator about (started, committed, aborted; refused: orders
+// that did not validate, never started).
 struct MigrationUpdate {
   std::string phase;
   MigrationRecord record;
@@ -89,7 +90,8 @@ class EpochManager {
   EpochManager& operator=(const EpochManager&) = delete;
 
   // Newest orders from the coordinator. Orders for the epoch after this one, from this
-  // one, are kept until started; others (stale, or an aborted attempt again) are dropped.
+  // one, are kept until started; others (stale, or an aborted attempt again) are dropped;
+  // invalid ones are refused (reported once).
   void Offer(const control::Orders& orders);
   // Grants this step's byte budget to the transfer thread.
   void GrantBudget();

@@ -78,7 +78,7 @@ ABSL_FLAG(std::string, rebalance, "off",
           "off: keep the starting placement");
 ABSL_FLAG(std::vector<std::string>, embedded_policy, {},
           "--coordinator embedded: rebalance policy settings key=value (see `switchyard policy`)");
-ABSL_FLAG(int64_t, migration_bytes_per_step, 8 << 20, "bytes of expert weights a rank may move (sent + received) per step");
+ABSL_FLAG(int64_t, migration_bytes_per_step, 4 << 20, "bytes of expert weights a rank may move (sent + received) per step");
 ABSL_FLAG(double, migration_timeout_s, 60, "a migration not done after this many seconds is aborted on every rank");
 ABSL_FLAG(std::string, step_log, "", "each rank writes PREFIX.rank<R>.csv: step, epoch, wall/busy/comm/migration ms");
 

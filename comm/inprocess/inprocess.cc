@@ -18,8 +18,13 @@ namespace {
 enum Channel { kCollective = 0, kPointToPoint = 1 };
 
 // Mailboxes shared by the ranks of one world: (channel, src, dst, tag) -> queued messages.
+// Point-to-point receives match messages in the order they were posted, as MPI and UCX
+// match them, whatever order they are tested in: each receive holds a ticket in its
+// mailbox's queue and takes a message only at the queue's front.
 class Fabric {
  public:
+  using Key = std::tuple<int, int, int, int64_t>;
+
   void Post(int channel, int src, int dst, int64_t tag, const void* data, int64_t bytes) {
     std::string message(static_cast<const char*>(data), static_cast<size_t>(bytes));
     {
@@ -29,84 +34,123 @@ class Fabric {
     cv_.notify_all();
   }
 
-  // Takes the next message into `buffer` if there is one. Ok(false) when none yet.
-  absl::StatusOr<bool> TryTake(int channel, int src, int dst, int64_t tag, void* buffer,
-                               int64_t bytes, absl::string_view call) {
+  // A posted receive's place in line.
+  uint64_t Enqueue(const Key& key) {
     std::lock_guard<std::mutex> lock(mu_);
-    return TakeLocked(channel, src, dst, tag, buffer, bytes, call);
+    const uint64_t ticket = ++tickets_;
+    waiting_[key].push_back(ticket);
+    return ticket;
+  }
+
+  // Removes a receive that will never complete (cancelled), so later ones can match.
+  void Withdraw(const Key& key, uint64_t ticket) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = waiting_.find(key);
+      if (it == waiting_.end()) return;
+      std::erase(it->second, ticket);
+      if (it->second.empty()) waiting_.erase(it);
+    }
+    cv_.notify_all();
+  }
+
+  // Takes the next message into `buffer` if there is one (and, with a ticket, if this
+  // receive is first in line). Ok(false) when none yet.
+  absl::StatusOr<bool> TryTake(const Key& key, uint64_t ticket, void* buffer, int64_t bytes,
+                               absl::string_view call) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return TakeLocked(key, ticket, buffer, bytes, call);
   }
 
   // Waits for the next message until `deadline`.
-  absl::Status Take(int channel, int src, int dst, int64_t tag, void* buffer, int64_t bytes,
-                    absl::Time deadline, absl::string_view call) {
+  absl::Status Take(const Key& key, uint64_t ticket, void* buffer, int64_t bytes, absl::Time deadline,
+                    absl::string_view call) {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      SY_ASSIGN_OR_RETURN(const bool taken, TakeLocked(channel, src, dst, tag, buffer, bytes, call));
+      SY_ASSIGN_OR_RETURN(const bool taken, TakeLocked(key, ticket, buffer, bytes, call));
       if (taken) return absl::OkStatus();
       if (cv_.wait_until(lock, absl::ToChronoTime(deadline)) == std::cv_status::timeout &&
           absl::Now() >= deadline) {
-        SY_ASSIGN_OR_RETURN(const bool last, TakeLocked(channel, src, dst, tag, buffer, bytes, call));
+        SY_ASSIGN_OR_RETURN(const bool last, TakeLocked(key, ticket, buffer, bytes, call));
         if (last) return absl::OkStatus();
-        return absl::DeadlineExceededError(
-            absl::StrCat("inprocess ", call, ": rank ", dst, " timed out waiting for rank ", src));
+        return absl::DeadlineExceededError(absl::StrCat("inprocess ", call, ": rank ", std::get<2>(key),
+                                                        " timed out waiting for rank ", std::get<1>(key)));
       }
     }
   }
 
  private:
-  absl::StatusOr<bool> TakeLocked(int channel, int src, int dst, int64_t tag, void* buffer,
-                                  int64_t bytes, absl::string_view call) {
-    auto it = boxes_.find({channel, src, dst, tag});
+  absl::StatusOr<bool> TakeLocked(const Key& key, uint64_t ticket, void* buffer, int64_t bytes,
+                                  absl::string_view call) {
+    auto it = boxes_.find(key);
     if (it == boxes_.end() || it->second.empty()) return false;
+    auto line = waiting_.end();
+    if (ticket != 0) {
+      line = waiting_.find(key);
+      if (line == waiting_.end() || line->second.front() != ticket) return false;  // an earlier receive first
+    }
     std::string& message = it->second.front();
     if (static_cast<int64_t>(message.size()) != bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("inprocess ", call, ": rank ", src,
-                                                     " sent ", message.size(), " bytes, rank ",
-                                                     dst, " expected ", bytes));
+      return absl::InvalidArgumentError(absl::StrCat("inprocess ", call, ": rank ", std::get<1>(key), " sent ",
+                                                     message.size(), " bytes, rank ", std::get<2>(key),
+                                                     " expected ", bytes));
     }
     if (bytes > 0) std::memcpy(buffer, message.data(), static_cast<size_t>(bytes));
     it->second.pop_front();
+    if (line != waiting_.end()) {
+      line->second.pop_front();
+      if (line->second.empty()) waiting_.erase(line);
+      cv_.notify_all();  // the next receive in line may now match
+    }
     return true;
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::tuple<int, int, int, int64_t>, std::deque<std::string>> boxes_;
+  std::map<Key, std::deque<std::string>> boxes_;
+  std::map<Key, std::deque<uint64_t>> waiting_;  // posted, unmatched receives by ticket
+  uint64_t tickets_ = 0;
 };
 
 class InProcessRequest : public Request {
  public:
   // A send: the message is already posted (buffered), so it is complete.
   InProcessRequest() : done_(true) {}
-  // A receive.
+  // A receive, in line from now on.
   InProcessRequest(std::shared_ptr<Fabric> fabric, int src, int dst, int tag, void* buffer, int64_t bytes)
-      : fabric_(std::move(fabric)), src_(src), dst_(dst), tag_(tag), buffer_(buffer), bytes_(bytes) {}
+      : fabric_(std::move(fabric)), key_{kPointToPoint, src, dst, tag}, ticket_(fabric_->Enqueue(key_)),
+        buffer_(buffer), bytes_(bytes) {}
+  ~InProcessRequest() override {
+    if (!done_) fabric_->Withdraw(key_, ticket_);  // cancelled
+  }
 
   absl::StatusOr<bool> Test() override {
     if (done_) return status_.ok() ? absl::StatusOr<bool>(true) : status_;
-    auto taken = fabric_->TryTake(kPointToPoint, src_, dst_, tag_, buffer_, bytes_, "Irecv");
-    if (!taken.ok()) {
-      done_ = true;
-      status_ = taken.status();
-      return status_;
-    }
+    auto taken = fabric_->TryTake(key_, ticket_, buffer_, bytes_, "Irecv");
+    if (!taken.ok()) return Finish(taken.status());
     done_ = *taken;
     return done_;
   }
 
   absl::Status Wait(absl::Duration timeout) override {
     if (done_) return status_;
-    absl::Status s = fabric_->Take(kPointToPoint, src_, dst_, tag_, buffer_, bytes_,
-                                   absl::Now() + timeout, absl::StrCat("Irecv(tag ", tag_, ")"));
+    absl::Status s = fabric_->Take(key_, ticket_, buffer_, bytes_, absl::Now() + timeout,
+                                   absl::StrCat("Irecv(tag ", std::get<3>(key_), ")"));
     if (absl::IsDeadlineExceeded(s)) return s;  // still pending
+    return Finish(s);
+  }
+
+ private:
+  absl::Status Finish(absl::Status s) {
+    if (!s.ok()) fabric_->Withdraw(key_, ticket_);  // failed: out of line
     done_ = true;
     status_ = s;
     return s;
   }
 
- private:
   std::shared_ptr<Fabric> fabric_;
-  int src_ = 0, dst_ = 0, tag_ = 0;
+  Fabric::Key key_{};
+  uint64_t ticket_ = 0;
   void* buffer_ = nullptr;
   int64_t bytes_ = 0;
   bool done_ = false;
@@ -156,7 +200,7 @@ class InProcessCommunicator : public Communicator {
     for (int s = 1; s < size_; ++s) {
       const int peer = (rank_ - s + size_) % size_;
       if (recv_counts[peer] == 0) continue;
-      absl::Status got = fabric_->Take(kCollective, peer, rank_, seq, out + recv_offsets[peer],
+      absl::Status got = fabric_->Take({kCollective, peer, rank_, seq}, 0, out + recv_offsets[peer],
                                        recv_counts[peer], deadline, "AllToAllV");
       if (!got.ok()) return Break(got);
     }
@@ -223,7 +267,7 @@ class InProcessCommunicator : public Communicator {
     for (int s = 1; s < size_; ++s) {
       const int peer = (rank_ - s + size_) % size_;
       char* at = recv != nullptr ? static_cast<char*>(recv) + peer * bytes : nullptr;
-      SY_RETURN_IF_ERROR(fabric_->Take(kCollective, peer, rank_, seq, at, bytes, deadline, call));
+      SY_RETURN_IF_ERROR(fabric_->Take({kCollective, peer, rank_, seq}, 0, at, bytes, deadline, call));
     }
     return absl::OkStatus();
   }

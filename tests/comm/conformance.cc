@@ -215,6 +215,45 @@ void ManyMessagesNoTagMixups(Communicator& c) {
   ASSERT_TRUE(c.Barrier().ok());
 }
 
+// Several receives posted for one (peer, tag) match the messages in the order the receives
+// were posted, whatever order they are tested in (MPI's and UCX's matching rule; chunked
+// weight transfers rely on it).
+void SameTagReceivesMatchInPostingOrder(Communicator& c) {
+  const int n = c.size(), me = c.rank();
+  const int to = (me + 1) % n, from = (me - 1 + n) % n;
+  constexpr int kMessages = 8;
+  constexpr int64_t kBytes = 4096;
+  std::vector<char> in(kMessages * kBytes, 0), out(kMessages * kBytes);
+  std::vector<std::unique_ptr<Request>> recvs, sends;
+  for (int i = 0; i < kMessages; ++i) {
+    auto r = c.Irecv(in.data() + i * kBytes, kBytes, from, 55);
+    ASSERT_TRUE(r.ok()) << r.status();
+    recvs.push_back(*std::move(r));
+  }
+  ASSERT_TRUE(c.Barrier().ok());
+  for (int i = 0; i < kMessages; ++i) {
+    Fill(out.data() + i * kBytes, kBytes, me, to, 300 + i);
+    auto s = c.Isend(out.data() + i * kBytes, kBytes, to, 55);
+    ASSERT_TRUE(s.ok()) << s.status();
+    sends.push_back(*std::move(s));
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (int left = kMessages; left > 0 && absl::Now() < deadline;) {
+    left = 0;
+    for (int i = kMessages - 1; i >= 0; --i) {  // the last posted is tested first
+      auto done = recvs[i]->Test();
+      ASSERT_TRUE(done.ok()) << done.status();
+      if (!*done) ++left;
+    }
+  }
+  for (auto& s : sends) ASSERT_TRUE(s->Wait(absl::Seconds(60)).ok());
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(recvs[i]->Wait(absl::Seconds(1)).ok()) << "receive " << i;
+    EXPECT_TRUE(Check(in.data() + i * kBytes, kBytes, from, me, 300 + i)) << "receive " << i << " got another message";
+  }
+  ASSERT_TRUE(c.Barrier().ok());
+}
+
 // A receive nobody sends to times out, stays pending, and cancelled leaves no trace: the next
 // message with that tag goes to the next receive.
 void PointToPointTimeoutAndCancel(Communicator& c) {
@@ -281,6 +320,7 @@ std::vector<ConformanceCase> ConformanceCases() {
       {"SmallCollectives", SmallCollectives},
       {"BackgroundTransferDuringAllToAlls", BackgroundTransferDuringAllToAlls},
       {"ManyMessagesNoTagMixups", ManyMessagesNoTagMixups},
+      {"SameTagReceivesMatchInPostingOrder", SameTagReceivesMatchInPostingOrder},
       {"PointToPointTimeoutAndCancel", PointToPointTimeoutAndCancel},
       {"BadArgumentsNameTheProblem", BadArgumentsNameTheProblem},
       {"LargeMessages", LargeMessages},

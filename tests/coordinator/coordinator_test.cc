@@ -465,6 +465,17 @@ TEST(Coordinator, MigrationReportsCommitOrDropTheTarget) {
   types::Placement committed;
   ASSERT_TRUE(h.Placement(-1, &committed).ok());
   EXPECT_EQ(committed.epoch(), 1);
+  // Orders a rank refuses are dropped too; publishing again makes a new attempt (nonce).
+  ASSERT_TRUE(h.Drain(1).ok());
+  control::Orders first;
+  ASSERT_TRUE(h.Poll(0, 1, 0, &first).ok());
+  ASSERT_TRUE(report(2, "refused", 2).ok());
+  EXPECT_EQ(h.Status().target_epoch(), 1);
+  ASSERT_TRUE(h.Rebalance(false, 0, &plan).ok());
+  control::Orders second;
+  ASSERT_TRUE(h.Poll(0, 1, 0, &second).ok());
+  EXPECT_EQ(second.placement().epoch(), 2);
+  EXPECT_NE(second.nonce(), first.nonce());
 }
 
 TEST(Coordinator, LongPollReturnsWhenAPlanIsPublished) {

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "comm/inprocess/factory.h"
@@ -60,6 +61,7 @@ struct RunOptions {
   std::vector<int> offer_step = {2, 2, 2, 2};  // the step boundary at which each rank gets the orders
   MigrationOptions migration;
   std::function<void(control::Orders&)> tamper;
+  std::atomic<int>* refused = nullptr;  // counts "refused" updates
 };
 
 // Runs the world on in-process ranks; every rank's report.
@@ -80,6 +82,9 @@ std::vector<RunReport> RunRanks(const World& w, const RunOptions& o) {
       int step = 0;
       if (o.migrate) {
         epochs = std::make_unique<EpochManager>(*comms[r], store, driver.layer(), w.start, 0, o.migration);
+        epochs->set_on_update([&](const MigrationUpdate& u) {
+          if (u.phase == "refused" && o.refused) ++*o.refused;
+        });
         // Offered at every boundary after step offer_step[r] (the control thread re-polls).
         driver.set_epochs(epochs.get(), [&, r]() -> std::optional<control::Orders> {
           return ++step > o.offer_step[r] ? std::optional<control::Orders>(orders) : std::nullopt;
@@ -193,11 +198,20 @@ TEST(Migration, OrdersThatDoNotMatchThePlacementAreIgnored) {
   bad_shares.tamper = [](control::Orders& o) {
     o.mutable_placement()->mutable_layers(0)->mutable_ranks(0)->mutable_replicas(0)->set_share(0.5);
   };
-  for (const RunOptions& o : {wrong_source, missing, stale, bad_shares}) {
-    const std::vector<RunReport> on = RunRanks(w, o);
+  for (RunOptions* o : {&wrong_source, &missing, &bad_shares}) {
+    std::atomic<int> refused{0};
+    o->refused = &refused;
+    const std::vector<RunReport> on = RunRanks(w, *o);
     EXPECT_TRUE(on[0].migrations.empty());
     EXPECT_EQ(on[0].final_epoch, 0);
+    EXPECT_EQ(refused.load(), kRanks);  // each rank reports them once, though offered every step
   }
+  // Orders for another base epoch are not refused, just not for now.
+  std::atomic<int> refused{0};
+  stale.refused = &refused;
+  const std::vector<RunReport> on = RunRanks(w, stale);
+  EXPECT_TRUE(on[0].migrations.empty());
+  EXPECT_EQ(refused.load(), 0);
 }
 
 }  // namespace
