@@ -9,10 +9,11 @@
 # This machine's speed drifts by ~10% between minutes, so the pair (off, on) runs --repeat
 # times alternately and the figures are the median over pairs, with their range.
 # Usage: scripts/bench_rebalance.sh [--scale S] [--tokens T] [--layers L] [--steps N]
-#        [--backend mpi|ucx] [--policy k=v,...] [--repeat N] [--keep DIR]   (after a build)
+#        [--backend mpi|ucx] [--policy k=v,...] [--migration-bytes B] [--repeat N] [--keep DIR]
+#        (after a build; B: the worker's --migration-bytes-per-step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scale=0.0625 tokens=256 layers=4 steps=300 backend=mpi policy="" keep="" repeat=3
+scale=0.0625 tokens=256 layers=4 steps=300 backend=mpi policy="" keep="" repeat=3 migration_bytes=4194304
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scale) scale=$2; shift 2 ;;
@@ -21,6 +22,7 @@ while [[ $# -gt 0 ]]; do
     --steps) steps=$2; shift 2 ;;
     --backend) backend=$2; shift 2 ;;
     --policy) policy=$2; shift 2 ;;
+    --migration-bytes) migration_bytes=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -35,7 +37,7 @@ traces=data/traces
 for ((i = 1; i <= repeat; ++i)); do
 for mode in off on; do
   extra=()
-  extra=(--coordinator embedded --rebalance "$mode")  # the same control plane in both runs
+  extra=(--coordinator embedded --rebalance "$mode" --migration-bytes-per-step "$migration_bytes")  # the same control plane in both runs
   [[ $mode == on && -n "$policy" ]] && extra+=(--embedded-policy "$policy")
   mpirun --allow-run-as-root --oversubscribe -np 4 --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo \
     -x OMPI_MCA_mpi_yield_when_idle -x UCX_NET_DEVICES build/worker/switchyard-worker \
@@ -57,6 +59,22 @@ def recovered(values, start):  # first step from which 5 consecutive steps avera
             return s
     return None
 
+def p99(values):  # as the worker computes it: linear interpolation between order statistics
+    v = sorted(values)
+    x = 0.99 * (len(v) - 1)
+    i = int(x)
+    return v[i] if i + 1 >= len(v) else v[i] + (x - i) * (v[i + 1] - v[i])
+
+# A migration that starts from the starting placement runs its steps under the same placement
+# and load as the same steps of the run without rebalancing: their p99s, compared, isolate
+# what moving the bytes costs from what the placement costs.
+def same_steps_ratio(on, off):
+    first = next((m for m in on["migrations"] if m["epoch"] == 1 and not m.get("error")), None)
+    if first is None:
+        return float("nan")
+    steps = range(first["start_step"], first["commit_step"])
+    return p99([on["critical_path"]["by_step_ms"][s] for s in steps]) / p99([off["critical_path"]["by_step_ms"][s] for s in steps])
+
 rows = []
 for off, on in pairs:
     cp_off, cp_on = off["critical_path"], on["critical_path"]
@@ -73,6 +91,8 @@ for off, on in pairs:
         "first_above": next((s - switch for s in range(switch, len(values)) if values[s] >= 0.9), None),
         "mean_on": sum(values) / len(values),
         "mean_off": sum(v for _, v in off["worst_balancedness_by_step"]) / len(off["worst_balancedness_by_step"]),
+        "same_steps_ratio": same_steps_ratio(on, off),
+        "work_share": cp_on["migration_work_ms"]["p99"] / cp_on["steady_step_ms"]["p99"],
         "same": on["output_checksum"] == off["output_checksum"] and on["tokens_conserved"] and on["weights_identical"],
     })
 def summary(key, fmt="{:.2f}"):
@@ -84,6 +104,9 @@ print(f"critical path tokens/s on/off: {summary('critical_ratio')} (target >= 1.
 print(f"wall-clock tokens/s on/off: {summary('wall_ratio')}")
 print(f"p99 critical step during migrations / steady: {summary('migration_ratio')} (target <= 1.1); "
       f"{summary('migration_p99', '{:.1f}')} ms vs {summary('steady_p99', '{:.1f}')} ms over {summary('migration_steps', '{:.0f}')} steps")
+print(f"  the first migration's steps (same placement and load as the run without rebalancing), p99 on/off: "
+      f"{summary('same_steps_ratio')}; the migration work on the critical path, p99 per migration step / steady p99: "
+      f"{summary('work_share', '{:.3f}')}")
 print(f"worst-layer balancedness after the switch at step {switch}: 5-step mean >= 0.9 after +{summary('recovery', '{:.0f}')} steps "
       f"(target <= +20); first single step >= 0.9 after +{summary('first_above', '{:.0f}')}")
 print(f"mean worst-layer balancedness over the run: on {summary('mean_on', '{:.3f}')}, off {summary('mean_off', '{:.3f}')}")

@@ -106,7 +106,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   const int L = static_cast<int>(layers.size());
   EpochManager* epochs = epochs_;
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
-  std::vector<double> step_ms, critical_ms;
+  std::vector<double> step_ms, critical_ms, migration_ms;  // the last: the critical path's migration term
   std::vector<bool> migrating_step;
   uint64_t checksum = 0;
   // Counts of the whole run, of the current log window and of the current load window.
@@ -198,6 +198,7 @@ absl::StatusOr<RunReport> Driver::Run() {
     }
     step_ms.push_back(wall);
     critical_ms.push_back(critical);
+    migration_ms.push_back(migration);
     migrating_step.push_back(migrating);
     report.worst_balancedness_by_step.push_back({step, worst});
     window_ms.push_back(wall);
@@ -256,17 +257,20 @@ absl::StatusOr<RunReport> Driver::Run() {
     }
   }
   double critical_total = 0;
-  std::vector<double> steady, moving;
+  std::vector<double> steady, moving, moving_work;
   for (int s = 0; s < options_.steps; ++s) {
     critical_total += critical_ms[s];
     (migrating_step[s] ? moving : steady).push_back(critical_ms[s]);
+    if (migrating_step[s]) moving_work.push_back(migration_ms[s]);
   }
   report.critical_tokens_per_s = critical_total > 0 ? R * T * options_.steps / (critical_total / 1e3) : 0;
   report.critical_step_ms_p50 = Percentile(critical_ms, 0.5);
   report.critical_step_ms_p99 = Percentile(critical_ms, 0.99);
   report.critical_steady_ms_p99 = Percentile(steady, 0.99);
   report.critical_migration_ms_p99 = Percentile(moving, 0.99);
+  report.critical_migration_work_ms_p99 = Percentile(moving_work, 0.99);
   report.migration_steps = static_cast<int>(moving.size());
+  report.critical_step_ms = critical_ms;
   const PhaseTimes& t = layer_.times();
   std::vector<double> phases = {t.gate, t.dispatch, t.ffn, t.combine};
   SY_RETURN_IF_ERROR(comm_.AllReduce(phases.data(), 4, comm::ReduceOp::kMax));
@@ -369,7 +373,9 @@ std::string RunReport::ToJson() const {
                         {"step_ms", {{"p50", critical_step_ms_p50}, {"p99", critical_step_ms_p99}}},
                         {"steady_step_ms", {{"p99", critical_steady_ms_p99}}},
                         {"migration_step_ms", {{"p99", critical_migration_ms_p99}}},
-                        {"migration_steps", migration_steps}};
+                        {"migration_work_ms", {{"p99", critical_migration_work_ms_p99}}},
+                        {"migration_steps", migration_steps},
+                        {"by_step_ms", critical_step_ms}};
   nlohmann::json migrations_json = nlohmann::json::array();
   for (const MigrationRecord& m : migrations) {
     nlohmann::json x = {{"epoch", m.epoch},

@@ -84,7 +84,9 @@ struct RunReport {
   // migration, `migration` steps from a migration's start to its first step after the switch.
   double critical_tokens_per_s = 0, critical_step_ms_p50 = 0, critical_step_ms_p99 = 0;
   double critical_steady_ms_p99 = 0, critical_migration_ms_p99 = 0;
+  double critical_migration_work_ms_p99 = 0;  // over migration steps: the most migration CPU any rank did
   int migration_steps = 0;
+  std::vector<double> critical_step_ms;  // per step
   std::vector<MigrationRecord> migrations;
   std::vector<std::pair<int, double>> worst_balancedness_by_step;  // [step, worst-layer value]
   // At the end: the epoch, how many replicas each rank holds, and whether every replica of
