@@ -150,8 +150,14 @@ TEST_F(RebalanceLaunchTest, EmbeddedRebalancingKeepsOutputsAndEpochsConsistent) 
   int held = 0;
   for (int x : on["held_replicas"]) held += x;
   EXPECT_EQ(held, static_cast<int>(Replicas(on["final_placement"]).size()));
-  EXPECT_GT(on["critical_path"].value("tokens_per_s", 0.0), 0);
+  const nlohmann::json& cp = on["critical_path"];
+  EXPECT_GT(cp.value("tokens_per_s", 0.0), 0);
   EXPECT_EQ(on["worst_balancedness_by_step"].size(), static_cast<size_t>(steps));
+  ASSERT_EQ(cp["by_step_ms"].size(), static_cast<size_t>(steps));
+  for (double ms : cp["by_step_ms"]) EXPECT_GT(ms, 0);
+  // The migration term is part of a migration step's critical path, so it is smaller.
+  EXPECT_GT(cp["migration_work_ms"].value("p99", 0.0), 0);
+  EXPECT_LT(cp["migration_work_ms"].value("p99", 0.0), cp["migration_step_ms"].value("p99", 0.0));
 }
 
 TEST_F(RebalanceLaunchTest, DrainedRankEndsHoldingNothing) {
