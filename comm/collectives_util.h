@@ -5,21 +5,34 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "comm/communicator.h"
 
 namespace switchyard::comm {
 
-// Counts and offsets of a fixed-size all-to-all, for backends that run it as AllToAllV.
-class FixedCounts {
+// The state every backend keeps for "a collective failed": the ranks may then be at
+// different points of the collective sequence, so every later collective is refused.
+class BrokenGuard {
  public:
-  FixedCounts(int size, int64_t bytes_per_peer) : counts_(size, bytes_per_peer), offsets_(size) {
-    for (int p = 0; p < size; ++p) offsets_[p] = p * bytes_per_peer;
+  // OK to start collective `call` with `kind` memory on `comm`: FailedPrecondition once
+  // broken, InvalidArgument for a memory kind the backend does not take.
+  absl::Status Start(const Communicator& comm, MemoryKind kind, absl::string_view call) const {
+    if (!broken_.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(comm.backend(), " ", call,
+                                                        ": communicator broken by an earlier error: ",
+                                                        broken_.message()));
+    }
+    return CheckKind(comm, kind, call);
   }
-  const int64_t* counts() const { return counts_.data(); }
-  const int64_t* offsets() const { return offsets_.data(); }
+  // Passes `s` through; the first error breaks the communicator.
+  absl::Status Break(absl::Status s) {
+    if (!s.ok() && broken_.ok()) broken_ = s;
+    return s;
+  }
+  bool broken() const { return !broken_.ok(); }
 
  private:
-  std::vector<int64_t> counts_, offsets_;
+  absl::Status broken_;
 };
 
 // out[i] = op over ranks 0..size-1 (in that order) of all[r * count + i]: every rank gets the

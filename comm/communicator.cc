@@ -1,11 +1,19 @@
 #include "comm/communicator.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 
 namespace switchyard::comm {
 
 absl::string_view MemoryKindName(MemoryKind kind) {
   return kind == MemoryKind::kHost ? "host" : "cuda";
+}
+
+absl::Status Communicator::AllToAll(const void* send, int64_t bytes_per_peer, void* recv, MemoryKind kind) {
+  std::vector<int64_t> counts(size(), bytes_per_peer), offsets(size());
+  for (int p = 0; p < size(); ++p) offsets[p] = p * bytes_per_peer;
+  return AllToAllV(send, counts.data(), offsets.data(), recv, counts.data(), offsets.data(), kind);
 }
 
 absl::Status CheckPeer(const Communicator& comm, int peer, absl::string_view call) {

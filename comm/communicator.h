@@ -63,9 +63,10 @@ class Communicator {
   void set_timeout(absl::Duration timeout) { timeout_ = timeout; }
 
   // Fixed-size all-to-all: `bytes_per_peer` bytes from send + p * bytes_per_peer to rank p,
-  // received at recv + q * bytes_per_peer from rank q. Used to exchange counts.
+  // received at recv + q * bytes_per_peer from rank q. Used to exchange counts. Runs as
+  // AllToAllV with equal counts unless a backend has something better.
   virtual absl::Status AllToAll(const void* send, int64_t bytes_per_peer, void* recv,
-                                MemoryKind kind = MemoryKind::kHost) = 0;
+                                MemoryKind kind = MemoryKind::kHost);
 
   // Dispatch and combine: send_counts[p] bytes at send + send_offsets[p] go to rank p;
   // recv_counts[q] bytes from rank q land at recv + recv_offsets[q]. Counts must agree

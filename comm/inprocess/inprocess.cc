@@ -169,16 +169,10 @@ class InProcessCommunicator : public Communicator {
   int local_size() const override { return std::min(per_node_, size_ - rank_ / per_node_ * per_node_); }
   bool Supports(MemoryKind kind) const override { return kind == MemoryKind::kHost; }
 
-  absl::Status AllToAll(const void* send, int64_t bytes_per_peer, void* recv, MemoryKind kind) override {
-    const FixedCounts counts(size_, bytes_per_peer);
-    return AllToAllV(send, counts.counts(), counts.offsets(), recv, counts.counts(),
-                     counts.offsets(), kind);
-  }
-
   absl::Status AllToAllV(const void* send, const int64_t* send_counts, const int64_t* send_offsets,
                          void* recv, const int64_t* recv_counts, const int64_t* recv_offsets,
                          MemoryKind kind) override {
-    SY_RETURN_IF_ERROR(StartCollective(kind, "AllToAllV"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, kind, "AllToAllV"));
     const int64_t seq = seq_++;
     const auto* in = static_cast<const char*>(send);
     auto* out = static_cast<char*>(recv);
@@ -187,7 +181,7 @@ class InProcessCommunicator : public Communicator {
       const int peer = (rank_ + s) % size_;
       if (peer == rank_) {
         if (send_counts[peer] != recv_counts[peer]) {
-          return Break(absl::InvalidArgumentError(absl::StrCat(
+          return guard_.Break(absl::InvalidArgumentError(absl::StrCat(
               "inprocess AllToAllV: rank ", rank_, " sends itself ", send_counts[peer],
               " bytes but expects ", recv_counts[peer])));
         }
@@ -202,14 +196,14 @@ class InProcessCommunicator : public Communicator {
       if (recv_counts[peer] == 0) continue;
       absl::Status got = fabric_->Take({kCollective, peer, rank_, seq}, 0, out + recv_offsets[peer],
                                        recv_counts[peer], deadline, "AllToAllV");
-      if (!got.ok()) return Break(got);
+      if (!got.ok()) return guard_.Break(got);
     }
     return absl::OkStatus();
   }
 
   absl::Status Barrier() override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "Barrier"));
-    return Break(Gather(nullptr, 0, nullptr, "Barrier"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "Barrier"));
+    return guard_.Break(Gather(nullptr, 0, nullptr, "Barrier"));
   }
 
   absl::Status AllReduce(int64_t* values, int count, ReduceOp op) override {
@@ -220,8 +214,8 @@ class InProcessCommunicator : public Communicator {
   }
 
   absl::Status AllGather(const void* send, int64_t bytes, void* recv) override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "AllGather"));
-    return Break(Gather(send, bytes, recv, "AllGather"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "AllGather"));
+    return guard_.Break(Gather(send, bytes, recv, "AllGather"));
   }
 
   absl::StatusOr<std::unique_ptr<Request>> Isend(const void* buffer, int64_t bytes, int peer,
@@ -244,20 +238,6 @@ class InProcessCommunicator : public Communicator {
     return CheckKind(*this, kind, call);
   }
 
-  absl::Status StartCollective(MemoryKind kind, absl::string_view call) {
-    if (!broken_.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat("inprocess ", call,
-                                                        ": communicator broken by an earlier error: ",
-                                                        broken_.message()));
-    }
-    return CheckKind(*this, kind, call);
-  }
-
-  absl::Status Break(absl::Status s) {
-    if (!s.ok() && broken_.ok()) broken_ = s;
-    return s;
-  }
-
   // Every rank's `bytes` into recv (rank order); null buffers for a pure barrier.
   absl::Status Gather(const void* send, int64_t bytes, void* recv, absl::string_view call) {
     const int64_t seq = seq_++;
@@ -274,9 +254,9 @@ class InProcessCommunicator : public Communicator {
 
   template <typename T>
   absl::Status AllReduceImpl(T* values, int count, ReduceOp op) {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "AllReduce"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "AllReduce"));
     std::vector<T> all(static_cast<size_t>(count) * size_);
-    SY_RETURN_IF_ERROR(Break(Gather(values, count * sizeof(T), all.data(), "AllReduce")));
+    SY_RETURN_IF_ERROR(guard_.Break(Gather(values, count * sizeof(T), all.data(), "AllReduce")));
     ReduceInRankOrder(all.data(), size_, count, op, values);
     return absl::OkStatus();
   }
@@ -284,7 +264,7 @@ class InProcessCommunicator : public Communicator {
   std::shared_ptr<Fabric> fabric_;
   int rank_, size_, per_node_;
   int64_t seq_ = 0;
-  absl::Status broken_;
+  BrokenGuard guard_;
 };
 
 }  // namespace

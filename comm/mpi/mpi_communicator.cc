@@ -207,11 +207,6 @@ class MpiCommunicator : public Communicator {
   // Open MPI here is not CUDA-aware; device buffers go through the NCCL backend.
   bool Supports(MemoryKind kind) const override { return kind == MemoryKind::kHost; }
 
-  absl::Status AllToAll(const void* send, int64_t bytes_per_peer, void* recv, MemoryKind kind) override {
-    const FixedCounts counts(size_, bytes_per_peer);
-    return AllToAllV(send, counts.counts(), counts.offsets(), recv, counts.counts(), counts.offsets(), kind);
-  }
-
   // One MPI_Ialltoallw on every rank, whatever the sizes (the algorithm must not depend on a
   // rank's own counts: every rank has to enter the same collective). A peer whose count and
   // offset fit MPI's int uses MPI_BYTE directly; a larger one gets a datatype of its own: a
@@ -219,7 +214,7 @@ class MpiCommunicator : public Communicator {
   absl::Status AllToAllV(const void* send, const int64_t* send_counts, const int64_t* send_offsets,
                          void* recv, const int64_t* recv_counts, const int64_t* recv_offsets,
                          MemoryKind kind) override {
-    SY_RETURN_IF_ERROR(StartCollective(kind, "AllToAllV"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, kind, "AllToAllV"));
     Layout out_layout, in_layout;
     absl::Status s = out_layout.Build(size_, send_counts, send_offsets);
     if (s.ok()) s = in_layout.Build(size_, recv_counts, recv_offsets);
@@ -231,29 +226,29 @@ class MpiCommunicator : public Communicator {
                     "MPI_Ialltoallw");
     }
     if (s.ok()) s = WaitAll(request, absl::Now() + timeout(), [&] { return Pending("AllToAllV", recv_counts); });
-    return Break(s);
+    return guard_.Break(s);
   }
 
   absl::Status Barrier() override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "Barrier"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "Barrier"));
     std::vector<MPI_Request> request(1);
     absl::Status s = MpiStatus(MPI_Ibarrier(collective_, request.data()), "MPI_Ibarrier");
     if (s.ok()) s = WaitAll(request, absl::Now() + timeout(), [&] { return Pending("Barrier", nullptr); });
-    return Break(s);
+    return guard_.Break(s);
   }
 
   absl::Status AllReduce(int64_t* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
   absl::Status AllReduce(double* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
 
   absl::Status AllGather(const void* send, int64_t bytes, void* recv) override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "AllGather"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "AllGather"));
     if (bytes > INT_MAX) return absl::InvalidArgumentError("mpi AllGather: more than 2 GiB per rank");
     std::vector<MPI_Request> request(1);
     absl::Status s = MpiStatus(MPI_Iallgather(send, static_cast<int>(bytes), MPI_BYTE, recv,
                                               static_cast<int>(bytes), MPI_BYTE, collective_, request.data()),
                                "MPI_Iallgather");
     if (s.ok()) s = WaitAll(request, absl::Now() + timeout(), [&] { return Pending("AllGather", nullptr); });
-    return Break(s);
+    return guard_.Break(s);
   }
 
   absl::StatusOr<std::unique_ptr<Request>> Isend(const void* buffer, int64_t bytes, int peer, int tag,
@@ -305,19 +300,6 @@ class MpiCommunicator : public Communicator {
                         " waiting on ranks {", peers, "}");
   }
 
-  absl::Status StartCollective(MemoryKind kind, absl::string_view call) {
-    if (!broken_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("mpi ", call, ": communicator broken by an earlier error: ", broken_.message()));
-    }
-    return CheckKind(*this, kind, call);
-  }
-
-  absl::Status Break(absl::Status s) {
-    if (!s.ok() && broken_.ok()) broken_ = s;
-    return s;
-  }
-
   template <typename T>
   absl::Status AllReduceImpl(T* values, int count, ReduceOp op) {
     std::vector<T> all(static_cast<size_t>(count) * size_);
@@ -328,7 +310,7 @@ class MpiCommunicator : public Communicator {
 
   MPI_Comm collective_ = MPI_COMM_NULL, p2p_ = MPI_COMM_NULL, node_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
-  absl::Status broken_;
+  BrokenGuard guard_;
 };
 
 class MpiBootstrap : public Bootstrap {

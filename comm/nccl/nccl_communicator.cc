@@ -144,15 +144,10 @@ class NcclCommunicator : public Communicator {
   int local_size() const override { return local_size_; }
   bool Supports(MemoryKind kind) const override { return kind == MemoryKind::kCuda; }
 
-  absl::Status AllToAll(const void* send, int64_t bytes_per_peer, void* recv, MemoryKind kind) override {
-    const FixedCounts counts(size_, bytes_per_peer);
-    return AllToAllV(send, counts.counts(), counts.offsets(), recv, counts.counts(), counts.offsets(), kind);
-  }
-
   absl::Status AllToAllV(const void* send, const int64_t* send_counts, const int64_t* send_offsets,
                          void* recv, const int64_t* recv_counts, const int64_t* recv_offsets,
                          MemoryKind kind) override {
-    SY_RETURN_IF_ERROR(StartCollective(kind, "AllToAllV"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, kind, "AllToAllV"));
     const auto* in = static_cast<const char*>(send);
     auto* out = static_cast<char*>(recv);
     absl::Status s = [&]() -> absl::Status {
@@ -177,7 +172,7 @@ class NcclCommunicator : public Communicator {
 
   // Host arrays, staged through device memory.
   absl::Status AllGather(const void* send, int64_t bytes, void* recv) override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kCuda, "AllGather"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kCuda, "AllGather"));
     absl::Status s = [&]() -> absl::Status {
       SY_RETURN_IF_ERROR(Stage(bytes * (size_ + 1)));
       char* dev = static_cast<char*>(staging_);
@@ -236,21 +231,12 @@ class NcclCommunicator : public Communicator {
     return absl::OkStatus();
   }
 
-  absl::Status StartCollective(MemoryKind kind, absl::string_view call) {
-    if (!broken_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("nccl ", call, ": communicator broken by an earlier error: ", broken_.message()));
-    }
-    return CheckKind(*this, kind, call);
-  }
-
   absl::Status Break(absl::Status s) {
-    if (!s.ok() && broken_.ok()) {
-      broken_ = s;
+    if (!s.ok() && !guard_.broken()) {
       ncclCommAbort(comm_);  // an abandoned NCCL collective cannot be resumed
       comm_ = nullptr;
     }
-    return s;
+    return guard_.Break(std::move(s));
   }
 
   int rank_, size_, local_rank_, local_size_;
@@ -259,7 +245,7 @@ class NcclCommunicator : public Communicator {
   bool own_stream_ = false;
   void* staging_ = nullptr;
   int64_t staging_bytes_ = 0;
-  absl::Status broken_;
+  BrokenGuard guard_;
 };
 
 }  // namespace

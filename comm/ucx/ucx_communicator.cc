@@ -215,15 +215,10 @@ class UcxCommunicator : public Communicator {
   int local_size() const override { return local_size_; }
   bool Supports(MemoryKind kind) const override { return kind == MemoryKind::kHost; }
 
-  absl::Status AllToAll(const void* send, int64_t bytes_per_peer, void* recv, MemoryKind kind) override {
-    const FixedCounts counts(size_, bytes_per_peer);
-    return AllToAllV(send, counts.counts(), counts.offsets(), recv, counts.counts(), counts.offsets(), kind);
-  }
-
   absl::Status AllToAllV(const void* send, const int64_t* send_counts, const int64_t* send_offsets,
                          void* recv, const int64_t* recv_counts, const int64_t* recv_offsets,
                          MemoryKind kind) override {
-    SY_RETURN_IF_ERROR(StartCollective(kind, "AllToAllV"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, kind, "AllToAllV"));
     const uint64_t seq = seq_++;
     const auto* in = static_cast<const char*>(send);
     auto* out = static_cast<char*>(recv);
@@ -239,7 +234,7 @@ class UcxCommunicator : public Communicator {
     }
     if (send_counts[rank_] != recv_counts[rank_]) {
       for (Pending& op : recvs) op.Cancel(w.worker);
-      return Break(absl::InvalidArgumentError(absl::StrCat("ucx AllToAllV: rank ", rank_, " sends itself ",
+      return guard_.Break(absl::InvalidArgumentError(absl::StrCat("ucx AllToAllV: rank ", rank_, " sends itself ",
                                                            send_counts[rank_], " bytes but expects ",
                                                            recv_counts[rank_])));
     }
@@ -259,7 +254,7 @@ class UcxCommunicator : public Communicator {
         if (absl::Now() >= deadline) {
           std::vector<Pending> all;
           for (auto* v : {&recvs, &sends}) for (Pending& op : *v) all.push_back(std::move(op));
-          return Break(Complete(w, all, deadline, timed_out));
+          return guard_.Break(Complete(w, all, deadline, timed_out));
         }
       }
       sends.emplace_back(Send(w, to, in + send_offsets[to], send_counts[to], MakeTag(seq, rank_)), to);
@@ -267,22 +262,22 @@ class UcxCommunicator : public Communicator {
     // The self part last: copied while the peers pull our data (rendezvous reads).
     if (send_counts[rank_] > 0) std::memmove(out + recv_offsets[rank_], in + send_offsets[rank_], send_counts[rank_]);
     for (Pending& op : sends) recvs.push_back(std::move(op));
-    return Break(Complete(w, recvs, deadline, timed_out));
+    return guard_.Break(Complete(w, recvs, deadline, timed_out));
   }
 
   absl::Status Barrier() override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "Barrier"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "Barrier"));
     char token = 0;
     std::vector<char> all(size_);
-    return Break(Gather(&token, 1, all.data(), "Barrier"));
+    return guard_.Break(Gather(&token, 1, all.data(), "Barrier"));
   }
 
   absl::Status AllReduce(int64_t* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
   absl::Status AllReduce(double* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
 
   absl::Status AllGather(const void* send, int64_t bytes, void* recv) override {
-    SY_RETURN_IF_ERROR(StartCollective(MemoryKind::kHost, "AllGather"));
-    return Break(Gather(send, bytes, recv, "AllGather"));
+    SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "AllGather"));
+    return guard_.Break(Gather(send, bytes, recv, "AllGather"));
   }
 
   absl::StatusOr<std::unique_ptr<Request>> Isend(const void* buffer, int64_t bytes, int peer, int tag,
@@ -359,19 +354,6 @@ class UcxCommunicator : public Communicator {
     return CheckKind(*this, kind, call);
   }
 
-  absl::Status StartCollective(MemoryKind kind, absl::string_view call) {
-    if (!broken_.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("ucx ", call, ": communicator broken by an earlier error: ", broken_.message()));
-    }
-    return CheckKind(*this, kind, call);
-  }
-
-  absl::Status Break(absl::Status s) {
-    if (!s.ok() && broken_.ok()) broken_ = s;
-    return s;
-  }
-
   // Every rank's `bytes` into recv in rank order.
   absl::Status Gather(const void* send, int64_t bytes, void* recv, absl::string_view call) {
     const uint64_t seq = seq_++;
@@ -405,7 +387,7 @@ class UcxCommunicator : public Communicator {
   int rank_, size_, local_rank_, local_size_;
   std::shared_ptr<Resources> res_;
   uint64_t seq_ = 0;
-  absl::Status broken_;
+  BrokenGuard guard_;
 };
 
 }  // namespace
