@@ -3,22 +3,13 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/hash.h"
 #include "common/status.h"
 
 namespace switchyard::placement {
-namespace {
-
-uint64_t SplitMix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 double PairDraw(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
-  const uint64_t h = SplitMix(SplitMix(SplitMix(SplitMix(a) ^ b) ^ c) ^ d);
+  const uint64_t h = SplitMix64(SplitMix64(SplitMix64(SplitMix64(a) ^ b) ^ c) ^ d);
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
+#include "common/hash.h"
 #include "common/status.h"
 #include "placement/io/placement_json.h"
 
@@ -62,16 +63,9 @@ void AddCounts(const std::vector<LayerCounts>& from, std::vector<LayerCounts>& t
 
 }  // namespace
 
-uint64_t Fnv1a(const void* data, size_t bytes) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
-
 uint64_t HashBytes(const void* data, size_t bytes) {
   const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = 0x9e3779b97f4a7c15ULL ^ bytes;
+  uint64_t h = kGoldenGamma ^ bytes;
   size_t i = 0;
   for (; i + 8 <= bytes; i += 8) {
     uint64_t w;
@@ -85,7 +79,7 @@ uint64_t HashBytes(const void* data, size_t bytes) {
 
 uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, int64_t width) {
   uint64_t h = Fnv1a(hidden, static_cast<size_t>(width) * sizeof(float));
-  h ^= (step * 0x9e3779b97f4a7c15ULL) ^ (global_token * 0xc2b2ae3d27d4eb4fULL);
+  h ^= (step * kGoldenGamma) ^ (global_token * 0xc2b2ae3d27d4eb4fULL);
   h = (h ^ (h >> 31)) * 0x7fb5d329728ea185ULL;
   return h ^ (h >> 27);
 }

@@ -128,10 +128,9 @@ class Driver {
   std::function<std::optional<control::Orders>()> poll_orders_;
 };
 
-// FNV-1a of bytes, and the order-free mix used by the checksum.
-uint64_t Fnv1a(const void* data, size_t bytes);
 // A fast 64-bit hash of bytes, 8 at a time (weights comparison).
 uint64_t HashBytes(const void* data, size_t bytes);
+// One token's contribution to the order-free output checksum.
 uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, int64_t width);
 
 }  // namespace switchyard::worker

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/hash.h"
 #include "common/status.h"
 #include "placement/routing.h"
 #include "proto/convert.h"
@@ -25,8 +26,11 @@ double CpuSeconds(clockid_t clock) {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// FNV-1a over x's 8 bytes, least significant first.
 void Mix(uint64_t& h, uint64_t x) {
-  for (int i = 0; i < 8; ++i) h = (h ^ ((x >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
+  unsigned char bytes[8];
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(x >> (8 * i));
+  h = Fnv1a(bytes, sizeof bytes, h);
 }
 
 }  // namespace
@@ -212,7 +216,7 @@ EpochManager::~EpochManager() {
 }
 
 uint64_t EpochManager::HashOf(const control::Orders& orders) const {
-  uint64_t h = 0xcbf29ce484222325ULL;
+  uint64_t h = kFnvOffsetBasis;
   Mix(h, static_cast<uint64_t>(orders.placement().epoch()));
   Mix(h, static_cast<uint64_t>(orders.base_epoch()));
   Mix(h, orders.nonce());

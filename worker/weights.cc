@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/hash.h"
 #include "common/status.h"
 #include "kernels/types.h"
 #include "worker/safetensors.h"
@@ -13,20 +14,12 @@
 namespace switchyard::worker {
 namespace {
 
-uint64_t SplitMix(uint64_t& state) {
-  uint64_t x = (state += 0x9e3779b97f4a7c15ULL);
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // n values uniform in [-a, a], a = sqrt(3 / fan_in) (variance 1 / fan_in).
 void Fill(std::vector<float>& out, size_t n, int64_t fan_in, uint64_t stream) {
   out.resize(n);
   const float a = std::sqrt(3.0f / static_cast<float>(fan_in));
-  uint64_t state = stream;
   for (size_t i = 0; i < n; ++i) {
-    const double u = static_cast<double>(SplitMix(state) >> 11) * 0x1.0p-53;
+    const double u = static_cast<double>(SplitMix64(stream + i * kGoldenGamma) >> 11) * 0x1.0p-53;
     out[i] = static_cast<float>((2 * u - 1) * a);
   }
 }
@@ -48,9 +41,9 @@ class Seeded : public WeightSource {
 
  private:
   uint64_t Stream(int layer, int expert) const {
-    uint64_t s = seed_ * 0x100000001b3ULL + static_cast<uint64_t>(layer) * 0x9e3779b1ULL +
+    const uint64_t s = seed_ * 0x100000001b3ULL + static_cast<uint64_t>(layer) * 0x9e3779b1ULL +
                  static_cast<uint64_t>(expert + 1) * 0x85ebca6bULL;
-    return SplitMix(s);
+    return SplitMix64(s);
   }
   absl::Status Pack(const kernels::FfnShape& shape, uint64_t stream, void* packed) {
     const size_t fh = static_cast<size_t>(shape.ffn * shape.hidden);

@@ -7,24 +7,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/hash.h"
 #include "common/status.h"
 #include "placement/io/load_csv.h"
 
 namespace switchyard::worker {
 namespace {
 
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Uniform in (0, 1) from a key.
-double Uniform(uint64_t key) { return (static_cast<double>(Mix(key) >> 11) + 0.5) * 0x1.0p-53; }
+double Uniform(uint64_t key) { return (static_cast<double>(SplitMix64(key) >> 11) + 0.5) * 0x1.0p-53; }
 
 uint64_t Key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
-  return Mix(Mix(Mix(seed ^ 0x51ed27) ^ a) ^ b) ^ c;
+  return SplitMix64(SplitMix64(SplitMix64(seed ^ 0x51ed27) ^ a) ^ b) ^ c;
 }
 
 std::vector<double> Normalised(std::vector<double> v) {
@@ -70,7 +64,7 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
         std::vector<int> order(E);
         std::iota(order.begin(), order.end(), 0);
         for (int i = E - 1; i > 0; --i) {  // seeded shuffle: this layer's hot set
-          std::swap(order[i], order[Mix(Key(seed, 7, l, i)) % (i + 1)]);
+          std::swap(order[i], order[SplitMix64(Key(seed, 7, l, i)) % (i + 1)]);
         }
         std::vector<double> p(E);
         for (int r = 0; r < E; ++r) p[order[r]] = std::pow(r + 1.0, -s);
