@@ -113,7 +113,11 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   recv_rows_.resize(recv_rows * H);
   recv_slot_.resize(recv_rows);
   // Byte counts and offsets for rows, then for slot ids.
-  std::vector<int64_t> sb(R), so(R), rb(R), ro(R);
+  std::vector<int64_t>& sb = byte_counts_[0];
+  std::vector<int64_t>& so = byte_offsets_[0];
+  std::vector<int64_t>& rb = byte_counts_[1];
+  std::vector<int64_t>& ro = byte_offsets_[1];
+  for (std::vector<int64_t>* v : {&sb, &so, &rb, &ro}) v->resize(R);
   auto scale = [&](size_t unit) {
     for (int r = 0; r < R; ++r) {
       sb[r] = send_counts_[r] * static_cast<int64_t>(unit);
@@ -141,12 +145,12 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   grouped_.resize(recv_rows * H);
   grouped_out_.resize(recv_rows * H);
   kernels::ScatterRows(recv_rows_.data(), grouped_.data(), order_.data(), recv_rows, row_bytes);
-  std::vector<const void*> slot_weights(slots);
+  slot_weights_.resize(slots);
   for (int s = 0; s < slots; ++s) {
-    slot_weights[s] = weights_.slot_weights(li, s);
+    slot_weights_[s] = weights_.slot_weights(li, s);
     counts.processed[weights_.slot_expert(li, s)] += slot_counts_[s];
   }
-  SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.ExpertShape(), slot_weights.data(), slot_offsets_.data(),
+  SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.ExpertShape(), slot_weights_.data(), slot_offsets_.data(),
                                             slot_counts_.data(), slots, grouped_.data(), grouped_out_.data(), ffn_ws_));
   back_rows_.resize(recv_rows * H);
   kernels::GatherRows(grouped_out_.data(), back_rows_.data(), order_.data(), recv_rows, row_bytes);

@@ -98,6 +98,8 @@ class MoeLayer {
   std::vector<float> weights_buf_, send_rows_, recv_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
   std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;
   std::vector<int64_t> slot_counts_, slot_offsets_;
+  std::vector<int64_t> byte_counts_[2], byte_offsets_[2];  // an all-to-all's [send, recv] in bytes
+  std::vector<const void*> slot_weights_;
 };
 
 }  // namespace switchyard::worker
