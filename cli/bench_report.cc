@@ -2,9 +2,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
 
 ABSL_FLAG(bool, json, false, "bench: print results as JSON (a list of objects)");
 ABSL_FLAG(std::string, traces_dir, "",
@@ -12,6 +16,26 @@ ABSL_FLAG(std::string, traces_dir, "",
           "source tree's data/traces)");
 
 namespace switchyard::cli {
+
+std::string CpuModelName() {
+  static const std::string name = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (absl::StartsWith(line, "model name") || absl::StartsWith(line, "CPU part")) {
+        const size_t colon = line.find(':');
+        if (colon != std::string::npos) return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+      }
+    }
+    return std::string("unknown");
+  }();
+  return name;
+}
+
+void BenchReport::Add(nlohmann::json fields) {
+  if (!fields.contains("cpu")) fields["cpu"] = CpuModelName();
+  cases_.push_back(std::move(fields));
+}
 
 void BenchReport::Print(bool json) const {
   if (json || absl::GetFlag(FLAGS_json)) {

@@ -6,6 +6,12 @@ find_package(nlohmann_json CONFIG REQUIRED)
 find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
+# The CPU kernels: Highway (portable SIMD, runtime dispatch) and OpenMP (threads in a rank).
+find_package(HWY CONFIG QUIET)
+if(NOT HWY_FOUND)
+  message(FATAL_ERROR "Highway (libhwy-dev) not found. Run scripts/setup.sh.")
+endif()
+find_package(OpenMP REQUIRED COMPONENTS CXX)
 
 # _sy_optional(<NAME> <found-variable> <why-missing>): turns SWITCHYARD_WITH_<NAME> and whether
 # the package was found into SWITCHYARD_HAVE_<NAME>; ON without the package is a FATAL_ERROR.

@@ -1,7 +1,13 @@
 #include "kernels/ffn.h"
 
+#include <sched.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/ffn_internal.h"
@@ -38,13 +44,101 @@ double FfnShape::FlopsPerRow() const {
   return 2.0 * hidden * ffn * (activation == Activation::kSwiGlu ? 3 : 2);
 }
 
+absl::string_view CpuIsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kPortable: return "portable";
+    case CpuIsa::kAvx2: return "avx2";
+    case CpuIsa::kAvx512: return "avx512";
+    case CpuIsa::kNeon: return "neon";
+  }
+  return "unknown";
+}
+
+namespace {
+constexpr CpuIsa kAllIsas[] = {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon};
+}  // namespace
+
+bool CpuSupports(CpuIsa isa) {
+  return (internal::SupportedIsaMask() >> static_cast<int>(isa)) & 1u;
+}
+
+std::vector<CpuIsa> SupportedCpuIsas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : kAllIsas) {
+    if (CpuSupports(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name) {
+  std::string supported;
+  for (CpuIsa isa : SupportedCpuIsas()) absl::StrAppend(&supported, supported.empty() ? "" : ", ", CpuIsaName(isa));
+  for (CpuIsa isa : kAllIsas) {
+    if (CpuIsaName(isa) != name) continue;
+    if (!CpuSupports(isa)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CPU ISA path '", name, "' is not available on this CPU (it runs: ", supported, ")"));
+    }
+    return isa;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown CPU ISA path '", name,
+                                                 "' (known: portable, avx2, avx512, neon; this CPU runs: ",
+                                                 supported, ")"));
+}
+
+absl::StatusOr<CpuIsa> CpuIsaFromEnvironment() {
+  const char* forced = std::getenv(kCpuIsaEnv);
+  if (forced != nullptr && *forced != '\0') {
+    absl::StatusOr<CpuIsa> isa = ParseCpuIsa(forced);
+    if (!isa.ok()) return absl::Status(isa.status().code(), absl::StrCat(kCpuIsaEnv, ": ", isa.status().message()));
+    return isa;
+  }
+  return SupportedCpuIsas().back();
+}
+
 CpuIsa BestCpuIsa() {
-  if (internal::Avx512Compiled() && __builtin_cpu_supports("avx512f")) return CpuIsa::kAvx512;
-  return CpuIsa::kPortable;
+  absl::StatusOr<CpuIsa> isa = CpuIsaFromEnvironment();
+  return isa.ok() ? *isa : SupportedCpuIsas().back();
 }
 
 bool CpuSupportsBf16Dot() {
-  return internal::Avx512Compiled() && __builtin_cpu_supports("avx512bf16");
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = CpuSupports(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512bf16");
+  return has;
+#else
+  return false;
+#endif
+}
+
+std::string FfnKernelName(CpuIsa isa, WeightType weights) {
+  std::string name(CpuIsaName(isa));
+  if (weights == WeightType::kBF16) {
+    absl::StrAppend(&name, isa == CpuIsa::kAvx512 && CpuSupportsBf16Dot() ? "_bf16dot" : "_bf16widen");
+  }
+  return name;
+}
+
+int DefaultCpuThreads() {
+  auto env_int = [](const char* name) -> long {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return 0;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    return end != nullptr && *end == '\0' && n > 0 && n <= 4096 ? n : 0;
+  };
+  if (long omp = env_int("OMP_NUM_THREADS"); omp > 0) return static_cast<int>(omp);
+  cpu_set_t set;
+  const long online = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+  long mine = online;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) mine = std::max(1, CPU_COUNT(&set));
+  if (mine < online) return static_cast<int>(mine);  // bound by the launcher: use what we got
+  long local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (local == 0) local = env_int("MPI_LOCALNRANKS");
+  if (local == 0) {
+    const long tasks = env_int("SLURM_STEP_NUM_TASKS"), nodes = env_int("SLURM_STEP_NUM_NODES");
+    if (tasks > 0 && nodes > 0) local = (tasks + nodes - 1) / nodes;
+  }
+  return static_cast<int>(std::max(1L, mine / std::max(1L, local)));
 }
 
 namespace internal {
@@ -160,24 +254,33 @@ absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t
 }
 
 // Drives the two GEMMs of each slot through the workspace (friend of FfnWorkspace).
+//
+// Work split: phase 1 (gate/up GEMM + activation) and phase 2 (down GEMM) are each a list
+// of (slot, panel range) tasks over all the slot's rows, run by `threads` OpenMP threads;
+// phase 2 starts when every activation is written. A task computes whole output elements, so
+// the split changes no bits. With one thread each slot is one task (no OpenMP region).
 class FfnRunner {
  public:
   static absl::Status Run(const FfnShape& shape, const void* const* slot_weights,
                           const int64_t* row_offsets, const int64_t* row_counts, int num_slots,
                           const float* input, float* output, FfnWorkspace& ws) {
     if (absl::Status valid = shape.Validate(); !valid.ok()) return valid;
-    const bool is_bf16 = shape.weights == WeightType::kBF16;
-    if (is_bf16 && ws.isa() == CpuIsa::kAvx512 && !CpuSupportsBf16Dot()) {
-      return absl::FailedPreconditionError(
-          "bf16 FFN on the AVX-512 path needs AVX-512 BF16; use the portable path");
+    if (!CpuSupports(ws.isa())) {
+      return absl::FailedPreconditionError(absl::StrCat("FFN: the ", CpuIsaName(ws.isa()),
+                                                        " path is not available on this CPU"));
     }
+    const bool is_bf16 = shape.weights == WeightType::kBF16;
+    const internal::GemmFn gemm = internal::GemmFor(ws.isa(), is_bf16);
     const internal::PackedLayout l = internal::LayoutOf(shape);
     const int64_t H = shape.hidden, F = shape.ffn;
-    auto gemm = ws.isa() == CpuIsa::kAvx512 ? internal::GemmAvx512 : internal::GemmPortable;
     const auto epilogue = shape.activation == Activation::kSwiGlu ? internal::Epilogue::kSwiGlu
                                                                   : internal::Epilogue::kReluSquared;
+    // Validate every slot and place its rows in the scratch buffers.
+    ws.packed_.assign(static_cast<size_t>(std::max(num_slots, 0)), 0);
+    int64_t total = 0;
     for (int s = 0; s < num_slots; ++s) {
       const int64_t M = row_counts[s];
+      ws.packed_[s] = total;
       if (M == 0) continue;
       if (M < 0 || slot_weights[s] == nullptr) {
         return absl::InvalidArgumentError(
@@ -191,33 +294,105 @@ class FfnRunner {
         return absl::InvalidArgumentError(
             absl::StrCat("slot ", s, ": weights are not a packed expert of this shape"));
       }
-      const auto* w = static_cast<const char*>(slot_weights[s]);
-      const float* x = input + row_offsets[s] * H;
-      float* y = output + row_offsets[s] * H;
-      GemmArgs first{x, H, w + l.first_offset, l.panel1_bytes, l.panels1, l.k1, M,
-                     nullptr, l.k2, F, epilogue, is_bf16, is_bf16};
-      GemmArgs down{nullptr, l.k2, w + l.down_offset, l.panel2_bytes, l.panels2, l.k2, M,
-                    y, H, H, internal::Epilogue::kStore, is_bf16, false};
-      if (is_bf16) {
-        ws.in16_.resize(static_cast<size_t>(M * l.k1));
-        ws.act16_.assign(static_cast<size_t>(M * l.k2), 0);  // zero pad column when ffn is odd
-        for (int64_t i = 0; i < M; ++i) {
-          for (int64_t k = 0; k < H; ++k) ws.in16_[i * l.k1 + k] = FloatToBf16(x[i * H + k]);
-          if (l.k1 > H) ws.in16_[i * l.k1 + H] = 0;
-        }
-        first.a = ws.in16_.data();
-        first.lda = l.k1;
-        first.out = ws.act16_.data();
-        down.a = ws.act16_.data();
-      } else {
-        ws.act_.resize(static_cast<size_t>(M * F));
-        first.out = ws.act_.data();
-        down.a = ws.act_.data();
-      }
-      gemm(first);
-      gemm(down);
+      total += M;
     }
+    if (total == 0) return absl::OkStatus();
+    const int threads = ws.threads();
+    if (is_bf16) {
+      ws.in16_.resize(static_cast<size_t>(total * l.k1));
+      ws.act16_.assign(static_cast<size_t>(total * l.k2), 0);  // zero pad column when ffn is odd
+      ParallelFor(threads, num_slots, [&](int64_t s) {
+        for (int64_t i = 0; i < row_counts[s]; ++i) {
+          const float* x = input + (row_offsets[s] + i) * H;
+          bf16* to = ws.in16_.data() + (ws.packed_[s] + i) * l.k1;
+          for (int64_t k = 0; k < H; ++k) to[k] = FloatToBf16(x[k]);
+          if (l.k1 > H) to[H] = 0;
+        }
+      });
+    } else {
+      ws.act_.resize(static_cast<size_t>(total * F));
+    }
+    const int64_t act_ld = is_bf16 ? l.k2 : F;
+    void* act = is_bf16 ? static_cast<void*>(ws.act16_.data()) : static_cast<void*>(ws.act_.data());
+    const size_t act_elem = is_bf16 ? sizeof(bf16) : sizeof(float);
+
+    // Phase 1: x [M, H] -> activations [M, F].
+    Split(ws, num_slots, row_counts, l.panels1, total);
+    ParallelFor(threads, static_cast<int64_t>(ws.tasks_.size()), [&](int64_t t) {
+      const FfnWorkspace::Task task = ws.tasks_[t];
+      const int s = task.slot;
+      const int64_t col0 = task.first_panel * l.outputs_per_panel1;
+      internal::GemmArgs g{};
+      g.a = is_bf16 ? static_cast<const void*>(ws.in16_.data() + ws.packed_[s] * l.k1)
+                    : static_cast<const void*>(input + row_offsets[s] * H);
+      g.lda = is_bf16 ? l.k1 : H;
+      g.panels = static_cast<const char*>(slot_weights[s]) + l.first_offset + task.first_panel * l.panel1_bytes;
+      g.panel_bytes = l.panel1_bytes;
+      g.panels_n = task.panels;
+      g.k = l.k1;
+      g.rows = row_counts[s];
+      g.out = static_cast<char*>(act) + (ws.packed_[s] * act_ld + col0) * act_elem;
+      g.ldo = act_ld;
+      g.out_cols = F - col0;
+      g.epilogue = epilogue;
+      g.bf16 = is_bf16;
+      g.out_bf16 = is_bf16;
+      gemm(g);
+    });
+    // Phase 2: activations [M, F] -> y [M, H].
+    Split(ws, num_slots, row_counts, l.panels2, total);
+    ParallelFor(threads, static_cast<int64_t>(ws.tasks_.size()), [&](int64_t t) {
+      const FfnWorkspace::Task task = ws.tasks_[t];
+      const int s = task.slot;
+      const int64_t col0 = task.first_panel * internal::kPanelCols;
+      internal::GemmArgs g{};
+      g.a = static_cast<const char*>(act) + ws.packed_[s] * act_ld * act_elem;
+      g.lda = act_ld;
+      g.panels = static_cast<const char*>(slot_weights[s]) + l.down_offset + task.first_panel * l.panel2_bytes;
+      g.panel_bytes = l.panel2_bytes;
+      g.panels_n = task.panels;
+      g.k = l.k2;
+      g.rows = row_counts[s];
+      g.out = output + row_offsets[s] * H + col0;
+      g.ldo = H;
+      g.out_cols = H - col0;
+      g.epilogue = internal::Epilogue::kStore;
+      g.bf16 = is_bf16;
+      g.out_bf16 = false;
+      gemm(g);
+    });
     return absl::OkStatus();
+  }
+
+ private:
+  // Tasks of one phase: with one thread, one per slot; else each slot's panels cut into
+  // ranges of about 1/(4 * threads) of the phase's work (rows x panels x k), at least one
+  // panel, so a hot slot spreads over every thread and cold ones stay whole.
+  static void Split(FfnWorkspace& ws, int num_slots, const int64_t* row_counts, int64_t panels,
+                    int64_t total_rows) {
+    ws.tasks_.clear();
+    const double target = static_cast<double>(total_rows) * panels / (4.0 * ws.threads());
+    for (int s = 0; s < num_slots; ++s) {
+      const int64_t M = row_counts[s];
+      if (M == 0) continue;
+      int64_t step = panels;
+      if (ws.threads() > 1) {
+        step = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(target / M)), 1, panels);
+      }
+      // Ranges start at even panels so that the GEMM's panel pairs stay intact.
+      if (step < panels && step % 2 == 1 && step > 1) --step;
+      for (int64_t p = 0; p < panels; p += step) ws.tasks_.push_back({s, p, std::min(step, panels - p)});
+    }
+  }
+
+  template <typename Body>
+  static void ParallelFor(int threads, int64_t n, const Body& body) {
+    if (threads <= 1 || n <= 1) {
+      for (int64_t i = 0; i < n; ++i) body(i);
+      return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) body(i);
   }
 };
 

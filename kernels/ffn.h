@@ -9,19 +9,23 @@
 // holds and what migration moves, opaque; they are never regenerated.
 //
 // Determinism: every output element is one fused multiply-add chain over the reduction
-// index in a fixed order, so a row's result does not depend on how many rows share its call
-// or where it sits (DESIGN.md section 4). Within one process the same ISA path is used for
-// every call. fp32: bit-identical between the AVX-512 and the portable path for the GEMMs;
-// the activation's exp may differ in the last bit between paths.
+// index in a fixed order, and the activation is one shared per-lane implementation
+// (kernels/cpu/math-inl.h), so a row's result does not depend on how many rows share its
+// call, where it sits, the thread count, or the ISA path: every path gives the same bits
+// (DESIGN.md section 4). Only exception: the AVX-512 BF16 dot instruction flushes bf16
+// denormals (below 2^-126), which real weights do not contain.
 //
 // Thread-safety: functions are reentrant; an FfnWorkspace belongs to one thread at a time.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/types.h"
 
 namespace switchyard::kernels {
@@ -38,11 +42,46 @@ struct FfnShape {
   friend bool operator==(const FfnShape&, const FfnShape&) = default;
 };
 
-// The instruction set the CPU kernels use: the best this CPU has, unless a caller asks for
-// the portable path (tests compare the two).
-enum class CpuIsa { kPortable, kAvx512 };
+// The instruction-set path of the CPU kernels. Every path gives the same bits for the same
+// inputs (see "Determinism" above), so ranks on different CPUs agree after a migration.
+enum class CpuIsa {
+  kPortable,  // scalar, any CPU (correctly rounded std::fma per lane)
+  kAvx2,      // x86-64 AVX2 + FMA (Haswell, AMD Zen 1-3 and later)
+  kAvx512,    // x86-64 AVX-512 F/VL/DQ/BW; bf16 weights use vdpbf16ps where the CPU has it
+  kNeon,      // AArch64 NEON (every Arm server; SVE machines take this path too)
+};
+absl::string_view CpuIsaName(CpuIsa isa);  // "portable", "avx2", "avx512", "neon"
+
+// The paths this build and this CPU can run, portable first, best last.
+std::vector<CpuIsa> SupportedCpuIsas();
+bool CpuSupports(CpuIsa isa);
+
+// `name` as a path this CPU runs. InvalidArgument for an unknown name, FailedPrecondition
+// naming the CPU's paths for one it lacks.
+absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name);
+
+// The environment setting that forces a path (tests, benchmarks, mixed clusters).
+inline constexpr char kCpuIsaEnv[] = "SWITCHYARD_CPU_ISA";
+
+// The path forced by $SWITCHYARD_CPU_ISA (an error if it names an unknown path or one this CPU
+// lacks), else the best path this CPU has. Binaries call this at start-up and refuse to run
+// on an error.
+absl::StatusOr<CpuIsa> CpuIsaFromEnvironment();
+// The same, for library defaults: a bad setting falls back to the best path (the binaries
+// have already refused it).
 CpuIsa BestCpuIsa();
+
 bool CpuSupportsBf16Dot();  // AVX-512 BF16 (vdpbf16ps)
+
+// The kernel that runs `weights` on `isa`, e.g. "avx2", "avx512_bf16dot" (reports name it).
+std::string FfnKernelName(CpuIsa isa, WeightType weights);
+
+// Threads a rank's CPU kernels use unless told otherwise: $OMP_NUM_THREADS if set; else the
+// CPUs this process may run on (its affinity mask, i.e. the launcher's binding), divided
+// among the ranks the launcher started on this node when they were left unbound
+// (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, SLURM_STEP_NUM_TASKS / SLURM_STEP_NUM_NODES).
+// At least 1.
+int DefaultCpuThreads();
 
 // Bytes of one packed expert, header included (a multiple of 64).
 size_t PackedExpertBytes(const FfnShape& shape);
@@ -58,18 +97,29 @@ absl::Status PackExpertBf16(const FfnShape& shape, const bf16* gate, const bf16*
 // OK if `packed` (of `bytes` bytes) is a packed expert of exactly `shape`.
 absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t bytes);
 
-// Scratch buffers of GroupedFfn, grown on demand and reused.
+// The path and thread count of GroupedFfnCpu, and its scratch buffers (grown on demand,
+// reused). `threads` >= 1 OpenMP threads share each call as (slot, panel range) tasks; each
+// output element is computed whole by one task, so the bits do not depend on `threads`.
 class FfnWorkspace {
  public:
-  explicit FfnWorkspace(CpuIsa isa = BestCpuIsa()) : isa_(isa) {}
+  explicit FfnWorkspace(CpuIsa isa = BestCpuIsa(), int threads = 1)
+      : isa_(isa), threads_(threads < 1 ? 1 : threads) {}
   CpuIsa isa() const { return isa_; }
+  int threads() const { return threads_; }
 
  private:
   friend class FfnRunner;
   CpuIsa isa_;
-  std::vector<float> act_;   // intermediate activations, fp32 path
-  std::vector<bf16> in16_;   // input rows as bf16
-  std::vector<bf16> act16_;  // intermediate activations, bf16 path
+  int threads_;
+  std::vector<float> act_;       // intermediate activations, fp32 path [rows, ffn]
+  std::vector<bf16> in16_;       // input rows as bf16 [rows, hidden padded to even]
+  std::vector<bf16> act16_;      // intermediate activations, bf16 path [rows, ffn padded]
+  std::vector<int64_t> packed_;  // each slot's first row in the buffers above
+  struct Task {
+    int slot;
+    int64_t first_panel, panels;
+  };
+  std::vector<Task> tasks_;
 };
 
 // output rows [row_offsets[s], row_offsets[s] + row_counts[s]) = FFN of slot s (weights

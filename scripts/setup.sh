@@ -9,7 +9,7 @@ packages=(
   libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev
-  libopenblas-dev
+  libopenblas-dev libhwy-dev
   libopenmpi-dev openmpi-bin
   libucx-dev ucx-utils
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc

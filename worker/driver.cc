@@ -91,7 +91,7 @@ Driver::Driver(const ModelConfig& model, comm::Communicator& comm, const Workloa
       workload_(workload),
       weights_(weights),
       options_(std::move(options)),
-      layer_(model, comm, weights, std::move(table)) {}
+      layer_(model, comm, weights, std::move(table), options_.cpu_threads) {}
 
 absl::StatusOr<RunReport> Driver::Run() {
   const int R = comm_.size(), me = comm_.rank();
@@ -362,7 +362,9 @@ std::string RunReport::ToJson() const {
                       {"model", model},
                       {"backend", backend},
                       {"placement", placement_policy},
-                      {"workload", workload}};
+                      {"workload", workload},
+                      {"isa", cpu_isa},
+                      {"threads", cpu_threads}};
   j["critical_path"] = {{"tokens_per_s", critical_tokens_per_s},
                         {"step_ms", {{"p50", critical_step_ms_p50}, {"p99", critical_step_ms_p99}}},
                         {"steady_step_ms", {{"p99", critical_steady_ms_p99}}},

@@ -58,6 +58,8 @@ struct DriverOptions {
   std::function<void(int64_t, int64_t)> on_step;
   // Each rank writes PREFIX.rank<R>.csv: one line per step (epoch, times, pairs computed).
   std::string step_log;
+  // Threads of this rank's CPU kernels (the grouped FFN); no output bit depends on it.
+  int cpu_threads = 1;
 };
 
 struct LayerReport {
@@ -79,6 +81,9 @@ struct RunReport {
   uint64_t output_checksum = 0;
   bool tokens_conserved = false;  // processed == chosen per (layer, expert), over all ranks
   std::string model, backend, placement_policy, workload;
+  // The CPU kernel path (kernels::FfnKernelName) and the threads per rank the FFN ran on.
+  std::string cpu_isa;
+  int cpu_threads = 1;
 
   // Critical path (see above): tokens/s and step times; `steady` steps ran with no
   // migration, `migration` steps from a migration's start to its first step after the switch.

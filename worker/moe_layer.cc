@@ -51,12 +51,13 @@ std::vector<LayerCounts> LoadCounters::TakeWindow() {
 }
 
 MoeLayer::MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
-                   std::shared_ptr<const placement::RoutingTable> table)
+                   std::shared_ptr<const placement::RoutingTable> table, int cpu_threads)
     : model_(model),
       comm_(comm),
       weights_(weights),
       table_(std::move(table)),
-      counters_(static_cast<int>(weights.layer_ids().size()), model.num_experts) {}
+      counters_(static_cast<int>(weights.layer_ids().size()), model.num_experts),
+      ffn_ws_(kernels::BestCpuIsa(), cpu_threads) {}
 
 absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
                                float* out, uint64_t draw_key) {

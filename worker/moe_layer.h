@@ -61,9 +61,11 @@ double ThreadCpuSeconds();
 
 class MoeLayer {
  public:
-  // `table` must place exactly the experts `weights` holds on this rank (same slots).
+  // `table` must place exactly the experts `weights` holds on this rank (same slots). The
+  // grouped FFN runs on `cpu_threads` threads (>= 1) with the CPU path kernels::BestCpuIsa();
+  // neither changes any output bit.
   MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
-           std::shared_ptr<const placement::RoutingTable> table);
+           std::shared_ptr<const placement::RoutingTable> table, int cpu_threads = 1);
 
   // hidden, out: [tokens, hidden] fp32; router_logits: [tokens, num_experts]. `out` may alias
   // `hidden`. `draw_key` makes the replica choices of this call deterministic (callers pass

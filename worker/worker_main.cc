@@ -65,7 +65,10 @@ ABSL_FLAG(std::string, report, "", "write the run report (JSON) here (rank 0)");
 ABSL_FLAG(int, log_every, 20, "rank 0 prints a progress line every N steps (0: never)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the workload and of generated weights");
 ABSL_FLAG(std::string, weights, "", "safetensors checkpoint (file or directory); default: weights from --seed");
-ABSL_FLAG(std::string, weight_type, "fp32", "fp32 or bf16 expert weights");
+ABSL_FLAG(std::string, weight_type, "fp32", "fp32 or bf16 expert weights (every CPU: bf16 is widened in registers where the CPU has no bf16 dot)");
+ABSL_FLAG(int, threads, 0,
+          "threads per rank for the CPU kernels (0: $OMP_NUM_THREADS, else the rank's CPUs: its affinity, "
+          "or the node's CPUs divided among the local ranks); $SWITCHYARD_CPU_ISA=portable|avx2|avx512|neon forces the ISA path");
 ABSL_FLAG(std::string, rendezvous_dir, "", "shared directory for ucx/nccl rendezvous without mpirun");
 ABSL_FLAG(int, timeout_s, 60, "seconds a rank waits for its peers before failing");
 ABSL_FLAG(std::string, coordinator, "", "HOST:PORT of a switchyard-coordinator, or 'embedded' (rank 0 runs one); empty: none");
@@ -109,6 +112,8 @@ struct Setup {
   bool rebalance = false;
   switchyard::types::v1::Policy embedded_policy;
   MigrationOptions migration;
+  kernels::CpuIsa cpu_isa = kernels::CpuIsa::kPortable;
+  int cpu_threads = 1;
 };
 
 // Everything that can be checked without talking to other ranks.
@@ -120,9 +125,12 @@ absl::StatusOr<Setup> Prepare() {
   const std::string type = absl::GetFlag(FLAGS_weight_type);
   if (type != "fp32" && type != "bf16") return absl::InvalidArgumentError(absl::StrCat("--weight-type '", type, "': use fp32 or bf16"));
   s.model.weights = type == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32;
-  if (s.model.weights == kernels::WeightType::kBF16 && !kernels::CpuSupportsBf16Dot()) {
-    return absl::FailedPreconditionError("--weight-type bf16 needs a CPU with AVX-512 BF16");
+  SY_ASSIGN_OR_RETURN(s.cpu_isa, kernels::CpuIsaFromEnvironment());
+  s.cpu_threads = absl::GetFlag(FLAGS_threads);
+  if (s.cpu_threads < 0 || s.cpu_threads > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads ", s.cpu_threads, ": use 1..1024, or 0 for the default"));
   }
+  if (s.cpu_threads == 0) s.cpu_threads = kernels::DefaultCpuThreads();
   const int n_layers = absl::GetFlag(FLAGS_layers);
   if (n_layers < 0) return absl::InvalidArgumentError("--layers must be >= 0");
   s.layers = s.model.moe_layers;
@@ -347,10 +355,11 @@ int Main(int argc, char** argv) {
     if (c.rank() == 0) {
       auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
       std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
-                  "(%s backend), %lld tokens/rank/step, placement %s (expected balancedness %.3f)\n",
+                  "(%s backend, CPU path %s x %d threads), %lld tokens/rank/step, placement %s (expected balancedness %.3f)\n",
                   s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
                   static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), c.size(),
-                  std::string(c.backend()).c_str(), static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
+                  std::string(c.backend()).c_str(), kernels::FfnKernelName(s.cpu_isa, s.model.weights).c_str(), s.cpu_threads,
+                  static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
                   s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0);
       std::fflush(stdout);
     }
@@ -369,6 +378,7 @@ int Main(int argc, char** argv) {
       d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
     }
     d.step_log = absl::GetFlag(FLAGS_step_log);
+    d.cpu_threads = s.cpu_threads;
     Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
     std::unique_ptr<EpochManager> epochs;
     if (s.rebalance) {
@@ -419,6 +429,8 @@ int Main(int argc, char** argv) {
     report.backend = std::string(c.backend());
     report.placement_policy = s.placement_name;
     report.workload = absl::StrJoin(absl::GetFlag(FLAGS_workload), " ");
+    report.cpu_isa = kernels::FfnKernelName(s.cpu_isa, s.model.weights);
+    report.cpu_threads = s.cpu_threads;
     return report;
   };
   auto report = run();

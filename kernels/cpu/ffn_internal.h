@@ -62,8 +62,17 @@ struct GemmArgs {
   bool out_bf16;      // write the epilogue's result as bf16 (next GEMM's input)
 };
 
-void GemmPortable(const GemmArgs& args);
-void GemmAvx512(const GemmArgs& args);  // requires AVX-512F (+ BF16 when args.bf16)
-bool Avx512Compiled();
+// One GEMM over all rows and panels of `args`, single-threaded. Every path computes each
+// output element as the same FMA chain over k ascending and applies the same epilogue
+// (math-inl.h), so the bits do not depend on the path (kernels/cpu/ffn_gemm.cc).
+using GemmFn = void (*)(const GemmArgs& args);
+
+// The GEMM of `isa` for `args.bf16` weights, or null if this build has no such path. For bf16
+// on kAvx512 it is the vdpbf16ps kernel when the CPU has AVX-512 BF16 (the caller has checked
+// that the CPU supports `isa`).
+GemmFn GemmFor(CpuIsa isa, bool bf16);
+
+// Bit mask of CpuIsa values this build compiled (1 << isa) and this CPU can run.
+uint32_t SupportedIsaMask();
 
 }  // namespace switchyard::kernels::internal

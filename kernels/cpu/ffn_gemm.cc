@@ -1,0 +1,361 @@
+// The FFN's GEMM for every CPU, written once over Highway and compiled for each target
+// (AVX2+FMA, AVX-512, Arm NEON, and a scalar fallback), plus the AVX-512 BF16 (vdpbf16ps)
+// kernel for bf16 weights on CPUs that have it. kernels/ffn.cc picks one through GemmFor.
+//
+// Register blocking: R rows x P panels of 32 columns, held as R * P * (32 / lanes)
+// accumulators; per reduction step each row's A element is broadcast and multiplied into the
+// panel's 32 columns. Every accumulator lane is one fused multiply-add chain over k
+// ascending (bf16: per k pair, the odd element first, then the even one, as vdpbf16ps does;
+// a bf16 x bf16 product is exact in fp32, so widening and the dot instruction agree), so a
+// row's bits never depend on the rows around it, the vector width, or the path. The
+// epilogue (store / SwiGLU / ReLU^2, bf16 rounding) is the same per-lane code everywhere
+// (math-inl.h). Panels (K x 32) stay in cache while all row blocks pass over them.
+//
+// Known exception: vdpbf16ps treats bf16 denormals (|x| < 2^-126) as zero and flushes
+// denormal sums; the widening paths keep them. Real weights and activations do not contain
+// such values; the bf16 dot path can be avoided with SWITCHYARD_CPU_ISA=avx2.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/ffn_gemm.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cstring>
+
+#include "hwy/highway.h"
+#include "kernels/cpu/ffn_internal.h"
+#include "kernels/cpu/math-inl.h"
+
+#if HWY_TARGET == HWY_AVX3
+#include <immintrin.h>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace switchyard::kernels::internal::HWY_NAMESPACE {
+namespace {
+
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using DU = hn::RebindToUnsigned<DF>;
+using VF = hn::Vec<DF>;
+
+constexpr int kLanes = static_cast<int>(hn::MaxLanes(DF()));
+constexpr int kVecs = kPanelCols / kLanes;  // vectors per panel row
+static_assert(kPanelCols % kLanes == 0, "a panel is a whole number of vectors");
+
+// Rows per register block. Accumulators R * kVecs (* P) fit the target's register file
+// (16 vectors on AVX2, 32 on AVX-512 and NEON) with room for the broadcasts and loads.
+#if HWY_TARGET == HWY_AVX3
+constexpr int kRowsF32 = 8, kRowsBf16 = 6, kAccBudget = 24;
+#elif HWY_TARGET == HWY_AVX2
+constexpr int kRowsF32 = 3, kRowsBf16 = 2, kAccBudget = 12;
+#elif HWY_TARGET == HWY_NEON
+constexpr int kRowsF32 = 3, kRowsBf16 = 2, kAccBudget = 24;
+#else
+constexpr int kRowsF32 = 1, kRowsBf16 = 1, kAccBudget = 32;
+#endif
+
+// Writes the epilogue of row `row`, panel `p`, from its 32 accumulators (fp32, in order).
+HWY_INLINE void EpilogueRow(const GemmArgs& g, int64_t row, int64_t p, const float* acc) {
+  const DF d;
+  HWY_ALIGN float res[kPanelCols];
+  int64_t col0 = p * kPanelCols;
+  int n = kPanelCols;
+  switch (g.epilogue) {
+    case Epilogue::kStore:
+      std::memcpy(res, acc, sizeof res);
+      break;
+    case Epilogue::kSwiGlu:
+      col0 = p * (kPanelCols / 2);
+      n = kPanelCols / 2;
+      for (int c = 0; c < n; c += kLanes) {
+        const VF gate = hn::LoadU(d, acc + c), up = hn::LoadU(d, acc + n + c);
+        hn::Store(hn::Mul(Silu(d, gate), up), d, res + c);
+      }
+      break;
+    case Epilogue::kReluSquared:
+      for (int c = 0; c < n; c += kLanes) {
+        const VF r = hn::Max(hn::LoadU(d, acc + c), hn::Zero(d));
+        hn::Store(hn::Mul(r, r), d, res + c);
+      }
+      break;
+  }
+  const int valid = static_cast<int>(std::clamp<int64_t>(g.out_cols - col0, 0, n));
+  if (g.out_bf16) {
+    bf16* out = static_cast<bf16*>(g.out) + row * g.ldo + col0;
+    for (int c = 0; c < valid; ++c) out[c] = FloatToBf16(res[c]);
+  } else {
+    std::memcpy(static_cast<float*>(g.out) + row * g.ldo + col0, res, valid * sizeof(float));
+  }
+}
+
+template <int R, int P>
+HWY_INLINE void FinishBlock(const GemmArgs& g, int64_t row0, int64_t p, VF (&acc)[P][kVecs][R]) {
+  const DF d;
+  HWY_ALIGN float buf[kPanelCols];
+  for (int j = 0; j < P; ++j) {
+    for (int i = 0; i < R; ++i) {
+      for (int v = 0; v < kVecs; ++v) hn::Store(acc[j][v][i], d, buf + v * kLanes);
+      EpilogueRow(g, row0 + i, p + j, buf);
+    }
+  }
+}
+
+const char* PanelAt(const GemmArgs& g, int64_t p) {
+  return static_cast<const char*>(g.panels) + p * g.panel_bytes;
+}
+
+// R rows x P panels, fp32 weights.
+template <int R, int P>
+HWY_NOINLINE void BlockF32(const GemmArgs& g, int64_t row0, int64_t p) {
+  const DF d;
+  const float* b[P];
+  for (int j = 0; j < P; ++j) b[j] = reinterpret_cast<const float*>(PanelAt(g, p + j));
+  const float* a = static_cast<const float*>(g.a) + row0 * g.lda;
+  VF acc[P][kVecs][R];
+  for (int j = 0; j < P; ++j) {
+    for (int v = 0; v < kVecs; ++v) {
+      for (int i = 0; i < R; ++i) acc[j][v][i] = hn::Zero(d);
+    }
+  }
+  for (int64_t k = 0; k < g.k; ++k) {
+    VF ak[R];
+    for (int i = 0; i < R; ++i) ak[i] = hn::Set(d, a[i * g.lda + k]);
+    for (int j = 0; j < P; ++j) {
+      for (int v = 0; v < kVecs; ++v) {
+        const VF bk = hn::LoadU(d, b[j] + k * kPanelCols + v * kLanes);
+        for (int i = 0; i < R; ++i) acc[j][v][i] = Fma(ak[i], bk, acc[j][v][i]);
+      }
+    }
+  }
+  FinishBlock<R, P>(g, row0, p, acc);
+}
+
+// R rows x P panels, bf16 weights widened to fp32 in registers: a panel's k pair of column c
+// is one 32-bit lane (even element in the low half).
+template <int R, int P>
+HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p) {
+  const DF d;
+  const DU du;
+  const uint32_t* b[P];
+  for (int j = 0; j < P; ++j) b[j] = reinterpret_cast<const uint32_t*>(PanelAt(g, p + j));
+  const bf16* a = static_cast<const bf16*>(g.a) + row0 * g.lda;
+  const auto high = hn::Set(du, 0xFFFF0000u);
+  VF acc[P][kVecs][R];
+  for (int j = 0; j < P; ++j) {
+    for (int v = 0; v < kVecs; ++v) {
+      for (int i = 0; i < R; ++i) acc[j][v][i] = hn::Zero(d);
+    }
+  }
+  for (int64_t k = 0; k < g.k; k += 2) {
+    VF a_even[R], a_odd[R];
+    for (int i = 0; i < R; ++i) {
+      a_even[i] = hn::Set(d, Bf16ToFloat(a[i * g.lda + k]));
+      a_odd[i] = hn::Set(d, Bf16ToFloat(a[i * g.lda + k + 1]));
+    }
+    for (int j = 0; j < P; ++j) {
+      for (int v = 0; v < kVecs; ++v) {
+        const auto pairs = hn::LoadU(du, b[j] + (k / 2) * kPanelCols + v * kLanes);
+        const VF even = hn::BitCast(d, hn::ShiftLeft<16>(pairs));
+        const VF odd = hn::BitCast(d, hn::And(pairs, high));
+        for (int i = 0; i < R; ++i) {
+          acc[j][v][i] = Fma(a_odd[i], odd, acc[j][v][i]);
+          acc[j][v][i] = Fma(a_even[i], even, acc[j][v][i]);
+        }
+      }
+    }
+  }
+  FinishBlock<R, P>(g, row0, p, acc);
+}
+
+template <bool kBf16, int R, int P>
+HWY_INLINE void Block(const GemmArgs& g, int64_t row0, int64_t p) {
+  if constexpr (kBf16) {
+    BlockBf16<R, P>(g, row0, p);
+  } else {
+    BlockF32<R, P>(g, row0, p);
+  }
+}
+
+// The last `rows` (< the block height) rows of panels [p, p + panels): two panels per block
+// where the accumulators fit, so that short row tails still have enough independent chains.
+template <bool kBf16, int R>
+HWY_INLINE void Tail(const GemmArgs& g, int64_t row0, int64_t p, int64_t panels, int rows) {
+  if constexpr (R > 0) {
+    if (rows != R) return Tail<kBf16, R - 1>(g, row0, p, panels, rows);
+    constexpr bool kPair = 2 * R * kVecs <= kAccBudget;
+    int64_t q = p;
+    if constexpr (kPair) {
+      for (; q + 1 < p + panels; q += 2) Block<kBf16, R, 2>(g, row0, q);
+    }
+    for (; q < p + panels; ++q) Block<kBf16, R, 1>(g, row0, q);
+  }
+}
+
+template <bool kBf16>
+void GemmImpl(const GemmArgs& g) {
+  constexpr int R = kBf16 ? kRowsBf16 : kRowsF32;
+  const int64_t full = g.rows / R * R;
+  // Panel-major, two panels at a time: a panel stays cache-resident while every row block
+  // passes over it; the row tail follows each pair.
+  for (int64_t p = 0; p < g.panels_n; p += 2) {
+    const int64_t panels = std::min<int64_t>(2, g.panels_n - p);
+    for (int64_t q = p; q < p + panels; ++q) {
+      for (int64_t i = 0; i < full; i += R) Block<kBf16, R, 1>(g, i, q);
+    }
+    if (full < g.rows) Tail<kBf16, R - 1>(g, full, p, panels, static_cast<int>(g.rows - full));
+  }
+}
+
+#if HWY_TARGET == HWY_AVX3
+// vdpbf16ps: two fused steps per lane (odd element, then even) in one instruction.
+#define SY_DPBF16_ATTR __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
+
+template <int R, int P>
+SY_DPBF16_ATTR HWY_NOINLINE void BlockDot(const GemmArgs& g, int64_t row0, int64_t p) {
+  const bf16* b[P];
+  for (int j = 0; j < P; ++j) b[j] = reinterpret_cast<const bf16*>(PanelAt(g, p + j));
+  const bf16* a = static_cast<const bf16*>(g.a) + row0 * g.lda;
+  __m512 acc[P][2][R];
+  for (int j = 0; j < P; ++j) {
+    for (int i = 0; i < R; ++i) acc[j][0][i] = acc[j][1][i] = _mm512_setzero_ps();
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < g.k; k += 2) {
+    __m512bh b0[P], b1[P];
+    for (int j = 0; j < P; ++j) {
+      const bf16* pair = b[j] + (k / 2) * kPanelCols * 2;
+      b0[j] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(pair));
+      b1[j] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(pair + 32));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      int32_t both;
+      __builtin_memcpy(&both, a + i * g.lda + k, 4);
+      const __m512bh ai = reinterpret_cast<__m512bh>(_mm512_set1_epi32(both));
+      for (int j = 0; j < P; ++j) {
+        acc[j][0][i] = _mm512_dpbf16_ps(acc[j][0][i], ai, b0[j]);
+        acc[j][1][i] = _mm512_dpbf16_ps(acc[j][1][i], ai, b1[j]);
+      }
+    }
+  }
+  alignas(64) float buf[kPanelCols];
+  for (int j = 0; j < P; ++j) {
+    for (int i = 0; i < R; ++i) {
+      _mm512_store_ps(buf, acc[j][0][i]);
+      _mm512_store_ps(buf + 16, acc[j][1][i]);
+      EpilogueRow(g, row0 + i, p + j, buf);
+    }
+  }
+}
+
+template <int R>
+void DotTail(const GemmArgs& g, int64_t row0, int64_t p, int64_t panels, int rows) {
+  if constexpr (R > 0) {
+    if (rows != R) return DotTail<R - 1>(g, row0, p, panels, rows);
+    int64_t q = p;
+    if constexpr (R <= 3) {
+      for (; q + 1 < p + panels; q += 2) BlockDot<R, 2>(g, row0, q);
+    }
+    for (; q < p + panels; ++q) BlockDot<R, 1>(g, row0, q);
+  }
+}
+
+void GemmDot(const GemmArgs& g) {
+  constexpr int R = 8;
+  const int64_t full = g.rows / R * R;
+  for (int64_t p = 0; p < g.panels_n; p += 2) {
+    const int64_t panels = std::min<int64_t>(2, g.panels_n - p);
+    for (int64_t q = p; q < p + panels; ++q) {
+      for (int64_t i = 0; i < full; i += R) BlockDot<R, 1>(g, i, q);
+    }
+    if (full < g.rows) DotTail<R - 1>(g, full, p, panels, static_cast<int>(g.rows - full));
+  }
+}
+#endif  // HWY_TARGET == HWY_AVX3
+
+}  // namespace
+
+void GemmF32(const GemmArgs& g) { GemmImpl<false>(g); }
+void GemmBf16(const GemmArgs& g) { GemmImpl<true>(g); }
+#if HWY_TARGET == HWY_AVX3
+void GemmBf16Dot(const GemmArgs& g) { GemmDot(g); }
+#endif
+
+}  // namespace switchyard::kernels::internal::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "hwy/targets.h"
+
+namespace switchyard::kernels::internal {
+namespace {
+
+// The Highway target that implements each CpuIsa, 0 where this build has none. The
+// portable path is Highway's scalar fallback (exact per lane through std::fma).
+int64_t TargetOf(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kPortable:
+      return HWY_TARGETS & (HWY_SCALAR | HWY_EMU128);
+    case CpuIsa::kAvx2:
+      return HWY_TARGETS & HWY_AVX2;
+    case CpuIsa::kAvx512:
+      return HWY_TARGETS & HWY_AVX3;
+    case CpuIsa::kNeon:
+      return HWY_TARGETS & HWY_NEON;
+  }
+  return 0;
+}
+
+}  // namespace
+
+uint32_t SupportedIsaMask() {
+  static const uint32_t mask = [] {
+    const int64_t cpu = hwy::SupportedTargets();
+    uint32_t m = 0;
+    for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon}) {
+      const int64_t target = TargetOf(isa);
+      if (target != 0 && (isa == CpuIsa::kPortable || (cpu & target) != 0)) {
+        m |= uint32_t{1} << static_cast<int>(isa);
+      }
+    }
+    return m;
+  }();
+  return mask;
+}
+
+GemmFn GemmFor(CpuIsa isa, bool bf16) {
+  switch (isa) {
+    case CpuIsa::kPortable:
+#if HWY_TARGETS & HWY_EMU128
+      return bf16 ? N_EMU128::GemmBf16 : N_EMU128::GemmF32;
+#elif HWY_TARGETS & HWY_SCALAR
+      return bf16 ? N_SCALAR::GemmBf16 : N_SCALAR::GemmF32;
+#else
+      return nullptr;
+#endif
+    case CpuIsa::kAvx2:
+#if HWY_TARGETS & HWY_AVX2
+      return bf16 ? N_AVX2::GemmBf16 : N_AVX2::GemmF32;
+#else
+      return nullptr;
+#endif
+    case CpuIsa::kAvx512:
+#if HWY_TARGETS & HWY_AVX3
+      if (!bf16) return N_AVX3::GemmF32;
+      return CpuSupportsBf16Dot() ? N_AVX3::GemmBf16Dot : N_AVX3::GemmBf16;
+#else
+      return nullptr;
+#endif
+    case CpuIsa::kNeon:
+#if HWY_TARGETS & HWY_NEON
+      return bf16 ? N_NEON::GemmBf16 : N_NEON::GemmF32;
+#else
+      return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+}  // namespace switchyard::kernels::internal
+#endif  // HWY_ONCE
