@@ -1,12 +1,19 @@
 // Grouped FFN against a direct double-precision reference; determinism across row grouping
-// and position; the portable and AVX-512 paths; edge cases.
+// and position; the same bits on every ISA path and thread count, and a committed golden
+// fingerprint for the paths this CPU lacks; the path selection; edge cases.
 #include "kernels/ffn.h"
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/hash.h"
 
 namespace switchyard::kernels {
 namespace {
@@ -55,13 +62,8 @@ std::vector<double> Reference(const FfnShape& s, const Expert& e, const float* x
   return y;
 }
 
-std::vector<CpuIsa> Isas(const FfnShape& shape) {
-  std::vector<CpuIsa> isas = {CpuIsa::kPortable};
-  if (BestCpuIsa() == CpuIsa::kAvx512 && (shape.weights == WeightType::kF32 || CpuSupportsBf16Dot())) {
-    isas.push_back(CpuIsa::kAvx512);
-  }
-  return isas;
-}
+// Every path this CPU runs (the portable one included), for every weight type.
+std::vector<CpuIsa> Isas(const FfnShape&) { return SupportedCpuIsas(); }
 
 // Rows of 3 slots with skewed counts (one slot empty).
 void CheckAgainstReference(const FfnShape& shape, double tolerance) {
@@ -77,7 +79,7 @@ void CheckAgainstReference(const FfnShape& shape, double tolerance) {
   std::vector<const void*> weights = {experts[0].packed.data(), nullptr, experts[2].packed.data(),
                                       experts[3].packed.data()};
   for (CpuIsa isa : Isas(shape)) {
-    SCOPED_TRACE(isa == CpuIsa::kAvx512 ? "avx512" : "portable");
+    SCOPED_TRACE(std::string(CpuIsaName(isa)));
     FfnWorkspace ws(isa);
     std::vector<float> y(rows * shape.hidden, -1.0f);
     ASSERT_TRUE(GroupedFfnCpu(shape, weights.data(), offsets.data(), counts.data(), 4, x.data(), y.data(), ws).ok());
@@ -134,21 +136,158 @@ TEST(FfnTest, RowResultIndependentOfGroupingAndPosition) {
   }
 }
 
-TEST(FfnTest, PortableAndAvx512AgreeBitForBitOnFp32Gemms) {
-  if (BestCpuIsa() != CpuIsa::kAvx512) GTEST_SKIP() << "this CPU has no AVX-512";
-  // ReLU^2 has no exp, so both GEMMs and the epilogue are exact in both paths.
-  const FfnShape shape{200, 72, Activation::kReluSquared, WeightType::kF32};
-  const Expert e = MakeExpert(shape, 4);
-  std::vector<float> x(40 * shape.hidden), a(x.size()), b(x.size());
-  std::mt19937 rng(2);
-  std::normal_distribution<float> n(0, 1);
-  for (float& v : x) v = n(rng);
-  const void* w = e.packed.data();
-  const int64_t zero = 0, rows = 40;
-  FfnWorkspace portable(CpuIsa::kPortable), avx(CpuIsa::kAvx512);
-  ASSERT_TRUE(GroupedFfnCpu(shape, &w, &zero, &rows, 1, x.data(), a.data(), portable).ok());
-  ASSERT_TRUE(GroupedFfnCpu(shape, &w, &zero, &rows, 1, x.data(), b.data(), avx).ok());
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
+// Inputs drawn from SplitMix64 (portable across standard libraries, unlike
+// std::normal_distribution): uniform in [-scale, scale).
+std::vector<float> Uniform(size_t n, uint64_t seed, float scale) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double u = static_cast<double>(SplitMix64(seed + i * kGoldenGamma) >> 11) * 0x1.0p-53;
+    v[i] = static_cast<float>((2 * u - 1) * scale);
+  }
+  return v;
+}
+
+// A grouped call over skewed slots: 1 row, 0 rows, 300 rows, 9 rows, 64 rows.
+struct GroupedCase {
+  FfnShape shape;
+  std::vector<std::vector<char>> packed;
+  std::vector<const void*> weights;
+  std::vector<int64_t> offsets, counts;
+  std::vector<float> x;
+  int64_t rows = 0;
+
+  explicit GroupedCase(const FfnShape& s) : shape(s), counts{1, 0, 300, 9, 64} {
+    const size_t slots = counts.size();
+    for (size_t e = 0; e < slots; ++e) {
+      const float w = 1.0f / std::sqrt(static_cast<float>(shape.hidden));
+      auto gate = Uniform(shape.ffn * shape.hidden, 100 + e, w);
+      auto up = Uniform(shape.ffn * shape.hidden, 200 + e, w);
+      auto down = Uniform(shape.hidden * shape.ffn, 300 + e, 1.0f / std::sqrt(static_cast<float>(shape.ffn)));
+      packed.emplace_back(PackedExpertBytes(shape));
+      EXPECT_TRUE(PackExpert(shape, gate.data(), up.data(), down.data(), packed.back().data()).ok());
+      weights.push_back(counts[e] == 0 ? nullptr : packed.back().data());
+      offsets.push_back(rows);
+      rows += counts[e];
+    }
+    x = Uniform(rows * shape.hidden, 7, 2.0f);
+  }
+
+  std::vector<float> Run(CpuIsa isa, int threads) const {
+    FfnWorkspace ws(isa, threads);
+    std::vector<float> y(rows * shape.hidden, -1.0f);
+    const absl::Status st = GroupedFfnCpu(shape, weights.data(), offsets.data(), counts.data(),
+                                          static_cast<int>(counts.size()), x.data(), y.data(), ws);
+    EXPECT_TRUE(st.ok()) << st;
+    return y;
+  }
+};
+
+const FfnShape kBitShapes[] = {
+    {96, 48, Activation::kSwiGlu, WeightType::kF32},       // multiples of every vector width
+    {37, 23, Activation::kSwiGlu, WeightType::kF32},       // neither is a multiple of 4
+    {33, 70, Activation::kReluSquared, WeightType::kF32},  // odd hidden, ffn over 2 panels
+    {96, 48, Activation::kSwiGlu, WeightType::kBF16},
+    {37, 23, Activation::kSwiGlu, WeightType::kBF16},      // odd: bf16 pairs padded
+    {33, 70, Activation::kReluSquared, WeightType::kBF16},
+};
+
+// Every path this CPU supports, at 1, 2 and 3 threads, gives the portable path's bits.
+TEST(FfnTest, SameBitsOnEveryPathAndThreadCount) {
+  for (const FfnShape& shape : kBitShapes) {
+    SCOPED_TRACE(absl::StrCat("hidden ", shape.hidden, " ffn ", shape.ffn, " ", ActivationName(shape.activation), " ",
+                              WeightTypeName(shape.weights)));
+    const GroupedCase c(shape);
+    const std::vector<float> want = c.Run(CpuIsa::kPortable, 1);
+    for (CpuIsa isa : SupportedCpuIsas()) {
+      for (int threads : {1, 2, 3}) {
+        const std::vector<float> got = c.Run(isa, threads);
+        ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * 4), 0)
+            << FfnKernelName(isa, shape.weights) << " x " << threads << " threads";
+      }
+    }
+  }
+}
+
+// The fingerprint every path must produce (FNV-1a of the output bytes of the cases above),
+// computed once and committed: it checks the paths this CPU lacks (NEON, AVX-512 on an AVX2
+// machine, ...) when the suite runs on their CPUs, and catches any change of the arithmetic.
+TEST(FfnTest, GoldenBitsOnEveryPath) {
+  const uint64_t golden[] = {
+      0xc5b2a83e8c55d163ULL, 0x9ea321c6150078beULL, 0xcfc17763e572f8ccULL,
+      0x0df49a43db4a03f6ULL, 0xcd2bae91826cfe38ULL, 0x1300910a2b0f2ab9ULL,
+  };
+  int i = 0;
+  for (const FfnShape& shape : kBitShapes) {
+    const GroupedCase c(shape);
+    for (CpuIsa isa : SupportedCpuIsas()) {
+      const std::vector<float> y = c.Run(isa, 2);
+      EXPECT_EQ(Fnv1a(y.data(), y.size() * 4), golden[i])
+          << absl::StrFormat("case %d on %s: 0x%016xULL", i, FfnKernelName(isa, shape.weights), Fnv1a(y.data(), y.size() * 4));
+    }
+    ++i;
+  }
+}
+
+TEST(FfnTest, PathSelection) {
+  const std::vector<CpuIsa> isas = SupportedCpuIsas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), CpuIsa::kPortable);
+  EXPECT_EQ(BestCpuIsa(), isas.back());
+#if defined(__x86_64__)
+  // Every x86-64 CPU since 2013 has AVX2 + FMA; the dispatcher must find it.
+  EXPECT_EQ(CpuSupports(CpuIsa::kAvx2), static_cast<bool>(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")));
+  EXPECT_EQ(CpuSupports(CpuIsa::kAvx512), static_cast<bool>(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")));
+  EXPECT_FALSE(CpuSupports(CpuIsa::kNeon));
+#endif
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon}) {
+    const auto parsed = ParseCpuIsa(CpuIsaName(isa));
+    if (CpuSupports(isa)) {
+      ASSERT_TRUE(parsed.ok()) << parsed.status();
+      EXPECT_EQ(*parsed, isa);
+    } else {
+      EXPECT_EQ(parsed.status().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_NE(parsed.status().message().find("not available on this CPU"), std::string::npos) << parsed.status();
+    }
+  }
+  EXPECT_EQ(ParseCpuIsa("sse9").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// $SWITCHYARD_CPU_ISA forces a path; a path this CPU lacks is refused, naming the setting.
+TEST(FfnTest, EnvironmentForcesAPath) {
+  ASSERT_EQ(setenv(kCpuIsaEnv, "portable", 1), 0);
+  EXPECT_EQ(*CpuIsaFromEnvironment(), CpuIsa::kPortable);
+  EXPECT_EQ(BestCpuIsa(), CpuIsa::kPortable);
+  EXPECT_EQ(FfnWorkspace().isa(), CpuIsa::kPortable);
+  ASSERT_EQ(setenv(kCpuIsaEnv, "bogus", 1), 0);
+  EXPECT_NE(CpuIsaFromEnvironment().status().message().find("SWITCHYARD_CPU_ISA"), std::string::npos);
+  EXPECT_EQ(BestCpuIsa(), SupportedCpuIsas().back());  // library default falls back
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon}) {
+    if (CpuSupports(isa)) continue;
+    ASSERT_EQ(setenv(kCpuIsaEnv, std::string(CpuIsaName(isa)).c_str(), 1), 0);
+    EXPECT_EQ(CpuIsaFromEnvironment().status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  ASSERT_EQ(unsetenv(kCpuIsaEnv), 0);
+  EXPECT_EQ(*CpuIsaFromEnvironment(), SupportedCpuIsas().back());
+}
+
+// A workspace of a path this CPU lacks is refused, not run.
+TEST(FfnTest, UnsupportedPathIsRefused) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon}) {
+    if (CpuSupports(isa)) continue;
+    const GroupedCase c({32, 16, Activation::kSwiGlu, WeightType::kF32});
+    FfnWorkspace ws(isa);
+    std::vector<float> y(c.rows * 32);
+    EXPECT_EQ(GroupedFfnCpu(c.shape, c.weights.data(), c.offsets.data(), c.counts.data(), 5, c.x.data(), y.data(), ws).code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST(FfnTest, DefaultThreadsFollowOmpNumThreads) {
+  ASSERT_EQ(setenv("OMP_NUM_THREADS", "3", 1), 0);
+  EXPECT_EQ(DefaultCpuThreads(), 3);
+  ASSERT_EQ(unsetenv("OMP_NUM_THREADS"), 0);
+  EXPECT_GE(DefaultCpuThreads(), 1);
 }
 
 TEST(FfnTest, BadWeightsAreRejected) {
