@@ -1,13 +1,9 @@
 #include "kernels/ffn.h"
 
-#include <sched.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <string>
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/ffn_internal.h"
@@ -44,101 +40,12 @@ double FfnShape::FlopsPerRow() const {
   return 2.0 * hidden * ffn * (activation == Activation::kSwiGlu ? 3 : 2);
 }
 
-absl::string_view CpuIsaName(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kPortable: return "portable";
-    case CpuIsa::kAvx2: return "avx2";
-    case CpuIsa::kAvx512: return "avx512";
-    case CpuIsa::kNeon: return "neon";
-  }
-  return "unknown";
-}
-
-namespace {
-constexpr CpuIsa kAllIsas[] = {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon};
-}  // namespace
-
-bool CpuSupports(CpuIsa isa) {
-  return (internal::SupportedIsaMask() >> static_cast<int>(isa)) & 1u;
-}
-
-std::vector<CpuIsa> SupportedCpuIsas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : kAllIsas) {
-    if (CpuSupports(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
-
-absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name) {
-  std::string supported;
-  for (CpuIsa isa : SupportedCpuIsas()) absl::StrAppend(&supported, supported.empty() ? "" : ", ", CpuIsaName(isa));
-  for (CpuIsa isa : kAllIsas) {
-    if (CpuIsaName(isa) != name) continue;
-    if (!CpuSupports(isa)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "CPU ISA path '", name, "' is not available on this CPU (it runs: ", supported, ")"));
-    }
-    return isa;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown CPU ISA path '", name,
-                                                 "' (known: portable, avx2, avx512, neon; this CPU runs: ",
-                                                 supported, ")"));
-}
-
-absl::StatusOr<CpuIsa> CpuIsaFromEnvironment() {
-  const char* forced = std::getenv(kCpuIsaEnv);
-  if (forced != nullptr && *forced != '\0') {
-    absl::StatusOr<CpuIsa> isa = ParseCpuIsa(forced);
-    if (!isa.ok()) return absl::Status(isa.status().code(), absl::StrCat(kCpuIsaEnv, ": ", isa.status().message()));
-    return isa;
-  }
-  return SupportedCpuIsas().back();
-}
-
-CpuIsa BestCpuIsa() {
-  absl::StatusOr<CpuIsa> isa = CpuIsaFromEnvironment();
-  return isa.ok() ? *isa : SupportedCpuIsas().back();
-}
-
-bool CpuSupportsBf16Dot() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has = CpuSupports(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512bf16");
-  return has;
-#else
-  return false;
-#endif
-}
-
 std::string FfnKernelName(CpuIsa isa, WeightType weights) {
   std::string name(CpuIsaName(isa));
   if (weights == WeightType::kBF16) {
     absl::StrAppend(&name, isa == CpuIsa::kAvx512 && CpuSupportsBf16Dot() ? "_bf16dot" : "_bf16widen");
   }
   return name;
-}
-
-int DefaultCpuThreads() {
-  auto env_int = [](const char* name) -> long {
-    const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0') return 0;
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    return end != nullptr && *end == '\0' && n > 0 && n <= 4096 ? n : 0;
-  };
-  if (long omp = env_int("OMP_NUM_THREADS"); omp > 0) return static_cast<int>(omp);
-  cpu_set_t set;
-  const long online = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
-  long mine = online;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) mine = std::max(1, CPU_COUNT(&set));
-  if (mine < online) return static_cast<int>(mine);  // bound by the launcher: use what we got
-  long local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
-  if (local == 0) local = env_int("MPI_LOCALNRANKS");
-  if (local == 0) {
-    const long tasks = env_int("SLURM_STEP_NUM_TASKS"), nodes = env_int("SLURM_STEP_NUM_NODES");
-    if (tasks > 0 && nodes > 0) local = (tasks + nodes - 1) / nodes;
-  }
-  return static_cast<int>(std::max(1L, mine / std::max(1L, local)));
 }
 
 namespace internal {

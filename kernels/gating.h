@@ -11,12 +11,14 @@
 //
 // The k choices of a token come out in descending order of their selection score (biased
 // for sigmoid + bias), ties to the lowest expert id; that order is the "k order" combine
-// sums in. Deterministic: the same logits give the same ids and bits on every run.
+// sums in. Deterministic: the same logits give the same ids and bits on every run and every
+// ISA path (exp is kernels/cpu/math-inl.h's, not libm's; the softmax sum has a fixed order).
 #pragma once
 
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cpu_isa.h"
 
 namespace switchyard::kernels {
 
@@ -43,8 +45,10 @@ struct GatingConfig {
   absl::Status Validate() const;
 };
 
-// CPU: logits [tokens, num_experts] row-major -> expert_ids and weights [tokens, top_k].
+// CPU: logits [tokens, num_experts] row-major -> expert_ids and weights [tokens, top_k], on
+// the ISA path `isa` (every path gives the same ids and bits). FailedPrecondition for a path
+// this CPU lacks; InvalidArgument naming the field for a bad config.
 absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t tokens,
-                     int32_t* expert_ids, float* weights);
+                     int32_t* expert_ids, float* weights, CpuIsa isa = BestCpuIsa());
 
 }  // namespace switchyard::kernels

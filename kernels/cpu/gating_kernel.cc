@@ -1,0 +1,233 @@
+// CPU gating, written once over Highway and compiled for each target (see gating.h for the
+// routers and gating_internal.h for the bit-identity contract).
+//
+// Per token: scores (softmax or sigmoid) and selection scores (+ bias) as vectors; group
+// scores (best, or best + second best) from lane-wise maxima; the top-k over the allowed
+// experts scans a vector at a time and only looks at lanes above the current k-th value.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/gating_kernel.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "hwy/highway.h"
+#include "kernels/cpu/gating_internal.h"
+#include "kernels/cpu/math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace switchyard::kernels::internal::HWY_NAMESPACE {
+namespace {
+
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+using DI = hn::RebindToSigned<DF>;
+using D1 = hn::CappedTag<float, 1>;  // one lane: the tails, with the same per-lane code
+
+constexpr int kLanes = static_cast<int>(hn::MaxLanes(DF()));
+constexpr int kSumLanes = 16;  // the softmax sum's fixed partial lanes
+static_assert(kSumLanes % kLanes == 0, "vector width divides the partial lanes");
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+
+float MaxOf(VF v) { return hn::GetLane(hn::MaxOfLanes(DF(), v)); }
+
+// scores[e] = softmax or sigmoid of x; choice[e] = scores[e] (+ bias[e]).
+void Scores(const GatingConfig& c, const float* x, float* scores, float* choice) {
+  const DF d;
+  const D1 d1;
+  const int E = c.num_experts;
+  const int vec_end = E / kLanes * kLanes;
+  if (c.score == ScoreFunction::kSoftmax) {
+    VF m = hn::Set(d, kMinusInf);
+    for (int e = 0; e < vec_end; e += kLanes) m = hn::Max(m, hn::LoadU(d, x + e));
+    float max = vec_end > 0 ? MaxOf(m) : kMinusInf;
+    for (int e = vec_end; e < E; ++e) max = std::max(max, x[e]);
+    VF acc[kSumLanes / kLanes];
+    for (VF& a : acc) a = hn::Zero(d);
+    const VF vmax = hn::Set(d, max);
+    for (int e = 0; e < vec_end; e += kLanes) {
+      const VF ex = Exp(d, hn::Sub(hn::LoadU(d, x + e), vmax));
+      hn::StoreU(ex, d, scores + e);
+      VF& a = acc[(e / kLanes) % (kSumLanes / kLanes)];
+      a = hn::Add(a, ex);
+    }
+    HWY_ALIGN float partial[kSumLanes];
+    for (int j = 0; j < kSumLanes / kLanes; ++j) hn::Store(acc[j], d, partial + j * kLanes);
+    for (int e = vec_end; e < E; ++e) {
+      scores[e] = hn::GetLane(Exp(d1, hn::Set(d1, x[e] - max)));
+      partial[e % kSumLanes] += scores[e];
+    }
+    float sum = 0;
+    for (float p : partial) sum += p;
+    const VF vsum = hn::Set(d, sum);
+    for (int e = 0; e < vec_end; e += kLanes) hn::StoreU(hn::Div(hn::LoadU(d, scores + e), vsum), d, scores + e);
+    for (int e = vec_end; e < E; ++e) scores[e] /= sum;
+  } else {
+    for (int e = 0; e < vec_end; e += kLanes) hn::StoreU(Sigmoid(d, hn::LoadU(d, x + e)), d, scores + e);
+    for (int e = vec_end; e < E; ++e) scores[e] = hn::GetLane(Sigmoid(d1, hn::Set(d1, x[e])));
+  }
+  if (c.expert_bias == nullptr) {
+    std::copy(scores, scores + E, choice);
+    return;
+  }
+  for (int e = 0; e < vec_end; e += kLanes) {
+    hn::StoreU(hn::Add(hn::LoadU(d, scores + e), hn::LoadU(d, c.expert_bias + e)), d, choice + e);
+  }
+  for (int e = vec_end; e < E; ++e) choice[e] = scores[e] + c.expert_bias[e];
+}
+
+// A group's score: its best selection score, plus its second best (a tie counts twice) for
+// kTopTwoSum groups of two or more experts.
+float GroupScoreOf(const GatingConfig& c, const float* v, int n) {
+  const bool two = c.group_score == GroupScore::kTopTwoSum && n >= 2;
+  if (n % kLanes != 0) {  // scalar, same comparisons
+    float best = kMinusInf, second = kMinusInf;
+    for (int e = 0; e < n; ++e) {
+      if (v[e] > best) {
+        second = best;
+        best = v[e];
+      } else if (v[e] > second) {
+        second = v[e];
+      }
+    }
+    return two ? best + second : best;
+  }
+  const DF d;
+  VF m = hn::Set(d, kMinusInf);
+  for (int e = 0; e < n; e += kLanes) m = hn::Max(m, hn::LoadU(d, v + e));
+  const float best = MaxOf(m);
+  if (!two) return best;
+  const VF vbest = hn::Set(d, best), none = hn::Set(d, kMinusInf);
+  size_t ties = 0;
+  VF rest = none;
+  for (int e = 0; e < n; e += kLanes) {
+    const VF x = hn::LoadU(d, v + e);
+    const auto is_best = hn::Eq(x, vbest);
+    ties += hn::CountTrue(d, is_best);
+    rest = hn::Max(rest, hn::IfThenElse(is_best, none, x));
+  }
+  return best + (ties >= 2 ? best : MaxOf(rest));
+}
+
+// The k best of `n` candidates (values, padded with -inf to whole vectors) into `top`, with
+// TopK's order (higher value, then lower position). For k <= 16: the 16 maxima of the
+// candidates at positions = j (mod 16) are maxima of disjoint sets, so at least k
+// candidates are >= the k-th largest of them (t), and every one of the k best is >= t. Only
+// those (a handful) reach the scalar keeper, in position order. Larger k: every candidate.
+void SelectTopK(const float* values, int n_padded, int k, TopK& top) {
+  const DF d;
+  constexpr int kSets = kSumLanes / kLanes;
+  float t = kMinusInf;
+  if (k <= kSumLanes) {
+    VF m[kSets];
+    for (VF& v : m) v = hn::Set(d, kMinusInf);
+    for (int e = 0; e < n_padded; e += kLanes) {
+      VF& a = m[(e / kLanes) % kSets];
+      a = hn::Max(a, hn::LoadU(d, values + e));
+    }
+    HWY_ALIGN float maxima[kSumLanes];
+    for (int j = 0; j < kSets; ++j) hn::Store(m[j], d, maxima + j * kLanes);
+    float best[kSumLanes];
+    int32_t unused[kSumLanes];
+    TopK of_maxima(k, best, unused);
+    for (int j = 0; j < kSumLanes; ++j) of_maxima.Offer(maxima[j], j);
+    t = best[k - 1];
+  }
+  const VF vt = hn::Set(d, t);
+  for (int e = 0; e < n_padded; e += kLanes) {
+    const auto keep = hn::Ge(hn::LoadU(d, values + e), vt);
+    if (hn::AllFalse(d, keep)) continue;
+    uint8_t bytes[(kLanes + 7) / 8 + 8] = {};
+    hn::StoreMaskBits(d, keep, bytes);
+    uint64_t bits;
+    std::memcpy(&bits, bytes, sizeof bits);
+    // (CompressStore would do, but its memory form is microcoded and slow on AMD Zen 4/5.)
+    for (; bits != 0; bits &= bits - 1) {
+      const int lane = __builtin_ctzll(bits);
+      top.Offer(values[e + lane], e + lane);
+    }
+  }
+}
+
+}  // namespace
+
+void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_t* expert_ids, float* weights) {
+  const int E = c.num_experts, k = c.top_k;
+  const int group_size = E / c.num_groups;
+  const bool grouped = c.num_groups > 1 && c.top_groups < c.num_groups;
+  const int candidates = grouped ? c.top_groups * group_size : E;  // experts left after the group limit
+  const int padded = (candidates + kLanes - 1) / kLanes * kLanes;
+  std::vector<float> scores(E), choice(E), group_top_values(c.top_groups), top_values(k);
+  std::vector<float> values(padded, kMinusInf);
+  std::vector<int32_t> group_top_ids(c.top_groups);
+  for (int64_t t = 0; t < tokens; ++t) {
+    Scores(c, logits + t * E, scores.data(), choice.data());
+    int32_t* ids = expert_ids + t * k;
+    // The candidates in ascending expert order: position p is expert first_of(p / group) + p % group.
+    if (grouped) {
+      TopK groups(c.top_groups, group_top_values.data(), group_top_ids.data());
+      for (int g = 0; g < c.num_groups; ++g) groups.Offer(GroupScoreOf(c, choice.data() + g * group_size, group_size), g);
+      std::sort(group_top_ids.begin(), group_top_ids.end());
+      for (int i = 0; i < c.top_groups; ++i) {
+        std::copy_n(choice.data() + group_top_ids[i] * group_size, group_size, values.data() + i * group_size);
+      }
+    } else {
+      std::copy_n(choice.data(), E, values.data());
+    }
+    TopK top(k, top_values.data(), ids);
+    SelectTopK(values.data(), padded, k, top);
+    for (int i = 0; i < k; ++i) {
+      if (grouped) ids[i] = group_top_ids[ids[i] / group_size] * group_size + ids[i] % group_size;
+    }
+    float* w = weights + t * k;
+    float sum = 0;
+    for (int i = 0; i < k; ++i) sum += w[i] = scores[ids[i]];
+    const float scale = c.renormalize ? c.routed_scaling_factor / (sum + 1e-20f) : c.routed_scaling_factor;
+    for (int i = 0; i < k; ++i) w[i] *= scale;
+  }
+}
+
+}  // namespace switchyard::kernels::internal::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace switchyard::kernels::internal {
+
+GateFn GateFor(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kPortable:
+#if HWY_TARGETS & HWY_EMU128
+      return N_EMU128::GateRows;
+#elif HWY_TARGETS & HWY_SCALAR
+      return N_SCALAR::GateRows;
+#else
+      return nullptr;
+#endif
+    case CpuIsa::kAvx2:
+#if HWY_TARGETS & HWY_AVX2
+      return N_AVX2::GateRows;
+#else
+      return nullptr;
+#endif
+    case CpuIsa::kAvx512:
+#if HWY_TARGETS & HWY_AVX3
+      return N_AVX3::GateRows;
+#else
+      return nullptr;
+#endif
+    case CpuIsa::kNeon:
+#if HWY_TARGETS & HWY_NEON
+      return N_NEON::GateRows;
+#else
+      return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+}  // namespace switchyard::kernels::internal
+#endif  // HWY_ONCE

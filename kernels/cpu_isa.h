@@ -1,0 +1,54 @@
+// The CPU kernels' instruction-set paths and thread count: which path runs (chosen once from
+// the CPU, or forced by $SWITCHYARD_CPU_ISA), and how many threads a rank uses by default.
+//
+// Every path computes the same bits for the same inputs (FMA chains in a fixed order, one
+// per-lane implementation of exp; kernels/cpu/math-inl.h), so ranks on different CPUs agree
+// after a migration and a forced path only changes speed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace switchyard::kernels {
+
+// The instruction-set path of the CPU kernels (FFN, gating).
+enum class CpuIsa {
+  kPortable,  // scalar, any CPU (correctly rounded std::fma per lane)
+  kAvx2,      // x86-64 AVX2 + FMA (Haswell, AMD Zen 1-3 and later)
+  kAvx512,    // x86-64 AVX-512 F/VL/DQ/BW; bf16 weights use vdpbf16ps where the CPU has it
+  kNeon,      // AArch64 NEON (every Arm server; SVE machines take this path too)
+};
+absl::string_view CpuIsaName(CpuIsa isa);  // "portable", "avx2", "avx512", "neon"
+
+// The paths this build and this CPU can run, portable first, best last.
+std::vector<CpuIsa> SupportedCpuIsas();
+bool CpuSupports(CpuIsa isa);
+
+// `name` as a path this CPU runs. InvalidArgument for an unknown name, FailedPrecondition
+// naming the CPU's paths for one it lacks.
+absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name);
+
+// The environment setting that forces a path (tests, benchmarks, mixed clusters).
+inline constexpr char kCpuIsaEnv[] = "SWITCHYARD_CPU_ISA";
+
+// The path forced by $SWITCHYARD_CPU_ISA (an error if it names an unknown path or one this CPU
+// lacks), else the best path this CPU has. Binaries call this at start-up and refuse to run
+// on an error.
+absl::StatusOr<CpuIsa> CpuIsaFromEnvironment();
+// The same, for library defaults: a bad setting falls back to the best path (the binaries
+// have already refused it).
+CpuIsa BestCpuIsa();
+
+bool CpuSupportsBf16Dot();  // AVX-512 BF16 (vdpbf16ps)
+
+// Threads a rank's CPU kernels use unless told otherwise: $OMP_NUM_THREADS if set; else the
+// CPUs this process may run on (its affinity mask, i.e. the launcher's binding), divided
+// among the ranks the launcher started on this node when they were left unbound
+// (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, SLURM_STEP_NUM_TASKS / SLURM_STEP_NUM_NODES).
+// At least 1.
+int DefaultCpuThreads();
+
+}  // namespace switchyard::kernels
