@@ -243,7 +243,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   if (epochs) {
     report.migrations = epochs->records();
     for (const MigrationRecord& m : report.migrations) {
-      const int64_t end = m.commit_step >= 0 ? m.commit_step : m.start_step;
+      const int64_t end = m.commit_step >= 0 ? m.commit_step : m.abort_step >= 0 ? m.abort_step : m.start_step;
       for (int64_t s = m.start_step; s <= end && s < options_.steps; ++s) migrating_step[s] = true;
     }
     if (epochs->migrating()) {
@@ -377,6 +377,7 @@ std::string RunReport::ToJson() const {
     nlohmann::json x = {{"epoch", m.epoch},
                         {"start_step", m.start_step},
                         {"commit_step", m.commit_step},
+                        {"abort_step", m.abort_step},
                         {"moved_replicas", m.moved_replicas},
                         {"bytes", m.bytes},
                         {"scratch_moved_replicas", m.scratch_moved_replicas}};

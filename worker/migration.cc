@@ -48,7 +48,7 @@ struct EpochManager::Job {
   std::vector<std::shared_ptr<ExpertBuffer>> keep;    // source slots, alive until the job ends
   std::map<std::pair<int, int>, std::shared_ptr<ExpertBuffer>> staging;  // (layer id, expert) -> received
   int64_t rank_bytes = 0;
-  absl::Time deadline;
+  absl::Duration stall_timeout;  // fail when requests are in flight and none completed for this long
   std::atomic<bool> done{false}, failed{false};
   std::mutex mu;
   std::string error;
@@ -134,6 +134,7 @@ class EpochManager::TransferThread {
     // Polling costs CPU the ranks' steps need (they share cores): the wait between polls
     // doubles while nothing moves, from 100 us up to 2 ms.
     auto pause = std::chrono::microseconds(100);
+    absl::Time last_progress = absl::Now();
     while (true) {
       std::vector<Job::Piece> post_recv, post_send;
       {
@@ -175,9 +176,15 @@ class EpochManager::TransferThread {
         job.done = true;
         return;
       }
-      if (absl::Now() > job.deadline) {
-        return Fail(job, absl::StrCat("weight transfer timed out with ", job.recvs.size() - next_recv + recvs.size(),
-                                      " receives and ", job.sends.size() - next_send + sends.size(), " sends pending"));
+      // A stall, not a slow migration: the per-step byte budget may spread a migration over
+      // many steps, so only time spent with requests in flight and none completing counts.
+      const absl::Time now = absl::Now();
+      if (progressed || (recvs.empty() && sends.empty())) last_progress = now;
+      if (now - last_progress > job.stall_timeout) {
+        return Fail(job, absl::StrCat("weight transfer stalled: no transfer completed for ",
+                                      absl::FormatDuration(job.stall_timeout), " with ",
+                                      job.recvs.size() - next_recv + recvs.size(), " receives and ",
+                                      job.sends.size() - next_send + sends.size(), " sends pending"));
       }
       if (progressed) {
         pause = std::chrono::microseconds(100);
@@ -358,7 +365,7 @@ absl::Status EpochManager::Start(int64_t next_step) {
   const int me = comm_.rank();
   const int64_t bytes = static_cast<int64_t>(store_.expert_bytes());
   auto job = std::make_shared<Job>();
-  job->deadline = absl::Now() + options_.timeout;
+  job->stall_timeout = options_.timeout;
   const int attempt = attempts_++ & ((1 << (29 - kTagBits)) - 1);
   const std::vector<int>& layer_ids = store_.layer_ids();
   for (int i = 0; i < a.orders.transfers_size(); ++i) {
@@ -438,6 +445,7 @@ void EpochManager::Abort(int64_t next_step, const std::string& why) {
   transfer_->Cancel();
   Active& a = *active_;
   a.record.error = why;
+  a.record.abort_step = next_step;
   records_.push_back(a.record);
   refused_.push_back(HashOf(a.orders));
   const MigrationUpdate update{"aborted", a.record, a.job->rank_bytes, absl::ToDoubleSeconds(absl::Now() - a.started), placement_};

@@ -45,7 +45,9 @@ namespace control = switchyard::control::v1;
 struct MigrationOptions {
   int64_t bytes_per_step = 4 << 20;  // bytes a rank may start moving (sent + received) per step
   int64_t chunk_bytes = 1 << 20;     // message size (at most bytes_per_step)
-  absl::Duration timeout = absl::Seconds(60);  // a migration not done by then fails
+  // A migration fails when a rank has transfers in flight and none completes for this long
+  // (a stalled or lost peer); a slow one that keeps moving bytes never times out.
+  absl::Duration timeout = absl::Seconds(60);
 };
 
 // What one rank contributes to the step boundary's exchange (doubles: the driver gathers
@@ -64,6 +66,7 @@ struct MigrationRecord {
   int64_t epoch = 0;
   int64_t start_step = 0;   // the first step run while bytes moved
   int64_t commit_step = -1; // the first step under the new epoch (-1: aborted or unfinished)
+  int64_t abort_step = -1;  // aborted: the first step after the abort, still under the old epoch
   int moved_replicas = 0;   // over all ranks
   int64_t bytes = 0;        // over all ranks
   int scratch_moved_replicas = -1;  // what a from-scratch plan would move (coordinator's figure)

@@ -82,7 +82,9 @@ ABSL_FLAG(std::string, rebalance, "off",
 ABSL_FLAG(std::vector<std::string>, embedded_policy, {},
           "--coordinator embedded: rebalance policy settings key=value (see `switchyard policy`)");
 ABSL_FLAG(int64_t, migration_bytes_per_step, 4 << 20, "bytes of expert weights a rank may move (sent + received) per step");
-ABSL_FLAG(double, migration_timeout_s, 60, "a migration not done after this many seconds is aborted on every rank");
+ABSL_FLAG(double, migration_timeout_s, 60,
+          "stall timeout: a migration in which some rank has transfers in flight and none completes for this many "
+          "seconds is aborted on every rank (a slow migration that keeps moving bytes is never aborted)");
 ABSL_FLAG(std::string, step_log, "", "each rank writes PREFIX.rank<R>.csv: step, epoch, wall/busy/comm/migration ms");
 
 namespace switchyard::worker {
@@ -389,7 +391,7 @@ int Main(int argc, char** argv) {
         r.set_rank(rank);
         r.set_epoch(u.record.epoch);
         r.set_phase(u.phase);
-        r.set_step(u.phase == "started" ? u.record.start_step : (u.record.commit_step >= 0 ? u.record.commit_step : u.record.start_step));
+        r.set_step(u.phase == "started" ? u.record.start_step : u.record.commit_step >= 0 ? u.record.commit_step : u.record.abort_step >= 0 ? u.record.abort_step : u.record.start_step);
         r.set_moved_replicas(u.record.moved_replicas);
         r.set_bytes(u.record.bytes);
         r.set_rank_bytes(u.rank_bytes);
@@ -447,10 +449,14 @@ int Main(int argc, char** argv) {
                 report->critical_tokens_per_s, report->critical_step_ms_p50, report->critical_step_ms_p99,
                 report->critical_steady_ms_p99, report->critical_migration_ms_p99, report->migration_steps);
     for (const MigrationRecord& m : report->migrations) {
-      std::printf("migration to epoch %lld: steps %lld-%lld, %d replicas (from scratch: %d), %.1f MiB%s%s\n",
-                  static_cast<long long>(m.epoch), static_cast<long long>(m.start_step), static_cast<long long>(m.commit_step),
-                  m.moved_replicas, m.scratch_moved_replicas, static_cast<double>(m.bytes) / (1 << 20),
-                  m.commit_step < 0 ? ", ABORTED: " : "", m.error.c_str());
+      const std::string steps =
+          m.commit_step >= 0 ? absl::StrCat("steps ", m.start_step, "-", m.commit_step)
+          : m.abort_step >= 0 ? absl::StrCat("started at step ", m.start_step, ", aborted at step ", m.abort_step)
+                              : absl::StrCat("started at step ", m.start_step, ", unfinished at the end");
+      std::printf("migration to epoch %lld: %s, %d replicas (from scratch: %d), %.1f MiB%s%s\n",
+                  static_cast<long long>(m.epoch), steps.c_str(), m.moved_replicas, m.scratch_moved_replicas,
+                  static_cast<double>(m.bytes) / (1 << 20), m.commit_step < 0 && !m.error.empty() ? ", ABORTED: " : "",
+                  m.error.c_str());
     }
     if (!absl::GetFlag(FLAGS_report).empty()) {
       absl::Status written = WriteFileAtomically(absl::GetFlag(FLAGS_report), report->ToJson());

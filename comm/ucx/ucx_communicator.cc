@@ -1,9 +1,12 @@
 #include <sched.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -114,10 +117,42 @@ class Pending {
   ucs_status_t status_ = UCS_OK;
 };
 
+// How a thread waits for UCX without starving the peers it waits for when ranks share cores:
+// spin (with sched_yield) while progress is recent, then sleep in growing steps (20 us up to
+// 1 ms) so that a descheduled peer gets the CPU; any progress resets it.
+class Backoff {
+ public:
+  void Progressed() { idle_ = 0; }
+  void Idle() {
+    if (++idle_ < 64) {
+      sched_yield();
+      return;
+    }
+    const int64_t us = std::min<int64_t>(1000, int64_t{20} << std::min(6, (idle_ - 64) / 16));
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  }
+
+ private:
+  int idle_ = 0;
+};
+
+// Progresses the other worker of `res` if no thread is using it: point-to-point transfers
+// (weight migration) advance whenever this rank waits on a collective, and collectives'
+// protocol replies go out while a rank waits on a transfer. UCX only moves a request's bytes
+// (rendezvous replies included) when its worker is progressed; a rank whose own transfers are
+// done would otherwise leave a peer's sends pending forever.
+void ProgressOther(Worker& other) {
+  std::unique_lock<std::mutex> lock(other.mu, std::try_to_lock);
+  if (lock.owns_lock()) ucp_worker_progress(other.worker);
+}
+
 // Progresses `w` until every pending op is done, or the deadline; cancels them all then.
+// `other` (may be null) is progressed too while waiting (ProgressOther).
 absl::Status Complete(Worker& w, std::vector<Pending>& ops, absl::Time deadline,
-                      const std::function<std::string(const std::vector<int>&)>& timed_out) {
+                      const std::function<std::string(const std::vector<int>&)>& timed_out,
+                      Worker* other = nullptr) {
   int spins = 0;
+  Backoff backoff;
   while (true) {
     bool running = false;
     for (Pending& op : ops) {
@@ -131,9 +166,13 @@ absl::Status Complete(Worker& w, std::vector<Pending>& ops, absl::Time deadline,
       }
     }
     if (!running) return absl::OkStatus();
-    if (ucp_worker_progress(w.worker) != 0) continue;
-    sched_yield();  // ranks may share cores: let the peer we wait for run
-    if ((++spins & 255) == 0 && absl::Now() >= deadline) {
+    if (other != nullptr) ProgressOther(*other);
+    if (ucp_worker_progress(w.worker) != 0) {
+      backoff.Progressed();
+      continue;
+    }
+    backoff.Idle();  // ranks may share cores: let the peer we wait for run
+    if ((++spins & 15) == 0 && absl::Now() >= deadline) {
       std::vector<int> peers;
       for (Pending& op : ops) {
         if (op.Check() == UCS_INPROGRESS) peers.push_back(op.peer());
@@ -166,24 +205,33 @@ class UcxRequest : public Request {
   }
 
   absl::StatusOr<bool> Test() override {
+    ProgressOther(res_->coll);
     std::lock_guard<std::mutex> lock(w_->mu);
-    ucp_worker_progress(w_->worker);
+    while (ucp_worker_progress(w_->worker) != 0) {
+    }
     return Done(op_.Check());
   }
 
+  // The lock is dropped between rounds, so other threads' Tests and Waits progress too.
   absl::Status Wait(absl::Duration timeout) override {
     const absl::Time deadline = absl::Now() + timeout;
-    while (true) {
+    Backoff backoff;
+    for (int round = 0;; ++round) {
+      ProgressOther(res_->coll);
       {
         std::lock_guard<std::mutex> lock(w_->mu);
-        for (int i = 0; i < 64; ++i) {
-          const unsigned progressed = ucp_worker_progress(w_->worker);
-          SY_ASSIGN_OR_RETURN(const bool done, Done(op_.Check()));
-          if (done) return absl::OkStatus();
-          if (progressed == 0) sched_yield();
+        const unsigned progressed = ucp_worker_progress(w_->worker);
+        SY_ASSIGN_OR_RETURN(const bool done, Done(op_.Check()));
+        if (done) return absl::OkStatus();
+        if (progressed != 0) {
+          backoff.Progressed();
+          continue;
         }
       }
-      if (absl::Now() >= deadline) return absl::DeadlineExceededError(absl::StrCat("ucx ", what_, ": timed out"));
+      backoff.Idle();
+      if ((round & 15) == 0 && absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat("ucx ", what_, ": timed out"));
+      }
     }
   }
 
@@ -250,6 +298,7 @@ class UcxCommunicator : public Communicator {
         int running = 0;
         for (Pending& op : sends) running += op.Check() == UCS_INPROGRESS;
         if (running < options_.send_window) break;
+        ProgressOther(res_->p2p);
         if (ucp_worker_progress(w.worker) == 0) sched_yield();
         if (absl::Now() >= deadline) {
           std::vector<Pending> all;
@@ -262,7 +311,7 @@ class UcxCommunicator : public Communicator {
     // The self part last: copied while the peers pull our data (rendezvous reads).
     if (send_counts[rank_] > 0) std::memmove(out + recv_offsets[rank_], in + send_offsets[rank_], send_counts[rank_]);
     for (Pending& op : sends) recvs.push_back(std::move(op));
-    return guard_.Break(Complete(w, recvs, deadline, timed_out));
+    return guard_.Break(Complete(w, recvs, deadline, timed_out, &res_->p2p));
   }
 
   absl::Status Barrier() override {
@@ -369,10 +418,13 @@ class UcxCommunicator : public Communicator {
       const int to = (rank_ + step) % size_;
       ops.emplace_back(Send(w, to, send, bytes, MakeTag(seq, rank_)), to);
     }
-    return Complete(w, ops, absl::Now() + timeout(), [&](const std::vector<int>& peers) {
-      return absl::StrCat("ucx ", call, ": rank ", rank_, " timed out after ", absl::FormatDuration(timeout()),
-                          " with ranks {", absl::StrJoin(peers, ","), "}");
-    });
+    return Complete(
+        w, ops, absl::Now() + timeout(),
+        [&](const std::vector<int>& peers) {
+          return absl::StrCat("ucx ", call, ": rank ", rank_, " timed out after ", absl::FormatDuration(timeout()),
+                              " with ranks {", absl::StrJoin(peers, ","), "}");
+        },
+        &res_->p2p);
   }
 
   template <typename T>
