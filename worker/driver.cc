@@ -153,7 +153,8 @@ absl::StatusOr<RunReport> Driver::Run() {
     row[kBusy] = 1e3 * (layer_.times().busy - busy0);
     row[kComm] = 1e3 * (layer_.times().comm - comm0);
     row[kMigration] = epochs ? 1e3 * (epochs->TakeTransferCpuSeconds() + boundary_cpu + ThreadCpuSeconds() - boundary0) : 0;
-    const double v[StepVote::kSize] = {vote.epoch, vote.offer_epoch, vote.offer_hash, vote.ready, vote.failed};
+    const double v[StepVote::kSize] = {vote.epoch,  vote.offer_epoch, vote.offer_hash, vote.ready,
+                                       vote.failed, vote.completed,   vote.stalled};
     std::copy(v, v + StepVote::kSize, row.begin() + kFixed);
     for (int li = 0; li < L; ++li) {
       int64_t n = 0;
@@ -176,7 +177,7 @@ absl::StatusOr<RunReport> Driver::Run() {
         layer_comm[li] = std::min(layer_comm[li], x[kLayerComm + li]);
       }
       const double* y = x + kFixed;
-      votes[r] = {y[0], y[1], y[2], y[3], y[4]};
+      votes[r] = {y[0], y[1], y[2], y[3], y[4], y[5], y[6]};
     }
     double critical = migration;
     for (int li = 0; li < L; ++li) critical += layer_busy[li] + layer_comm[li];

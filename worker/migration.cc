@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -48,8 +49,8 @@ struct EpochManager::Job {
   std::vector<std::shared_ptr<ExpertBuffer>> keep;    // source slots, alive until the job ends
   std::map<std::pair<int, int>, std::shared_ptr<ExpertBuffer>> staging;  // (layer id, expert) -> received
   int64_t rank_bytes = 0;
-  absl::Duration stall_timeout;  // fail when requests are in flight and none completed for this long
   std::atomic<bool> done{false}, failed{false};
+  std::atomic<int64_t> completed{0};  // pieces sent or received
   std::mutex mu;
   std::string error;
 };
@@ -57,6 +58,11 @@ struct EpochManager::Job {
 class EpochManager::TransferThread {
  public:
   TransferThread(comm::Communicator& comm, int64_t credit_cap) : comm_(comm), cap_(credit_cap) {
+    // Test hook (multi-process tests of the stall timeout): $SWITCHYARD_TEST_HOLD_TRANSFERS
+    // names a rank whose transfer thread posts nothing, as a hung peer would.
+    if (const char* hold = std::getenv("SWITCHYARD_TEST_HOLD_TRANSFERS"); hold != nullptr && *hold != '\0') {
+      hold_ = std::atoi(hold) == comm.rank();
+    }
     thread_ = std::thread([this] { Loop(); });
     if (pthread_getcpuclockid(thread_.native_handle(), &cpu_clock_) != 0) cpu_clock_ = -1;
   }
@@ -134,12 +140,15 @@ class EpochManager::TransferThread {
     // Polling costs CPU the ranks' steps need (they share cores): the wait between polls
     // doubles while nothing moves, from 100 us up to 2 ms.
     auto pause = std::chrono::microseconds(100);
-    absl::Time last_progress = absl::Now();
     while (true) {
       std::vector<Job::Piece> post_recv, post_send;
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (stop_ || cancel_) return;  // in-flight requests are cancelled as they go out of scope
+        if (hold_) {
+          cv_.wait_for(lock, std::chrono::milliseconds(10));
+          continue;
+        }
         while (next_recv < job.recvs.size() && recvs.size() + post_recv.size() < kWindow && credit_ >= job.recvs[next_recv].bytes) {
           credit_ -= job.recvs[next_recv].bytes;
           post_recv.push_back(job.recvs[next_recv++]);
@@ -166,6 +175,7 @@ class EpochManager::TransferThread {
           if (!done.ok()) return Fail(job, absl::StrCat("weight transfer: ", done.status().message()));
           if (*done) {
             list->erase(list->begin() + static_cast<std::ptrdiff_t>(i));
+            job.completed.fetch_add(1, std::memory_order_relaxed);
             progressed = true;
           } else {
             ++i;
@@ -176,16 +186,8 @@ class EpochManager::TransferThread {
         job.done = true;
         return;
       }
-      // A stall, not a slow migration: the per-step byte budget may spread a migration over
-      // many steps, so only time spent with requests in flight and none completing counts.
-      const absl::Time now = absl::Now();
-      if (progressed || (recvs.empty() && sends.empty())) last_progress = now;
-      if (now - last_progress > job.stall_timeout) {
-        return Fail(job, absl::StrCat("weight transfer stalled: no transfer completed for ",
-                                      absl::FormatDuration(job.stall_timeout), " with ",
-                                      job.recvs.size() - next_recv + recvs.size(), " receives and ",
-                                      job.sends.size() - next_send + sends.size(), " sends pending"));
-      }
+      // Stalls are judged cluster-wide at step boundaries (EpochManager::Decide): a posted
+      // receive may wait many steps for a sender's budget without anything being wrong.
       if (progressed) {
         pause = std::chrono::microseconds(100);
       } else {  // a new grant wakes us early
@@ -202,6 +204,7 @@ class EpochManager::TransferThread {
   std::condition_variable cv_;
   std::shared_ptr<Job> job_;
   bool stop_ = false, cancel_ = false, busy_ = false;
+  bool hold_ = false;  // test hook: never post (see the constructor)
   int64_t credit_ = 0;
   std::thread thread_;
   clockid_t cpu_clock_ = static_cast<clockid_t>(-1);
@@ -315,6 +318,8 @@ StepVote EpochManager::Vote() const {
   if (active_) {
     v.ready = active_->job->done && !active_->job->failed ? 1 : 0;
     v.failed = active_->job->failed ? 1 : 0;
+    v.completed = static_cast<double>(active_->job->completed.load(std::memory_order_relaxed));
+    v.stalled = active_->rounds_unchanged >= 2 && absl::Now() - active_->last_change > options_.timeout ? 1 : 0;
   } else if (offer_ && offer_->placement().epoch() == epoch_ + 1) {
     v.offer_epoch = static_cast<double>(offer_->placement().epoch());
     v.offer_hash = static_cast<double>(offer_hash_);
@@ -335,6 +340,29 @@ absl::Status EpochManager::Decide(int64_t next_step, const std::vector<StepVote>
     for (size_t r = 0; r < votes.size(); ++r) {
       if (votes[r].failed != 0) failed.push_back(absl::StrCat(r));
       all_ready = all_ready && votes[r].ready != 0;
+    }
+    // Stall timeout: the cluster's count of completed transfers is what every rank saw in these
+    // votes, so all ranks agree on whether it moved. Any movement resets every rank's clock;
+    // otherwise a rank that saw none for the timeout (and two rounds) votes stalled, and all
+    // abort at this step. A slow migration that keeps moving bytes never stalls.
+    double completed = 0;
+    bool stalled = false;
+    for (const StepVote& v : votes) {
+      completed += v.completed;
+      stalled = stalled || v.stalled != 0;
+    }
+    if (completed != active_->last_completed) {
+      active_->last_completed = completed;
+      active_->last_change = absl::Now();
+      active_->rounds_unchanged = 0;
+    } else {
+      ++active_->rounds_unchanged;
+      if (stalled && failed.empty()) {
+        Abort(next_step, absl::StrCat("weight transfer stalled: no rank completed a transfer for ",
+                                      absl::FormatDuration(options_.timeout), " (",
+                                      static_cast<int64_t>(completed), " transfers done)"));
+        return absl::OkStatus();
+      }
     }
     if (!failed.empty()) {
       std::string why;
@@ -365,7 +393,6 @@ absl::Status EpochManager::Start(int64_t next_step) {
   const int me = comm_.rank();
   const int64_t bytes = static_cast<int64_t>(store_.expert_bytes());
   auto job = std::make_shared<Job>();
-  job->stall_timeout = options_.timeout;
   const int attempt = attempts_++ & ((1 << (29 - kTagBits)) - 1);
   const std::vector<int>& layer_ids = store_.layer_ids();
   for (int i = 0; i < a.orders.transfers_size(); ++i) {

@@ -45,8 +45,9 @@ namespace control = switchyard::control::v1;
 struct MigrationOptions {
   int64_t bytes_per_step = 4 << 20;  // bytes a rank may start moving (sent + received) per step
   int64_t chunk_bytes = 1 << 20;     // message size (at most bytes_per_step)
-  // A migration fails when a rank has transfers in flight and none completes for this long
-  // (a stalled or lost peer); a slow one that keeps moving bytes never times out.
+  // Stall timeout: a migration is aborted (on every rank, at one step) when no rank completes
+  // a transfer for this long (and two step boundaries): a hung or lost peer. A slow one that
+  // keeps moving bytes never times out.
   absl::Duration timeout = absl::Seconds(60);
 };
 
@@ -58,7 +59,9 @@ struct StepVote {
   double offer_hash = 0;
   double ready = 0;        // 1: migrating, and every byte of this rank moved
   double failed = 0;       // 1: this rank's transfers failed
-  static constexpr int kSize = 5;
+  double completed = 0;    // transfers (pieces) this rank has completed in the migration
+  double stalled = 0;      // 1: no rank's count moved for the stall timeout, as this rank saw it
+  static constexpr int kSize = 7;
 };
 
 // One migration, as every rank saw it.
@@ -135,6 +138,11 @@ class EpochManager {
     MigrationRecord record;
     std::shared_ptr<Job> job;
     absl::Time started;
+    // Stall detection (Decide): the cluster's completed-transfer count last seen, when it
+    // last moved, and the step boundaries since.
+    double last_completed = -1;
+    absl::Time last_change = absl::Now();
+    int rounds_unchanged = 0;
   };
   std::optional<Active> active_;
   int attempts_ = 0;  // migrations started (the same on every rank): tags of each differ
