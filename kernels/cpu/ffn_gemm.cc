@@ -287,34 +287,19 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "hwy/targets.h"
+#include "kernels/cpu/hwy_dispatch.h"
 
 namespace switchyard::kernels::internal {
-namespace {
-
-// The Highway target that implements each CpuIsa, 0 where this build has none. The
-// portable path is Highway's scalar fallback (exact per lane through std::fma).
-int64_t TargetOf(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kPortable:
-      return HWY_TARGETS & (HWY_SCALAR | HWY_EMU128);
-    case CpuIsa::kAvx2:
-      return HWY_TARGETS & HWY_AVX2;
-    case CpuIsa::kAvx512:
-      return HWY_TARGETS & HWY_AVX3;
-    case CpuIsa::kNeon:
-      return HWY_TARGETS & HWY_NEON;
-  }
-  return 0;
-}
-
-}  // namespace
 
 uint32_t SupportedIsaMask() {
   static const uint32_t mask = [] {
     const int64_t cpu = hwy::SupportedTargets();
+    const int64_t target_of[] = {HWY_TARGETS & (HWY_SCALAR | HWY_EMU128), HWY_TARGETS & HWY_AVX2,
+                                 HWY_TARGETS & HWY_AVX3, HWY_TARGETS & HWY_NEON};
     uint32_t m = 0;
     for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon}) {
-      const int64_t target = TargetOf(isa);
+      const int64_t target = target_of[static_cast<int>(isa)];
+      // The portable path runs anywhere; the others where the CPU has their target.
       if (target != 0 && (isa == CpuIsa::kPortable || (cpu & target) != 0)) {
         m |= uint32_t{1} << static_cast<int>(isa);
       }
@@ -325,36 +310,10 @@ uint32_t SupportedIsaMask() {
 }
 
 GemmFn GemmFor(CpuIsa isa, bool bf16) {
-  switch (isa) {
-    case CpuIsa::kPortable:
-#if HWY_TARGETS & HWY_EMU128
-      return bf16 ? N_EMU128::GemmBf16 : N_EMU128::GemmF32;
-#elif HWY_TARGETS & HWY_SCALAR
-      return bf16 ? N_SCALAR::GemmBf16 : N_SCALAR::GemmF32;
-#else
-      return nullptr;
-#endif
-    case CpuIsa::kAvx2:
-#if HWY_TARGETS & HWY_AVX2
-      return bf16 ? N_AVX2::GemmBf16 : N_AVX2::GemmF32;
-#else
-      return nullptr;
-#endif
-    case CpuIsa::kAvx512:
 #if HWY_TARGETS & HWY_AVX3
-      if (!bf16) return N_AVX3::GemmF32;
-      return CpuSupportsBf16Dot() ? N_AVX3::GemmBf16Dot : N_AVX3::GemmBf16;
-#else
-      return nullptr;
+  if (isa == CpuIsa::kAvx512 && bf16 && CpuSupportsBf16Dot()) return &N_AVX3::GemmBf16Dot;
 #endif
-    case CpuIsa::kNeon:
-#if HWY_TARGETS & HWY_NEON
-      return bf16 ? N_NEON::GemmBf16 : N_NEON::GemmF32;
-#else
-      return nullptr;
-#endif
-  }
-  return nullptr;
+  return bf16 ? SY_CPU_ISA_FUNCTION(isa, GemmBf16) : SY_CPU_ISA_FUNCTION(isa, GemmF32);
 }
 
 }  // namespace switchyard::kernels::internal

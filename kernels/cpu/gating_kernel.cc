@@ -195,39 +195,11 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include "kernels/cpu/hwy_dispatch.h"
+
 namespace switchyard::kernels::internal {
 
-GateFn GateFor(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kPortable:
-#if HWY_TARGETS & HWY_EMU128
-      return N_EMU128::GateRows;
-#elif HWY_TARGETS & HWY_SCALAR
-      return N_SCALAR::GateRows;
-#else
-      return nullptr;
-#endif
-    case CpuIsa::kAvx2:
-#if HWY_TARGETS & HWY_AVX2
-      return N_AVX2::GateRows;
-#else
-      return nullptr;
-#endif
-    case CpuIsa::kAvx512:
-#if HWY_TARGETS & HWY_AVX3
-      return N_AVX3::GateRows;
-#else
-      return nullptr;
-#endif
-    case CpuIsa::kNeon:
-#if HWY_TARGETS & HWY_NEON
-      return N_NEON::GateRows;
-#else
-      return nullptr;
-#endif
-  }
-  return nullptr;
-}
+GateFn GateFor(CpuIsa isa) { return SY_CPU_ISA_FUNCTION(isa, GateRows); }
 
 }  // namespace switchyard::kernels::internal
 #endif  // HWY_ONCE

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <atomic>
 #include <thread>
 
@@ -167,22 +169,55 @@ TEST(Migration, TheByteBudgetSpreadsTheCopyOverSteps) {
   EXPECT_GE(on[0].migration_steps, 4);
 }
 
-TEST(Migration, AFailedTransferAbortsOnEveryRankAtOneStep) {
+// Rank 1's transfers hang (test hook: its transfer thread posts nothing); no rank completes
+// a transfer for the stall timeout, so every rank aborts at the same step, keeps epoch 0 and
+// never retries the same orders.
+TEST(Migration, AStalledTransferAbortsOnEveryRankAtOneStep) {
   const World w = MakeWorld();
   const std::vector<RunReport> off = RunRanks(w, {.migrate = false});
   RunOptions o;
-  o.migration.bytes_per_step = 1024;  // far too slow for ...
-  o.migration.timeout = absl::Milliseconds(30);  // ... this deadline
+  o.migration.timeout = absl::Milliseconds(30);
+  ASSERT_EQ(setenv("SWITCHYARD_TEST_HOLD_TRANSFERS", "1", 1), 0);
   const std::vector<RunReport> on = RunRanks(w, o);
+  ASSERT_EQ(unsetenv("SWITCHYARD_TEST_HOLD_TRANSFERS"), 0);
   for (int r = 0; r < kRanks; ++r) {
     SCOPED_TRACE(r);
     ASSERT_EQ(on[r].migrations.size(), 1u);  // aborted once, the same orders never retried
     EXPECT_EQ(on[r].migrations[0].commit_step, -1);
-    EXPECT_FALSE(on[r].migrations[0].error.empty());
+    EXPECT_NE(on[r].migrations[0].error.find("stalled"), std::string::npos) << on[r].migrations[0].error;
+    EXPECT_EQ(on[r].migrations[0].abort_step, on[0].migrations[0].abort_step);
+    EXPECT_GT(on[r].migrations[0].abort_step, on[r].migrations[0].start_step);
     EXPECT_EQ(on[r].final_epoch, 0);
     EXPECT_EQ(on[r].output_checksum, off[0].output_checksum);
     EXPECT_TRUE(on[r].tokens_conserved);
     EXPECT_TRUE(on[r].weights_identical);
+  }
+}
+
+// A budget far too small to finish within the stall timeout is slow, not stalled: the
+// migration completes.
+TEST(Migration, ASlowMigrationIsNotAStall) {
+  const World w = MakeWorld();
+  const std::vector<RunReport> off = RunRanks(w, {.migrate = false});
+  const int64_t expert = static_cast<int64_t>(kernels::PackedExpertBytes(w.model.ExpertShape()));
+  std::vector<int64_t> moved(kRanks, 0);
+  for (const auto& t : w.orders.transfers()) {
+    moved[t.from()] += expert;
+    moved[t.to()] += expert;
+  }
+  RunOptions o;
+  // Spread over about 6 steps with a stall timeout shorter than the whole copy.
+  o.migration.bytes_per_step = *std::max_element(moved.begin(), moved.end()) / 6;
+  o.migration.chunk_bytes = expert / 4;
+  o.migration.timeout = absl::Milliseconds(10);
+  const std::vector<RunReport> on = RunRanks(w, o);
+  for (int r = 0; r < kRanks; ++r) {
+    SCOPED_TRACE(r);
+    ASSERT_GE(on[r].migrations.size(), 1u);
+    EXPECT_GE(on[r].migrations[0].commit_step - on[r].migrations[0].start_step, 4);
+    EXPECT_GE(on[r].migrations[0].commit_step, 0) << on[r].migrations[0].error;
+    EXPECT_EQ(on[r].final_epoch, 1);
+    EXPECT_EQ(on[r].output_checksum, off[0].output_checksum);
   }
 }
 
