@@ -114,10 +114,11 @@ float GroupScoreOf(const GatingConfig& c, const float* v, int n) {
 }
 
 // The k best of `n` candidates (values, padded with -inf to whole vectors) into `top`, with
-// TopK's order (higher value, then lower position). For k <= 16: the 16 maxima of the
-// candidates at positions = j (mod 16) are maxima of disjoint sets, so at least k
-// candidates are >= the k-th largest of them (t), and every one of the k best is >= t. Only
-// those (a handful) reach the scalar keeper, in position order. Larger k: every candidate.
+// TopK's order (higher value, then lower position). For k <= 16, with S the power of two
+// >= k: the maxima of the S disjoint sets {positions = j (mod S)} are S candidates, so at
+// least k candidates are >= t = the least of those maxima, and every one of the k best is
+// >= t. Only those (a handful) reach the scalar keeper, in position order. Computing t takes
+// lane-wise maxima and a fold; no sort. Larger k: every candidate goes to the keeper.
 void SelectTopK(const float* values, int n_padded, int k, TopK& top) {
   const DF d;
   constexpr int kSets = kSumLanes / kLanes;
@@ -129,13 +130,15 @@ void SelectTopK(const float* values, int n_padded, int k, TopK& top) {
       VF& a = m[(e / kLanes) % kSets];
       a = hn::Max(a, hn::LoadU(d, values + e));
     }
-    HWY_ALIGN float maxima[kSumLanes];
+    HWY_ALIGN float maxima[kSumLanes];  // maxima[j]: positions = j (mod 16)
     for (int j = 0; j < kSets; ++j) hn::Store(m[j], d, maxima + j * kLanes);
-    float best[kSumLanes];
-    int32_t unused[kSumLanes];
-    TopK of_maxima(k, best, unused);
-    for (int j = 0; j < kSumLanes; ++j) of_maxima.Offer(maxima[j], j);
-    t = best[k - 1];
+    int sets = 1;
+    while (sets < k) sets *= 2;
+    for (int width = kSumLanes / 2; width >= sets; width /= 2) {
+      for (int j = 0; j < width; ++j) maxima[j] = std::max(maxima[j], maxima[j + width]);
+    }
+    t = maxima[0];
+    for (int j = 1; j < sets; ++j) t = std::min(t, maxima[j]);
   }
   const VF vt = hn::Set(d, t);
   for (int e = 0; e < n_padded; e += kLanes) {
