@@ -17,10 +17,15 @@ using internal::LayerState;
 
 // Two rank loads within this fraction of the bottleneck load count as tied.
 constexpr double kTieTolerance = 1e-6;
-// Candidates tried for real (shares re-solved) per improvement step.
-constexpr int kTrialsPerStep = 2;
+// Candidates tried for real (shares re-solved) per improvement step: from scratch, where the
+// construction is already close; from the layout in force, which a burst may have left far
+// from any good layout.
+constexpr int kTrialsFromScratch = 2;
+constexpr int kTrialsFromCurrent = 6;
 // From scratch, moves are free: any gain above this fraction of the mean rank load is taken.
 constexpr double kFromScratchMinGain = 1e-4;
+// A layer is rebuilt (RepairLayer) only when that lowers its bottleneck by this fraction.
+constexpr double kRepairMargin = 0.02;
 
 // What a layer's constraints allow.
 struct LayerRules {
@@ -130,11 +135,11 @@ constexpr int kHeavyReplicas = 8;
 // Candidate moves relieving the bottleneck group, with a first-order estimate of each one's
 // gain (the group re-levels over its ranks; the destination rises by what it takes).
 std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
-                                  const std::vector<int>& group, double level, int max_cost) {
+                                  const std::vector<int>& group, double level, int max_cost, int trials) {
   std::vector<char> in_group(s.ranks(), 0);
   for (int r : group) in_group[r] = 1;
   const double g = static_cast<double>(group.size());
-  TopCandidates top(kTrialsPerStep);
+  TopCandidates top(trials);
   // RankHolds in O(1): holds[r * E + e] == stamp when rank r has a replica of e. The table
   // is per thread and reused across calls (a new stamp clears it).
   const int E = s.num_experts();
@@ -264,11 +269,11 @@ double ActualGain(const LayerState& before, const LayerState& after,
 // The most promising candidate (by estimated gain per moved replica) that, tried for real,
 // gains at least `min_gain_per_move` per moved replica; it costs at most `max_cost`.
 std::optional<Proposal> BestMove(const LayerState& s, const LayerRules& rules, int max_cost,
-                                 double min_gain_per_move) {
+                                 double min_gain_per_move, int trials = kTrialsFromScratch) {
   if (max_cost <= 0) return std::nullopt;
   double level = 0;
   const std::vector<int> group = BottleneckGroup(s, &level);
-  const std::vector<Candidate> candidates = Candidates(s, rules, group, level, max_cost);
+  const std::vector<Candidate> candidates = Candidates(s, rules, group, level, max_cost, trials);
   // First improvement: the best-estimated candidate that really pays is taken.
   for (const Candidate& candidate : candidates) {
     LayerState trial = s;
@@ -300,6 +305,41 @@ int ImproveLayer(LayerState& s, const LayerRules& rules, const PlanOptions& opti
     moved += best->cost;
   }
   return moved;
+}
+
+// From the layout in force: improvement steps at the from-scratch threshold, so that plateaus
+// of near-tied ranks (several hot experts on different ranks) are crossed; the sequence is
+// judged as a whole. The prefix kept maximises gain - moves x min_gain_per_move x mean, and
+// it is kept only if its gain beats the noise of that gain: noise_z x sqrt(level before +
+// level after), the two maxima being Poisson counts of the window. A regime change (a burst)
+// gains many times its noise; re-fitting a window's sampling noise does not. Returns the
+// moved replicas.
+int ImproveFromCurrent(LayerState& s, const LayerRules& rules, const PlanOptions& options) {
+  const double level0 = s.MaxLoad();
+  const double move_cost = options.min_gain_per_move * s.MeanLoad();
+  LayerState walk = s;
+  std::optional<LayerState> best;
+  int best_moves = 0, moves = 0;
+  double best_value = 0;
+  const int max_steps = 4 * s.ranks() * s.slots_per_rank();
+  for (int step = 0; step < max_steps; ++step) {
+    auto next = BestMove(walk, rules, std::numeric_limits<int>::max(), kFromScratchMinGain * walk.MeanLoad(),
+                         kTrialsFromCurrent);
+    if (!next) break;
+    walk = std::move(next->after);
+    moves += next->cost;
+    const double value = (level0 - walk.MaxLoad()) - move_cost * moves;
+    if (value > best_value) {
+      best_value = value;
+      best_moves = moves;
+      best = walk;
+    }
+  }
+  if (!best) return 0;
+  const double level = best->MaxLoad();
+  if (level0 - level < options.noise_z * std::sqrt(level0 + level)) return 0;
+  s = *std::move(best);
+  return best_moves;
 }
 
 std::vector<int> Capacities(const Topology& topo, const Constraints& constraints) {
@@ -493,6 +533,118 @@ absl::StatusOr<int> HonourPins(LayerState& s, const LayerRules& rules) {
   return moved;
 }
 
+// `fresh` (a layer planned from scratch) with its ranks renamed to keep as many of the
+// current layout's replicas in place as possible: ranks are matched greedily by the number
+// of experts they share, within a node (node-aware traffic is kept); drained ranks and ranks
+// holding pins of this layer keep their own number. Returns `current` turned into that
+// layout (retained replicas stay in their slots), shares solved.
+LayerState AlignedTo(const LayerState& current, const LayerState& fresh, const Topology& topo,
+                     const LayerRules& rules, std::span<const double> load) {
+  const int R = current.ranks(), E = current.num_experts();
+  std::vector<char> fixed(R, 0);
+  for (int r = 0; r < R; ++r) fixed[r] = current.capacity(r) == 0;
+  for (const auto& [e, r] : LayerPins(rules)) fixed[r] = 1;
+  std::vector<int> rank_of(R, -1);  // fresh rank -> current rank
+  std::vector<char> taken(R, 0);
+  for (int r = 0; r < R; ++r) {
+    if (fixed[r]) {
+      rank_of[r] = r;
+      taken[r] = 1;
+    }
+  }
+  struct Pair {
+    int shared, fresh_rank, current_rank;
+  };
+  std::vector<Pair> pairs;
+  std::vector<char> holds(static_cast<size_t>(E), 0);
+  for (int a = 0; a < R; ++a) {
+    if (fixed[a]) continue;
+    std::fill(holds.begin(), holds.end(), 0);
+    for (int slot = fresh.first_slot(a), end = slot + fresh.slots_per_rank(); slot < end; ++slot) {
+      if (const int e = fresh.expert_at(slot); e >= 0) holds[e] = 1;
+    }
+    for (int b = 0; b < R; ++b) {
+      if (fixed[b] || topo.NodeOf(a) != topo.NodeOf(b)) continue;
+      int shared = 0;
+      for (int slot = current.first_slot(b), end = slot + current.slots_per_rank(); slot < end; ++slot) {
+        if (const int e = current.expert_at(slot); e >= 0) shared += holds[e];
+      }
+      pairs.push_back({shared, a, b});
+    }
+  }
+  std::stable_sort(pairs.begin(), pairs.end(), [](const Pair& x, const Pair& y) { return x.shared > y.shared; });
+  for (const Pair& p : pairs) {
+    if (rank_of[p.fresh_rank] >= 0 || taken[p.current_rank]) continue;
+    rank_of[p.fresh_rank] = p.current_rank;
+    taken[p.current_rank] = 1;
+  }
+  std::vector<int> capacity(R);
+  for (int r = 0; r < R; ++r) capacity[r] = current.capacity(r);
+  LayerState out(current.slots_per_rank(), load, capacity);
+  for (int a = 0; a < R; ++a) {
+    const int b = rank_of[a];
+    std::fill(holds.begin(), holds.end(), 0);
+    for (int slot = fresh.first_slot(a), end = slot + fresh.slots_per_rank(); slot < end; ++slot) {
+      if (const int e = fresh.expert_at(slot); e >= 0) holds[e] = 1;
+    }
+    for (int slot = current.first_slot(b), end = slot + current.slots_per_rank(); slot < end; ++slot) {
+      const int e = current.expert_at(slot);
+      if (e >= 0 && holds[e]) {
+        out.Add(slot, e);  // kept in place
+        holds[e] = 0;
+      }
+    }
+    for (int e = 0; e < E; ++e) {
+      if (holds[e]) out.Add(out.FreeSlot(b), e);
+    }
+  }
+  out.ResetShares();
+  out.SolveShares();
+  return out;
+}
+
+// Moved replicas from `a` to `b` in one layer: experts a rank holds in b and not in a.
+int MovesBetween(const LayerState& a, const LayerState& b) {
+  int moved = 0;
+  for (int r = 0; r < b.ranks(); ++r) {
+    for (int slot = b.first_slot(r), end = slot + b.slots_per_rank(); slot < end; ++slot) {
+      if (const int e = b.expert_at(slot); e >= 0 && !a.RankHolds(r, e)) ++moved;
+    }
+  }
+  return moved;
+}
+
+// A layer that local moves leave far below what a plan from scratch reaches is rebuilt from
+// scratch, aligned to the current layout (AlignedTo), when the gain beats its noise (as in
+// ImproveFromCurrent) and pays min_gain_per_move x mean per moved replica; `max_moves` < 0:
+// any number. Returns the moved replicas (0: kept).
+int RepairLayer(LayerState& s, const LayerState& before, const Topology& topo, const LayerRules& rules,
+                const PlanOptions& options, std::span<const double> load, int max_moves) {
+  // A plan from scratch cannot go below the mean rank load: skip building one when even that
+  // would not clear the bar.
+  if (s.MaxLoad() - s.MeanLoad() < std::max(kRepairMargin * s.MaxLoad(), options.noise_z * std::sqrt(2 * s.MeanLoad()))) {
+    return 0;
+  }
+  auto built = BuildLayer(load, topo, rules);
+  if (!built.ok()) return 0;
+  LayerState fresh = *std::move(built);
+  ImproveLayer(fresh, rules, options, /*from_scratch=*/true);
+  const double level = s.MaxLoad();
+  // Both layouts are fitted to the same window, so their difference carries less noise than
+  // either level: the bar is one standard deviation, and at least kRepairMargin of the level.
+  const double bar = std::max(options.noise_z * std::sqrt(level + fresh.MaxLoad()), kRepairMargin * level);
+  if (level - fresh.MaxLoad() < bar) return 0;
+  LayerState aligned = AlignedTo(before, fresh, topo, rules, load);
+  const double gain = level - aligned.MaxLoad();
+  const int moves = MovesBetween(before, aligned);
+  const int kept_moves = MovesBetween(before, s);
+  if (max_moves >= 0 && moves > max_moves) return 0;
+  if (gain < bar) return 0;
+  if (gain < options.min_gain_per_move * s.MeanLoad() * std::max(0, moves - kept_moves)) return 0;
+  s = std::move(aligned);
+  return moves;
+}
+
 }  // namespace
 
 absl::StatusOr<Placement> IncrementalPlanner::Plan(const PlanRequest& request) const {
@@ -530,7 +682,13 @@ absl::StatusOr<Placement> IncrementalPlanner::Plan(const PlanRequest& request) c
   }
   if (!budgeted) {
     for (size_t i = 0; i < states.size(); ++i) {
-      ImproveLayer(states[i], rules[i], options, from_scratch);
+      if (from_scratch) {
+        ImproveLayer(states[i], rules[i], options, from_scratch);
+      } else {
+        const LayerState before = states[i];
+        ImproveFromCurrent(states[i], rules[i], options);
+        RepairLayer(states[i], before, topo, rules[i], options, load.values[i], -1);
+      }
     }
   } else {
     // Spend the budget where a move gains most (absolute load: a layer's step time follows

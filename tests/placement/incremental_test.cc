@@ -10,6 +10,7 @@
 
 #include "placement/eplb.h"
 #include "placement/metrics.h"
+#include "placement/scenario.h"
 #include "tests/placement/test_util.h"
 
 namespace switchyard::placement {
@@ -101,6 +102,64 @@ TEST(IncrementalTest, SamplingNoiseCausesNoChurn) {
     current = *next;
   }
   EXPECT_LE(moved, 2);
+}
+
+// Expert collapse: at a burst window some experts per layer suddenly take a large share of
+// their layer. The first re-plan from the placement in force, on the very window it plans
+// from, must come close to a plan from scratch of the same window (it may move as much as it
+// needs); the result stays valid and deterministic. Several seeds, shapes and slot counts.
+TEST(IncrementalTest, CollapseBurstIsRepairedInOneReplan) {
+  const LoadMatrix decode = test::DeepSeekLayers("decode_in1000out1000", 0, 6);
+  struct Shape {
+    int ranks, slots;
+    const char* burst;
+  };
+  for (const Shape& shape : {Shape{32, 9, "3:0.35@1..3"}, Shape{16, 18, "2:0.5@1..3"}, Shape{64, 5, "4:0.3@1..3"}}) {
+    for (uint64_t seed : {1u, 7u, 42u}) {
+      SCOPED_TRACE(absl::StrCat(shape.ranks, "x", shape.slots, " burst ", shape.burst, " seed ", seed));
+      const auto topo = *Topology::Create(shape.ranks, 1, shape.slots);
+      WindowSpec spec;
+      spec.windows = 3;
+      spec.tokens = 8192;
+      spec.top_k = 8;
+      spec.seed = seed;
+      spec.bursts = {*ParseBurst(shape.burst)};
+      const auto windows = *SampleWindows(decode, {}, spec);
+      const Placement before = *IncrementalPlanner().Plan({topo, windows[0], nullptr, {}, {}});
+      const double stale = ScorePlacement(before, windows[1])->balancedness_min;
+      const auto replanned = IncrementalPlanner().Plan({topo, windows[1], &before, {}, {}});
+      ASSERT_TRUE(replanned.ok()) << replanned.status();
+      ASSERT_TRUE(ValidatePlacement(*replanned, {}).ok());
+      const Placement scratch = *IncrementalPlanner().Plan({topo, windows[1], nullptr, {}, {}});
+      const auto ours = *ScorePlacement(*replanned, windows[1]);
+      const auto best = *ScorePlacement(scratch, windows[1]);
+      EXPECT_LT(stale, 0.8) << "the burst should collapse the old placement";
+      EXPECT_GE(ours.balancedness_min, best.balancedness_min - 0.05);
+      EXPECT_GE(ours.balancedness_mean, best.balancedness_mean - 0.03);
+      // Deterministic.
+      const auto again = *IncrementalPlanner().Plan({topo, windows[1], &before, {}, {}});
+      EXPECT_EQ(MovedReplicas(*replanned, again), 0);
+    }
+  }
+}
+
+// Windows of 8k tokens from one distribution: re-fitting sampling noise moves almost nothing.
+TEST(IncrementalTest, EightKWindowsOfOneDistributionCauseLittleChurn) {
+  const LoadMatrix decode = test::DeepSeekLayers("decode_in1000out1000", 0, 8);
+  const auto topo = *Topology::Create(32, 1, 9);
+  WindowSpec spec;
+  spec.windows = 8;
+  spec.tokens = 8192;
+  spec.top_k = 8;
+  const auto windows = *SampleWindows(decode, {}, spec);
+  Placement current = *IncrementalPlanner().Plan({topo, decode, nullptr, {}, {}});
+  int moved = 0;
+  for (const LoadMatrix& w : windows) {
+    const Placement next = *IncrementalPlanner().Plan({topo, w, &current, {}, {}});
+    moved += MovedReplicas(current, next);
+    current = next;
+  }
+  EXPECT_LE(moved, 8 * 288 / 50) << "more than 2% of the replicas per window";
 }
 
 TEST(IncrementalTest, DrainEmptiesTheRankWithForcedMoves) {
