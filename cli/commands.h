@@ -13,6 +13,9 @@ namespace switchyard::cli {
 // `switchyard plan`: place experts from an expert-load trace (placement/).
 int RunPlan(const std::vector<std::string>& args);
 
+// `switchyard trace synth`: sampled load windows with bursts and drift, as a per-step CSV.
+int RunTrace(const std::vector<std::string>& args);
+
 // `switchyard bench <what>`: project benchmarks; `what` is args[0].
 int RunBench(const std::vector<std::string>& args);
 

@@ -17,6 +17,7 @@ constexpr char kUsage[] =
     "commands:\n"
     "  plan    place experts from an expert-load trace (CSV) and print the placement (JSON)\n"
     "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun)\n"
+    "  trace synth  write sampled load windows (bursts: --burst K:SHARE@A..B, drift) as a CSV\n"
     "  version print the version\n"
     "\n"
     "admin commands (a coordinator: --coordinator HOST:PORT or $SWITCHYARD_COORDINATOR):\n"
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   }
   if (command == "plan") return switchyard::cli::RunPlan(args);
   if (command == "bench") return switchyard::cli::RunBench(args);
+  if (command == "trace") return switchyard::cli::RunTrace(args);
   if (switchyard::cli::IsAdminCommand(command)) return switchyard::cli::RunAdmin(command, args);
   if (command == "version") {
     std::printf("switchyard %s\n", SWITCHYARD_VERSION);

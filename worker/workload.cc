@@ -38,6 +38,18 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
   const int E = model.num_experts;
   const int L = static_cast<int>(layer_ids.size());
   for (const std::string& full : specs) {
+    if (full.rfind("burst:", 0) == 0) {
+      auto burst = placement::ParseBurst(absl::string_view(full).substr(6));
+      if (!burst.ok()) return absl::InvalidArgumentError(absl::StrCat("--workload '", full, "': ", burst.status().message()));
+      BurstPhase b{*burst, {}};
+      for (int l = 0; l < L; ++l) {
+        auto hot = placement::HotExperts(*burst, E, l, seed + w->bursts_.size());
+        if (!hot.ok()) return absl::InvalidArgumentError(absl::StrCat("--workload '", full, "': ", hot.status().message()));
+        b.hot.push_back(*std::move(hot));
+      }
+      w->bursts_.push_back(std::move(b));
+      continue;
+    }
     Phase phase;
     phase.spec = full;
     std::string spec = full;
@@ -103,6 +115,9 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
   }
   std::stable_sort(w->phases_.begin(), w->phases_.end(),
                    [](const Phase& a, const Phase& b) { return a.start_step < b.start_step; });
+  if (w->phases_.empty()) {
+    return absl::InvalidArgumentError("--workload: a burst needs a workload to act on (e.g. --workload trace:FILE --workload burst:3:0.35@40..60)");
+  }
   if (w->phases_.front().start_step != 0) {
     return absl::InvalidArgumentError("the first --workload must start at step 0 (no @STEP, or @0)");
   }
@@ -132,18 +147,31 @@ const std::vector<double>& Workload::Probabilities(int step, int layer_index) co
   return phase.probabilities[(step - phase.start_step) % phase.probabilities.size()][layer_index];
 }
 
-std::vector<std::vector<double>> Workload::Expected(int step) const {
-  std::vector<std::vector<double>> out;
+std::vector<double> Workload::EffectiveProbabilities(int step, int layer_index) const {
   const Phase& phase = PhaseAt(step);
   const int E = model_.num_experts;
-  for (size_t l = 0; l < layer_ids_.size(); ++l) {
-    std::vector<double> p = Probabilities(step, static_cast<int>(l));
-    if (phase.drift_every > 0) {
-      const int shift = ((step - phase.start_step) / phase.drift_every) % E;
-      std::rotate(p.begin(), p.begin() + (E - shift) % E, p.end());
-    }
-    out.push_back(p);
+  std::vector<double> p = Probabilities(step, layer_index);
+  if (phase.drift_every > 0) {
+    const int shift = ((step - phase.start_step) / phase.drift_every) % E;
+    std::rotate(p.begin(), p.begin() + (E - shift) % E, p.end());
   }
+  for (const BurstPhase& b : bursts_) {
+    if (b.burst.ActiveAt(step)) p = placement::ApplyBurst(p, b.hot[layer_index], b.burst.share);
+  }
+  return p;
+}
+
+std::vector<int> Workload::HotExpertsAt(int step, int layer_index) const {
+  std::vector<int> hot;
+  for (const BurstPhase& b : bursts_) {
+    if (b.burst.ActiveAt(step)) hot.insert(hot.end(), b.hot[layer_index].begin(), b.hot[layer_index].end());
+  }
+  return hot;
+}
+
+std::vector<std::vector<double>> Workload::Expected(int step) const {
+  std::vector<std::vector<double>> out;
+  for (size_t l = 0; l < layer_ids_.size(); ++l) out.push_back(EffectiveProbabilities(step, static_cast<int>(l)));
   return out;
 }
 
@@ -151,9 +179,19 @@ void Workload::Logits(int step, int layer_index, int64_t first_token, int64_t to
   const Phase& phase = PhaseAt(step);
   const size_t phase_index = static_cast<size_t>(&phase - phases_.data());
   const auto& per_step = log_p_[phase_index];
-  const std::vector<double>& lp = per_step[(step - phase.start_step) % per_step.size()][layer_index];
+  const std::vector<double>* lp_ptr = &per_step[(step - phase.start_step) % per_step.size()][layer_index];
   const int E = model_.num_experts;
-  const int shift = phase.drift_every > 0 ? ((step - phase.start_step) / phase.drift_every) % E : 0;
+  int shift = phase.drift_every > 0 ? ((step - phase.start_step) / phase.drift_every) % E : 0;
+  // Under a burst: the log of the effective distribution, once per call (shift applied).
+  std::vector<double> burst_lp;
+  if (std::any_of(bursts_.begin(), bursts_.end(), [&](const BurstPhase& b) { return b.burst.ActiveAt(step); })) {
+    const std::vector<double> p = EffectiveProbabilities(step, layer_index);
+    burst_lp.resize(E);
+    for (int e = 0; e < E; ++e) burst_lp[e] = p[e] > 0 ? std::log(p[e]) : -1e30;
+    lp_ptr = &burst_lp;
+    shift = 0;
+  }
+  const std::vector<double>& lp = *lp_ptr;
   for (int64_t t = 0; t < tokens; ++t) {
     const uint64_t token_key = Key(seed_, static_cast<uint64_t>(step), static_cast<uint64_t>(layer_index),
                                    static_cast<uint64_t>(first_token + t));

@@ -6,6 +6,10 @@
 //                      shifts by one expert every D steps (drift of the hot set)
 //   uniform            every expert equally likely
 //   SPEC@STEP          starts SPEC at step STEP (the previous one runs until then)
+//   burst:K:SHARE@A..B an expert collapse on top of whatever runs: during steps A..B-1, K hot
+//                      experts per layer (a seeded draw, the same on every rank) together
+//                      take SHARE of each layer's traffic; the rest keeps its shape, scaled
+//                      by 1 - SHARE (placement/scenario.h). Repeatable.
 //
 // Logits are log(p_e) + Gumbel noise, so a top-k gate picks experts without replacement in
 // proportion to p (the Gumbel-top-k trick; exact for softmax and sigmoid top-k, approximate
@@ -19,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "placement/scenario.h"
 #include "worker/model.h"
 
 namespace switchyard::worker {
@@ -40,6 +45,8 @@ class Workload {
   std::vector<std::vector<double>> Expected(int step) const;
   // The spec in force at `step`.
   const std::string& SpecAt(int step) const;
+  // The hot experts of layer `layer_index` under every burst active at `step` (empty: none).
+  std::vector<int> HotExpertsAt(int step, int layer_index) const;
 
  private:
   struct Phase {
@@ -58,6 +65,13 @@ class Workload {
   std::vector<int> layer_ids_;
   uint64_t seed_;
   std::vector<Phase> phases_;  // by start step
+  struct BurstPhase {
+    placement::Burst burst;
+    std::vector<std::vector<int>> hot;  // [layer index]: its hot experts
+  };
+  std::vector<BurstPhase> bursts_;
+  // Probabilities (shifted by drift, under the bursts) of `layer_index` at `step`.
+  std::vector<double> EffectiveProbabilities(int step, int layer_index) const;
   // log-probabilities cache of the distributions above (same indexing)
   mutable std::vector<std::vector<std::vector<std::vector<double>>>> log_p_;
 };

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "placement/io/load_csv.h"
 #include "placement/io/placement_json.h"
 #include "tests/common/subprocess.h"
 
@@ -107,6 +108,59 @@ TEST(PlanCliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
     EXPECT_TRUE(r.out.empty());
     EXPECT_FALSE(std::filesystem::exists(out));
   }
+}
+
+}  // namespace
+}  // namespace switchyard
+
+namespace switchyard {
+namespace {
+
+// `switchyard trace synth`: windows with a burst, readable as a per-step trace; the same
+// seed gives the same file; bad input exits 2 naming the problem and writes nothing.
+TEST(TraceCliTest, SynthWritesBurstWindowsAsAPerStepTrace) {
+  TempDir dir;
+  const std::string decode = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
+  const std::string out = dir.File("w.csv"), again = dir.File("w2.csv");
+  const std::vector<std::string> args = {kBinary, "trace", "synth", "--profile", decode, "--first-layers", "3",
+                                         "--windows", "4", "--tokens", "2048", "--burst", "3:0.35@2..4", "--seed", "5"};
+  std::vector<std::string> a = args, b = args;
+  a.insert(a.end(), {"--out", out});
+  b.insert(b.end(), {"--out", again});
+  auto r = RunCommand(a);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(RunCommand(b).exit_code, 0);
+  std::ifstream f1(out), f2(again);
+  const std::string t1((std::istreambuf_iterator<char>(f1)), {}), t2((std::istreambuf_iterator<char>(f2)), {});
+  EXPECT_EQ(t1, t2);
+  auto keys = placement::ReadLoadCsvKeys(out);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*keys, (std::vector<std::string>{"0", "1", "2", "3"}));
+  auto w0 = placement::ReadLoadCsv(out, {std::string("0")}), w3 = placement::ReadLoadCsv(out, {std::string("3")});
+  ASSERT_TRUE(w0.ok() && w3.ok());
+  EXPECT_EQ(w0->num_layers(), 3);
+  double total = 0, top0 = 0, top3 = 0;
+  for (double x : w0->values[0]) total += x;
+  EXPECT_EQ(total, 2048.0 * 8);
+  for (double x : w0->values[0]) top0 = std::max(top0, x);
+  for (double x : w3->values[0]) top3 = std::max(top3, x);
+  EXPECT_GT(top3, 2 * top0) << "the burst's hot experts dominate window 3";
+  // Planning straight from a window of the file works.
+  auto plan = RunCommand({kBinary, "plan", "--loads", out, "--select", "3", "--ranks", "32", "--slots-per-rank", "9"});
+  EXPECT_EQ(plan.exit_code, 0) << plan.err;
+
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--burst", "3:0.35@5"}, {"--burst", "0:0.3@1..2"}, {"--windows", "0"},
+        {"--top-k", "300"}, {"--tokens", "-4"}}) {
+    std::vector<std::string> c = {kBinary, "trace", "synth", "--profile", decode, "--out", dir.File("bad.csv")};
+    c.insert(c.end(), bad.begin(), bad.end());
+    auto e = RunCommand(c);
+    EXPECT_EQ(e.exit_code, 2) << bad[0] << " " << bad[1] << ": " << e.err;
+    EXPECT_NE(e.err.find("switchyard trace synth:"), std::string::npos) << e.err;
+    EXPECT_FALSE(std::filesystem::exists(dir.File("bad.csv")));
+  }
+  EXPECT_EQ(RunCommand({kBinary, "trace", "synth"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({kBinary, "trace", "frobnicate"}).exit_code, 2);
 }
 
 }  // namespace

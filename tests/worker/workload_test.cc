@@ -83,6 +83,37 @@ TEST(WorkloadTest, PerStepTraceUsesOneStepPerRunStep) {
   EXPECT_EQ((*selected)->Expected(0)[0], (*selected)->Expected(7)[0]);
 }
 
+// A burst on top of a trace: during its steps the hot experts take their share of the gate's
+// choices; every rank (any token range) and every run draws the same hot experts; before and
+// after it the trace runs unchanged.
+TEST(WorkloadTest, BurstInjectsTheSameCollapseOnEveryRank) {
+  ModelConfig m = *PresetModel("qwen3-30b-a3b");
+  m.num_experts = 256;
+  auto w = Workload::Create({"trace:" + kTrace, "burst:3:0.35@10..20"}, m, {3, 4}, 5);
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto plain = *Workload::Create({"trace:" + kTrace}, m, {3, 4}, 5);
+  EXPECT_EQ((*w)->Expected(9), plain->Expected(9));
+  EXPECT_EQ((*w)->Expected(20), plain->Expected(20));
+  const std::vector<int> hot = (*w)->HotExpertsAt(10, 0);
+  ASSERT_EQ(hot.size(), 3u);
+  EXPECT_TRUE((*w)->HotExpertsAt(9, 0).empty());
+  EXPECT_NE((*w)->HotExpertsAt(10, 1), hot);  // per layer
+  const std::vector<double> p = (*w)->Expected(10)[0];
+  EXPECT_NEAR(p[hot[0]] + p[hot[1]] + p[hot[2]], 0.35 + 0.65 * (plain->Expected(10)[0][hot[0]] +
+                                                               plain->Expected(10)[0][hot[1]] +
+                                                               plain->Expected(10)[0][hot[2]]), 1e-12);
+  // The gate sees it: the hot experts are chosen far more often during the burst.
+  const std::vector<double> during = Frequencies(**w, m, 12, 4000), before = Frequencies(**w, m, 5, 4000);
+  EXPECT_GT(during[hot[0]] + during[hot[1]] + during[hot[2]], 3 * (before[hot[0]] + before[hot[1]] + before[hot[2]]));
+  // The same on every rank and run: a pure function of (seed, step, layer, token).
+  auto again = *Workload::Create({"trace:" + kTrace, "burst:3:0.35@10..20"}, m, {3, 4}, 5);
+  EXPECT_EQ(again->HotExpertsAt(15, 1), (*w)->HotExpertsAt(15, 1));
+  std::vector<float> all(40 * 256), part(10 * 256);
+  (*w)->Logits(12, 1, 0, 40, all.data());
+  again->Logits(12, 1, 30, 10, part.data());
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), all.begin() + 30 * 256));
+}
+
 TEST(WorkloadTest, BadSpecsAreRejected) {
   ModelConfig m = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
   struct Case {
@@ -97,7 +128,11 @@ TEST(WorkloadTest, BadSpecsAreRejected) {
                         Case{{"trace:/nonexistent.csv"}, "/nonexistent.csv"},
                         Case{{"trace:" + std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/switch_base_128_specmoe.csv"},
                              "the trace has 128 experts, the model has 256"},
-                        Case{{}, "no --workload"}}) {
+                        Case{{}, "no --workload"},
+                        Case{{"burst:3:0.35@10..20"}, "a burst needs a workload"},
+                        Case{{"uniform", "burst:3:0.35@20"}, "EXPERTS:SHARE@START..END"},
+                        Case{{"uniform", "burst:300:0.35@1..2"}, "300 hot experts per layer, the model has 256"},
+                        Case{{"uniform", "burst:3:1.2@1..2"}, "SHARE must be a number in (0, 1)"}}) {
     auto w = Workload::Create(c.specs, m, {3}, 1);
     ASSERT_FALSE(w.ok());
     EXPECT_NE(w.status().message().find(c.message), absl::string_view::npos) << w.status().message();
