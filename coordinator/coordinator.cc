@@ -335,6 +335,7 @@ void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::s
   transfers_.clear();
   target_started_ = false;
   ++migrations_committed_;
+  failed_streak_ = 0;
   EventLocked("epoch_committed",
               absl::StrCat("epoch ", committed_epoch_, " committed", how.empty() ? absl::StrCat(" (seen at rank ", rank, ")") : how),
               rank, committed_epoch_);
@@ -521,13 +522,19 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   transfers_.clear();
   target_started_ = false;
   ++migrations_failed_;
-  cooldown_ = policy_.cooldown_windows();
+  // Back off: the same plan would likely fail the same way. Each failure in a row doubles the
+  // automatic rebalancer's wait (up to 64x the cooldown) and halves the moves it may plan.
+  ++failed_streak_;
+  failed_moves_ = r.moved_replicas();
+  cooldown_ = std::max(1, policy_.cooldown_windows()) << std::min(failed_streak_, 6);
+  const std::string backoff = absl::StrFormat("; next automatic plan in %d windows, at most %d moved replicas",
+                                              cooldown_, BackoffMoveLimitLocked());
   EventLocked("migration_failed",
               r.phase() == "refused"
-                  ? absl::StrFormat("epoch %d refused by rank %d, the cluster stays on epoch %d: %s", r.epoch(), r.rank(),
-                                    committed_epoch_, r.error())
-                  : absl::StrFormat("epoch %d aborted before step %d, the cluster stays on epoch %d: %s", r.epoch(), r.step(),
-                                    committed_epoch_, r.error()),
+                  ? absl::StrFormat("epoch %d refused by rank %d, the cluster stays on epoch %d: %s%s", r.epoch(), r.rank(),
+                                    committed_epoch_, r.error(), backoff)
+                  : absl::StrFormat("epoch %d aborted at step %d, the cluster stays on epoch %d: %s%s", r.epoch(), r.step(),
+                                    committed_epoch_, r.error(), backoff),
               r.rank(), r.epoch());
   if (replan_pending_) {  // pins and drains still have to happen
     replan_pending_ = false;
@@ -650,13 +657,20 @@ absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, co
   return absl::OkStatus();
 }
 
+int Coordinator::BackoffMoveLimitLocked() const {
+  if (failed_streak_ == 0) return 0;  // the policy's budget
+  int limit = std::max(1, failed_moves_ >> failed_streak_);
+  if (policy_.max_moves() > 0) limit = std::min(limit, policy_.max_moves());
+  return limit;
+}
+
 void Coordinator::EvaluateAutoRebalanceLocked() {
   if (cooldown_ > 0) {
     --cooldown_;
     return;
   }
   if (!policy_.auto_rebalance() || MigrationInFlightLocked()) return;
-  auto plan = PlanLocked(ConstraintsLocked(), 0);
+  auto plan = PlanLocked(ConstraintsLocked(), BackoffMoveLimitLocked());
   if (!plan.ok()) {
     EventLocked("plan_failed", std::string(plan.status().message()));
     return;

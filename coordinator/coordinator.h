@@ -119,6 +119,9 @@ class Coordinator {
   // replicas (0: the policy's budget; kNoMoveLimit: none, for the forced moves of pins and
   // drains, which the planner keeps to what the constraints need plus worthwhile moves).
   static constexpr int kNoMoveLimit = -1;
+  // The automatic rebalancer's move limit for its next plan: 0 (the policy's budget) unless
+  // migrations failed in a row, then half the last failed one's moves per failure.
+  int BackoffMoveLimitLocked() const;
   absl::StatusOr<admin::RebalanceResponse> PlanLocked(const placement::Constraints& constraints, int max_moves);
   // Publishes `plan` as the target epoch. Only one target is in flight at a time: workers
   // migrate from the committed epoch to it, and a target is never replaced before it commits
@@ -164,6 +167,10 @@ class Coordinator {
   int64_t last_window_steps_ = 1;
   int auto_streak_ = 0;
   int cooldown_ = 0;
+  // Migrations that failed in a row since the last commit, and the moves of the last one:
+  // the automatic rebalancer waits longer and plans fewer moves after each (BackoffMoveLimitLocked).
+  int failed_streak_ = 0;
+  int failed_moves_ = 0;
 
   std::deque<admin::Event> events_;
   int64_t next_seq_ = 1;

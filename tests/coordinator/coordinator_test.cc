@@ -614,6 +614,53 @@ TEST(Coordinator, AutoRebalancePublishesAfterHysteresis) {
   EXPECT_EQ(calm.Status().target_epoch(), 0);
 }
 
+// After an aborted migration the automatic rebalancer waits longer (the cooldown doubles with
+// each failure in a row) and plans at most half the failed plan's moves, instead of retrying
+// the same doomed migration; a commit resets it.
+TEST(Coordinator, AbortedMigrationBacksOffAndShrinksTheNextPlan) {
+  Harness h({});
+  ASSERT_TRUE(h.start_status.ok());
+  h.RegisterAll();
+  types::Policy p = h.Policy();
+  p.set_auto_rebalance(true);
+  p.set_hysteresis_windows(1);
+  p.set_cooldown_windows(1);
+  ASSERT_TRUE(h.SetPolicy(p).ok());
+  h.ReportWindow(0, 10);
+  ASSERT_EQ(h.Status().target_epoch(), 1);
+  control::Orders orders;
+  ASSERT_TRUE(h.Poll(0, 0, 0, &orders).ok());
+  const int failed_moves = orders.transfers_size();
+  ASSERT_GT(failed_moves, 1);
+  for (int r = 0; r < kRanks; ++r) {
+    control::MigrationReport m;
+    m.set_rank(r);
+    m.set_epoch(1);
+    m.set_phase(r == 0 ? "started" : "aborted");
+    m.set_step(30);
+    m.set_moved_replicas(failed_moves);
+    m.set_error("weight transfer stalled");
+    control::MigrationReportResponse out;
+    ASSERT_TRUE(h.control_->ReportMigration(h.Ctx().get(), m, &out).ok());
+  }
+  std::string failed;
+  for (const admin::Event& e : h.Events()) {
+    if (e.kind() == "migration_failed") failed = e.message();
+  }
+  EXPECT_NE(failed.find("aborted at step 30"), std::string::npos) << failed;
+  EXPECT_NE(failed.find("next automatic plan in 2 windows"), std::string::npos) << failed;
+  // The cooldown (2 windows): no plan yet.
+  h.ReportWindow(10, 20);
+  h.ReportWindow(20, 30);
+  EXPECT_EQ(h.Status().target_epoch(), 0);
+  // Then a smaller plan.
+  h.ReportWindow(30, 40);
+  ASSERT_EQ(h.Status().target_epoch(), 1);
+  ASSERT_TRUE(h.Poll(0, 0, 0, &orders).ok());
+  EXPECT_LE(orders.transfers_size(), failed_moves / 2);
+  EXPECT_GT(orders.transfers_size(), 0);
+}
+
 TEST(Coordinator, WatchEventsStreamsNewEvents) {
   Harness h({});
   ASSERT_TRUE(h.start_status.ok());
