@@ -235,6 +235,41 @@ TEST_F(RebalanceLaunchTest, CoordinatorRestartedMidMigrationEndsConsistent) {
   EXPECT_EQ(Replicas(nlohmann::json::parse(r.out)), Replicas(j["final_placement"]));
 }
 
+// Expert collapse live: a burst at step 40 (3 hot experts per layer take 35% of the traffic)
+// collapses the balanced start; the embedded coordinator plans from the load reports and the
+// ranks migrate in the background. Within 20 steps the worst layer is back above 0.9; outputs
+// equal the run without rebalancing and every token is computed once.
+TEST_F(RebalanceLaunchTest, CollapseBurstIsRebalancedWithinTwentySteps) {
+  const int steps = 70;
+  test::TempDir dir;
+  const std::vector<std::string> job = {
+      "--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2", "--tokens-per-rank", "256",
+      "--policy", "eplb", "--backend", "mpi", "--workload", "trace:" + kTraces + "deepseek_v3_sglang_decode_in1000out1000.csv",
+      "--workload", "burst:3:0.35@40..70", "--steps", std::to_string(steps), "--log-every", "0", "--window-steps", "5",
+      "--coordinator", "embedded"};
+  const nlohmann::json off = RunJob(Plus(job, {"--rebalance", "off"}), dir.File("off.json"));
+  const nlohmann::json on = RunJob(Plus(job, {"--rebalance", "on"}), dir.File("on.json"));
+  ASSERT_TRUE(on.contains("worst_balancedness_by_step")) << on.dump();
+  std::map<int, double> worst;
+  for (const auto& x : on["worst_balancedness_by_step"]) worst[x[0].get<int>()] = x[1].get<double>();
+  std::map<int, double> worst_off;
+  for (const auto& x : off["worst_balancedness_by_step"]) worst_off[x[0].get<int>()] = x[1].get<double>();
+  auto mean = [](const std::map<int, double>& m, int a, int b) {
+    double sum = 0;
+    for (int s = a; s < b; ++s) sum += m.at(s);
+    return sum / (b - a);
+  };
+  EXPECT_GT(mean(worst, 20, 40), 0.9) << "the start is balanced";
+  EXPECT_LT(mean(worst, 40, 44), 0.8) << "the burst collapses it";
+  EXPECT_LT(mean(worst_off, 60, 70), 0.8) << "without rebalancing it stays collapsed";
+  EXPECT_GE(mean(worst, 60, 70), 0.9) << on["migrations"].dump();
+  ASSERT_GE(on["migrations"].size(), 1u);
+  EXPECT_LE(on["migrations"][0].value("commit_step", 1000), 60) << on["migrations"].dump();
+  EXPECT_EQ(on.value("output_checksum", "on"), off.value("output_checksum", "off"));
+  EXPECT_TRUE(on.value("tokens_conserved", false));
+  EXPECT_TRUE(on.value("weights_identical", false));
+}
+
 // A slow migration is not a stalled one: with a budget that spreads it over many times the
 // stall timeout, it completes as long as bytes flow.
 TEST_F(RebalanceLaunchTest, ASlowMigrationThatKeepsMovingCompletes) {
