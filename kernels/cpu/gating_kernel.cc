@@ -113,13 +113,18 @@ float GroupScoreOf(const GatingConfig& c, const float* v, int n) {
   return best + (ties >= 2 ? best : MaxOf(rest));
 }
 
-// The k best of `n` candidates (values, padded with -inf to whole vectors) into `top`, with
-// TopK's order (higher value, then lower position). For k <= 16, with S the power of two
-// >= k: the maxima of the S disjoint sets {positions = j (mod S)} are S candidates, so at
-// least k candidates are >= t = the least of those maxima, and every one of the k best is
-// >= t. Only those (a handful) reach the scalar keeper, in position order. Computing t takes
-// lane-wise maxima and a fold; no sort. Larger k: every candidate goes to the keeper.
-void SelectTopK(const float* values, int n_padded, int k, TopK& top) {
+// The k best of `n` candidates (values, padded with -inf to whole vectors) into `ids` (their
+// positions), best first: higher value, then lower position (TopK's order).
+//
+// A threshold first: for k <= 16, with S the power of two >= k, the maxima of the S disjoint
+// sets {positions = j (mod S)} are S candidates, so at least k candidates are >= t = the
+// least of those maxima, and every one of the k best is >= t (lane-wise maxima and a fold;
+// no sort). The few survivors (about 20 of 256 for DeepSeek-V3) are then ranked by counting,
+// without branches: rank(i) = #{j: v_j > v_i} + #{j < i: v_j == v_i}, a vector compare per
+// survivor; rank < k is the output slot. More than kMaxSurvivors (many ties, or k > 16):
+// the scalar keeper over the survivors.
+constexpr int kMaxSurvivors = 64;
+void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* kept_values) {
   const DF d;
   constexpr int kSets = kSumLanes / kLanes;
   float t = kMinusInf;
@@ -140,18 +145,46 @@ void SelectTopK(const float* values, int n_padded, int k, TopK& top) {
     t = maxima[0];
     for (int j = 1; j < sets; ++j) t = std::min(t, maxima[j]);
   }
+  // Survivors in position order. (CompressStore would do, but its memory form is microcoded
+  // and slow on AMD Zen 4/5.)
+  HWY_ALIGN float sv[kMaxSurvivors + kLanes];
+  int32_t sp[kMaxSurvivors + kLanes];
+  int n = 0;
   const VF vt = hn::Set(d, t);
-  for (int e = 0; e < n_padded; e += kLanes) {
+  for (int e = 0; e < n_padded && n <= kMaxSurvivors; e += kLanes) {
     const auto keep = hn::Ge(hn::LoadU(d, values + e), vt);
     if (hn::AllFalse(d, keep)) continue;
     uint8_t bytes[(kLanes + 7) / 8 + 8] = {};
     hn::StoreMaskBits(d, keep, bytes);
     uint64_t bits;
     std::memcpy(&bits, bytes, sizeof bits);
-    // (CompressStore would do, but its memory form is microcoded and slow on AMD Zen 4/5.)
-    for (; bits != 0; bits &= bits - 1) {
+    for (; bits != 0 && n < kMaxSurvivors + kLanes; bits &= bits - 1) {
       const int lane = __builtin_ctzll(bits);
-      top.Offer(values[e + lane], e + lane);
+      sv[n] = values[e + lane];
+      sp[n++] = e + lane;
+    }
+  }
+  if (n > kMaxSurvivors) {
+    TopK top(k, kept_values, ids);
+    for (int e = 0; e < n_padded; ++e) {
+      if (values[e] >= t) top.Offer(values[e], e);
+    }
+    return;
+  }
+  for (int i = n; i < n + kLanes; ++i) sv[i] = kMinusInf;
+  for (int i = 0; i < n; ++i) {
+    const VF vi = hn::Set(d, sv[i]);
+    size_t rank = 0;
+    for (int c = 0; c < n; c += kLanes) {
+      const VF v = hn::Load(d, sv + c);
+      const auto valid = hn::FirstN(d, static_cast<size_t>(n - c));
+      const auto before = hn::FirstN(d, static_cast<size_t>(std::clamp(i - c, 0, kLanes)));
+      rank += hn::CountTrue(d, hn::And(hn::Gt(v, vi), valid));
+      rank += hn::CountTrue(d, hn::And(hn::Eq(v, vi), before));
+    }
+    if (rank < static_cast<size_t>(k)) {
+      ids[rank] = sp[i];
+      kept_values[rank] = sv[i];
     }
   }
 }
@@ -181,8 +214,7 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
     } else {
       std::copy_n(choice.data(), E, values.data());
     }
-    TopK top(k, top_values.data(), ids);
-    SelectTopK(values.data(), padded, k, top);
+    SelectTopK(values.data(), padded, k, ids, top_values.data());
     for (int i = 0; i < k; ++i) {
       if (grouped) ids[i] = group_top_ids[ids[i] / group_size] * group_size + ids[i] % group_size;
     }
