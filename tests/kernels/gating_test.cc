@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -140,6 +141,47 @@ TEST(GatingTest, InvalidConfigsNameTheField) {
     absl::Status s = GateCpu(c.config, &x, 1, &id, &w);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find(c.message), absl::string_view::npos) << s.message();
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::kernels
+
+namespace switchyard::kernels {
+namespace {
+
+// Every ISA path gives the same ids and the same weight bits (exp is math-inl.h's, the
+// softmax sum has a fixed order), for widths that are and are not multiples of the vectors.
+TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> n(0, 2);
+  struct Case {
+    int experts, top_k, groups, top_groups;
+    ScoreFunction score;
+    bool bias;
+  };
+  for (const Case& c : {Case{256, 8, 8, 4, ScoreFunction::kSigmoid, true}, Case{60, 4, 1, 1, ScoreFunction::kSoftmax, false},
+                        Case{37, 5, 1, 1, ScoreFunction::kSoftmax, false}, Case{64, 6, 8, 3, ScoreFunction::kSoftmax, false},
+                        Case{128, 20, 1, 1, ScoreFunction::kSigmoid, true}}) {
+    const int tokens = 257;
+    std::vector<float> logits(tokens * c.experts), bias(c.experts);
+    for (float& v : logits) v = n(rng);
+    for (float& v : bias) v = n(rng) * 0.05f;
+    // Ties: a few tokens with equal logits everywhere.
+    std::fill(logits.begin(), logits.begin() + c.experts, 0.5f);
+    const GatingConfig config{c.experts, c.top_k, c.score, true, c.groups, c.top_groups, 2.5f, c.bias ? bias.data() : nullptr};
+    std::vector<int32_t> want_ids(tokens * c.top_k);
+    std::vector<float> want_w(tokens * c.top_k);
+    ASSERT_TRUE(GateCpu(config, logits.data(), tokens, want_ids.data(), want_w.data(), CpuIsa::kPortable).ok());
+    for (CpuIsa isa : SupportedCpuIsas()) {
+      std::vector<int32_t> ids(tokens * c.top_k);
+      std::vector<float> w(tokens * c.top_k);
+      ASSERT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa).ok());
+      EXPECT_EQ(ids, want_ids) << CpuIsaName(isa) << " E=" << c.experts;
+      EXPECT_EQ(std::memcmp(w.data(), want_w.data(), w.size() * 4), 0) << CpuIsaName(isa) << " E=" << c.experts;
+    }
+    // Ties go to the lowest ids.
+    for (int i = 0; i < c.top_k && c.groups == 1 && !c.bias; ++i) EXPECT_EQ(want_ids[i], i) << "E=" << c.experts;
   }
 }
 
