@@ -85,7 +85,10 @@ absl::StatusOr<std::vector<int64_t>> SkewedRows(int slots, int64_t total) {
   double sum = 0;
   for (double x : w) sum += x;
   std::vector<int64_t> rows;
-  for (double x : w) rows.push_back(std::llround(x / sum * total));
+  int64_t placed = 0;
+  for (double x : w) placed += rows.emplace_back(std::llround(x / sum * total));
+  // Rounding per slot: the hottest slot takes the difference, so the total is exact.
+  *std::max_element(rows.begin(), rows.end()) += total - placed;
   return rows;
 }
 

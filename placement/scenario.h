@@ -16,8 +16,10 @@
 namespace switchyard::placement {
 
 // A collapse burst: during steps (or windows) [start, end), `experts` hot experts per layer
-// together take `share` of the layer's traffic, split evenly; the rest keeps its shape,
-// scaled by 1 - share. The hot experts are a seeded draw per layer (HotExperts).
+// together take `share` of the layer's routing probability, split evenly; the rest keeps its
+// shape, scaled by 1 - share. (Tokens pick top-k experts without replacement, so the hot
+// experts' realised share of the pairs is lower when share / experts > 1 / k.) The hot
+// experts are a seeded draw per layer (HotExperts).
 struct Burst {
   int experts = 0;
   double share = 0;

@@ -440,7 +440,7 @@ int Main(int argc, char** argv) {
   if (c.rank() == 0) {
     double worst = 1;
     for (const LayerReport& l : report->layers) worst = std::min(worst, l.balancedness);
-    std::printf("summary: %.0f tokens/s, step ms p50 %.2f p99 %.2f max %.2f; per step: gate %.2f dispatch %.2f ffn %.2f "
+    std::printf("summary: %.0f tokens/s, step ms p50 %.2f p99 %.2f max %.2f; per step (slowest rank each): gate %.2f dispatch %.2f ffn %.2f "
                 "combine %.2f ms; worst-layer balancedness %.3f; tokens conserved: %s; output checksum %016llx\n",
                 report->tokens_per_s, report->step_ms_p50, report->step_ms_p99, report->step_ms_max, report->phase_ms_gate,
                 report->phase_ms_dispatch, report->phase_ms_ffn, report->phase_ms_combine, worst,
