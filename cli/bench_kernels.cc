@@ -77,6 +77,9 @@ nlohmann::json Case(const std::string& name, double achieved, const std::string&
 
 // Rows per slot in proportion to 64 experts' loads of a DeepSeek-V3 decode layer.
 absl::StatusOr<std::vector<int64_t>> SkewedRows(int slots, int64_t total) {
+  if (total < 1 || total > 65536) {
+    return absl::InvalidArgumentError(absl::StrCat("--ffn-rows ", total, ": use 1..65536"));
+  }
   SY_ASSIGN_OR_RETURN(placement::LoadMatrix load,
                       placement::ReadLoadCsv(TracesDir() + "/deepseek_v3_sglang_decode_in1000out1000.csv"));
   const std::vector<double>& row = load.values[10];  // model layer 13
@@ -84,11 +87,18 @@ absl::StatusOr<std::vector<int64_t>> SkewedRows(int slots, int64_t total) {
   for (int s = 0; s < slots; ++s) w.push_back(row[s * static_cast<int>(row.size()) / slots]);
   double sum = 0;
   for (double x : w) sum += x;
+  // Largest remainders: floors, then one more row to the slots with the largest fractions,
+  // so the total is exact and no slot is negative.
   std::vector<int64_t> rows;
+  std::vector<std::pair<double, int>> fractions;
   int64_t placed = 0;
-  for (double x : w) placed += rows.emplace_back(std::llround(x / sum * total));
-  // Rounding per slot: the hottest slot takes the difference, so the total is exact.
-  *std::max_element(rows.begin(), rows.end()) += total - placed;
+  for (int s = 0; s < slots; ++s) {
+    const double exact = w[s] / sum * total;
+    placed += rows.emplace_back(static_cast<int64_t>(std::floor(exact)));
+    fractions.push_back({exact - std::floor(exact), s});
+  }
+  std::sort(fractions.begin(), fractions.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  for (int64_t i = 0; i < total - placed; ++i) ++rows[fractions[i % slots].second];
   return rows;
 }
 

@@ -49,8 +49,8 @@ absl::Status Synth() {
   if (absl::GetFlag(FLAGS_windows) < 1 || absl::GetFlag(FLAGS_windows) > 100000) {
     return absl::InvalidArgumentError("--windows must be in 1..100000");
   }
-  if (absl::GetFlag(FLAGS_tokens) < 1 || absl::GetFlag(FLAGS_tokens) > (int64_t{1} << 32)) {
-    return absl::InvalidArgumentError("--tokens must be in 1..2^32");
+  if (absl::GetFlag(FLAGS_tokens) < 1 || absl::GetFlag(FLAGS_tokens) > (int64_t{1} << 24)) {
+    return absl::InvalidArgumentError("--tokens must be in 1..16777216");
   }
   SY_ASSIGN_OR_RETURN(const placement::LoadMatrix profile,
                       ReadProfile(absl::GetFlag(FLAGS_profile), absl::GetFlag(FLAGS_first_layers)));

@@ -1,6 +1,7 @@
 #include "common/file_util.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,6 +22,9 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path, int err
     case EACCES:
     case EPERM:
       return absl::PermissionDeniedError(message);
+    case EISDIR:
+    case ENOTDIR:
+      return absl::InvalidArgumentError(message);
     default:
       return absl::InternalError(message);
   }
@@ -28,7 +32,21 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path, int err
 
 }  // namespace
 
+// Writes all of `content` to `fd`; errno-style error text on failure.
+absl::Status WriteAll(int fd, absl::string_view content, const std::string& name) {
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError("cannot write", name, errno);
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return ErrnoError("cannot read", path, EISDIR);
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoError("cannot open", path, errno);
   std::ostringstream buffer;
@@ -38,20 +56,47 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {
+  if (path.empty() || path.back() == '/') {
+    return absl::InvalidArgumentError(absl::StrCat("cannot write '", path, "': it names a directory, not a file"));
+  }
+  // A symbolic link is followed: the file it points to is replaced, the link stays.
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    char target[4096];
+    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    if (n < 0) return ErrnoError("cannot read the link", path, errno);
+    target[n] = '\0';
+    std::string resolved = target;
+    if (resolved.empty() || resolved[0] != '/') {
+      const size_t slash = path.rfind('/');
+      if (slash != std::string::npos) resolved = path.substr(0, slash + 1) + resolved;
+    }
+    static thread_local int depth = 0;
+    if (depth >= 16) return ErrnoError("cannot write", path, ELOOP);
+    ++depth;
+    absl::Status written = WriteFileAtomically(resolved, content);
+    --depth;
+    return written;
+  }
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return ErrnoError("cannot write", path, EISDIR);
+    if (!S_ISREG(st.st_mode)) {
+      // A FIFO, a device or a socket is written to in place: it cannot be replaced
+      // atomically, and renaming over it would destroy it.
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) return ErrnoError("cannot open", path, errno);
+      absl::Status written = WriteAll(fd, content, path);
+      if (::close(fd) != 0 && written.ok()) written = ErrnoError("cannot flush", path, errno);
+      return written;
+    }
+  }
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp, errno);
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return ErrnoError("cannot write", tmp, err);
-    }
-    done += static_cast<size_t>(n);
+  if (absl::Status written = WriteAll(fd, content, tmp); !written.ok()) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return written;
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     const int err = errno;

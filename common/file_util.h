@@ -8,12 +8,16 @@
 
 namespace switchyard {
 
-// Reads a file; NotFound / PermissionDenied / Internal name the path and errno text.
+// Reads a file; NotFound / PermissionDenied / InvalidArgument (a directory) / Internal name
+// the path and errno text.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // Replaces `path` atomically: writes `path.tmp.<pid>`, fsyncs it, renames it over `path`
 // and fsyncs the directory. Readers see the old or the new content, never a mix; on error
-// the old file is untouched and the temporary is removed.
+// the old file is untouched and the temporary is removed. A symbolic link is followed (the
+// file it names is replaced, the link kept); a FIFO or device is written in place (no
+// atomicity there, and never replaced). A directory, or a path ending in '/', is
+// InvalidArgument naming it.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content);
 
 }  // namespace switchyard

@@ -84,7 +84,7 @@ int DefaultCpuThreads() {
     if (v == nullptr || *v == '\0') return 0;
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
-    return end != nullptr && *end == '\0' && n > 0 && n <= 4096 ? n : 0;
+    return end != nullptr && *end == '\0' && n > 0 && n <= 1024 ? n : 0;  // as --threads
   };
   if (long omp = env_int("OMP_NUM_THREADS"); omp > 0) return static_cast<int>(omp);
   cpu_set_t set;

@@ -44,7 +44,8 @@ CpuIsa BestCpuIsa();
 
 bool CpuSupportsBf16Dot();  // AVX-512 BF16 (vdpbf16ps)
 
-// Threads a rank's CPU kernels use unless told otherwise: $OMP_NUM_THREADS if set; else the
+// Threads a rank's CPU kernels use unless told otherwise: $OMP_NUM_THREADS if it is a number
+// in 1..1024 (anything else is ignored, as libgomp itself warns); else the
 // CPUs this process may run on (its affinity mask, i.e. the launcher's binding), divided
 // among the ranks the launcher started on this node when they were left unbound
 // (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, SLURM_STEP_NUM_TASKS / SLURM_STEP_NUM_NODES).

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/hash.h"
 
 namespace switchyard::placement {
@@ -22,13 +23,21 @@ class Stream {
   uint64_t seed_, i_ = 0;
 };
 
+constexpr double kMaxDraws = 1e9;
+constexpr int kMaxMisses = 16;
+
 uint64_t Mix(uint64_t seed, uint64_t a, uint64_t b) { return SplitMix64(SplitMix64(seed ^ 0x5ce7a210ULL) ^ a) ^ b; }
 
+// v / sum(v), computed after dividing by the largest entry so that a sum of huge finite
+// values cannot overflow; uniform when v is all zero.
 std::vector<double> Normalised(const std::vector<double>& v) {
+  double largest = 0;
+  for (double x : v) largest = std::max(largest, x);
+  std::vector<double> out(v.size(), 1.0 / v.size());
+  if (!(largest > 0)) return out;
   double total = 0;
-  for (double x : v) total += x;
-  std::vector<double> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = total > 0 ? v[i] / total : 1.0 / v.size();
+  for (double x : v) total += x / largest;
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i] / largest / total;
   return out;
 }
 
@@ -92,6 +101,13 @@ absl::StatusOr<std::vector<LoadMatrix>> SampleWindows(const LoadMatrix& profile,
   if (spec.top_k < 1 || spec.top_k > E) {
     return absl::InvalidArgumentError(absl::StrCat("top-k ", spec.top_k, " must be in 1..", E));
   }
+  // About 50 million draws a second: refuse what would run for more than about a minute.
+  const double draws = static_cast<double>(spec.windows) * L * static_cast<double>(spec.tokens) * spec.top_k;
+  if (draws > kMaxDraws) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d windows x %d layers x %d tokens x top-%d is %.3g draws; at most %.0e (fewer windows, tokens or layers)",
+        spec.windows, L, spec.tokens, spec.top_k, draws, kMaxDraws));
+  }
   // Hot experts of each burst and layer, drawn once.
   std::vector<std::vector<std::vector<int>>> hot(spec.bursts.size());
   for (size_t b = 0; b < spec.bursts.size(); ++b) {
@@ -102,6 +118,7 @@ absl::StatusOr<std::vector<LoadMatrix>> SampleWindows(const LoadMatrix& profile,
     }
   }
   std::vector<LoadMatrix> windows;
+  std::vector<int> chosen;
   std::vector<double> cumulative(E);
   std::vector<char> taken(E);
   for (int l = 0; l < L; ++l) {
@@ -128,22 +145,37 @@ absl::StatusOr<std::vector<LoadMatrix>> SampleWindows(const LoadMatrix& profile,
       const double total = cumulative.back();
       Stream rng(Mix(spec.seed, static_cast<uint64_t>(w), static_cast<uint64_t>(l)));
       for (int64_t t = 0; t < spec.tokens; ++t) {
-        // top_k distinct experts, each drawn in proportion to p among those not yet taken
-        // (redrawing a taken one: exact sampling without replacement).
-        int chosen[64];
-        int n = 0;
-        while (n < spec.top_k) {
-          const double u = rng.Uniform() * total;
-          int e = static_cast<int>(std::upper_bound(cumulative.begin(), cumulative.end(), u) - cumulative.begin());
-          e = std::min(e, E - 1);
-          if (taken[e] || p[e] <= 0) continue;
+        // top_k distinct experts, each drawn in proportion to p among those not yet taken:
+        // redraw a taken one (exact sampling without replacement), and after a few misses in
+        // a row (a dominant expert) draw from the remaining mass directly.
+        chosen.clear();
+        int misses = 0;
+        while (static_cast<int>(chosen.size()) < spec.top_k) {
+          int e = -1;
+          if (misses < kMaxMisses) {
+            const double u = rng.Uniform() * total;
+            e = static_cast<int>(std::upper_bound(cumulative.begin(), cumulative.end(), u) - cumulative.begin());
+            e = std::min(e, E - 1);
+            if (taken[e] || p[e] <= 0) {
+              ++misses;
+              continue;
+            }
+          } else {
+            double rest = 0;
+            for (int x = 0; x < E; ++x) rest += taken[x] ? 0 : p[x];
+            double u = rng.Uniform() * rest;
+            for (int x = 0; x < E; ++x) {
+              if (taken[x] || p[x] <= 0) continue;
+              e = x;
+              if ((u -= p[x]) < 0) break;
+            }
+          }
+          misses = 0;
           taken[e] = 1;
           out.values[l][e] += 1;
-          if (n < 64) chosen[n] = e;
-          ++n;
+          chosen.push_back(e);
         }
-        for (int i = 0; i < std::min(n, 64); ++i) taken[chosen[i]] = 0;
-        if (n > 64) std::fill(taken.begin(), taken.end(), 0);
+        for (int e : chosen) taken[e] = 0;
       }
     }
     windows.push_back(std::move(out));

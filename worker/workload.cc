@@ -55,7 +55,9 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
     std::string spec = full;
     if (const size_t at = full.rfind('@'); at != std::string::npos) {
       if (!absl::SimpleAtoi(full.substr(at + 1), &phase.start_step) || phase.start_step < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("--workload '", full, "': '@' must be followed by a step >= 0"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--workload '", full, "': '@' must be followed by a step >= 0",
+            full.find("..") != std::string::npos ? " (a comma separates --workload specs: give each burst as its own burst:K:SHARE@A..B)" : ""));
       }
       spec = full.substr(0, at);
     }

@@ -69,5 +69,32 @@ TEST(ScenarioTest, SampledWindowsCountEveryTokenOnceAndFollowTheBurst) {
   EXPECT_FALSE(SampleWindows(decode, {}, spec).ok());
 }
 
+// A dominant expert (almost all of the mass) or values whose sum overflows must not stall
+// the sampler; runs too large are refused, naming the sizes.
+TEST(ScenarioTest, SkewedAndHugeInputsAreSampledOrRefused) {
+  LoadMatrix skewed{{0}, {{1e12, 1, 1, 1}}};
+  WindowSpec spec;
+  spec.windows = 2;
+  spec.tokens = 1000;
+  spec.top_k = 3;
+  auto w = SampleWindows(skewed, {}, spec);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ((*w)[0].values[0][0], 1000);
+  LoadMatrix huge{{0}, {std::vector<double>(8, 1.7e308)}};
+  w = SampleWindows(huge, {}, spec);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(std::accumulate((*w)[1].values[0].begin(), (*w)[1].values[0].end(), 0.0), 3000);
+  const LoadMatrix decode = test::DeepSeekLayers("decode_in1000out1000", 0, 1);
+  spec.bursts = {*ParseBurst("1:0.9999999999@0..2")};
+  spec.top_k = 8;
+  w = SampleWindows(decode, {}, spec);
+  ASSERT_TRUE(w.ok()) << w.status();
+  spec.windows = 100000;
+  spec.tokens = 1 << 20;
+  const auto refused = SampleWindows(decode, {}, spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("draws"), std::string::npos) << refused.status();
+}
+
 }  // namespace
 }  // namespace switchyard::placement
