@@ -34,12 +34,8 @@ HWY_BEFORE_NAMESPACE();
 namespace switchyard::kernels::internal::HWY_NAMESPACE {
 namespace {
 
-namespace hn = hwy::HWY_NAMESPACE;
-using DF = hn::ScalableTag<float>;
 using DU = hn::RebindToUnsigned<DF>;
-using VF = hn::Vec<DF>;
 
-constexpr int kLanes = static_cast<int>(hn::MaxLanes(DF()));
 constexpr int kVecs = kPanelCols / kLanes;  // vectors per panel row
 static_assert(kPanelCols % kLanes == 0, "a panel is a whole number of vectors");
 

@@ -22,13 +22,8 @@ HWY_BEFORE_NAMESPACE();
 namespace switchyard::kernels::internal::HWY_NAMESPACE {
 namespace {
 
-namespace hn = hwy::HWY_NAMESPACE;
-using DF = hn::ScalableTag<float>;
-using VF = hn::Vec<DF>;
-using DI = hn::RebindToSigned<DF>;
 using D1 = hn::CappedTag<float, 1>;  // one lane: the tails, with the same per-lane code
 
-constexpr int kLanes = static_cast<int>(hn::MaxLanes(DF()));
 constexpr int kSumLanes = 16;  // the softmax sum's fixed partial lanes
 static_assert(kSumLanes % kLanes == 0, "vector width divides the partial lanes");
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();

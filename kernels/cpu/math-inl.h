@@ -24,6 +24,11 @@ HWY_BEFORE_NAMESPACE();
 namespace switchyard::kernels::internal::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// The full-width fp32 vector of this target (fixed width: SVE is not compiled) and its lanes.
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+constexpr int kLanes = static_cast<int>(hn::MaxLanes(DF()));
+
 // a * b + c with one rounding on every target. Highway emulates MulAdd as a * b + c (two
 // roundings) where the target has no FMA (its scalar and SSE4 targets); there each lane goes
 // through std::fma, which is correctly rounded everywhere.
