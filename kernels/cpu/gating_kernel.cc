@@ -22,6 +22,7 @@ HWY_BEFORE_NAMESPACE();
 namespace switchyard::kernels::internal::HWY_NAMESPACE {
 namespace {
 
+using DI = hn::RebindToSigned<DF>;
 using D1 = hn::CappedTag<float, 1>;  // one lane: the tails, with the same per-lane code
 
 constexpr int kSumLanes = 16;  // the softmax sum's fixed partial lanes
@@ -140,24 +141,33 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
     t = maxima[0];
     for (int j = 1; j < sets; ++j) t = std::min(t, maxima[j]);
   }
-  // Survivors in position order. (CompressStore would do, but its memory form is microcoded
-  // and slow on AMD Zen 4/5.)
-  HWY_ALIGN float sv[kMaxSurvivors + kLanes];
-  int32_t sp[kMaxSurvivors + kLanes];
+  // Survivors in position order. AVX-512: per vector, the kept lanes compressed to its front
+  // in registers (CompressStore's memory form is microcoded and slow on AMD Zen 4/5) and
+  // stored whole at the end of the list, which then grows by their count.
+  HWY_ALIGN float sv[kMaxSurvivors + 2 * kLanes];
+  HWY_ALIGN int32_t sp[kMaxSurvivors + 2 * kLanes];
+  const DI di;
   int n = 0;
   const VF vt = hn::Set(d, t);
   for (int e = 0; e < n_padded && n <= kMaxSurvivors; e += kLanes) {
-    const auto keep = hn::Ge(hn::LoadU(d, values + e), vt);
+    const VF v = hn::LoadU(d, values + e);
+    const auto keep = hn::Ge(v, vt);
+#if HWY_TARGET == HWY_AVX3
+    hn::StoreU(hn::Compress(v, keep), d, sv + n);
+    hn::StoreU(hn::Compress(hn::Iota(di, e), hn::RebindMask(di, keep)), di, sp + n);
+    n += static_cast<int>(hn::CountTrue(d, keep));
+#else  // Highway's table-driven Compress is slower here than walking the mask bits
     if (hn::AllFalse(d, keep)) continue;
     uint8_t bytes[(kLanes + 7) / 8 + 8] = {};
     hn::StoreMaskBits(d, keep, bytes);
     uint64_t bits;
     std::memcpy(&bits, bytes, sizeof bits);
-    for (; bits != 0 && n < kMaxSurvivors + kLanes; bits &= bits - 1) {
+    for (; bits != 0; bits &= bits - 1) {
       const int lane = __builtin_ctzll(bits);
       sv[n] = values[e + lane];
       sp[n++] = e + lane;
     }
+#endif
   }
   if (n > kMaxSurvivors) {
     TopK top(k, kept_values, ids);
@@ -167,6 +177,8 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
     return;
   }
   for (int i = n; i < n + kLanes; ++i) sv[i] = kMinusInf;
+  int32_t ranked_ids[kMaxSurvivors + 1];  // k <= n <= kMaxSurvivors here
+  float ranked_values[kMaxSurvivors + 1];
   for (int i = 0; i < n; ++i) {
     const VF vi = hn::Set(d, sv[i]);
     size_t rank = 0;
@@ -177,11 +189,13 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
       rank += hn::CountTrue(d, hn::And(hn::Gt(v, vi), valid));
       rank += hn::CountTrue(d, hn::And(hn::Eq(v, vi), before));
     }
-    if (rank < static_cast<size_t>(k)) {
-      ids[rank] = sp[i];
-      kept_values[rank] = sv[i];
-    }
+    // Branch-free: ranks >= k land in a discarded slot.
+    const size_t slot = std::min(rank, static_cast<size_t>(k));
+    ranked_ids[slot] = sp[i];
+    ranked_values[slot] = sv[i];
   }
+  std::copy_n(ranked_ids, k, ids);
+  std::copy_n(ranked_values, k, kept_values);
 }
 
 }  // namespace
@@ -192,7 +206,7 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
   const bool grouped = c.num_groups > 1 && c.top_groups < c.num_groups;
   const int candidates = grouped ? c.top_groups * group_size : E;  // experts left after the group limit
   const int padded = (candidates + kLanes - 1) / kLanes * kLanes;
-  std::vector<float> scores(E), choice(E), group_top_values(c.top_groups), top_values(k);
+  std::vector<float> scores(E), choice(E), group_score(c.num_groups), group_top_values(c.top_groups), top_values(k);
   std::vector<float> values(padded, kMinusInf);
   std::vector<int32_t> group_top_ids(c.top_groups);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -201,7 +215,9 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
     // The candidates in ascending expert order: position p is expert first_of(p / group) + p % group.
     if (grouped) {
       TopK groups(c.top_groups, group_top_values.data(), group_top_ids.data());
-      for (int g = 0; g < c.num_groups; ++g) groups.Offer(GroupScoreOf(c, choice.data() + g * group_size, group_size), g);
+      // Scores first, then the keeper: the groups' reductions are independent and overlap.
+      for (int g = 0; g < c.num_groups; ++g) group_score[g] = GroupScoreOf(c, choice.data() + g * group_size, group_size);
+      for (int g = 0; g < c.num_groups; ++g) groups.Offer(group_score[g], g);
       std::sort(group_top_ids.begin(), group_top_ids.end());
       for (int i = 0; i < c.top_groups; ++i) {
         std::copy_n(choice.data() + group_top_ids[i] * group_size, group_size, values.data() + i * group_size);

@@ -162,7 +162,8 @@ TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
   };
   for (const Case& c : {Case{256, 8, 8, 4, ScoreFunction::kSigmoid, true}, Case{60, 4, 1, 1, ScoreFunction::kSoftmax, false},
                         Case{37, 5, 1, 1, ScoreFunction::kSoftmax, false}, Case{64, 6, 8, 3, ScoreFunction::kSoftmax, false},
-                        Case{128, 20, 1, 1, ScoreFunction::kSigmoid, true}}) {
+                        Case{128, 20, 1, 1, ScoreFunction::kSigmoid, true}, Case{48, 20, 1, 1, ScoreFunction::kSoftmax, false},
+                        Case{64, 17, 4, 2, ScoreFunction::kSigmoid, true}}) {
     const int tokens = 257;
     std::vector<float> logits(tokens * c.experts), bias(c.experts);
     for (float& v : logits) v = n(rng);
