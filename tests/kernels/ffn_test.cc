@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -228,7 +229,32 @@ TEST(FfnTest, GoldenBitsOnEveryPath) {
   }
 }
 
+// Sets an environment variable for one scope, restoring the previous value after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value == nullptr) {
+      unsetenv(name);
+    } else {
+      setenv(name, value, 1);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
 TEST(FfnTest, PathSelection) {
+  const ScopedEnv no_forcing(kCpuIsaEnv, nullptr);  // the suite may run with a forced path
   const std::vector<CpuIsa> isas = SupportedCpuIsas();
   ASSERT_FALSE(isas.empty());
   EXPECT_EQ(isas.front(), CpuIsa::kPortable);
@@ -255,6 +281,7 @@ TEST(FfnTest, PathSelection) {
 
 // $SWITCHYARD_CPU_ISA forces a path; a path this CPU lacks is refused, naming the setting.
 TEST(FfnTest, EnvironmentForcesAPath) {
+  const ScopedEnv restore(kCpuIsaEnv, nullptr);
   ASSERT_EQ(setenv(kCpuIsaEnv, "portable", 1), 0);
   EXPECT_EQ(*CpuIsaFromEnvironment(), CpuIsa::kPortable);
   EXPECT_EQ(BestCpuIsa(), CpuIsa::kPortable);
@@ -284,10 +311,13 @@ TEST(FfnTest, UnsupportedPathIsRefused) {
 }
 
 TEST(FfnTest, DefaultThreadsFollowOmpNumThreads) {
-  ASSERT_EQ(setenv("OMP_NUM_THREADS", "3", 1), 0);
+  const ScopedEnv three("OMP_NUM_THREADS", "3");
   EXPECT_EQ(DefaultCpuThreads(), 3);
-  ASSERT_EQ(unsetenv("OMP_NUM_THREADS"), 0);
-  EXPECT_GE(DefaultCpuThreads(), 1);
+  for (const char* ignored : {"0", "-3", "abc", "4,1", "100000"}) {
+    const ScopedEnv bad("OMP_NUM_THREADS", ignored);
+    EXPECT_GE(DefaultCpuThreads(), 1) << ignored;
+    EXPECT_LE(DefaultCpuThreads(), 1024) << ignored;
+  }
 }
 
 TEST(FfnTest, BadWeightsAreRejected) {
