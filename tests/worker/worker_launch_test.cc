@@ -102,6 +102,34 @@ TEST_F(WorkerIdentityTest, PlacementFileFromSwitchyardPlan) {
   EXPECT_EQ(j.value("placement", ""), placement);
 }
 
+// The CPU kernels' ISA paths compute the same bits: forcing any path this CPU has (and the
+// portable one) gives the reference checksum, and the report names the path and threads.
+TEST_F(WorkerIdentityTest, EveryCpuPathGivesTheSameOutput) {
+  const std::vector<std::string> paths = {"portable",
+#if defined(__x86_64__)
+                                          "avx2",
+#endif
+  };
+  for (const std::string& path : paths) {
+    SCOPED_TRACE(path);
+    const std::string report = dir_->File("isa_" + path + ".json");
+    std::vector<std::string> argv = Mpirun(2);
+    argv.insert(argv.end(), {"-x", "SWITCHYARD_CPU_ISA"});
+    const std::vector<std::string> worker = WorkerArgs(kTotalTokens / 2, report);
+    argv.insert(argv.end(), worker.begin(), worker.end());
+    argv.insert(argv.end(), {"--threads", "2"});
+    std::vector<std::string> env = kEnv;
+    env.push_back("SWITCHYARD_CPU_ISA=" + path);
+    const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(300), env);
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    std::ifstream in(report);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    EXPECT_EQ(j.value("output_checksum", ""), *reference_);
+    EXPECT_EQ(j.value("isa", ""), path);
+    EXPECT_EQ(j.value("threads", 0), 2);
+  }
+}
+
 TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
   test::TempDir dir;
   std::ofstream(dir.File("config.json")) << "{\"model_type\": \"mixtral\", \"hidden_size\": \"wide\"}";
@@ -110,6 +138,7 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
   struct Case {
     std::vector<std::string> args;
     std::string message;
+    std::string env = "";  // NAME=VALUE for this case
   };
   const std::vector<Case> cases = {
       {{"--model", "preset:gpt5", "--workload", "uniform"}, "unknown model preset 'gpt5'"},
@@ -127,14 +156,29 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--coordinator", "127.0.0.1:1",
         "--coordinator-token-file", dir.File("missing-token")},
        "missing-token"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--threads", "-1"}, "--threads -1"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--workload", "burst:3:1.5@1..2"},
+       "SHARE must be a number in (0, 1)"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "burst:3:0.3@1..2"}, "a burst needs a workload"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform"}, "SWITCHYARD_CPU_ISA: unknown CPU ISA path 'sse9'",
+       "SWITCHYARD_CPU_ISA=sse9"},
+#if defined(__x86_64__)
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform"}, "'neon' is not available on this CPU",
+       "SWITCHYARD_CPU_ISA=neon"},
+#endif
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.message);
     std::vector<std::string> argv = Mpirun(2);
+    std::vector<std::string> env = kEnv;
+    if (!c.env.empty()) {
+      argv.insert(argv.end(), {"-x", c.env.substr(0, c.env.find('='))});
+      env.push_back(c.env);
+    }
     argv.push_back(kWorker);
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     const auto start = std::chrono::steady_clock::now();
-    const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(60), kEnv);
+    const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(60), env);
     EXPECT_FALSE(r.timed_out);
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
     EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
