@@ -54,31 +54,44 @@ absl::Status GroupBySlot(const int32_t* slot, int64_t rows, int num_slots, int64
   return absl::OkStatus();
 }
 
+namespace {
+
+// Runs body(i) for i in [0, n): on `threads` OpenMP threads when the work moves at least
+// kParallelBytes, else inline.
+template <typename Body>
+void ForRows(int64_t n, int64_t bytes, int threads, const Body& body) {
+  if (threads <= 1 || bytes < kParallelBytes || n < 2) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+}  // namespace
+
 void GatherRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes,
-                int32_t divisor) {
+                int32_t divisor, int threads) {
   const auto* in = static_cast<const char*>(src);
   auto* out = static_cast<char*>(dst);
-  for (int64_t i = 0; i < rows; ++i) {
+  ForRows(rows, rows * static_cast<int64_t>(row_bytes), threads, [&](int64_t i) {
     std::memcpy(out + i * row_bytes, in + static_cast<int64_t>(index[i] / divisor) * row_bytes, row_bytes);
-  }
+  });
 }
 
-void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes) {
+void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes, int threads) {
   const auto* in = static_cast<const char*>(src);
   auto* out = static_cast<char*>(dst);
-  for (int64_t i = 0; i < rows; ++i) {
+  ForRows(rows, rows * static_cast<int64_t>(row_bytes), threads, [&](int64_t i) {
     std::memcpy(out + static_cast<int64_t>(index[i]) * row_bytes, in + i * row_bytes, row_bytes);
-  }
+  });
 }
 
-// Each output block of kBlock floats is summed in registers over j = 0..k-1 and written
-// once (k rows read, one written). Multiply and add stay separate operations (the build has
-// no implicit contraction), so every compiled variant gives the same bits.
-__attribute__((target_clones("avx512f", "avx2", "default")))
 void Combine(const float* rows, const int32_t* position, const float* weights, int64_t tokens,
-             int top_k, int64_t hidden, float* out) {
+             int top_k, int64_t hidden, float* out, int threads) {
   constexpr int64_t kBlock = 64;
-  for (int64_t t = 0; t < tokens; ++t) {
+  const int64_t bytes = tokens * top_k * hidden * static_cast<int64_t>(sizeof(float));
+  ForRows(tokens, bytes, threads, [&](int64_t t) {
     float* o = out + t * hidden;
     const float* w = weights + t * top_k;
     const int32_t* pos = position + t * top_k;
@@ -94,7 +107,7 @@ void Combine(const float* rows, const int32_t* position, const float* weights, i
       }
       for (int64_t h = 0; h < n; ++h) o[h0 + h] = acc[h];
     }
-  }
+  });
 }
 
 }  // namespace switchyard::kernels

@@ -33,17 +33,23 @@ absl::Status DispatchLayout(const int32_t* dest_rank, int64_t pairs, int num_ran
 absl::Status GroupBySlot(const int32_t* slot, int64_t rows, int num_slots, int64_t* slot_counts,
                          int64_t* slot_offsets, int32_t* order);
 
+// `threads` (>= 1) below: OpenMP threads share the rows (tokens for Combine) when the call
+// moves at least kParallelBytes; each row is written whole by one thread, so the results do
+// not depend on the thread count.
+inline constexpr int64_t kParallelBytes = int64_t{1} << 20;
+
 // dst row i = src row index[i]; rows of `row_bytes` bytes. With `divisor` > 1 the source row
 // is index[i] / divisor (dispatch: send row n = token send_pair[n] / k).
 void GatherRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes,
-                int32_t divisor = 1);
+                int32_t divisor = 1, int threads = 1);
 
 // dst row index[i] = src row i.
-void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes);
+void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows, size_t row_bytes,
+                 int threads = 1);
 
 // out[t, :] = sum_j weights[t, j] * rows[position[t * k + j], :] in j order, for T tokens of
 // `hidden` floats. Overwrites out.
 void Combine(const float* rows, const int32_t* position, const float* weights, int64_t tokens,
-             int top_k, int64_t hidden, float* out);
+             int top_k, int64_t hidden, float* out, int threads = 1);
 
 }  // namespace switchyard::kernels

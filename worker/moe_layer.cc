@@ -109,7 +109,8 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   }
   send_rows_.resize(pairs * H);
   send_slot_.resize(pairs);
-  kernels::GatherRows(hidden, send_rows_.data(), send_pair_.data(), pairs, row_bytes, k);
+  const int threads = ffn_ws_.threads();
+  kernels::GatherRows(hidden, send_rows_.data(), send_pair_.data(), pairs, row_bytes, k, threads);
   for (int64_t n = 0; n < pairs; ++n) send_slot_[n] = slot_[send_pair_[n]];
   recv_rows_.resize(recv_rows * H);
   recv_slot_.resize(recv_rows);
@@ -145,7 +146,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
                                           slot_offsets_.data(), order_.data()));
   grouped_.resize(recv_rows * H);
   grouped_out_.resize(recv_rows * H);
-  kernels::ScatterRows(recv_rows_.data(), grouped_.data(), order_.data(), recv_rows, row_bytes);
+  kernels::ScatterRows(recv_rows_.data(), grouped_.data(), order_.data(), recv_rows, row_bytes, threads);
   slot_weights_.resize(slots);
   for (int s = 0; s < slots; ++s) {
     slot_weights_[s] = weights_.slot_weights(li, s);
@@ -154,7 +155,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.ExpertShape(), slot_weights_.data(), slot_offsets_.data(),
                                             slot_counts_.data(), slots, grouped_.data(), grouped_out_.data(), ffn_ws_));
   back_rows_.resize(recv_rows * H);
-  kernels::GatherRows(grouped_out_.data(), back_rows_.data(), order_.data(), recv_rows, row_bytes);
+  kernels::GatherRows(grouped_out_.data(), back_rows_.data(), order_.data(), recv_rows, row_bytes, 1, threads);
   times_.ffn += Since(t0);
 
   // 5. Return trip, combine in k order, shared expert.
@@ -175,7 +176,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
     const int64_t zero = 0;
     SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.SharedShape(), &w, &zero, &tokens, 1, hidden, shared_out_.data(), ffn_ws_));
   }
-  kernels::Combine(returned_.data(), position_.data(), weights_buf_.data(), tokens, k, H, out);
+  kernels::Combine(returned_.data(), position_.data(), weights_buf_.data(), tokens, k, H, out, threads);
   if (shared) {
     for (int64_t i = 0; i < tokens * H; ++i) out[i] = out[i] + shared_out_[i];
   }

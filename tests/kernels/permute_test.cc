@@ -78,3 +78,36 @@ TEST(PermuteTest, CombineSumsInKOrderExactly) {
 
 }  // namespace
 }  // namespace switchyard::kernels
+
+namespace switchyard::kernels {
+namespace {
+
+// Threads share rows (tokens) only: every result is the same bits at 1 and 3 threads, above
+// and below the size where threads start.
+TEST(PermuteTest, ThreadsChangeNoBit) {
+  for (int64_t tokens : {int64_t{5}, int64_t{1200}}) {
+    const int k = 8;
+    const int64_t hidden = 131, pairs = tokens * k;  // 1200 x 8 x 131 floats: above kParallelBytes
+    std::vector<float> rows(pairs * hidden), w(pairs);
+    std::vector<int32_t> position(pairs);
+    for (int64_t i = 0; i < pairs * hidden; ++i) rows[i] = static_cast<float>((i * 2654435761u) % 1000) / 7.0f;
+    for (int64_t p = 0; p < pairs; ++p) {
+      position[p] = static_cast<int32_t>((p * 7919) % pairs);
+      w[p] = 1.0f / static_cast<float>(1 + p % 5);
+    }
+    std::vector<float> one(tokens * hidden), three(tokens * hidden);
+    Combine(rows.data(), position.data(), w.data(), tokens, k, hidden, one.data(), 1);
+    Combine(rows.data(), position.data(), w.data(), tokens, k, hidden, three.data(), 3);
+    EXPECT_EQ(std::memcmp(one.data(), three.data(), one.size() * 4), 0) << tokens;
+    std::vector<float> g1(pairs * hidden), g3(pairs * hidden), s1(pairs * hidden), s3(pairs * hidden);
+    GatherRows(rows.data(), g1.data(), position.data(), pairs, hidden * 4, 1, 1);
+    GatherRows(rows.data(), g3.data(), position.data(), pairs, hidden * 4, 1, 3);
+    EXPECT_EQ(g1, g3);
+    ScatterRows(rows.data(), s1.data(), position.data(), pairs, hidden * 4, 1);
+    ScatterRows(rows.data(), s3.data(), position.data(), pairs, hidden * 4, 3);
+    EXPECT_EQ(s1, s3);
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::kernels
