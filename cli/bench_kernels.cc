@@ -215,7 +215,7 @@ absl::Status GatingCase(BenchReport& report, kernels::CpuIsa isa) {
   const kernels::GatingConfig config{E, 8, kernels::ScoreFunction::kSigmoid, true, 8, 4, 2.5f, bias.data()};
   absl::Status status;
   auto [gate, memcpy_time, gate_ratio] = Interleaved(
-      [&] { status.Update(kernels::GateCpu(config, logits.data(), T, ids.data(), w.data())); },
+      [&] { status.Update(kernels::GateCpu(config, logits.data(), T, ids.data(), w.data(), isa)); },
       [&] { std::memcpy(copy.data(), logits.data(), logits.size() * 4); }, 5);
   SY_RETURN_IF_ERROR(status);
   auto entry = Case("gating_deepseek_e256_k8_groups8_top4", T / gate, "tokens/s", T / memcpy_time, gate_ratio);

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/ffn_internal.h"
+#include "kernels/cpu/parallel.h"
 
 namespace switchyard::kernels {
 
@@ -208,7 +209,7 @@ class FfnRunner {
     if (is_bf16) {
       ws.in16_.resize(static_cast<size_t>(total * l.k1));
       ws.act16_.assign(static_cast<size_t>(total * l.k2), 0);  // zero pad column when ffn is odd
-      ParallelFor(threads, num_slots, [&](int64_t s) {
+      internal::ParallelFor(threads, num_slots, 1, [&](int64_t s) {
         for (int64_t i = 0; i < row_counts[s]; ++i) {
           const float* x = input + (row_offsets[s] + i) * H;
           bf16* to = ws.in16_.data() + (ws.packed_[s] + i) * l.k1;
@@ -225,7 +226,7 @@ class FfnRunner {
 
     // Phase 1: x [M, H] -> activations [M, F].
     Split(ws, num_slots, row_counts, l.panels1, total);
-    ParallelFor(threads, static_cast<int64_t>(ws.tasks_.size()), [&](int64_t t) {
+    internal::ParallelFor(threads, static_cast<int64_t>(ws.tasks_.size()), 1, [&](int64_t t) {
       const FfnWorkspace::Task task = ws.tasks_[t];
       const int s = task.slot;
       const int64_t col0 = task.first_panel * l.outputs_per_panel1;
@@ -248,7 +249,7 @@ class FfnRunner {
     });
     // Phase 2: activations [M, F] -> y [M, H].
     Split(ws, num_slots, row_counts, l.panels2, total);
-    ParallelFor(threads, static_cast<int64_t>(ws.tasks_.size()), [&](int64_t t) {
+    internal::ParallelFor(threads, static_cast<int64_t>(ws.tasks_.size()), 1, [&](int64_t t) {
       const FfnWorkspace::Task task = ws.tasks_[t];
       const int s = task.slot;
       const int64_t col0 = task.first_panel * internal::kPanelCols;
@@ -273,8 +274,9 @@ class FfnRunner {
 
  private:
   // Tasks of one phase: with one thread, one per slot; else each slot's panels cut into
-  // ranges of about 1/(4 * threads) of the phase's work (rows x panels x k), at least one
-  // panel, so a hot slot spreads over every thread and cold ones stay whole.
+  // ranges of about 1/(4 * threads) of the phase's work (rows x panels; k is the same for
+  // every task), at least one panel, so a hot slot spreads over every thread and cold ones
+  // stay whole.
   static void Split(FfnWorkspace& ws, int num_slots, const int64_t* row_counts, int64_t panels,
                     int64_t total_rows) {
     ws.tasks_.clear();
@@ -290,16 +292,6 @@ class FfnRunner {
       if (step < panels && step % 2 == 1 && step > 1) --step;
       for (int64_t p = 0; p < panels; p += step) ws.tasks_.push_back({s, p, std::min(step, panels - p)});
     }
-  }
-
-  template <typename Body>
-  static void ParallelFor(int threads, int64_t n, const Body& body) {
-    if (threads <= 1 || n <= 1) {
-      for (int64_t i = 0; i < n; ++i) body(i);
-      return;
-    }
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t i = 0; i < n; ++i) body(i);
   }
 };
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/parallel.h"
 
 namespace switchyard::kernels {
 
@@ -56,16 +57,11 @@ absl::Status GroupBySlot(const int32_t* slot, int64_t rows, int num_slots, int64
 
 namespace {
 
-// Runs body(i) for i in [0, n): on `threads` OpenMP threads when the work moves at least
-// kParallelBytes, else inline.
+// Rows on `threads` threads when the call moves at least kParallelBytes, in chunks of about
+// an eighth of a thread's share.
 template <typename Body>
 void ForRows(int64_t n, int64_t bytes, int threads, const Body& body) {
-  if (threads <= 1 || bytes < kParallelBytes || n < 2) {
-    for (int64_t i = 0; i < n; ++i) body(i);
-    return;
-  }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) body(i);
+  internal::ParallelFor(bytes < kParallelBytes ? 1 : threads, n, std::max<int64_t>(1, n / (8 * std::max(threads, 1))), body);
 }
 
 }  // namespace

@@ -42,4 +42,22 @@ absl::Status LoadMatrix::Validate() const {
   return absl::OkStatus();
 }
 
+std::vector<double> Probabilities(const std::vector<double>& v) {
+  std::vector<double> out(v.size(), v.empty() ? 0.0 : 1.0 / v.size());
+  double total = 0;
+  for (double x : v) total += x;
+  if (std::isfinite(total)) {
+    if (total > 0) {
+      for (size_t i = 0; i < v.size(); ++i) out[i] = v[i] / total;
+    }
+    return out;
+  }
+  double largest = 0;  // the sum overflowed: scale first
+  for (double x : v) largest = std::max(largest, x);
+  total = 0;
+  for (double x : v) total += x / largest;
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i] / largest / total;
+  return out;
+}
+
 }  // namespace switchyard::placement

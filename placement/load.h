@@ -24,4 +24,8 @@ struct LoadMatrix {
   absl::Status Validate() const;
 };
 
+// One row as probabilities: v / sum(v) (when that sum overflows, after dividing by the
+// largest entry); uniform when the row has no load (all zero).
+std::vector<double> Probabilities(const std::vector<double>& v);
+
 }  // namespace switchyard::placement

@@ -28,18 +28,6 @@ constexpr int kMaxMisses = 16;
 
 uint64_t Mix(uint64_t seed, uint64_t a, uint64_t b) { return SplitMix64(SplitMix64(seed ^ 0x5ce7a210ULL) ^ a) ^ b; }
 
-// v / sum(v), computed after dividing by the largest entry so that a sum of huge finite
-// values cannot overflow; uniform when v is all zero.
-std::vector<double> Normalised(const std::vector<double>& v) {
-  double largest = 0;
-  for (double x : v) largest = std::max(largest, x);
-  std::vector<double> out(v.size(), 1.0 / v.size());
-  if (!(largest > 0)) return out;
-  double total = 0;
-  for (double x : v) total += x / largest;
-  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i] / largest / total;
-  return out;
-}
 
 }  // namespace
 
@@ -133,9 +121,9 @@ absl::StatusOr<std::vector<LoadMatrix>> SampleWindows(const LoadMatrix& profile,
     LoadMatrix out{profile.layer_ids, std::vector<std::vector<double>>(L, std::vector<double>(E, 0.0))};
     const double alpha = drift && spec.windows > 1 ? static_cast<double>(w) / (spec.windows - 1) : 0.0;
     for (int l = 0; l < L; ++l) {
-      std::vector<double> p = Normalised(profile.values[l]);
+      std::vector<double> p = Probabilities(profile.values[l]);
       if (drift) {
-        const std::vector<double> q = Normalised(drift_to.values[l]);
+        const std::vector<double> q = Probabilities(drift_to.values[l]);
         for (int e = 0; e < E; ++e) p[e] = (1 - alpha) * p[e] + alpha * q[e];
       }
       for (size_t b = 0; b < spec.bursts.size(); ++b) {

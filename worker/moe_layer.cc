@@ -77,7 +77,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   ids_.resize(pairs);
   weights_buf_.resize(pairs);
   SY_RETURN_IF_ERROR(kernels::GateCpu(model_.Gating(weights_.router_bias(li)), router_logits, tokens, ids_.data(),
-                                      weights_buf_.data()));
+                                      weights_buf_.data(), ffn_ws_.isa()));
   times_.gate += Since(t0);
 
   // 2-3. Route, exchange counts, dispatch rows and slot ids.

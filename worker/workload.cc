@@ -21,12 +21,6 @@ uint64_t Key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
   return SplitMix64(SplitMix64(SplitMix64(seed ^ 0x51ed27) ^ a) ^ b) ^ c;
 }
 
-std::vector<double> Normalised(std::vector<double> v) {
-  double total = 0;
-  for (double x : v) total += x;
-  for (double& x : v) x = total > 0 ? x / total : 1.0 / v.size();
-  return v;
-}
 
 }  // namespace
 
@@ -82,7 +76,7 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
         }
         std::vector<double> p(E);
         for (int r = 0; r < E; ++r) p[order[r]] = std::pow(r + 1.0, -s);
-        layers.push_back(Normalised(p));
+        layers.push_back(placement::Probabilities(p));
       }
       phase.probabilities.push_back(layers);
     } else if (kind == "trace" && (parts.size() == 2 || parts.size() == 3)) {
@@ -105,7 +99,7 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
         std::vector<std::vector<double>> layers;
         for (int l = 0; l < L; ++l) {
           const int row = load.IndexOf(layer_ids[l]);
-          layers.push_back(Normalised(load.values[row >= 0 ? row : l % load.num_layers()]));
+          layers.push_back(placement::Probabilities(load.values[row >= 0 ? row : l % load.num_layers()]));
         }
         phase.probabilities.push_back(std::move(layers));
       }
