@@ -286,25 +286,20 @@ std::optional<Proposal> BestMove(const LayerState& s, const LayerRules& rules, i
   return std::nullopt;
 }
 
-double MinGainPerMove(const LayerState& s, const PlanOptions& options, bool from_scratch) {
-  if (from_scratch) return kFromScratchMinGain * s.MeanLoad();
-  return std::max(options.min_gain_per_move * s.MeanLoad(),
-                  options.noise_z * std::sqrt(s.MaxLoad()));
+// With a move budget, one move must gain this much: the per-move threshold, and the Poisson
+// noise of the bottleneck's count.
+double BudgetedMinGainPerMove(const LayerState& s, const PlanOptions& options) {
+  return std::max(options.min_gain_per_move * s.MeanLoad(), options.noise_z * std::sqrt(s.MaxLoad()));
 }
 
-// Improves one layer until no move pays; returns the moved replicas.
-int ImproveLayer(LayerState& s, const LayerRules& rules, const PlanOptions& options,
-                 bool from_scratch) {
-  int moved = 0;
+// A layer built from scratch, improved until no move gains (moves are free there).
+void ImproveFromScratch(LayerState& s, const LayerRules& rules) {
   const int max_steps = 4 * s.ranks() * s.slots_per_rank();
   for (int step = 0; step < max_steps; ++step) {
-    auto best = BestMove(s, rules, std::numeric_limits<int>::max(),
-                         MinGainPerMove(s, options, from_scratch));
+    auto best = BestMove(s, rules, std::numeric_limits<int>::max(), kFromScratchMinGain * s.MeanLoad());
     if (!best) break;
     s = std::move(best->after);
-    moved += best->cost;
   }
-  return moved;
 }
 
 // From the layout in force: improvement steps at the from-scratch threshold, so that plateaus
@@ -616,10 +611,10 @@ int MovesBetween(const LayerState& a, const LayerState& b) {
 
 // A layer that local moves leave far below what a plan from scratch reaches is rebuilt from
 // scratch, aligned to the current layout (AlignedTo), when the gain beats its noise (as in
-// ImproveFromCurrent) and pays min_gain_per_move x mean per moved replica; `max_moves` < 0:
-// any number. Returns the moved replicas (0: kept).
+// ImproveFromCurrent), is at least kRepairMargin of the level, and pays min_gain_per_move x
+// mean per moved replica. Only without a move budget. Returns the moved replicas (0: kept).
 int RepairLayer(LayerState& s, const LayerState& before, const Topology& topo, const LayerRules& rules,
-                const PlanOptions& options, std::span<const double> load, int max_moves) {
+                const PlanOptions& options, std::span<const double> load) {
   // A plan from scratch cannot go below the mean rank load: skip building one when even that
   // would not clear the bar.
   if (s.MaxLoad() - s.MeanLoad() < std::max(kRepairMargin * s.MaxLoad(), options.noise_z * std::sqrt(2 * s.MeanLoad()))) {
@@ -628,17 +623,14 @@ int RepairLayer(LayerState& s, const LayerState& before, const Topology& topo, c
   auto built = BuildLayer(load, topo, rules);
   if (!built.ok()) return 0;
   LayerState fresh = *std::move(built);
-  ImproveLayer(fresh, rules, options, /*from_scratch=*/true);
+  ImproveFromScratch(fresh, rules);
   const double level = s.MaxLoad();
-  // Both layouts are fitted to the same window, so their difference carries less noise than
-  // either level: the bar is one standard deviation, and at least kRepairMargin of the level.
   const double bar = std::max(options.noise_z * std::sqrt(level + fresh.MaxLoad()), kRepairMargin * level);
   if (level - fresh.MaxLoad() < bar) return 0;
   LayerState aligned = AlignedTo(before, fresh, topo, rules, load);
   const double gain = level - aligned.MaxLoad();
   const int moves = MovesBetween(before, aligned);
   const int kept_moves = MovesBetween(before, s);
-  if (max_moves >= 0 && moves > max_moves) return 0;
   if (gain < bar) return 0;
   if (gain < options.min_gain_per_move * s.MeanLoad() * std::max(0, moves - kept_moves)) return 0;
   s = std::move(aligned);
@@ -683,11 +675,11 @@ absl::StatusOr<Placement> IncrementalPlanner::Plan(const PlanRequest& request) c
   if (!budgeted) {
     for (size_t i = 0; i < states.size(); ++i) {
       if (from_scratch) {
-        ImproveLayer(states[i], rules[i], options, from_scratch);
+        ImproveFromScratch(states[i], rules[i]);
       } else {
         const LayerState before = states[i];
         ImproveFromCurrent(states[i], rules[i], options);
-        RepairLayer(states[i], before, topo, rules[i], options, load.values[i], -1);
+        RepairLayer(states[i], before, topo, rules[i], options, load.values[i]);
       }
     }
   } else {
@@ -697,7 +689,7 @@ absl::StatusOr<Placement> IncrementalPlanner::Plan(const PlanRequest& request) c
     std::vector<std::optional<Proposal>> proposals(states.size());
     auto propose = [&](size_t i) {
       proposals[i] = BestMove(states[i], rules[i], remaining,
-                              MinGainPerMove(states[i], options, false));
+                              BudgetedMinGainPerMove(states[i], options));
     };
     for (size_t i = 0; i < states.size(); ++i) propose(i);
     while (remaining > 0) {
