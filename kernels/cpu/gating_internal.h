@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "kernels/ffn.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/gating.h"
 
 namespace switchyard::kernels::internal {
