@@ -18,8 +18,8 @@
 #include "cli/commands.h"
 #include "common/file_util.h"
 #include "common/status.h"
-#include "proto/convert.h"
-#include "proto/rpc_util.h"
+#include "rpc/convert.h"
+#include "rpc/rpc_util.h"
 #include "switchyard/admin/v1/admin.grpc.pb.h"
 
 ABSL_DECLARE_FLAG(bool, json);

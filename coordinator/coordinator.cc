@@ -8,15 +8,16 @@
 #include <filesystem>
 #include <random>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status.h"
-#include "proto/convert.h"
+#include "coordinator/state_store.h"
+#include "common/json_reader.h"
+#include "rpc/validate.h"
+#include "rpc/convert.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
 
@@ -27,9 +28,12 @@ using rpc::ToProto;
 
 namespace {
 
-using Json = nlohmann::json;
 constexpr size_t kMaxEvents = 2000;
 constexpr int64_t kMaxCount = int64_t{1} << 40;  // a report claiming more is hostile
+// The most steps a worker may advance between two messages (a report, heartbeat or leave
+// claiming a bigger jump is refused): a million steps a second for 16 s.
+constexpr int64_t kMaxStepJump = int64_t{1} << 24;
+constexpr size_t kMaxNameBytes = 256;  // host, backend, job id
 
 std::string NewId() {
   std::random_device rd;
@@ -45,13 +49,6 @@ std::string ToJsonText(const Message& m) {
   return out;
 }
 
-template <typename Message>
-absl::Status FromJsonText(const std::string& text, Message* m, absl::string_view what) {
-  const auto status = google::protobuf::util::JsonStringToMessage(text, m);
-  if (!status.ok()) return absl::InvalidArgumentError(absl::StrCat(what, ": ", status.ToString()));
-  return absl::OkStatus();
-}
-
 // Sum over layers of the most loaded rank: a step's time in load units.
 double StepCost(const placement::Placement& p, const placement::LoadMatrix& load) {
   double cost = 0;
@@ -65,41 +62,6 @@ double StepCost(const placement::Placement& p, const placement::LoadMatrix& load
 }
 
 }  // namespace
-
-types::Policy DefaultPolicy() {
-  types::Policy p;
-  p.set_auto_rebalance(false);
-  // Churn is guarded at this level (a plan must promise min_gain for hysteresis_windows
-  // windows); the planner's own noise guard (noise_z x sqrt of the bottleneck's count) would
-  // block moving ordinary experts at window-sized counts, so it is off by default.
-  p.set_min_gain(0.05);
-  p.set_hysteresis_windows(1);
-  p.set_cooldown_windows(1);
-  p.set_max_moves(0);
-  p.set_min_gain_per_move(0.001);
-  p.set_noise_z(0.0);
-  p.set_smoothing(0.5);
-  p.set_planner("incremental");
-  return p;
-}
-
-absl::Status ValidatePolicy(const types::Policy& p) {
-  auto bad = [](absl::string_view field, auto value, absl::string_view range) {
-    return absl::InvalidArgumentError(absl::StrCat("policy ", field, " = ", value, ": must be ", range));
-  };
-  if (!(p.min_gain() >= 0 && p.min_gain() <= 10)) return bad("min_gain", p.min_gain(), "in [0, 10]");
-  if (p.hysteresis_windows() < 1 || p.hysteresis_windows() > 1000) return bad("hysteresis_windows", p.hysteresis_windows(), "in [1, 1000]");
-  if (p.cooldown_windows() < 0 || p.cooldown_windows() > 100000) return bad("cooldown_windows", p.cooldown_windows(), "in [0, 100000]");
-  if (p.max_moves() < 0) return bad("max_moves", p.max_moves(), ">= 0 (0: no limit)");
-  if (!(p.min_gain_per_move() >= 0 && p.min_gain_per_move() <= 1)) return bad("min_gain_per_move", p.min_gain_per_move(), "in [0, 1]");
-  if (!(p.noise_z() >= 0 && p.noise_z() <= 100)) return bad("noise_z", p.noise_z(), "in [0, 100]");
-  if (!(p.smoothing() > 0 && p.smoothing() <= 1)) return bad("smoothing", p.smoothing(), "in (0, 1]");
-  const auto names = placement::PlannerNames();
-  if (std::find(names.begin(), names.end(), p.planner()) == names.end()) {
-    return bad("planner", absl::StrCat("'", p.planner(), "'"), absl::StrCat("one of ", absl::StrJoin(names, ", ")));
-  }
-  return absl::OkStatus();
-}
 
 Coordinator::Coordinator(const CoordinatorOptions& options) : options_(options), id_(NewId()), policy_(DefaultPolicy()) {}
 
@@ -117,75 +79,48 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
 
 // ---- Persistence ---------------------------------------------------------------------------
 
+PersistedState Coordinator::StateLocked() const {
+  PersistedState s;
+  s.job_id = job_id_;
+  s.model = model_;
+  s.committed = committed_;
+  s.committed_epoch = committed_epoch_;
+  s.target = target_;
+  s.target_epoch = target_epoch_;
+  s.transfers = transfers_;
+  s.target_scratch_moves = target_scratch_moves_;
+  s.target_nonce = target_nonce_;
+  s.replan_pending = replan_pending_;
+  s.pins = pins_;
+  s.drained = drained_;
+  s.policy = policy_;
+  return s;
+}
+
 absl::Status Coordinator::PersistLocked() {
   if (options_.state_dir.empty()) return absl::OkStatus();
-  Json j;
-  j["format"] = "switchyard.coordinator-state/v1";
-  j["job_id"] = job_id_;
-  if (model_) j["model"] = Json::parse(ToJsonText(*model_));
-  if (committed_) j["committed"] = Json::parse(ToJsonText(ToProto(*committed_, committed_epoch_)));
-  if (target_) j["target"] = Json::parse(ToJsonText(ToProto(*target_, target_epoch_)));
-  j["transfers"] = Json::array();
-  for (const control::Transfer& t : transfers_) j["transfers"].push_back(Json::parse(ToJsonText(t)));
-  j["pins"] = Json::array();
-  for (const types::Pin& p : pins_) j["pins"].push_back(Json::parse(ToJsonText(p)));
-  j["drained"] = drained_;
-  j["replan_pending"] = replan_pending_;
-  j["target_scratch_moved_replicas"] = target_scratch_moves_;
-  j["target_nonce"] = std::to_string(target_nonce_);
-  j["policy"] = Json::parse(ToJsonText(policy_));
-  return WriteFileAtomically(options_.state_dir + "/state.json", j.dump(1) + "\n");
+  return WriteState(options_.state_dir, StateLocked());
 }
 
 absl::Status Coordinator::RestoreLocked() {
-  const std::string path = options_.state_dir + "/state.json";
-  if (!std::filesystem::exists(path)) return absl::OkStatus();
-  SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
-  Json j;
-  try {
-    j = Json::parse(text);
-  } catch (const Json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
-  }
-  if (j.value("format", "") != "switchyard.coordinator-state/v1") {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a switchyard.coordinator-state/v1 file"));
-  }
-  job_id_ = j.value("job_id", "");
-  if (j.contains("model")) {
-    types::ModelShape m;
-    SY_RETURN_IF_ERROR(FromJsonText(j["model"].dump(), &m, path + " model"));
-    model_ = m;
-    load_.assign(m.moe_layers_size(), LayerLoadState{});  // load is not persisted: it is re-measured
-  }
-  auto placement_of = [&](const char* key, int64_t* epoch) -> absl::StatusOr<std::optional<placement::Placement>> {
-    if (!j.contains(key)) return std::optional<placement::Placement>();
-    types::Placement p;
-    SY_RETURN_IF_ERROR(FromJsonText(j[key].dump(), &p, absl::StrCat(path, " ", key)));
-    *epoch = p.epoch();
-    SY_ASSIGN_OR_RETURN(placement::Placement out, FromProto(p));
-    return std::optional<placement::Placement>(std::move(out));
-  };
-  SY_ASSIGN_OR_RETURN(committed_, placement_of("committed", &committed_epoch_));
-  SY_ASSIGN_OR_RETURN(target_, placement_of("target", &target_epoch_));
-  for (const auto& t : j.value("transfers", Json::array())) {
-    SY_RETURN_IF_ERROR(FromJsonText(t.dump(), &transfers_.emplace_back(), path + " transfers"));
-  }
-  for (const auto& p : j.value("pins", Json::array())) {
-    SY_RETURN_IF_ERROR(FromJsonText(p.dump(), &pins_.emplace_back(), path + " pins"));
-  }
-  drained_ = j.value("drained", std::vector<int>());
-  replan_pending_ = j.value("replan_pending", false);
-  target_scratch_moves_ = j.value("target_scratch_moved_replicas", -1);
-  if (!absl::SimpleAtoi(j.value("target_nonce", "0"), &target_nonce_)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": target_nonce is not a number"));
-  }
-  if (j.contains("policy")) {
-    types::Policy p;
-    SY_RETURN_IF_ERROR(FromJsonText(j["policy"].dump(), &p, path + " policy"));
-    SY_RETURN_IF_ERROR(ValidatePolicy(p));
-    policy_ = p;
-  }
-  EventLocked("restored", absl::StrCat("state restored from ", path, ": epoch ", committed_epoch_,
+  SY_ASSIGN_OR_RETURN(std::optional<PersistedState> restored, ReadState(options_.state_dir));
+  if (!restored) return absl::OkStatus();
+  PersistedState& s = *restored;
+  job_id_ = s.job_id;
+  model_ = s.model;
+  if (model_) load_.assign(model_->moe_layers_size(), LayerLoadState{});  // load is not persisted: it is re-measured
+  committed_ = std::move(s.committed);
+  committed_epoch_ = s.committed_epoch;
+  target_ = std::move(s.target);
+  target_epoch_ = s.target_epoch;
+  transfers_ = std::move(s.transfers);
+  target_scratch_moves_ = s.target_scratch_moves;
+  target_nonce_ = s.target_nonce;
+  replan_pending_ = s.replan_pending;
+  pins_ = std::move(s.pins);
+  drained_ = std::move(s.drained);
+  if (s.policy) policy_ = *s.policy;
+  EventLocked("restored", absl::StrCat("state restored from ", options_.state_dir, "/state.json: epoch ", committed_epoch_,
                                        target_ ? absl::StrCat(", target epoch ", target_epoch_) : "", ", ",
                                        pins_.size(), " pins, ", drained_.size(), " drained ranks"));
   return absl::OkStatus();
@@ -235,13 +170,25 @@ absl::Status Coordinator::RequireJobLocked() const {
 
 absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::RegisterRequest& r) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (r.world_size() < 1 || r.rank() < 0 || r.rank() >= r.world_size()) {
+  if (r.world_size() < 1 || r.world_size() > placement::kMaxRanks || r.rank() < 0 || r.rank() >= r.world_size()) {
     return absl::InvalidArgumentError(absl::StrCat("register: rank ", r.rank(), " of world size ", r.world_size()));
   }
-  if (r.model().num_experts() < 1 || r.model().moe_layers_size() == 0) {
-    return absl::InvalidArgumentError("register: model shape without experts or layers");
+  if (r.host().size() > kMaxNameBytes || r.backend().size() > kMaxNameBytes || r.job_id().size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("register: host, backend and job id must be at most ", kMaxNameBytes, " bytes"));
   }
-  SY_ASSIGN_OR_RETURN(placement::Placement p, FromProto(r.placement()));
+  if (r.tokens_per_step() < 0 || r.tokens_per_step() > kMaxCount || r.step() < 0 || r.step() > kMaxCount) {
+    return absl::InvalidArgumentError(absl::StrCat("register: tokens_per_step ", r.tokens_per_step(), " and step ", r.step(),
+                                                   " must be in 0..2^40"));
+  }
+  if (absl::Status model = rpc::ValidateModelShape(r.model()); !model.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("register: ", model.message()));
+  }
+  if (r.placement().epoch() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("register: placement epoch ", r.placement().epoch(), " is negative"));
+  }
+  auto converted = FromProto(r.placement());
+  if (!converted.ok()) return absl::InvalidArgumentError(absl::StrCat("register: ", converted.status().message()));
+  placement::Placement p = *std::move(converted);
   if (p.topology.ranks() != r.world_size() || p.num_experts != r.model().num_experts()) {
     return absl::InvalidArgumentError("register: placement does not match the world size or the model");
   }
@@ -294,6 +241,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   w.info = r;
   w.last_heartbeat = absl::Now();
   w.epoch = r.placement().epoch();
+  w.step = std::max(w.step, r.step());
   w.healthy = true;
   w.left = false;
   EventLocked(rejoin ? "worker_rejoined" : "worker_joined",
@@ -315,6 +263,7 @@ absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control:
     return out;
   }
   Worker& w = it->second;
+  SY_RETURN_IF_ERROR(CheckProgressLocked("heartbeat", w, r.step(), r.epoch()));
   w.last_heartbeat = absl::Now();
   w.step = std::max(w.step, r.step());
   w.epoch = r.epoch();
@@ -352,13 +301,45 @@ void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::s
   (void)PersistLocked();
 }
 
+// target_epoch_ outlives its target: ranks may still report an epoch that was aborted.
+int64_t Coordinator::LatestEpochLocked() const { return std::max(target_epoch_, committed_epoch_); }
+
+absl::Status Coordinator::CheckProgressLocked(absl::string_view what, const Worker& w, int64_t step, int64_t epoch) const {
+  const int rank = w.info.rank();
+  if (step < 0 || step > w.step + kMaxStepJump) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " of rank ", rank, ": step ", step, " is not plausible (the rank was at step ",
+                                                   w.step, "; at most ", kMaxStepJump, " steps between messages)"));
+  }
+  if (epoch < 0 || epoch > LatestEpochLocked()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " of rank ", rank, ": epoch ", epoch, " was never published (latest ",
+                                                   LatestEpochLocked(), ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) const {
   auto it = workers_.find(r.rank());
   if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("load report from unregistered rank ", r.rank()));
+  const Worker& w = it->second;
   if (r.first_step() < 0 || r.end_step() <= r.first_step()) {
     return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": bad window [", r.first_step(), ", ",
                                                    r.end_step(), ")"));
   }
+  SY_RETURN_IF_ERROR(CheckProgressLocked("load report", w, r.end_step(), r.epoch()));
+  if (r.first_step() < w.reported_until) {
+    return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": window [", r.first_step(), ", ",
+                                                   r.end_step(), ") repeats steps already reported (up to ", w.reported_until, ")"));
+  }
+  // Counts a window could hold: a token picks an expert at most once, top_k experts in all;
+  // a rank computes at most every rank's tokens for an expert.
+  const double steps = static_cast<double>(r.end_step() - r.first_step());
+  const int64_t tokens = w.info.tokens_per_step();
+  const double max_chosen = tokens > 0 ? steps * static_cast<double>(tokens) : static_cast<double>(kMaxCount);
+  const double max_chosen_total = tokens > 0 ? max_chosen * model_->top_k() : static_cast<double>(kMaxCount);
+  int64_t widest = 0;
+  for (const auto& [rank, other] : workers_) widest = std::max(widest, other.info.tokens_per_step());
+  const double max_processed =
+      tokens > 0 ? steps * static_cast<double>(widest) * committed_->topology.ranks() : static_cast<double>(kMaxCount);
   const int E = model_->num_experts();
   if (r.layers_size() != model_->moe_layers_size()) {
     return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": ", r.layers_size(), " layers, the job has ",
@@ -374,11 +355,21 @@ absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) con
       return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), ": ",
                                                      l.chosen_size(), "/", l.processed_size(), " counts for ", E, " experts"));
     }
+    double chosen_total = 0;
     for (int e = 0; e < E; ++e) {
-      if (l.chosen(e) < 0 || l.processed(e) < 0 || l.chosen(e) > kMaxCount || l.processed(e) > kMaxCount) {
+      if (l.chosen(e) < 0 || l.processed(e) < 0 || l.chosen(e) > kMaxCount || l.processed(e) > kMaxCount ||
+          static_cast<double>(l.chosen(e)) > max_chosen || static_cast<double>(l.processed(e)) > max_processed) {
         return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), " expert ", e,
-                                                       ": count out of range"));
+                                                       ": counts ", l.chosen(e), " chosen / ", l.processed(e),
+                                                       " processed are more than ", steps, " steps of ", tokens > 0 ? tokens : 0,
+                                                       " tokens could give"));
       }
+      chosen_total += static_cast<double>(l.chosen(e));
+    }
+    if (chosen_total > max_chosen_total) {
+      return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), ": ", chosen_total,
+                                                     " pairs chosen, more than ", steps, " steps x ", tokens, " tokens x top-",
+                                                     model_->top_k()));
     }
   }
   auto window = pending_windows_.find({r.first_step(), r.end_step()});
@@ -393,13 +384,18 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
   std::lock_guard<std::mutex> lock(mu_);
   SY_RETURN_IF_ERROR(RequireJobLocked());
   if (absl::Status valid = ValidateReportLocked(r); !valid.ok()) {
-    ++reports_rejected_;
-    EventLocked("report_rejected", std::string(valid.message()), r.rank());
+    // An unregistered rank (e.g. after a coordinator restart) registers and sends it again:
+    // not a rejection.
+    if (!absl::IsFailedPrecondition(valid)) {
+      ++reports_rejected_;
+      EventLocked("report_rejected", std::string(valid.message()), r.rank());
+    }
     return valid;
   }
   Worker& w = workers_[r.rank()];
   w.last_report = absl::Now();
   w.step = std::max(w.step, r.end_step());
+  w.reported_until = r.end_step();
   const int L = model_->moe_layers_size(), E = model_->num_experts();
   PendingWindow& window = pending_windows_[{r.first_step(), r.end_step()}];
   if (window.chosen.empty()) window.chosen.assign(L, std::vector<int64_t>(E, 0));
@@ -470,6 +466,7 @@ absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrder
   std::unique_lock<std::mutex> lock(mu_);
   control::Orders out;
   if (workers_.count(r.rank()) == 0) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  if (r.epoch() < 0) return absl::InvalidArgumentError(absl::StrCat("poll orders: epoch ", r.epoch(), " is negative"));
   if (r.wait_ms() < 0 || r.wait_ms() > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("poll orders: wait_ms ", r.wait_ms(), " must be in [0, 1000]"));
   }
@@ -491,11 +488,12 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   auto it = workers_.find(r.rank());
   if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
   if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted" && r.phase() != "refused") {
-    return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": unknown phase '", r.phase(), "'"));
+    return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": unknown phase '", EchoValue(r.phase()), "'"));
   }
-  if (r.epoch() < 1 || r.step() < 0 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": negative or zero values"));
+  if (r.epoch() < 1 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0 || !(r.seconds() >= 0 && r.seconds() < 1e9)) {
+    return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": negative, zero or non-finite values"));
   }
+  SY_RETURN_IF_ERROR(CheckProgressLocked("migration report", it->second, r.step(), r.epoch()));
   const bool current = target_ && r.epoch() == target_epoch_;
   if (r.phase() == "started") {
     if (current && !target_started_) {
@@ -532,9 +530,9 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   EventLocked("migration_failed",
               r.phase() == "refused"
                   ? absl::StrFormat("epoch %d refused by rank %d, the cluster stays on epoch %d: %s%s", r.epoch(), r.rank(),
-                                    committed_epoch_, r.error(), backoff)
+                                    committed_epoch_, EchoValue(r.error(), 512), backoff)
                   : absl::StrFormat("epoch %d aborted at step %d, the cluster stays on epoch %d: %s%s", r.epoch(), r.step(),
-                                    committed_epoch_, r.error(), backoff),
+                                    committed_epoch_, EchoValue(r.error(), 512), backoff),
               r.rank(), r.epoch());
   if (replan_pending_) {  // pins and drains still have to happen
     replan_pending_ = false;
@@ -550,6 +548,7 @@ absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
   auto it = workers_.find(r.rank());
   if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
   Worker& w = it->second;
+  SY_RETURN_IF_ERROR(CheckProgressLocked("leave", w, r.step(), r.epoch()));
   w.left = true;
   w.step = std::max(w.step, r.step());
   w.epoch = r.epoch();
@@ -834,6 +833,7 @@ absl::StatusOr<admin::ConstraintsResponse> Coordinator::ChangeConstraintsLocked(
 }
 
 absl::StatusOr<admin::ConstraintsResponse> Coordinator::Pin(const types::Pin& pin) {
+  SY_RETURN_IF_ERROR(rpc::ValidatePin(pin));
   std::lock_guard<std::mutex> lock(mu_);
   placement::Constraints next = ConstraintsLocked();
   const placement::Pin p{pin.layer(), pin.expert(), pin.rank()};
@@ -844,6 +844,7 @@ absl::StatusOr<admin::ConstraintsResponse> Coordinator::Pin(const types::Pin& pi
 }
 
 absl::StatusOr<admin::ConstraintsResponse> Coordinator::Unpin(const types::Pin& pin) {
+  SY_RETURN_IF_ERROR(rpc::ValidatePin(pin));
   std::lock_guard<std::mutex> lock(mu_);
   placement::Constraints next = ConstraintsLocked();
   const placement::Pin p{pin.layer(), pin.expert(), pin.rank()};
@@ -870,6 +871,9 @@ absl::StatusOr<admin::ConstraintsResponse> Coordinator::Drain(int rank) {
 absl::StatusOr<admin::ConstraintsResponse> Coordinator::Undrain(int rank) {
   std::lock_guard<std::mutex> lock(mu_);
   SY_RETURN_IF_ERROR(RequireJobLocked());
+  if (rank < 0 || rank >= committed_->topology.ranks()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown rank ", rank, " (the job has ", committed_->topology.ranks(), " ranks)"));
+  }
   placement::Constraints next = ConstraintsLocked();
   auto it = std::find(next.drained_ranks.begin(), next.drained_ranks.end(), rank);
   if (it == next.drained_ranks.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", rank, " is not drained"));

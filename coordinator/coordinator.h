@@ -21,6 +21,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "coordinator/policy.h"
+#include "coordinator/state_store.h"
 #include "placement/load.h"
 #include "placement/placement.h"
 #include "switchyard/admin/v1/admin.pb.h"
@@ -37,10 +39,6 @@ struct CoordinatorOptions {
   std::string state_dir;                               // empty: nothing persisted
   absl::Duration heartbeat_timeout = absl::Seconds(5);  // after this without a heartbeat a worker is lost
 };
-
-// Defaults and checks of the rebalance policy.
-types::Policy DefaultPolicy();
-absl::Status ValidatePolicy(const types::Policy& policy);
 
 class Coordinator {
  public:
@@ -92,6 +90,7 @@ class Coordinator {
     int64_t epoch = 0;
     bool healthy = true;
     bool left = false;  // finished its run
+    int64_t reported_until = 0;  // end step of its last accepted load report: windows never overlap
   };
   // Reports of one window, until every rank of the job has sent its own or is known to be
   // gone (lost or left). A rank not registered (yet, or again after a restart) is waited for.
@@ -107,10 +106,16 @@ class Coordinator {
 
   explicit Coordinator(const CoordinatorOptions& options);
   absl::Status RestoreLocked();
+  PersistedState StateLocked() const;
   absl::Status PersistLocked();
   void EventLocked(const std::string& kind, const std::string& message, int rank = -1, int64_t epoch = -1);
   absl::Status RequireJobLocked() const;
   absl::Status ValidateReportLocked(const control::LoadReport& report) const;
+  // The newest epoch a worker may name: the last one published (in flight, committed or aborted).
+  int64_t LatestEpochLocked() const;
+  // A worker's message claims `step` and `epoch`: InvalidArgument unless the step is at most
+  // kMaxStepJump past what the worker said before and the epoch was published.
+  absl::Status CheckProgressLocked(absl::string_view what, const Worker& w, int64_t step, int64_t epoch) const;
   // Completes every pending window that no rank still owes.
   void CompleteWindowsLocked();
   void CompleteWindowLocked(PendingWindow window, int64_t steps);

@@ -10,8 +10,8 @@
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "coordinator/server.h"
-#include "proto/convert.h"
-#include "proto/rpc_util.h"
+#include "rpc/convert.h"
+#include "rpc/rpc_util.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "address:port of the gRPC services (port 0: a free one)");
 ABSL_FLAG(std::string, state_dir, "", "directory for the durable state (placement, epoch, pins, drains, policy)");

@@ -14,7 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "proto/rpc_util.h"
+#include "rpc/rpc_util.h"
+#include "rpc/validate.h"
 #include "switchyard/admin/v1/admin.grpc.pb.h"
 #include "switchyard/control/v1/control.grpc.pb.h"
 
@@ -89,13 +90,17 @@ class AdminService final : public admin::Admin::Service {
     return grpc::Status::OK;
   }
   grpc::Status GetPlacement(grpc::ServerContext*, const admin::GetPlacementRequest* r, admin::GetPlacementResponse* out) override {
-    auto p = core_.GetPlacement(Layer(r->all_layers(), r->layer()));
+    auto layer = rpc::SelectedLayer(r->all_layers(), r->layer());
+    if (!layer.ok()) return ToGrpc(layer.status());
+    auto p = core_.GetPlacement(*layer);
     if (!p.ok()) return ToGrpc(p.status());
     *out->mutable_placement() = *std::move(p);
     return grpc::Status::OK;
   }
   grpc::Status GetLoad(grpc::ServerContext*, const admin::GetLoadRequest* r, admin::GetLoadResponse* out) override {
-    return Reply(core_.GetLoad(Layer(r->all_layers(), r->layer())), out);
+    auto layer = rpc::SelectedLayer(r->all_layers(), r->layer());
+    if (!layer.ok()) return ToGrpc(layer.status());
+    return Reply(core_.GetLoad(*layer), out);
   }
   grpc::Status Rebalance(grpc::ServerContext* ctx, const admin::RebalanceRequest* r, admin::RebalanceResponse* out) override {
     if (!r->dry_run()) {
@@ -140,9 +145,6 @@ class AdminService final : public admin::Admin::Service {
   }
 
  private:
-  static std::optional<int> Layer(bool all, int layer) {
-    return all || layer < 0 ? std::nullopt : std::optional<int>(layer);
-  }
   Coordinator& core_;
   std::string token_;
   const std::atomic<bool>& stopping_;

@@ -32,10 +32,10 @@ absl::Status LoadMatrix::Validate() const {
                                                      layer_ids[0], " has ", experts));
     }
     for (size_t e = 0; e < experts; ++e) {
-      if (!std::isfinite(values[i][e]) || values[i][e] < 0) {
+      if (!(values[i][e] >= 0 && values[i][e] <= kMaxLoad)) {
         return absl::InvalidArgumentError(absl::StrCat("layer ", layer_ids[i], " expert ", e,
                                                        ": load ", values[i][e],
-                                                       " is not a finite number >= 0"));
+                                                       " is not a number in [0, 2^53]"));
       }
     }
   }

@@ -8,6 +8,10 @@
 
 namespace switchyard::placement {
 
+// The largest load a LoadMatrix may hold: 2^53, the largest count a double holds exactly.
+// Sums of up to 2^16 experts of it cannot overflow, so every metric over a valid load is finite.
+inline constexpr double kMaxLoad = 9007199254740992.0;
+
 struct LoadMatrix {
   // Model layer id of each row, strictly ascending (e.g. 3..60 for DeepSeek-V3).
   std::vector<int> layer_ids;
@@ -20,7 +24,7 @@ struct LoadMatrix {
   int IndexOf(int layer_id) const;
 
   // OK when rows and ids agree, ids ascend, rows are equally long and non-empty, and every
-  // value is finite and >= 0.
+  // value is in [0, kMaxLoad] (NaN and infinities are not).
   absl::Status Validate() const;
 };
 

@@ -17,16 +17,19 @@ std::vector<double> RankLoads(const LayerPlacement& layer, std::span<const doubl
 }
 
 double Balancedness(std::span<const double> rank_loads, const Constraints& constraints) {
-  double sum = 0, max = 0;
+  double max = 0;
   int active = 0;
   for (size_t r = 0; r < rank_loads.size(); ++r) {
     if (constraints.IsDrained(static_cast<int>(r))) continue;
-    sum += rank_loads[r];
     max = std::max(max, rank_loads[r]);
     ++active;
   }
-  if (max <= 0 || active == 0) return 1.0;
-  return sum / active / max;
+  if (!(max > 0) || active == 0) return 1.0;
+  double sum = 0;  // of loads relative to the largest: no overflow near DBL_MAX
+  for (size_t r = 0; r < rank_loads.size(); ++r) {
+    if (!constraints.IsDrained(static_cast<int>(r))) sum += rank_loads[r] / max;
+  }
+  return sum / active;
 }
 
 double NoRedundancyBound(std::span<const double> expert_load, int active_ranks) {

@@ -98,7 +98,9 @@ absl::Status ValidateConstraints(const Constraints& constraints, const Topology&
 absl::Status ValidatePlacement(const Placement& placement, const Constraints& constraints) {
   const Topology& topo = placement.topology;
   const int E = placement.num_experts;
-  if (E < 1) return absl::InvalidArgumentError("placement has no experts");
+  if (E < 1 || E > kMaxExperts) {
+    return absl::InvalidArgumentError(absl::StrCat("placement has ", E, " experts, must be 1..", kMaxExperts));
+  }
   for (const LayerPlacement& layer : placement.layers) {
     const std::string where = absl::StrCat("layer ", layer.layer_id);
     if (static_cast<int>(layer.ranks.size()) != topo.ranks()) {

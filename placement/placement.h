@@ -28,6 +28,9 @@ struct LayerPlacement {
   friend bool operator==(const LayerPlacement&, const LayerPlacement&) = default;
 };
 
+// Most logical experts per layer a placement may hold.
+inline constexpr int kMaxExperts = 1 << 16;
+
 struct Placement {
   Topology topology;
   int num_experts = 0;

@@ -9,6 +9,11 @@
 
 namespace switchyard::placement {
 
+// Largest cluster and rank a topology may describe (the simulator's 4,096 GPUs fit many times
+// over); sizes beyond are refused before anything is allocated from them.
+inline constexpr int kMaxRanks = 1 << 16;
+inline constexpr int kMaxSlotsPerRank = 1 << 12;
+
 class Topology {
  public:
   // Fails (InvalidArgument, naming the value) unless ranks >= 1, nodes >= 1, nodes divides

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "proto/rpc_util.h"
+#include "rpc/rpc_util.h"
 
 namespace switchyard::worker {
 namespace {
@@ -123,6 +123,7 @@ bool ControlClient::RegisterOnce() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     request = registration_;
+    request.set_step(step_);  // a rejoining rank is past step 0
   }
   control::RegisterResponse response;
   const grpc::Status s = stub_->Register(Context(options_.rpc_timeout).get(), request, &response);

@@ -13,7 +13,7 @@
 #include "common/hash.h"
 #include "common/status.h"
 #include "placement/routing.h"
-#include "proto/convert.h"
+#include "rpc/convert.h"
 
 namespace switchyard::worker {
 namespace {

@@ -4,18 +4,16 @@
 #include <cmath>
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 
 namespace switchyard::worker {
 namespace {
 
-using Json = nlohmann::json;
 using kernels::Activation;
 using kernels::GroupScore;
 using kernels::ScoreFunction;
@@ -38,41 +36,31 @@ std::vector<int> PatternLayers(absl::string_view pattern) {
 // Nemotron-3-Nano-30B-A3B: 52 layers, 23 Mamba-2 (M), 23 MoE (E), 6 attention (*).
 constexpr absl::string_view kNemotron3NanoPattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME";
 
-// Typed access to config.json keys; errors name file and key.
+// Typed, range-checked access to config.json's top-level keys (common/json_reader.h): errors
+// name the file, the key and the value. Every integer is read as 64-bit and checked against
+// its range before it is narrowed.
 class Keys {
  public:
-  Keys(const Json& j, absl::string_view file) : j_(j), file_(file) {}
+  Keys(const Json& j, absl::string_view file) : j_(j), rd_(file) {}
   bool Has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
-  absl::StatusOr<int64_t> Int(const char* key) const {
-    if (!Has(key)) return Error(key, "missing");
-    if (!j_[key].is_number_integer()) return Error(key, "expected an integer");
-    return j_[key].get<int64_t>();
+  absl::StatusOr<int64_t> Int(const char* key, int64_t lo, int64_t hi) const { return rd_.IntField(j_, key, "$", lo, hi); }
+  absl::StatusOr<int64_t> IntOr(const char* key, int64_t fallback, int64_t lo, int64_t hi) const {
+    return rd_.IntFieldOr(j_, key, "$", fallback, lo, hi);
   }
-  absl::StatusOr<int64_t> IntOr(const char* key, int64_t fallback) const {
-    return Has(key) ? Int(key) : absl::StatusOr<int64_t>(fallback);
+  absl::StatusOr<double> NumberOr(const char* key, double fallback, double lo, double hi) const {
+    return rd_.NumberFieldOr(j_, key, "$", fallback, lo, hi);
   }
-  absl::StatusOr<double> NumberOr(const char* key, double fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_[key].is_number()) return Error(key, "expected a number");
-    return j_[key].get<double>();
-  }
-  absl::StatusOr<bool> BoolOr(const char* key, bool fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_[key].is_boolean()) return Error(key, "expected true or false");
-    return j_[key].get<bool>();
-  }
+  absl::StatusOr<bool> BoolOr(const char* key, bool fallback) const { return rd_.BoolFieldOr(j_, key, "$", fallback); }
   absl::StatusOr<std::string> StringOr(const char* key, const std::string& fallback) const {
-    if (!Has(key)) return fallback;
-    if (!j_[key].is_string()) return Error(key, "expected a string");
-    return j_[key].get<std::string>();
+    return rd_.StringFieldOr(j_, key, "$", fallback);
   }
-  absl::Status Error(absl::string_view key, absl::string_view problem) const {
-    return absl::InvalidArgumentError(absl::StrCat(file_, ": \"", key, "\": ", problem));
-  }
+  absl::StatusOr<const Json*> ArrayOr(const char* key) const { return rd_.ArrayFieldOr(j_, key, "$"); }
+  const JsonReader& reader() const { return rd_; }
+  absl::Status Error(absl::string_view key, absl::string_view problem) const { return rd_.Error(JsonPath("$", key), problem); }
 
  private:
   const Json& j_;
-  absl::string_view file_;
+  JsonReader rd_;
 };
 
 }  // namespace
@@ -81,11 +69,15 @@ absl::Status ModelConfig::Validate() const {
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("model ", name, ": ", what));
   };
-  if (num_experts < 1) return bad(absl::StrCat("num_experts ", num_experts, " < 1"));
-  if (top_k < 1 || top_k > num_experts) return bad(absl::StrCat("top_k ", top_k, " must be in 1..", num_experts));
-  if (hidden < 1 || expert_ffn < 1) return bad("hidden and expert FFN sizes must be >= 1");
-  if (shared_ffn < 0) return bad("shared FFN size must be >= 0");
+  if (num_experts < 1 || num_experts > kMaxExperts) return bad(absl::StrCat("num_experts ", num_experts, " must be in 1..", kMaxExperts));
+  if (top_k < 1 || top_k > std::min<int64_t>(num_experts, kMaxTopK)) {
+    return bad(absl::StrCat("top_k ", top_k, " must be in 1..", std::min<int64_t>(num_experts, kMaxTopK)));
+  }
+  if (hidden < 1 || hidden > kMaxHidden) return bad(absl::StrCat("hidden size ", hidden, " must be in 1..", kMaxHidden));
+  if (expert_ffn < 1 || expert_ffn > kMaxFfn) return bad(absl::StrCat("expert FFN size ", expert_ffn, " must be in 1..", kMaxFfn));
+  if (shared_ffn < 0 || shared_ffn > kMaxFfn) return bad(absl::StrCat("shared FFN size ", shared_ffn, " must be in 0..", kMaxFfn));
   if (moe_layers.empty()) return bad("no MoE layers");
+  if (moe_layers.front() < 0 || moe_layers.back() >= kMaxLayers) return bad(absl::StrCat("MoE layer ids must be in 0..", kMaxLayers - 1));
   for (size_t i = 1; i < moe_layers.size(); ++i) {
     if (moe_layers[i] <= moe_layers[i - 1]) return bad("MoE layer ids must ascend");
   }
@@ -154,95 +146,95 @@ absl::StatusOr<ModelConfig> PresetModel(absl::string_view name) {
 }
 
 absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_view file) {
-  Json j;
-  try {
-    j = Json::parse(text);
-  } catch (const Json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": not valid JSON: ", e.what()));
-  }
+  SY_ASSIGN_OR_RETURN(const Json j, ParseJson(text, file));
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(file, ": expected a JSON object"));
-  Keys k(j, file);
+  const Keys k(j, file);
   ModelConfig m;
   m.name = std::string(file);
   SY_ASSIGN_OR_RETURN(m.model_type, k.StringOr("model_type", ""));
   const std::string& type = m.model_type;
-  SY_ASSIGN_OR_RETURN(const int64_t hidden, k.Int("hidden_size"));
-  SY_ASSIGN_OR_RETURN(const int64_t layers, k.Int("num_hidden_layers"));
-  SY_ASSIGN_OR_RETURN(const int64_t top_k, k.Int("num_experts_per_tok"));
-  m.hidden = hidden;
+  SY_ASSIGN_OR_RETURN(m.hidden, k.Int("hidden_size", 1, kMaxHidden));
+  SY_ASSIGN_OR_RETURN(const int64_t layers, k.Int("num_hidden_layers", 1, kMaxLayers));
+  SY_ASSIGN_OR_RETURN(const int64_t top_k, k.Int("num_experts_per_tok", 1, kMaxTopK));
   m.top_k = static_cast<int>(top_k);
   SY_ASSIGN_OR_RETURN(m.renormalize, k.BoolOr("norm_topk_prob", false));
-  if (type == "deepseek_v3" || type == "deepseek_v2") {
-    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("n_routed_experts"));
-    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size"));
-    SY_ASSIGN_OR_RETURN(const int64_t shared, k.IntOr("n_shared_experts", 0));
-    m.num_experts = static_cast<int>(experts);
-    m.shared_ffn = shared * m.expert_ffn;
-    SY_ASSIGN_OR_RETURN(const std::string scoring, k.StringOr("scoring_func", "softmax"));
-    if (scoring != "softmax" && scoring != "sigmoid") return k.Error("scoring_func", "expected softmax or sigmoid");
-    m.score = scoring == "sigmoid" ? ScoreFunction::kSigmoid : ScoreFunction::kSoftmax;
-    SY_ASSIGN_OR_RETURN(const int64_t groups, k.IntOr("n_group", 1));
-    SY_ASSIGN_OR_RETURN(const int64_t top_groups, k.IntOr("topk_group", 1));
+  // Group-limited routing (DeepSeek, Nemotron): n_group groups, the best topk_group of them.
+  auto read_groups = [&]() -> absl::Status {
+    SY_ASSIGN_OR_RETURN(const int64_t groups, k.IntOr("n_group", 1, 1, m.num_experts));
+    SY_ASSIGN_OR_RETURN(const int64_t top_groups, k.IntOr("topk_group", 1, 1, groups));
     m.num_groups = static_cast<int>(groups);
     m.top_groups = static_cast<int>(top_groups);
+    SY_ASSIGN_OR_RETURN(const double scaling, k.NumberOr("routed_scaling_factor", 1.0, 1e-6, 1e6));
+    m.routed_scaling_factor = static_cast<float>(scaling);
+    return absl::OkStatus();
+  };
+  if (type == "deepseek_v3" || type == "deepseek_v2") {
+    SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("n_routed_experts", 1, kMaxExperts));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size", 1, kMaxFfn));
+    SY_ASSIGN_OR_RETURN(const int64_t shared, k.IntOr("n_shared_experts", 0, 0, kMaxFfn / m.expert_ffn));
+    m.shared_ffn = shared * m.expert_ffn;
+    SY_ASSIGN_OR_RETURN(const std::string scoring, k.StringOr("scoring_func", "softmax"));
+    if (scoring != "softmax" && scoring != "sigmoid") {
+      return k.Error("scoring_func", absl::StrCat("expected softmax or sigmoid, got '", EchoValue(scoring), "'"));
+    }
+    m.score = scoring == "sigmoid" ? ScoreFunction::kSigmoid : ScoreFunction::kSoftmax;
+    SY_RETURN_IF_ERROR(read_groups());
     SY_ASSIGN_OR_RETURN(const std::string method, k.StringOr("topk_method", type == "deepseek_v3" ? "noaux_tc" : "greedy"));
+    if (method != "greedy" && method != "group_limited_greedy" && method != "noaux_tc") {
+      return k.Error("topk_method", absl::StrCat("expected greedy, group_limited_greedy or noaux_tc, got '", EchoValue(method), "'"));
+    }
     m.group_score = method == "group_limited_greedy" ? GroupScore::kMax : GroupScore::kTopTwoSum;
     if (method == "greedy") m.num_groups = m.top_groups = 1;  // no group limit
     m.router_bias = method == "noaux_tc";
-    SY_ASSIGN_OR_RETURN(const double scaling, k.NumberOr("routed_scaling_factor", 1.0));
-    m.routed_scaling_factor = static_cast<float>(scaling);
-    SY_ASSIGN_OR_RETURN(const int64_t dense, k.IntOr("first_k_dense_replace", 0));
-    SY_ASSIGN_OR_RETURN(const int64_t freq, k.IntOr("moe_layer_freq", 1));
-    if (freq < 1) return k.Error("moe_layer_freq", "must be >= 1");
-    for (int l = static_cast<int>(dense); l < layers; ++l) {
-      if (l % freq == 0) m.moe_layers.push_back(l);
+    SY_ASSIGN_OR_RETURN(const int64_t dense, k.IntOr("first_k_dense_replace", 0, 0, layers));
+    SY_ASSIGN_OR_RETURN(const int64_t freq, k.IntOr("moe_layer_freq", 1, 1, layers));
+    for (int64_t l = dense; l < layers; ++l) {
+      if (l % freq == 0) m.moe_layers.push_back(static_cast<int>(l));
     }
   } else if (type == "qwen3_moe" || type == "qwen2_moe") {
-    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("num_experts"));
-    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size"));
-    SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("shared_expert_intermediate_size", 0));
-    m.num_experts = static_cast<int>(experts);
-    SY_ASSIGN_OR_RETURN(const int64_t step, k.IntOr("decoder_sparse_step", 1));
-    if (step < 1) return k.Error("decoder_sparse_step", "must be >= 1");
-    std::vector<int> mlp_only;
-    if (k.Has("mlp_only_layers")) {
-      if (!j["mlp_only_layers"].is_array()) return k.Error("mlp_only_layers", "expected a list of layer ids");
-      for (const auto& v : j["mlp_only_layers"]) {
-        if (!v.is_number_integer()) return k.Error("mlp_only_layers", "expected integers");
-        mlp_only.push_back(v.get<int>());
+    SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_experts", 1, kMaxExperts));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size", 1, kMaxFfn));
+    SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("shared_expert_intermediate_size", 0, 0, kMaxFfn));
+    SY_ASSIGN_OR_RETURN(const int64_t step, k.IntOr("decoder_sparse_step", 1, 1, layers));
+    std::vector<int64_t> mlp_only;
+    SY_ASSIGN_OR_RETURN(const Json* listed, k.ArrayOr("mlp_only_layers"));
+    if (listed != nullptr) {
+      for (size_t i = 0; i < listed->size(); ++i) {
+        SY_ASSIGN_OR_RETURN(mlp_only.emplace_back(), k.reader().Int((*listed)[i], JsonPath("$.mlp_only_layers", i), 0, layers - 1));
       }
     }
-    for (int l = 0; l < layers; ++l) {
-      if ((l + 1) % step == 0 && std::find(mlp_only.begin(), mlp_only.end(), l) == mlp_only.end()) m.moe_layers.push_back(l);
+    for (int64_t l = 0; l < layers; ++l) {
+      if ((l + 1) % step == 0 && std::find(mlp_only.begin(), mlp_only.end(), l) == mlp_only.end()) {
+        m.moe_layers.push_back(static_cast<int>(l));
+      }
     }
   } else if (type == "mixtral") {
-    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("num_local_experts"));
-    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size"));
-    m.num_experts = static_cast<int>(experts);
+    SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_local_experts", 1, kMaxExperts));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size", 1, kMaxFfn));
     m.renormalize = true;  // softmax over the top-k logits
     m.moe_layers = Range(0, static_cast<int>(layers));
   } else if (type == "nemotron_h") {
-    SY_ASSIGN_OR_RETURN(const int64_t experts, k.Int("n_routed_experts"));
-    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size"));
-    SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("moe_shared_expert_intermediate_size", 0));
-    m.num_experts = static_cast<int>(experts);
+    SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("n_routed_experts", 1, kMaxExperts));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size", 1, kMaxFfn));
+    SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("moe_shared_expert_intermediate_size", 0, 0, kMaxFfn));
     SY_ASSIGN_OR_RETURN(const std::string act, k.StringOr("mlp_hidden_act", "relu2"));
     if (act != "relu2") return k.Error("mlp_hidden_act", "only relu2 experts are supported for nemotron_h");
     m.activation = Activation::kReluSquared;
     m.score = ScoreFunction::kSigmoid;
     m.router_bias = true;
-    SY_ASSIGN_OR_RETURN(const int64_t groups, k.IntOr("n_group", 1));
-    SY_ASSIGN_OR_RETURN(const int64_t top_groups, k.IntOr("topk_group", 1));
-    m.num_groups = static_cast<int>(groups);
-    m.top_groups = static_cast<int>(top_groups);
-    SY_ASSIGN_OR_RETURN(const double scaling, k.NumberOr("routed_scaling_factor", 1.0));
-    m.routed_scaling_factor = static_cast<float>(scaling);
+    SY_RETURN_IF_ERROR(read_groups());
     SY_ASSIGN_OR_RETURN(const std::string pattern, k.StringOr("hybrid_override_pattern", ""));
     if (pattern.empty()) return k.Error("hybrid_override_pattern", "missing (it says which layers are MoE)");
+    if (static_cast<int64_t>(pattern.size()) != layers) {
+      return k.Error("hybrid_override_pattern", absl::StrCat("has ", pattern.size(), " layers, num_hidden_layers is ", layers));
+    }
+    if (pattern.find_first_not_of("ME*-") != std::string::npos) {
+      return k.Error("hybrid_override_pattern", absl::StrCat("'", EchoValue(pattern), "': expected only M, E, * and -"));
+    }
     m.moe_layers = PatternLayers(pattern);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        file, ": model_type '", type,
+        file, ": model_type '", EchoValue(type),
         "' is not a supported MoE model (deepseek_v2, deepseek_v3, qwen2_moe, qwen3_moe, mixtral, nemotron_h)"));
   }
   if (absl::Status valid = m.Validate(); !valid.ok()) {

@@ -9,8 +9,18 @@
 #include "absl/strings/string_view.h"
 #include "kernels/ffn.h"
 #include "kernels/gating.h"
+#include "placement/placement.h"
 
 namespace switchyard::worker {
+
+// Ranges a model shape must lie in (config.json values outside are refused before anything
+// is allocated from them): beyond every published MoE model, small enough that the arrays
+// sized by them fit in memory.
+inline constexpr int64_t kMaxExperts = placement::kMaxExperts;  // routed experts per layer
+inline constexpr int64_t kMaxTopK = 1 << 10;
+inline constexpr int64_t kMaxLayers = 1 << 12;    // num_hidden_layers
+inline constexpr int64_t kMaxHidden = 1 << 17;
+inline constexpr int64_t kMaxFfn = 1 << 20;       // one expert's (or all shared experts') intermediate size
 
 struct ModelConfig {
   std::string name;

@@ -8,16 +8,16 @@
 #include <cstring>
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 
 namespace switchyard::worker {
 namespace {
 
-using Json = nlohmann::json;
+constexpr size_t kMaxDims = 8;
+constexpr int64_t kMaxDim = int64_t{1} << 40;
 
 size_t DtypeBytes(const std::string& dtype) {
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
@@ -52,34 +52,39 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   if (header_len > file->map_bytes_ - 8) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len, " beyond the file"));
   }
-  Json header;
-  try {
-    header = Json::parse(base + 8, base + 8 + header_len);
-  } catch (const Json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": bad header JSON: ", e.what()));
-  }
+  const std::string header_where = absl::StrCat(path, " header");
+  SY_ASSIGN_OR_RETURN(const Json header, ParseJson(absl::string_view(base + 8, header_len), header_where));
+  const JsonReader rd(header_where);
+  SY_RETURN_IF_ERROR(rd.Object(header, "$"));
   const char* data = base + 8 + header_len;
-  const size_t data_bytes = file->map_bytes_ - 8 - header_len;
+  const uint64_t data_bytes = file->map_bytes_ - 8 - header_len;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
-    const std::string where = absl::StrCat(path, ": tensor ", name);
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": needs dtype, shape and data_offsets"));
-    }
+    const std::string where = JsonPath("$", EchoValue(name));
     TensorView v;
-    v.dtype = entry["dtype"].get<std::string>();
-    size_t elements = 1;
-    for (const auto& d : entry["shape"]) {
-      v.shape.push_back(d.get<int64_t>());
-      elements *= static_cast<size_t>(v.shape.back());
+    SY_ASSIGN_OR_RETURN(v.dtype, rd.StringField(entry, "dtype", where));
+    SY_ASSIGN_OR_RETURN(const Json* shape, rd.ArrayField(entry, "shape", where));
+    if (shape->size() > kMaxDims) return rd.Error(JsonPath(where, "shape"), absl::StrCat(shape->size(), " dimensions"));
+    // Elements, checked against the bytes the tensor spans (itself at most the file size), so
+    // that a hostile shape cannot overflow the product.
+    uint64_t elements = 1;
+    for (size_t i = 0; i < shape->size(); ++i) {
+      SY_ASSIGN_OR_RETURN(const int64_t d, rd.Int((*shape)[i], JsonPath(JsonPath(where, "shape"), i), 0, kMaxDim));
+      v.shape.push_back(d);
+      elements = elements > data_bytes ? elements : elements * static_cast<uint64_t>(d);
     }
-    const auto& off = entry["data_offsets"];
-    const uint64_t begin = off.at(0).get<uint64_t>(), end = off.at(1).get<uint64_t>();
-    if (begin > end || end > data_bytes) return absl::InvalidArgumentError(absl::StrCat(where, ": data offsets beyond the file"));
+    SY_ASSIGN_OR_RETURN(const Json* offsets, rd.ArrayField(entry, "data_offsets", where));
+    if (offsets->size() != 2) return rd.Error(JsonPath(where, "data_offsets"), "expected [begin, end]");
+    SY_ASSIGN_OR_RETURN(const int64_t begin, rd.Int((*offsets)[0], JsonPath(JsonPath(where, "data_offsets"), 0), 0, INT64_MAX));
+    SY_ASSIGN_OR_RETURN(const int64_t end, rd.Int((*offsets)[1], JsonPath(JsonPath(where, "data_offsets"), 1), 0, INT64_MAX));
+    if (begin > end || static_cast<uint64_t>(end) > data_bytes) {
+      return rd.Error(JsonPath(where, "data_offsets"),
+                      absl::StrCat("[", begin, ", ", end, ") is not within the ", data_bytes, " data bytes of the file"));
+    }
     v.data = data + begin;
-    v.bytes = end - begin;
-    if (const size_t size = DtypeBytes(v.dtype); size != 0 && size * elements != v.bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", v.bytes, " bytes do not match its shape and dtype ", v.dtype));
+    v.bytes = static_cast<size_t>(end - begin);
+    if (const size_t size = DtypeBytes(v.dtype); size != 0 && (elements > data_bytes || size * elements != v.bytes)) {
+      return rd.Error(where, absl::StrCat(v.bytes, " bytes do not match its shape and dtype ", EchoValue(v.dtype)));
     }
     file->tensors_[name] = std::move(v);
   }
@@ -104,17 +109,17 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     const std::string index = path + "/model.safetensors.index.json";
     if (std::filesystem::exists(index)) {
       SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(index));
-      Json j;
-      try {
-        j = Json::parse(text);
-      } catch (const Json::parse_error& e) {
-        return absl::InvalidArgumentError(absl::StrCat(index, ": bad JSON: ", e.what()));
-      }
-      if (!j.contains("weight_map") || !j["weight_map"].is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat(index, ": no \"weight_map\""));
-      }
-      for (const auto& [tensor, file] : j["weight_map"].items()) {
-        ckpt->weight_map_[tensor] = path + "/" + file.get<std::string>();
+      SY_ASSIGN_OR_RETURN(const Json j, ParseJson(text, index));
+      const JsonReader rd(index);
+      SY_ASSIGN_OR_RETURN(const Json* weight_map, rd.Field(j, "weight_map", "$"));
+      SY_RETURN_IF_ERROR(rd.Object(*weight_map, "$.weight_map"));
+      for (const auto& [tensor, file] : weight_map->items()) {
+        SY_ASSIGN_OR_RETURN(const std::string name, rd.String(file, JsonPath("$.weight_map", EchoValue(tensor))));
+        // Shards live in the checkpoint's directory: a name that leaves it is refused.
+        if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+          return rd.Error(JsonPath("$.weight_map", EchoValue(tensor)), absl::StrCat("'", EchoValue(name), "' is not a file name in ", path));
+        }
+        ckpt->weight_map_[tensor] = path + "/" + name;
       }
       return ckpt;
     }

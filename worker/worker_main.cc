@@ -32,8 +32,8 @@
 #include "common/flags.h"
 #include "common/status.h"
 #include "coordinator/server.h"
-#include "proto/convert.h"
-#include "proto/rpc_util.h"
+#include "rpc/convert.h"
+#include "rpc/rpc_util.h"
 #include "placement/io/placement_json.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
@@ -273,6 +273,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   m->set_expert_bytes(static_cast<int64_t>(store.expert_bytes()));
   *r.mutable_placement() = rpc::ToProto(start, 0);
   r.set_job_id(job_id);
+  r.set_tokens_per_step(absl::GetFlag(FLAGS_tokens_per_rank));
   s.control.address = address;
   out.client = std::make_unique<ControlClient>(s.control, std::move(r));
   return out;

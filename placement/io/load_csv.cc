@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 
 namespace switchyard::placement {
@@ -17,6 +18,9 @@ namespace {
 
 constexpr absl::string_view kHeaderHelp =
     "header must be 'layer,expert,tokens', optionally preceded by 'step' or 'workload'";
+
+// Largest layer and expert id a trace may name (models have at most a few hundred of each).
+constexpr int kMaxId = 65535;
 
 struct Header {
   bool has_key = false;
@@ -36,7 +40,7 @@ absl::StatusOr<Header> ParseHeader(absl::string_view line, absl::string_view fil
   if (cols.size() != first + 3 || cols[first] != "layer" || cols[first + 1] != "expert" ||
       cols[first + 2] != "tokens") {
     return absl::InvalidArgumentError(
-        absl::StrCat(file, " line 1: ", kHeaderHelp, " (got '", line, "')"));
+        absl::StrCat(file, " line 1: ", kHeaderHelp, " (got '", EchoValue(line), "')"));
   }
   return header;
 }
@@ -88,23 +92,29 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
     const absl::string_view layer_s = absl::StripAsciiWhitespace(f[i]);
     const absl::string_view expert_s = absl::StripAsciiWhitespace(f[i + 1]);
     const absl::string_view tokens_s = absl::StripAsciiWhitespace(f[i + 2]);
-    if (!absl::SimpleAtoi(layer_s, &layer) || layer < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "layer '", layer_s, "' is not an integer >= 0"));
+    if (!absl::SimpleAtoi(layer_s, &layer) || layer < 0 || layer > kMaxId) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "layer '", EchoValue(layer_s), "' is not an integer in 0..", kMaxId));
     }
-    if (!absl::SimpleAtoi(expert_s, &expert) || expert < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "expert '", expert_s, "' is not an integer >= 0"));
+    if (!absl::SimpleAtoi(expert_s, &expert) || expert < 0 || expert > kMaxId) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "expert '", EchoValue(expert_s), "' is not an integer in 0..", kMaxId));
     }
     if (!absl::SimpleAtod(tokens_s, &tokens) || !std::isfinite(tokens)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(where, "tokens '", tokens_s, "' is not a number"));
+          absl::StrCat(where, "tokens '", EchoValue(tokens_s), "' is not a number"));
     }
     if (tokens < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, "tokens ", tokens_s, " is negative"));
     }
-    sums[layer][expert] += tokens;
+    double& sum = sums[layer][expert];
+    if (tokens > kMaxLoad || sum + tokens > kMaxLoad) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "tokens ", EchoValue(tokens_s), " bring layer ", layer, " expert ", expert,
+          " beyond 2^53 (9.0e15), more than a count can be"));
+    }
+    sum += tokens;
     return absl::OkStatus();
   }));
   if (!header) return absl::InvalidArgumentError(absl::StrCat(file, ": empty file (", kHeaderHelp, ")"));

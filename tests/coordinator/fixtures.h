@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "placement/placement.h"
-#include "proto/convert.h"
+#include "rpc/convert.h"
 #include "switchyard/control/v1/control.pb.h"
 
 namespace switchyard::test::job {

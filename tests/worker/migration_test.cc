@@ -15,7 +15,7 @@
 #include "comm/inprocess/factory.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
-#include "proto/convert.h"
+#include "rpc/convert.h"
 #include "worker/driver.h"
 
 namespace switchyard::worker {

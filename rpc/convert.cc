@@ -1,8 +1,9 @@
-#include "proto/convert.h"
+#include "rpc/convert.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 
 namespace switchyard::rpc {
@@ -53,22 +54,22 @@ absl::StatusOr<placement::Placement> FromProto(const types::Placement& in) {
 absl::Status ApplyPolicySettings(const std::vector<std::string>& settings, types::Policy& p) {
   for (const std::string& kv : settings) {
     const std::vector<std::string> parts = absl::StrSplit(kv, absl::MaxSplits('=', 1));
-    if (parts.size() != 2) return absl::InvalidArgumentError(absl::StrCat("policy setting '", kv, "': use key=value"));
+    if (parts.size() != 2) return absl::InvalidArgumentError(absl::StrCat("policy setting '", EchoValue(kv), "': use key=value"));
     const std::string& key = parts[0];
     const std::string& value = parts[1];
     double d = 0;
     int i = 0;
     bool b = false;
     auto number = [&]() -> absl::Status {
-      if (!absl::SimpleAtod(value, &d)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", value, "': not a number"));
+      if (!absl::SimpleAtod(value, &d)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", EchoValue(value), "': not a number"));
       return absl::OkStatus();
     };
     auto integer = [&]() -> absl::Status {
-      if (!absl::SimpleAtoi(value, &i)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", value, "': not an integer"));
+      if (!absl::SimpleAtoi(value, &i)) return absl::InvalidArgumentError(absl::StrCat("policy ", key, "='", EchoValue(value), "': not an integer"));
       return absl::OkStatus();
     };
     if (key == "auto_rebalance") {
-      if (!absl::SimpleAtob(value, &b)) return absl::InvalidArgumentError(absl::StrCat("policy auto_rebalance='", value, "': true or false"));
+      if (!absl::SimpleAtob(value, &b)) return absl::InvalidArgumentError(absl::StrCat("policy auto_rebalance='", EchoValue(value), "': true or false"));
       p.set_auto_rebalance(b);
     } else if (key == "min_gain") {
       SY_RETURN_IF_ERROR(number());
@@ -95,7 +96,7 @@ absl::Status ApplyPolicySettings(const std::vector<std::string>& settings, types
       p.set_planner(value);
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown policy key '", key,
+          "unknown policy key '", EchoValue(key),
           "' (auto_rebalance, min_gain, hysteresis_windows, cooldown_windows, max_moves, min_gain_per_move, noise_z, smoothing, planner)"));
     }
   }

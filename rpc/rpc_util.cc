@@ -1,4 +1,4 @@
-#include "proto/rpc_util.h"
+#include "rpc/rpc_util.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"

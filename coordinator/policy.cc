@@ -1,0 +1,49 @@
+#include "coordinator/policy.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/json_reader.h"
+#include "placement/planner.h"
+
+namespace switchyard::coordinator {
+
+namespace types = switchyard::types::v1;
+
+types::Policy DefaultPolicy() {
+  types::Policy p;
+  p.set_auto_rebalance(false);
+  // Churn is guarded at this level (a plan must promise min_gain for hysteresis_windows
+  // windows); the planner's own noise guard (noise_z x sqrt of the bottleneck's count) would
+  // block moving ordinary experts at window-sized counts, so it is off by default.
+  p.set_min_gain(0.05);
+  p.set_hysteresis_windows(1);
+  p.set_cooldown_windows(1);
+  p.set_max_moves(0);
+  p.set_min_gain_per_move(0.001);
+  p.set_noise_z(0.0);
+  p.set_smoothing(0.5);
+  p.set_planner("incremental");
+  return p;
+}
+
+absl::Status ValidatePolicy(const types::Policy& p) {
+  auto bad = [](absl::string_view field, auto value, absl::string_view range) {
+    return absl::InvalidArgumentError(absl::StrCat("policy ", field, " = ", value, ": must be ", range));
+  };
+  if (!(p.min_gain() >= 0 && p.min_gain() <= 10)) return bad("min_gain", p.min_gain(), "in [0, 10]");
+  if (p.hysteresis_windows() < 1 || p.hysteresis_windows() > 1000) return bad("hysteresis_windows", p.hysteresis_windows(), "in [1, 1000]");
+  if (p.cooldown_windows() < 0 || p.cooldown_windows() > 100000) return bad("cooldown_windows", p.cooldown_windows(), "in [0, 100000]");
+  if (p.max_moves() < 0) return bad("max_moves", p.max_moves(), ">= 0 (0: no limit)");
+  if (!(p.min_gain_per_move() >= 0 && p.min_gain_per_move() <= 1)) return bad("min_gain_per_move", p.min_gain_per_move(), "in [0, 1]");
+  if (!(p.noise_z() >= 0 && p.noise_z() <= 100)) return bad("noise_z", p.noise_z(), "in [0, 100]");
+  if (!(p.smoothing() > 0 && p.smoothing() <= 1)) return bad("smoothing", p.smoothing(), "in (0, 1]");
+  const auto names = placement::PlannerNames();
+  if (std::find(names.begin(), names.end(), p.planner()) == names.end()) {
+    return bad("planner", absl::StrCat("'", EchoValue(p.planner()), "'"), absl::StrCat("one of ", absl::StrJoin(names, ", ")));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace switchyard::coordinator
