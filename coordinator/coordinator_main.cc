@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "address of the /metrics endpo
 ABSL_FLAG(double, heartbeat_timeout_s, 5.0, "seconds without a heartbeat before a worker counts as lost");
 ABSL_FLAG(bool, auto_rebalance, false, "rebalance on load reports by policy (when no state says otherwise)");
 ABSL_FLAG(std::vector<std::string>, policy, {}, "initial policy settings key=value (when no state says otherwise)");
+ABSL_FLAG(bool, insecure_allow_remote, false,
+          "serve a non-loopback --listen address without --auth-token-file (refused otherwise): anyone who reaches it "
+          "can register workers, drain ranks and change the placement");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port (and metrics port) here once listening");
 
 namespace {
@@ -46,6 +49,7 @@ int Main(int argc, char** argv) {
   options.core.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  options.insecure_allow_remote = absl::GetFlag(FLAGS_insecure_allow_remote);
   if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
     auto token = switchyard::rpc::ReadTokenFile(absl::GetFlag(FLAGS_auth_token_file));
     if (!token.ok()) return fail(token.status(), switchyard::kExitBadInput);

@@ -8,11 +8,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/status.h"
 #include "rpc/rpc_util.h"
 #include "rpc/validate.h"
@@ -150,7 +155,130 @@ class AdminService final : public admin::Admin::Service {
   const std::atomic<bool>& stopping_;
 };
 
+bool IsLoopbackHost(absl::string_view host) {
+  if (absl::ConsumePrefix(&host, "[")) absl::ConsumeSuffix(&host, "]");
+  if (host == "localhost" || host == "::1" || host == "ip6-localhost") return true;
+  in_addr v4{};
+  const std::string h(host);
+  return inet_pton(AF_INET, h.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+// Bounds that keep a flood of connections from starving the coordinator (gRPC 1.51 has no
+// connection cap): memory and threads of the gRPC core, streams per connection, connections
+// that never finish their handshake or sit idle are closed, long-lived ones are recycled.
+constexpr size_t kGrpcMemoryBytes = size_t{256} << 20;
+constexpr int kGrpcMaxThreads = 64;
+constexpr int kMaxStreamsPerConnection = 64;
+constexpr int kHandshakeTimeoutMs = 5000;
+constexpr int kIdleConnectionMs = 5 * 60 * 1000;
+constexpr int kConnectionAgeMs = 30 * 60 * 1000, kConnectionAgeGraceMs = 30 * 1000;
+
+// A file-descriptor limit as high as the hard limit allows: a flood of connections then needs
+// far more sockets before accept() can fail at all.
+void RaiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+// The listening socket bound to `port` in this process, or -1.
+int FindListeningSocket(int port) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &fd)) continue;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    const int bound = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                    : addr.ss_family == AF_INET  ? ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port)
+                                                 : -1;
+    if (bound == port) return fd;
+  }
+  return -1;
+}
+
+// Connections waiting in the kernel's accept queue of a listening socket (TCP_INFO reports
+// the queue length of a listener in tcpi_unacked); -1 if unknown.
+int AcceptQueueLength(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+  return static_cast<int>(info.tcpi_unacked);
+}
+
 }  // namespace
+
+bool IsLoopbackAddress(absl::string_view listen) {
+  if (absl::StartsWith(listen, "unix:")) return true;
+  const size_t colon = listen.rfind(':');
+  return IsLoopbackHost(colon == absl::string_view::npos ? listen : listen.substr(0, colon));
+}
+
+absl::Status CoordinatorServer::BuildGrpcServer(const std::string& listen) {
+  control_ = std::make_unique<ControlService>(*core_, options_.auth_token);
+  admin_ = std::make_unique<AdminService>(*core_, options_.auth_token, stopping_);
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options_.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({options_.tls_key_pem, options_.tls_cert_pem});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  int port = 0;
+  builder.AddListeningPort(listen, creds, &port);
+  builder.SetResourceQuota(*quota_);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kHandshakeTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kIdleConnectionMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kConnectionAgeMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, kConnectionAgeGraceMs);
+  builder.RegisterService(control_.get());
+  builder.RegisterService(admin_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port == 0) {
+    server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", listen, " (in use, or a bad address)"));
+  }
+  port_ = port;
+  return absl::OkStatus();
+}
+
+// gRPC 1.51 stops accepting for good after one failed accept() (EMFILE under a connection
+// flood). The watchdog notices a listener whose accept queue stays non-empty for
+// kDeadListenerChecks checks in a row and rebuilds the gRPC server on the same port (gRPC binds
+// with SO_REUSEPORT); it retries every check until the rebuild succeeds.
+void CoordinatorServer::WatchListener() {
+  constexpr int kDeadListenerChecks = 4;  // x 500 ms
+  int stuck = 0;
+  while (!stopping_) {
+    for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (stopping_) break;
+    const int fd = FindListeningSocket(port_);
+    const int queued = fd >= 0 ? AcceptQueueLength(fd) : 0;
+    stuck = (fd < 0 || queued > 0) ? stuck + 1 : 0;
+    if (stuck < kDeadListenerChecks) continue;
+    std::lock_guard<std::mutex> lock(server_mu_);
+    if (stopping_) break;
+    std::fprintf(stderr, "switchyard-coordinator: the gRPC listener on port %d stopped accepting (%d connections queued); restarting it\n",
+                 port_, queued);
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_.reset();
+    const absl::Status rebuilt = BuildGrpcServer(absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')), ":", port_));
+    if (!rebuilt.ok()) {
+      std::fprintf(stderr, "switchyard-coordinator: restarting the listener failed (%s); retrying\n", std::string(rebuilt.message()).c_str());
+      stuck = kDeadListenerChecks;  // try again at the next check
+      continue;
+    }
+    ++listener_restarts_;
+    stuck = 0;
+  }
+}
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const ServerOptions& options) {
   auto s = std::unique_ptr<CoordinatorServer>(new CoordinatorServer());
@@ -160,26 +288,24 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
     const std::string persisted = options.core.state_dir.empty() ? "" : options.core.state_dir + "/state.json";
     if (persisted.empty() || access(persisted.c_str(), F_OK) != 0) SY_RETURN_IF_ERROR(s->core_->SetPolicy(*options.initial_policy).status());
   }
-  s->control_ = std::make_unique<ControlService>(*s->core_, options.auth_token);
-  s->admin_ = std::make_unique<AdminService>(*s->core_, options.auth_token, s->stopping_);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-  if (!options.tls_cert_pem.empty() || !options.tls_key_pem.empty()) {
-    if (options.tls_cert_pem.empty() || options.tls_key_pem.empty()) {
-      return absl::InvalidArgumentError("TLS needs both a certificate and a key");
+  if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
+    return absl::InvalidArgumentError("TLS needs both a certificate and a key");
+  }
+  if (options.auth_token.empty() && !IsLoopbackAddress(options.listen)) {
+    if (!options.insecure_allow_remote) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "refusing to serve ", options.listen, " without --auth-token-file: anyone who reaches it could register workers, "
+          "drain ranks and replace the placement (give a token, listen on 127.0.0.1, or pass --insecure-allow-remote)"));
     }
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
-    creds = grpc::SslServerCredentials(ssl);
+    std::fprintf(stderr, "switchyard-coordinator: WARNING: serving %s WITHOUT AUTHENTICATION (--insecure-allow-remote): "
+                 "anyone who can reach this address can register workers, drain ranks and change the placement\n",
+                 options.listen.c_str());
   }
-  builder.AddListeningPort(options.listen, creds, &s->port_);
-  builder.RegisterService(s->control_.get());
-  builder.RegisterService(s->admin_.get());
-  s->server_ = builder.BuildAndStart();
-  if (!s->server_ || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, " (in use, or a bad address)"));
-  }
+  RaiseFileLimit();
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  s->quota_ = std::make_unique<grpc::ResourceQuota>("switchyard-coordinator");
+  s->quota_->Resize(kGrpcMemoryBytes).SetMaxThreads(kGrpcMaxThreads);
+  SY_RETURN_IF_ERROR(s->BuildGrpcServer(options.listen));
   if (options.metrics_port >= 0) {
     s->metrics_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const int one = 1;
@@ -197,6 +323,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
     s->metrics_port_ = ntohs(addr.sin_port);
     s->metrics_thread_ = std::thread([raw = s.get()] { raw->ServeMetrics(); });
   }
+  s->watchdog_ = std::thread([raw = s.get()] { raw->WatchListener(); });
   s->ticker_ = std::thread([raw = s.get()] {
     while (!raw->stopping_) {
       raw->core_->Tick();
@@ -249,7 +376,11 @@ void CoordinatorServer::ServeMetrics() {
 void CoordinatorServer::Shutdown() {
   if (stopping_.exchange(true)) return;
   if (core_) core_->StopWaiters();
-  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  {
+    std::lock_guard<std::mutex> lock(server_mu_);
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+  if (watchdog_.joinable()) watchdog_.join();
   if (ticker_.joinable()) ticker_.join();
   if (metrics_thread_.joinable()) metrics_thread_.join();
   if (metrics_fd_ >= 0) close(metrics_fd_);

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -16,6 +17,7 @@
 #include "coordinator/coordinator.h"
 
 namespace grpc {
+class ResourceQuota;
 class Server;
 class Service;
 }  // namespace grpc
@@ -30,7 +32,13 @@ struct ServerOptions {
   int metrics_port = -1;                   // -1: no metrics endpoint; 0: a free port
   std::string metrics_host = "127.0.0.1";
   std::optional<types::Policy> initial_policy;  // when no persisted policy exists
+  // Without an auth token, Start refuses a non-loopback `listen` unless this is set (then
+  // it serves with a loud warning on stderr).
+  bool insecure_allow_remote = false;
 };
+
+// True for 127.0.0.0/8, ::1, localhost and unix: addresses ("HOST:PORT" or "unix:PATH").
+bool IsLoopbackAddress(absl::string_view listen);
 
 class CoordinatorServer {
  public:
@@ -41,21 +49,29 @@ class CoordinatorServer {
   std::string address() const;  // host:port the gRPC services listen on
   int metrics_port() const { return metrics_port_; }
   Coordinator& core() { return *core_; }
+  // Times the watchdog rebuilt a gRPC listener that had stopped accepting.
+  int listener_restarts() const { return listener_restarts_; }
   // Stops serving (idempotent): streams end, threads join.
   void Shutdown();
 
  private:
   CoordinatorServer() = default;
   void ServeMetrics();
+  // (Re)builds server_ on `listen` with the services and the connection bounds; sets port_.
+  absl::Status BuildGrpcServer(const std::string& listen);
+  void WatchListener();
 
   ServerOptions options_;
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<grpc::Service> control_, admin_;
+  std::unique_ptr<grpc::ResourceQuota> quota_;
+  std::mutex server_mu_;  // server_ (the watchdog may rebuild it)
   std::unique_ptr<grpc::Server> server_;
+  std::atomic<int> listener_restarts_{0};
   int port_ = 0;
   int metrics_fd_ = -1, metrics_port_ = -1;
   std::atomic<bool> stopping_{false};
-  std::thread ticker_, metrics_thread_;
+  std::thread ticker_, metrics_thread_, watchdog_;
 };
 
 }  // namespace switchyard::coordinator

@@ -11,11 +11,12 @@ std::vector<std::string> Mpirun(const std::string& mpiexec, int np) {
 }
 
 CoordinatorProcess::CoordinatorProcess(const std::string& binary, const TempDir& dir, int port,
-                                       const std::vector<std::string>& args) {
+                                       const std::vector<std::string>& args, const std::vector<std::string>& wrapper) {
   const std::string port_file = dir.File("coordinator.port");
   std::remove(port_file.c_str());
   log_ = dir.File("coordinator." + std::to_string(port) + ".log");
-  std::vector<std::string> argv = {binary, "--listen", "127.0.0.1:" + std::to_string(port), "--port-file", port_file};
+  std::vector<std::string> argv = wrapper;
+  argv.insert(argv.end(), {binary, "--listen", "127.0.0.1:" + std::to_string(port), "--port-file", port_file});
   argv.insert(argv.end(), args.begin(), args.end());
   process_ = std::make_unique<Process>(argv, log_);
   for (int i = 0; i < 200 && port_ == 0 && process_->Running(); ++i) {

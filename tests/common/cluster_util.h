@@ -18,7 +18,9 @@ std::vector<std::string> Mpirun(const std::string& mpiexec, int np);
 // port() is 0 if it did not come up (its log says why).
 class CoordinatorProcess {
  public:
-  CoordinatorProcess(const std::string& binary, const TempDir& dir, int port, const std::vector<std::string>& args = {});
+  // `wrapper` (e.g. {"prlimit", "--nofile=256"}) runs the binary under another command.
+  CoordinatorProcess(const std::string& binary, const TempDir& dir, int port, const std::vector<std::string>& args = {},
+                     const std::vector<std::string>& wrapper = {});
   int port() const { return port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string log() const { return Slurp(log_); }
