@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/flags.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cli/commands.h"
@@ -115,6 +116,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
   SY_ASSIGN_OR_RETURN(Client c, Connect());
   const bool json = absl::GetFlag(FLAGS_json);
   const double timeout = absl::GetFlag(FLAGS_timeout_s);
+  SY_RETURN_IF_ERROR(CheckFlagRange("timeout-s", timeout, 0, 1e6));
   auto check = [&](const grpc::Status& s) { return rpc::FromGrpc(s, c.address); };
   auto no_args = [&]() -> absl::Status {
     if (!args.empty()) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args[0], "'"));

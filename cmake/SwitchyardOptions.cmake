@@ -19,3 +19,11 @@ if(SWITCHYARD_SANITIZE)
   add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_sy_flag}> $<$<COMPILE_LANGUAGE:CXX>:-fno-omit-frame-pointer>)
   add_link_options(${_sy_flag})
 endif()
+
+# libFuzzer: coverage instrumentation everywhere, the fuzzer's main only in the fuzz_* targets.
+if(SWITCHYARD_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "SWITCHYARD_FUZZ needs clang (CC=clang CXX=clang++), not ${CMAKE_CXX_COMPILER_ID}")
+  endif()
+  target_compile_options(switchyard_build_flags INTERFACE -fsanitize=fuzzer-no-link)
+endif()

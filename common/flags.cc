@@ -108,4 +108,9 @@ std::string FlagsHelp(const std::vector<absl::string_view>& file_substrings) {
   return out;
 }
 
+absl::Status CheckFlagRange(absl::string_view flag, double value, double lo, double hi) {
+  if (value >= lo && value <= hi) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", value, ": must be in [", lo, ", ", hi, "]"));
+}
+
 }  // namespace switchyard

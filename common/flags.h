@@ -29,6 +29,10 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv);
 // `file_substrings` (so each binary lists its own flags, not Abseil's).
 std::string FlagsHelp(const std::vector<absl::string_view>& file_substrings);
 
+// InvalidArgument "--FLAG VALUE: must be in [lo, hi]" unless lo <= value <= hi (NaN never is).
+// `flag` is the name without dashes or underscores mapped: "heartbeat-timeout-s".
+absl::Status CheckFlagRange(absl::string_view flag, double value, double lo, double hi);
+
 // Exit code for bad input (flags, files, requests): one line on stderr, then exit(2).
 inline constexpr int kExitBadInput = 2;
 

@@ -46,6 +46,10 @@ int Main(int argc, char** argv) {
   switchyard::coordinator::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.core.state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (absl::Status range = switchyard::CheckFlagRange("heartbeat-timeout-s", absl::GetFlag(FLAGS_heartbeat_timeout_s), 0.1, 86400);
+      !range.ok()) {
+    return fail(range, switchyard::kExitBadInput);
+  }
   options.core.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.metrics_host = absl::GetFlag(FLAGS_metrics_host);

@@ -57,8 +57,9 @@ absl::Status ValidateRequest(const PlanRequest& request) {
     // structural invariants are checked here.
     SY_RETURN_IF_ERROR(ValidatePlacement(*current));
   }
-  if (request.options.min_gain_per_move < 0 || request.options.noise_z < 0) {
-    return absl::InvalidArgumentError("min_gain_per_move and noise_z must be >= 0");
+  if (!(request.options.min_gain_per_move >= 0 && request.options.min_gain_per_move <= 1e6) ||
+      !(request.options.noise_z >= 0 && request.options.noise_z <= 1e6)) {
+    return absl::InvalidArgumentError("min_gain_per_move and noise_z must be numbers in [0, 1e6]");
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,18 @@ namespace {
 
 constexpr absl::Duration kMinBackoff = absl::Milliseconds(50);
 
+// The coordinator refused who we are, or the TLS setup failed (a plaintext client to a TLS
+// server sees its socket closed; a wrong CA fails the handshake): retrying cannot help.
+bool IsAuthFailure(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED || s.error_code() == grpc::StatusCode::PERMISSION_DENIED) return true;
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return false;
+  const std::string& m = s.error_message();
+  for (const char* sign : {"Socket closed", "andshake", "SSL", "ssl", "certificate", "TLS"}) {
+    if (m.find(sign) != std::string::npos) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 ControlClient::ControlClient(ControlOptions options, control::RegisterRequest registration)
@@ -128,10 +140,27 @@ bool ControlClient::RegisterOnce() {
   control::RegisterResponse response;
   const grpc::Status s = stub_->Register(Context(options_.rpc_timeout).get(), request, &response);
   if (!s.ok()) {
-    Backoff(absl::StrCat("register: ", rpc::FromGrpc(s, options_.address).message()));
+    const std::string error = absl::StrCat("register: ", rpc::FromGrpc(s, options_.address).message());
+    if (IsAuthFailure(s)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (options_.max_auth_failures > 0 && ++auth_failures_ >= options_.max_auth_failures) {
+        stats_.fatal_error = absl::StrCat(
+            "cannot authenticate to the coordinator at ", options_.address, " (", auth_failures_, " attempts): ", error,
+            s.error_code() == grpc::StatusCode::UNAVAILABLE
+                ? " (a coordinator serving TLS needs --coordinator-tls-ca with its CA)"
+                : " (check --coordinator-token-file against the coordinator's --auth-token-file)");
+        stats_.last_error = error;
+        stop_ = true;  // the loop ends; nothing can be sent
+        flush_deadline_ = absl::Now();
+        cv_.notify_all();
+        return false;
+      }
+    }
+    Backoff(error);
     return false;
   }
   std::lock_guard<std::mutex> lock(mu_);
+  auth_failures_ = 0;
   need_register_ = false;
   backoff_ = absl::ZeroDuration();
   ++stats_.registrations;

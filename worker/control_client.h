@@ -35,6 +35,9 @@ struct ControlOptions {
   absl::Duration rpc_timeout = absl::Seconds(3);
   absl::Duration max_backoff = absl::Seconds(2);
   size_t max_queued_reports = 256;
+  // Registrations refused in a row for authentication (wrong or missing token, a TLS
+  // mismatch) before the client gives up for good (fatal_error); 0: never.
+  int max_auth_failures = 5;
 };
 
 struct ControlStats {
@@ -46,6 +49,8 @@ struct ControlStats {
   int64_t rpc_failures = 0;
   int64_t orders_received = 0;
   bool registered = false;
+  // Set when the client gave up (max_auth_failures): why. The worker then stops and exits 2.
+  std::string fatal_error;
   std::string coordinator_id;
   std::string last_error;
 };
@@ -99,6 +104,7 @@ class ControlClient {
   absl::Time flush_deadline_ = absl::InfiniteFuture();
   control::RegisterRequest registration_;
   int64_t step_ = 0, epoch_ = 0;
+  int auth_failures_ = 0;  // registrations refused for authentication, in a row
   std::deque<Outgoing> reports_;
   size_t load_reports_ = 0;  // how many of reports_ are load windows (the droppable ones)
   std::optional<control::Orders> orders_;

@@ -111,7 +111,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   RunReport report;
   // The per-step exchange: kFixed figures, the vote, then per layer: pairs computed, busy ms,
   // communication ms.
-  enum { kWall, kBusy, kComm, kMigration, kFixed };
+  enum { kWall, kBusy, kComm, kMigration, kStop, kFixed };
   const int kPairs = kFixed + StepVote::kSize, kLayerBusy = kPairs + L, kLayerComm = kLayerBusy + L;
   const int width = kLayerComm + L;
   std::vector<double> row(width), rows(static_cast<size_t>(width) * R);
@@ -119,6 +119,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   layer_.counters().Reset();
   layer_.ResetTimes();
   if (epochs) epochs->TakeTransferCpuSeconds();
+  int steps_run = options_.steps;
   for (int step = 0; step < options_.steps; ++step) {
     const bool migrating = epochs != nullptr && epochs->migrating();
     const double busy0 = layer_.times().busy, comm0 = layer_.times().comm;
@@ -153,6 +154,7 @@ absl::StatusOr<RunReport> Driver::Run() {
     row[kBusy] = 1e3 * (layer_.times().busy - busy0);
     row[kComm] = 1e3 * (layer_.times().comm - comm0);
     row[kMigration] = epochs ? 1e3 * (epochs->TakeTransferCpuSeconds() + boundary_cpu + ThreadCpuSeconds() - boundary0) : 0;
+    row[kStop] = options_.stop_requested && options_.stop_requested() ? 1 : 0;
     const double v[StepVote::kSize] = {vote.epoch,  vote.offer_epoch, vote.offer_hash, vote.ready,
                                        vote.failed, vote.completed,   vote.stalled};
     std::copy(v, v + StepVote::kSize, row.begin() + kFixed);
@@ -166,12 +168,14 @@ absl::StatusOr<RunReport> Driver::Run() {
     // busiest rank's busy time plus the least communication time of any rank; summed over
     // layers, plus the most migration work any rank did this step.
     double wall = 0, migration = 0;
+    bool stop = false;  // a rank asked to stop: every rank ends after this step
     std::vector<double> layer_busy(L, 0.0), layer_comm(L, std::numeric_limits<double>::infinity());
     std::vector<StepVote> votes(R);
     for (int r = 0; r < R; ++r) {
       const double* x = &rows[static_cast<size_t>(r) * width];
       wall = std::max(wall, x[kWall]);  // the step waits for the slowest rank
       migration = std::max(migration, x[kMigration]);
+      stop = stop || x[kStop] > 0;
       for (int li = 0; li < L; ++li) {
         layer_busy[li] = std::max(layer_busy[li], x[kLayerBusy + li]);
         layer_comm[li] = std::min(layer_comm[li], x[kLayerComm + li]);
@@ -205,7 +209,8 @@ absl::StatusOr<RunReport> Driver::Run() {
     if (epochs) SY_RETURN_IF_ERROR(epochs->Decide(step + 1, votes));
     boundary_cpu = epochs ? ThreadCpuSeconds() - decide0 : 0;
 
-    if (options_.window_steps > 0 && (step + 1 - load_window_start) == options_.window_steps) {
+    const bool last = stop || step + 1 == options_.steps;
+    if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || (stop && step + 1 > load_window_start))) {
       if (options_.on_window) {
         options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : 0, std::move(load_window)});
       }
@@ -213,7 +218,7 @@ absl::StatusOr<RunReport> Driver::Run() {
       load_window_start = step + 1;
     }
     if (options_.on_step) options_.on_step(step + 1, epochs ? epochs->epoch() : 0);
-    const bool log_now = options_.log_every > 0 && ((step + 1) % options_.log_every == 0 || step + 1 == options_.steps);
+    const bool log_now = options_.log_every > 0 && ((step + 1) % options_.log_every == 0 || last);
     if (log_now) {
       SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, log_window));
       log_window.clear();
@@ -227,15 +232,21 @@ absl::StatusOr<RunReport> Driver::Run() {
       }
       window_ms.clear();
     }
+    if (stop) {
+      steps_run = step + 1;
+      if (me == 0 && options_.log) options_.log(absl::StrFormat("stopping after step %d: a rank was asked to stop", step + 1));
+      break;
+    }
   }
 
   report.ranks = R;
-  report.steps = options_.steps;
+  report.steps = steps_run;
+  report.stopped_early = steps_run < options_.steps;
   report.top_k = model_.top_k;
   report.tokens_per_rank = T;
   double total_ms = 0;
   for (double x : step_ms) total_ms += x;
-  report.tokens_per_s = total_ms > 0 ? R * T * options_.steps / (total_ms / 1e3) : 0;
+  report.tokens_per_s = total_ms > 0 ? R * T * steps_run / (total_ms / 1e3) : 0;
   report.step_ms_p50 = Percentile(step_ms, 0.5);
   report.step_ms_p90 = Percentile(step_ms, 0.9);
   report.step_ms_p99 = Percentile(step_ms, 0.99);
@@ -245,20 +256,20 @@ absl::StatusOr<RunReport> Driver::Run() {
     report.migrations = epochs->records();
     for (const MigrationRecord& m : report.migrations) {
       const int64_t end = m.commit_step >= 0 ? m.commit_step : m.abort_step >= 0 ? m.abort_step : m.start_step;
-      for (int64_t s = m.start_step; s <= end && s < options_.steps; ++s) migrating_step[s] = true;
+      for (int64_t s = m.start_step; s <= end && s < steps_run; ++s) migrating_step[s] = true;
     }
     if (epochs->migrating()) {
-      for (int s = options_.steps - 1; s >= 0 && !migrating_step[s]; --s) migrating_step[s] = true;
+      for (int s = steps_run - 1; s >= 0 && !migrating_step[s]; --s) migrating_step[s] = true;
     }
   }
   double critical_total = 0;
   std::vector<double> steady, moving, moving_work;
-  for (int s = 0; s < options_.steps; ++s) {
+  for (int s = 0; s < steps_run; ++s) {
     critical_total += critical_ms[s];
     (migrating_step[s] ? moving : steady).push_back(critical_ms[s]);
     if (migrating_step[s]) moving_work.push_back(migration_ms[s]);
   }
-  report.critical_tokens_per_s = critical_total > 0 ? R * T * options_.steps / (critical_total / 1e3) : 0;
+  report.critical_tokens_per_s = critical_total > 0 ? R * T * steps_run / (critical_total / 1e3) : 0;
   report.critical_step_ms_p50 = Percentile(critical_ms, 0.5);
   report.critical_step_ms_p99 = Percentile(critical_ms, 0.99);
   report.critical_steady_ms_p99 = Percentile(steady, 0.99);
@@ -269,7 +280,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   const PhaseTimes& t = layer_.times();
   std::vector<double> phases = {t.gate, t.dispatch, t.ffn, t.combine};
   SY_RETURN_IF_ERROR(comm_.AllReduce(phases.data(), 4, comm::ReduceOp::kMax));
-  const double per_step = options_.steps > 0 ? 1e3 / options_.steps : 0;
+  const double per_step = steps_run > 0 ? 1e3 / steps_run : 0;
   report.phase_ms_gate = phases[0] * per_step;
   report.phase_ms_dispatch = phases[1] * per_step;
   report.phase_ms_ffn = phases[2] * per_step;
@@ -286,9 +297,9 @@ absl::StatusOr<RunReport> Driver::Run() {
     for (int64_t x : whole[li].processed) rows_total += static_cast<double>(x);
   }
   double flops = rows_total * model_.ExpertShape().FlopsPerRow();
-  if (model_.shared_ffn > 0) flops += static_cast<double>(T) * options_.steps * L * model_.SharedShape().FlopsPerRow();
+  if (model_.shared_ffn > 0) flops += static_cast<double>(T) * steps_run * L * model_.SharedShape().FlopsPerRow();
   SY_RETURN_IF_ERROR(comm_.AllReduce(&flops, 1, comm::ReduceOp::kMax));
-  report.ffn_flops = flops / options_.steps;
+  report.ffn_flops = flops / steps_run;
   report.dispatch_bytes = report.combine_bytes = static_cast<double>(T) * model_.top_k * H * sizeof(float) * L;
   report.tokens_conserved = true;
   for (int li = 0; li < L; ++li) {
@@ -358,6 +369,7 @@ std::string RunReport::ToJson() const {
                       {"tokens_conserved", tokens_conserved},
                       {"ranks", ranks},
                       {"steps", steps},
+                      {"stopped_early", stopped_early},
                       {"tokens_per_rank", tokens_per_rank},
                       {"top_k", top_k},
                       {"model", model},

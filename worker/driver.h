@@ -60,6 +60,10 @@ struct DriverOptions {
   std::string step_log;
   // Threads of this rank's CPU kernels (the grouped FFN); no output bit depends on it.
   int cpu_threads = 1;
+  // Polled once per step (null: never): when it returns true on any rank, every rank ends the
+  // run after the same step (the request travels in the step's exchange), the last partial
+  // load window is handed over, and the report says stopped_early.
+  std::function<bool()> stop_requested;
 };
 
 struct LayerReport {
@@ -69,7 +73,8 @@ struct LayerReport {
 };
 
 struct RunReport {
-  int ranks = 0, steps = 0, top_k = 0;
+  int ranks = 0, steps = 0, top_k = 0;  // steps: run (fewer than asked when stopped early)
+  bool stopped_early = false;
   int64_t tokens_per_rank = 0;
   double tokens_per_s = 0;
   double step_ms_p50 = 0, step_ms_p90 = 0, step_ms_p99 = 0, step_ms_max = 0;

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
@@ -29,6 +30,55 @@ size_t DtypeBytes(const std::string& dtype) {
 
 }  // namespace
 
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(absl::string_view bytes, const std::string& path) {
+  const char* base = bytes.data();
+  if (bytes.size() < 8) return absl::InvalidArgumentError(absl::StrCat(path, ": too short for a safetensors file"));
+  std::map<std::string, TensorView> tensors;
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, base, 8);
+  if (header_len > bytes.size() - 8) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len, " beyond the file"));
+  }
+  const std::string header_where = absl::StrCat(path, " header");
+  SY_ASSIGN_OR_RETURN(const Json header, ParseJson(absl::string_view(base + 8, header_len), header_where));
+  const JsonReader rd(header_where);
+  SY_RETURN_IF_ERROR(rd.Object(header, "$"));
+  const char* data = base + 8 + header_len;
+  const uint64_t data_bytes = bytes.size() - 8 - header_len;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    const std::string where = JsonPath("$", EchoValue(name));
+    TensorView v;
+    SY_ASSIGN_OR_RETURN(v.dtype, rd.StringField(entry, "dtype", where));
+    SY_ASSIGN_OR_RETURN(const Json* shape, rd.ArrayField(entry, "shape", where));
+    if (shape->size() > kMaxDims) return rd.Error(JsonPath(where, "shape"), absl::StrCat(shape->size(), " dimensions"));
+    // Elements, checked against the bytes the tensor spans (itself at most the file size), so
+    // that a hostile shape cannot overflow the product.
+    uint64_t elements = 1;
+    for (size_t i = 0; i < shape->size(); ++i) {
+      SY_ASSIGN_OR_RETURN(const int64_t d, rd.Int((*shape)[i], JsonPath(JsonPath(where, "shape"), i), 0, kMaxDim));
+      v.shape.push_back(d);
+      const uint64_t dim = static_cast<uint64_t>(d);
+      elements = dim != 0 && elements > data_bytes / dim ? data_bytes + 1 : elements * dim;  // saturates past the data
+    }
+    SY_ASSIGN_OR_RETURN(const Json* offsets, rd.ArrayField(entry, "data_offsets", where));
+    if (offsets->size() != 2) return rd.Error(JsonPath(where, "data_offsets"), "expected [begin, end]");
+    SY_ASSIGN_OR_RETURN(const int64_t begin, rd.Int((*offsets)[0], JsonPath(JsonPath(where, "data_offsets"), 0), 0, std::numeric_limits<int64_t>::max()));
+    SY_ASSIGN_OR_RETURN(const int64_t end, rd.Int((*offsets)[1], JsonPath(JsonPath(where, "data_offsets"), 1), 0, std::numeric_limits<int64_t>::max()));
+    if (begin > end || static_cast<uint64_t>(end) > data_bytes) {
+      return rd.Error(JsonPath(where, "data_offsets"),
+                      absl::StrCat("[", begin, ", ", end, ") is not within the ", data_bytes, " data bytes of the file"));
+    }
+    v.data = data + begin;
+    v.bytes = static_cast<size_t>(end - begin);
+    if (const size_t size = DtypeBytes(v.dtype); size != 0 && (elements > data_bytes || size * elements != v.bytes)) {
+      return rd.Error(where, absl::StrCat(v.bytes, " bytes do not match its shape and dtype ", EchoValue(v.dtype)));
+    }
+    tensors[name] = std::move(v);
+  }
+  return tensors;
+}
+
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
   file->path_ = path;
@@ -46,48 +96,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     file->map_ = nullptr;
     return absl::InternalError(absl::StrCat("cannot map ", path));
   }
-  const char* base = static_cast<const char*>(file->map_);
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, base, 8);
-  if (header_len > file->map_bytes_ - 8) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len, " beyond the file"));
-  }
-  const std::string header_where = absl::StrCat(path, " header");
-  SY_ASSIGN_OR_RETURN(const Json header, ParseJson(absl::string_view(base + 8, header_len), header_where));
-  const JsonReader rd(header_where);
-  SY_RETURN_IF_ERROR(rd.Object(header, "$"));
-  const char* data = base + 8 + header_len;
-  const uint64_t data_bytes = file->map_bytes_ - 8 - header_len;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
-    const std::string where = JsonPath("$", EchoValue(name));
-    TensorView v;
-    SY_ASSIGN_OR_RETURN(v.dtype, rd.StringField(entry, "dtype", where));
-    SY_ASSIGN_OR_RETURN(const Json* shape, rd.ArrayField(entry, "shape", where));
-    if (shape->size() > kMaxDims) return rd.Error(JsonPath(where, "shape"), absl::StrCat(shape->size(), " dimensions"));
-    // Elements, checked against the bytes the tensor spans (itself at most the file size), so
-    // that a hostile shape cannot overflow the product.
-    uint64_t elements = 1;
-    for (size_t i = 0; i < shape->size(); ++i) {
-      SY_ASSIGN_OR_RETURN(const int64_t d, rd.Int((*shape)[i], JsonPath(JsonPath(where, "shape"), i), 0, kMaxDim));
-      v.shape.push_back(d);
-      elements = elements > data_bytes ? elements : elements * static_cast<uint64_t>(d);
-    }
-    SY_ASSIGN_OR_RETURN(const Json* offsets, rd.ArrayField(entry, "data_offsets", where));
-    if (offsets->size() != 2) return rd.Error(JsonPath(where, "data_offsets"), "expected [begin, end]");
-    SY_ASSIGN_OR_RETURN(const int64_t begin, rd.Int((*offsets)[0], JsonPath(JsonPath(where, "data_offsets"), 0), 0, INT64_MAX));
-    SY_ASSIGN_OR_RETURN(const int64_t end, rd.Int((*offsets)[1], JsonPath(JsonPath(where, "data_offsets"), 1), 0, INT64_MAX));
-    if (begin > end || static_cast<uint64_t>(end) > data_bytes) {
-      return rd.Error(JsonPath(where, "data_offsets"),
-                      absl::StrCat("[", begin, ", ", end, ") is not within the ", data_bytes, " data bytes of the file"));
-    }
-    v.data = data + begin;
-    v.bytes = static_cast<size_t>(end - begin);
-    if (const size_t size = DtypeBytes(v.dtype); size != 0 && (elements > data_bytes || size * elements != v.bytes)) {
-      return rd.Error(where, absl::StrCat(v.bytes, " bytes do not match its shape and dtype ", EchoValue(v.dtype)));
-    }
-    file->tensors_[name] = std::move(v);
-  }
+  SY_ASSIGN_OR_RETURN(file->tensors_,
+                      ParseSafetensors(absl::string_view(static_cast<const char*>(file->map_), file->map_bytes_), path));
   return file;
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace switchyard::worker {
 
@@ -21,6 +22,11 @@ struct TensorView {
   const char* data = nullptr;
   size_t bytes = 0;
 };
+
+// Parses a whole safetensors file held in `bytes` (header and data); views point into
+// `bytes`. Typed and total: a header of the wrong shape, offsets beyond the data, or sizes that
+// do not match shape x dtype return InvalidArgument naming `path`, the tensor and the field.
+absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(absl::string_view bytes, const std::string& path);
 
 class SafetensorsFile {
  public:

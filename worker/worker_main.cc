@@ -16,6 +16,9 @@
 // connected stop the whole job (MPI_Abort under mpirun).
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
+
 #include <cstdio>
 #include <random>
 #include <string>
@@ -74,6 +77,8 @@ ABSL_FLAG(int, timeout_s, 60, "seconds a rank waits for its peers before failing
 ABSL_FLAG(std::string, coordinator, "", "HOST:PORT of a switchyard-coordinator, or 'embedded' (rank 0 runs one); empty: none");
 ABSL_FLAG(std::string, coordinator_token_file, "", "bearer token for a coordinator started with --auth-token-file");
 ABSL_FLAG(std::string, coordinator_tls_ca, "", "PEM CA certificate: talk TLS to the coordinator");
+ABSL_FLAG(int, coordinator_max_auth_failures, 5,
+          "registrations refused for authentication (token, TLS) in a row before the worker stops and exits 2 (0: never)");
 ABSL_FLAG(std::string, embedded_listen, "127.0.0.1:0", "--coordinator embedded: where rank 0's coordinator listens");
 ABSL_FLAG(int, window_steps, 5, "steps per load window reported to the coordinator");
 ABSL_FLAG(std::string, rebalance, "off",
@@ -91,6 +96,18 @@ namespace switchyard::worker {
 namespace {
 
 constexpr int kExitRuntime = 1;
+
+// Errors of the user's input found after the ranks connected (weights files, coordinator
+// authentication) carry this payload, so that every rank exits 2 as for bad flags.
+constexpr absl::string_view kBadInputPayload = "switchyard.bad-input";
+absl::Status BadInput(absl::Status status) {
+  status.SetPayload(kBadInputPayload, absl::Cord("1"));
+  return status;
+}
+bool IsBadInput(const absl::Status& status) { return status.GetPayload(kBadInputPayload).has_value(); }
+
+// Set by SIGTERM / SIGINT: the ranks agree on a step to stop after (DriverOptions::stop_requested).
+std::atomic<bool> g_stop_signal{false};
 
 [[noreturn]] void Fail(int code, const absl::Status& status, bool connected) {
   std::fprintf(stderr, "switchyard-worker: %s\n", std::string(status.message()).c_str());
@@ -197,9 +214,14 @@ absl::StatusOr<Setup> Prepare() {
   s.migration.bytes_per_step = absl::GetFlag(FLAGS_migration_bytes_per_step);
   if (s.migration.bytes_per_step < 4096) return absl::InvalidArgumentError("--migration-bytes-per-step must be >= 4096");
   const double timeout = absl::GetFlag(FLAGS_migration_timeout_s);
-  if (!(timeout > 0)) return absl::InvalidArgumentError("--migration-timeout-s must be > 0");
+  SY_RETURN_IF_ERROR(CheckFlagRange("migration-timeout-s", timeout, 0.001, 1e6));
+  SY_RETURN_IF_ERROR(CheckFlagRange("timeout-s", absl::GetFlag(FLAGS_timeout_s), 1, 86400));
   s.migration.timeout = absl::Seconds(timeout);
   s.control.address = s.embedded ? "" : coordinator;
+  if (absl::GetFlag(FLAGS_coordinator_max_auth_failures) < 0) {
+    return absl::InvalidArgumentError("--coordinator-max-auth-failures must be >= 0");
+  }
+  s.control.max_auth_failures = absl::GetFlag(FLAGS_coordinator_max_auth_failures);
   if (!absl::GetFlag(FLAGS_coordinator_token_file).empty()) {
     SY_ASSIGN_OR_RETURN(s.control.token, rpc::ReadTokenFile(absl::GetFlag(FLAGS_coordinator_token_file)));
   }
@@ -338,6 +360,13 @@ int Main(int argc, char** argv) {
   auto comm = cluster::Connect(options);
   if (!comm.ok()) Fail(absl::IsInvalidArgument(comm.status()) ? kExitBadInput : kExitRuntime, comm.status(), false);
   comm::Communicator& c = **comm;
+  // After the launcher's own set-up, so that these handlers are the ones in force.
+  struct sigaction stop_action {};
+  stop_action.sa_handler = [](int) { g_stop_signal.store(true); };
+  sigemptyset(&stop_action.sa_mask);
+  stop_action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &stop_action, nullptr);
+  sigaction(SIGINT, &stop_action, nullptr);
   if (c.size() != s.topology.ranks()) {
     Fail(kExitRuntime, absl::InternalError(absl::StrCat("launcher said ", s.topology.ranks(), " ranks, the communicator has ", c.size())), true);
   }
@@ -348,9 +377,14 @@ int Main(int argc, char** argv) {
     if (absl::GetFlag(FLAGS_weights).empty()) {
       source = SeededWeights(s.model, absl::GetFlag(FLAGS_seed));
     } else {
-      SY_ASSIGN_OR_RETURN(source, CheckpointWeights(s.model, absl::GetFlag(FLAGS_weights)));
+      auto opened = CheckpointWeights(s.model, absl::GetFlag(FLAGS_weights));
+      if (!opened.ok()) return BadInput(opened.status());
+      source = *std::move(opened);
     }
-    SY_RETURN_IF_ERROR(store.Load(*start, c.rank(), *source));
+    // A checkpoint that is missing, malformed or of another model is the user's input.
+    if (absl::Status loaded = store.Load(*start, c.rank(), *source); !loaded.ok()) {
+      return absl::IsInvalidArgument(loaded) || absl::IsNotFound(loaded) ? BadInput(loaded) : loaded;
+    }
     Control control;
     if (s.embedded || !s.control.address.empty()) {
       SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, store));
@@ -381,6 +415,11 @@ int Main(int argc, char** argv) {
       d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
     }
     d.step_log = absl::GetFlag(FLAGS_step_log);
+    // SIGTERM/SIGINT (scancel, a signal to mpirun) or a coordinator that refuses us: every
+    // rank ends after the same step, reports, says Leave and writes its report.
+    d.stop_requested = [client = control.client.get()] {
+      return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && !client->stats().fatal_error.empty());
+    };
     d.cpu_threads = s.cpu_threads;
     Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
     std::unique_ptr<EpochManager> epochs;
@@ -408,6 +447,12 @@ int Main(int argc, char** argv) {
       driver.set_epochs(epochs.get(), [client] { return client->TakeOrders(); });
     }
     SY_ASSIGN_OR_RETURN(RunReport report, driver.Run());
+    if (control.client && !control.client->stats().fatal_error.empty()) {
+      return BadInput(absl::UnauthenticatedError(control.client->stats().fatal_error));
+    }
+    if (report.stopped_early && c.rank() == 0) {
+      std::printf("switchyard-worker: stopped after step %d of %d (signal)\n", report.steps, absl::GetFlag(FLAGS_steps));
+    }
     if (control.client) {
       // Deliver the last windows, then let rank 0 stop the embedded coordinator after all
       // ranks are done with it.
@@ -437,7 +482,7 @@ int Main(int argc, char** argv) {
     return report;
   };
   auto report = run();
-  if (!report.ok()) Fail(kExitRuntime, report.status(), true);
+  if (!report.ok()) Fail(IsBadInput(report.status()) ? kExitBadInput : kExitRuntime, report.status(), true);
   if (c.rank() == 0) {
     double worst = 1;
     for (const LayerReport& l : report->layers) worst = std::min(worst, l.balancedness);

@@ -61,8 +61,8 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
       phase.probabilities.push_back(std::vector<std::vector<double>>(L, std::vector<double>(E, 1.0 / E)));
     } else if (kind == "zipf" && (parts.size() == 2 || parts.size() == 3)) {
       double s = 0;
-      if (!absl::SimpleAtod(parts[1], &s) || s < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("--workload '", full, "': zipf skew must be a number >= 0"));
+      if (!absl::SimpleAtod(parts[1], &s) || !(s >= 0 && s <= 100)) {
+        return absl::InvalidArgumentError(absl::StrCat("--workload '", full, "': zipf skew must be a number in [0, 100]"));
       }
       if (parts.size() == 3 && (!absl::SimpleAtoi(parts[2], &phase.drift_every) || phase.drift_every < 1)) {
         return absl::InvalidArgumentError(absl::StrCat("--workload '", full, "': drift must be a step count >= 1"));

@@ -4,6 +4,9 @@
 // register again, and the restarted coordinator has its policy and pins back.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -140,6 +143,65 @@ TEST(CoordinatorLaunch, EmbeddedCoordinatorInRankZero) {
   const std::string log = test::Slurp(dir.File("workers.log"));
   EXPECT_EQ(code, 0) << log;
   EXPECT_NE(log.find("embedded coordinator: 30 load windows aggregated"), std::string::npos) << log;
+}
+
+// SIGTERM to mpirun (what scancel and Ctrl-C do): every rank stops after the same step, sends
+// its last window and Leave, writes its report; the coordinator shows every rank as left, none
+// as lost.
+TEST(CoordinatorLaunch, SigtermEndsEveryRankCleanly) {
+  test::TempDir dir;
+  test::CoordinatorProcess coordinator(kCoordinator, dir, 0, {"--heartbeat-timeout-s", "2"});
+  ASSERT_GT(coordinator.port(), 0) << coordinator.log();
+  const std::string address = coordinator.address();
+  test::Process workers(WorkerCommand({"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2",
+                                       "--tokens-per-rank", "64", "--workload", "trace:" + kTrace, "--steps", "1000000",
+                                       "--log-every", "0", "--window-steps", "20", "--coordinator", address, "--report",
+                                       dir.File("report.json")}),
+                        dir.File("workers.log"), kEnv);
+  ASSERT_TRUE(WaitForStatus(address, [](const nlohmann::json& s) { return Registered(s) == 4 && Number(s, "windows") >= 2; }))
+      << test::Slurp(dir.File("workers.log"));
+  ASSERT_EQ(kill(workers.pid(), SIGTERM), 0);
+  bool timed_out = false;
+  workers.Wait(std::chrono::seconds(60), &timed_out);
+  ASSERT_FALSE(timed_out) << test::Slurp(dir.File("workers.log"));
+  const std::string log = test::Slurp(dir.File("workers.log"));
+  EXPECT_NE(log.find("stopped after step"), std::string::npos) << log;
+  std::ifstream in(dir.File("report.json"));
+  const nlohmann::json report = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << log;
+  EXPECT_TRUE(report.value("stopped_early", false));
+  EXPECT_TRUE(report.value("tokens_conserved", false));
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // past the heartbeat timeout
+  const nlohmann::json status = StatusJson(address);
+  ASSERT_TRUE(status.contains("workers")) << status.dump();
+  for (const auto& w : status["workers"]) {
+    EXPECT_TRUE(w.value("left", false)) << w.dump();
+  }
+  const std::string events = Cli(address, {"events"}).out;
+  EXPECT_EQ(events.find("worker_lost"), std::string::npos) << events;
+  EXPECT_EQ(coordinator.Stop(), 0);
+}
+
+// A worker without the coordinator's token (or talking plaintext to its TLS port) stops after
+// a few refused registrations with exit code 2 and says why, instead of running unmanaged.
+TEST(CoordinatorLaunch, WorkersThatCannotAuthenticateExitTwo) {
+  test::TempDir dir;
+  std::ofstream(dir.File("token")) << "right\n";
+  std::ofstream(dir.File("wrong")) << "wrong\n";
+  test::CoordinatorProcess coordinator(kCoordinator, dir, 0, {"--auth-token-file", dir.File("token")});
+  ASSERT_GT(coordinator.port(), 0) << coordinator.log();
+  std::vector<std::string> argv = WorkerCommand({"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2",
+                                                 "--tokens-per-rank", "64", "--workload", "uniform", "--steps", "1000000",
+                                                 "--log-every", "0", "--coordinator", coordinator.address(),
+                                                 "--coordinator-token-file", dir.File("wrong")});
+  const auto start = std::chrono::steady_clock::now();
+  const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(120), kEnv);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE((r.out + r.err).find("cannot authenticate to the coordinator"), std::string::npos) << r.out << r.err;
+  EXPECT_NE((r.out + r.err).find("wrong bearer token"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(coordinator.Stop(), 0);
 }
 
 }  // namespace

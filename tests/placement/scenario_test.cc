@@ -80,8 +80,13 @@ TEST(ScenarioTest, SkewedAndHugeInputsAreSampledOrRefused) {
   auto w = SampleWindows(skewed, {}, spec);
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ((*w)[0].values[0][0], 1000);
+  // Loads beyond 2^53 are not counts: refused, naming the value (sums of them would overflow).
   LoadMatrix huge{{0}, {std::vector<double>(8, 1.7e308)}};
   w = SampleWindows(huge, {}, spec);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("load 1.7e+308 is not a number in [0, 2^53]"), std::string::npos) << w.status();
+  LoadMatrix largest{{0}, {std::vector<double>(8, kMaxLoad)}};
+  w = SampleWindows(largest, {}, spec);
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ(std::accumulate((*w)[1].values[0].begin(), (*w)[1].values[0].end(), 0.0), 3000);
   const LoadMatrix decode = test::DeepSeekLayers("decode_in1000out1000", 0, 1);

@@ -93,13 +93,55 @@ TEST(ModelTest, BadConfigsNameFileAndKey) {
                         Case{R"({"model_type": "llama", "hidden_size": 1, "num_hidden_layers": 1, "num_experts_per_tok": 1})",
                              "model_type 'llama' is not a supported MoE model"},
                         Case{R"({"model_type": "mixtral", "num_hidden_layers": 2, "num_experts_per_tok": 2})",
-                             "\"hidden_size\": missing"},
+                             "bad.json: $.hidden_size: missing"},
                         Case{R"({"model_type": "mixtral", "hidden_size": "big", "num_hidden_layers": 2, "num_experts_per_tok": 2})",
-                             "\"hidden_size\": expected an integer"},
+                             "bad.json: $.hidden_size: expected an integer, got string \"big\""},
                         Case{R"({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 2, "num_experts_per_tok": 9,
                                 "num_local_experts": 8, "intermediate_size": 32})",
                              "top_k 9 must be in 1..8"}}) {
     auto m = ParseHfConfig(c.json, "bad.json");
+    ASSERT_FALSE(m.ok()) << c.json;
+    EXPECT_NE(m.status().message().find(c.message), absl::string_view::npos) << m.status().message();
+  }
+}
+
+// Every integer key is range-checked as 64-bit before it is narrowed: 2^32 + 8 must not
+// become 8, and huge in-range values are refused before anything is sized by them.
+TEST(ModelTest, IntegersAreRangeCheckedBeforeNarrowing) {
+  const std::string v3 = R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
+      "num_experts_per_tok": 8, "n_routed_experts": 256, "moe_intermediate_size": 2048, "n_shared_experts": 1,
+      "n_group": 8, "topk_group": 4, "first_k_dense_replace": 3, "routed_scaling_factor": 2.5)";
+  const std::string qwen = R"({"model_type": "qwen3_moe", "hidden_size": 4096, "num_hidden_layers": 94,
+      "num_experts_per_tok": 8, "num_experts": 128, "moe_intermediate_size": 1536)";
+  ASSERT_TRUE(ParseHfConfig(v3 + "}", "v3.json").ok());
+  ASSERT_TRUE(ParseHfConfig(qwen + "}", "qwen.json").ok());
+  const std::string big = "4294967304";  // 2^32 + 8
+  struct Case {
+    std::string json, message;
+  };
+  const std::vector<Case> cases = {
+      {R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_experts_per_tok": 8,
+           "n_routed_experts": 4294967552, "moe_intermediate_size": 2048})", "$.n_routed_experts: 4294967552 is out of range"},
+      {R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_experts_per_tok": 8,
+           "n_routed_experts": 2000000000, "moe_intermediate_size": 2048})", "$.n_routed_experts: 2000000000 is out of range"},
+      {R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_experts_per_tok": 4294967304,
+           "n_routed_experts": 256, "moe_intermediate_size": 2048})", "$.num_experts_per_tok: 4294967304 is out of range"},
+      {v3 + R"(, "n_group": )" + big + "}", "$.n_group: " + big + " is out of range"},
+      {v3 + R"(, "topk_group": )" + big + "}", "$.topk_group: " + big + " is out of range"},
+      {v3 + R"(, "topk_group": 9})", "$.topk_group: 9 is out of range"},
+      {v3 + R"(, "first_k_dense_replace": )" + big + "}", "$.first_k_dense_replace: " + big + " is out of range"},
+      {v3 + R"(, "first_k_dense_replace": -1})", "$.first_k_dense_replace: -1 is out of range"},
+      {v3 + R"(, "routed_scaling_factor": -2})", "$.routed_scaling_factor: -2 is out of range"},
+      {v3 + R"(, "num_hidden_layers": 18446744073709551615})", "$.num_hidden_layers: 18446744073709551615 is out of range"},
+      {qwen + R"(, "mlp_only_layers": [0, )" + big + "]}", "$.mlp_only_layers[1]: " + big + " is out of range"},
+      {qwen + R"(, "mlp_only_layers": [-3]})", "$.mlp_only_layers[0]: -3 is out of range"},
+      {qwen + R"(, "mlp_only_layers": ["3"]})", "$.mlp_only_layers[0]: expected an integer, got string"},
+      {qwen + R"(, "mlp_only_layers": 3})", "$.mlp_only_layers: expected an array"},
+      {qwen + R"(, "decoder_sparse_step": 0})", "$.decoder_sparse_step: 0 is out of range"},
+      {qwen + R"(, "hidden_size": 1e3})", "$.hidden_size: expected an integer, got number"},
+  };
+  for (const Case& c : cases) {
+    auto m = ParseHfConfig(c.json, "c.json");
     ASSERT_FALSE(m.ok()) << c.json;
     EXPECT_NE(m.status().message().find(c.message), absl::string_view::npos) << m.status().message();
   }

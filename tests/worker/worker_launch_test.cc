@@ -135,6 +135,19 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
   std::ofstream(dir.File("config.json")) << "{\"model_type\": \"mixtral\", \"hidden_size\": \"wide\"}";
   std::ofstream(dir.File("placement.json")) << "{\"format\": \"switchyard.placement/v1\"";
   std::ofstream(dir.File("trace.csv")) << "layer,expert,tokens\n3,0,1\n3,1,x\n";
+  std::ofstream(dir.File("huge.csv")) << "layer,expert,tokens\n3,0,1\n3,1,1e23\n";
+  // 2^32 + 8 experts: narrowed to int it would be 8, a valid Mixtral.
+  std::ofstream(dir.File("narrow.json")) << R"({"model_type": "mixtral", "hidden_size": 4096, "num_hidden_layers": 32,
+      "num_experts_per_tok": 2, "num_local_experts": 4294967304, "intermediate_size": 14336})";
+  std::ofstream(dir.File("billions.json")) << R"({"model_type": "mixtral", "hidden_size": 4096, "num_hidden_layers": 32,
+      "num_experts_per_tok": 2, "num_local_experts": 2000000000, "intermediate_size": 14336})";
+  {  // a safetensors header whose dtype is a number
+    const std::string header = R"({"model.layers.3.mlp.experts.0.gate_proj.weight": {"dtype": 7, "shape": [1], "data_offsets": [0, 4]}})";
+    std::ofstream out(dir.File("bad.safetensors"), std::ios::binary);
+    const uint64_t len = header.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out << header << "abcd";
+  }
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -142,7 +155,7 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
   };
   const std::vector<Case> cases = {
       {{"--model", "preset:gpt5", "--workload", "uniform"}, "unknown model preset 'gpt5'"},
-      {{"--model", dir.File("config.json"), "--workload", "uniform"}, "\"hidden_size\": expected an integer"},
+      {{"--model", dir.File("config.json"), "--workload", "uniform"}, "$.hidden_size: expected an integer, got string \"wide\""},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "trace:" + dir.File("trace.csv")},
        "trace.csv line 3: tokens 'x' is not a number"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--placement", dir.File("placement.json")},
@@ -150,6 +163,14 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--policy", "random"},
        "--policy 'random'"},
       {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--steps", "lots"}, "flag --steps='lots'"},
+      {{"--model", dir.File("narrow.json"), "--workload", "uniform"}, "$.num_local_experts: 4294967304 is out of range"},
+      {{"--model", dir.File("billions.json"), "--workload", "uniform"}, "$.num_local_experts: 2000000000 is out of range"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "zipf:nan"}, "zipf skew must be a number in [0, 100]"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "trace:" + dir.File("huge.csv")},
+       "huge.csv line 3: tokens 1e23 bring layer 3 expert 1 beyond 2^53"},
+      {{"--model", "preset:mixtral-8x7b", "--scale", "0.0625", "--layers", "1", "--workload", "uniform", "--weights",
+        dir.File("bad.safetensors")},
+       "bad.safetensors header: $.model.layers.3.mlp.experts.0.gate_proj.weight.dtype: expected a string, got number 7"},
       {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--backend", "carrier-pigeon"}, "unknown or unavailable backend"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--coordinator", "localhost"},
        "--coordinator 'localhost': use HOST:PORT or embedded"},

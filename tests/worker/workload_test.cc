@@ -121,7 +121,8 @@ TEST(WorkloadTest, BadSpecsAreRejected) {
     const char* message;
   };
   for (const Case& c : {Case{{"gauss:3"}, "expected trace:FILE[:KEY], zipf:S[:DRIFT] or uniform"},
-                        Case{{"zipf:-1"}, "zipf skew must be a number >= 0"},
+                        Case{{"zipf:-1"}, "zipf skew must be a number in [0, 100]"},
+                        Case{{"zipf:nan"}, "zipf skew must be a number in [0, 100]"},
                         Case{{"zipf:1:0"}, "drift must be a step count >= 1"},
                         Case{{"uniform@x"}, "'@' must be followed by a step"},
                         Case{{"uniform@5"}, "must start at step 0"},
