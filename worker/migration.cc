@@ -250,6 +250,53 @@ uint64_t EpochManager::HashOf(const control::Orders& orders) const {
   return h & ((uint64_t{1} << 52) - 1);
 }
 
+absl::StatusOr<placement::Placement> ValidateOrders(const control::Orders& orders, const placement::Placement& current,
+                                                    const std::vector<int>& layer_ids) {
+  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  auto target = rpc::FromProto(orders.placement());
+  if (!target.ok()) return bad(target.status().message());
+  if (!(target->topology == current.topology) || target->num_experts != current.num_experts) {
+    return bad("the placement is for another cluster shape");
+  }
+  for (int layer_id : layer_ids) {
+    if (target->FindLayer(layer_id) == nullptr) return bad("no layer ", layer_id);
+    if (current.FindLayer(layer_id) == nullptr) return bad("the placement in force has no layer ", layer_id);
+  }
+  const int R = current.topology.ranks();
+  std::map<std::tuple<int, int, int>, int> incoming;  // (layer, expert, to) -> transfers
+  for (const control::Transfer& t : orders.transfers()) {
+    // Only layers this rank runs: the weight store has slots for no other.
+    const bool runs = std::find(layer_ids.begin(), layer_ids.end(), t.layer()) != layer_ids.end();
+    if (!runs || t.from() < 0 || t.from() >= R || t.to() < 0 || t.to() >= R || t.expert() < 0 ||
+        t.expert() >= current.num_experts) {
+      return bad("transfer of layer ", t.layer(), " expert ", t.expert(), " ", t.from(), "->", t.to(),
+                 runs ? " is out of range" : ": this job does not run that layer");
+    }
+    const placement::LayerPlacement& now = *current.FindLayer(t.layer());
+    auto holds = [&](const placement::LayerPlacement& l, int rank) {
+      return std::any_of(l.ranks[rank].begin(), l.ranks[rank].end(), [&](const placement::Replica& r) { return r.expert == t.expert(); });
+    };
+    if (!holds(now, t.from()) || holds(now, t.to()) || !holds(*target->FindLayer(t.layer()), t.to())) {
+      return bad("transfer of layer ", t.layer(), " expert ", t.expert(), " ", t.from(), "->", t.to(), " does not match the placements");
+    }
+    ++incoming[{t.layer(), t.expert(), t.to()}];
+  }
+  for (int layer_id : layer_ids) {
+    const placement::LayerPlacement& next = *target->FindLayer(layer_id);
+    const placement::LayerPlacement& now = *current.FindLayer(layer_id);
+    for (int r = 0; r < R; ++r) {
+      for (const placement::Replica& rep : next.ranks[r]) {
+        const bool had = std::any_of(now.ranks[r].begin(), now.ranks[r].end(),
+                                     [&](const placement::Replica& x) { return x.expert == rep.expert; });
+        if (!had && incoming[{layer_id, rep.expert, r}] == 0) {
+          return bad("layer ", layer_id, " expert ", rep.expert, " appears on rank ", r, " with no transfer");
+        }
+      }
+    }
+  }
+  return *std::move(target);
+}
+
 void EpochManager::Offer(const control::Orders& orders) {
   if (!orders.has_placement()) return;
   const int64_t epoch = orders.placement().epoch();
@@ -266,45 +313,8 @@ void EpochManager::Offer(const control::Orders& orders) {
   const uint64_t hash = HashOf(orders);
   if (std::find(refused_.begin(), refused_.end(), hash) != refused_.end()) return;  // aborted or ignored before
   if (offer_ && offer_hash_ == hash) return;
-  // Orders are input from the network: the placement must be valid and fit this job, and
-  // each transfer must bring an expert from a current holder to a rank that lacks it.
-  auto target = rpc::FromProto(orders.placement());
-  if (!target.ok()) return drop(std::string(target.status().message()));
-  if (!(target->topology == placement_.topology) || target->num_experts != placement_.num_experts) {
-    return drop("the placement is for another cluster shape");
-  }
-  for (int layer_id : store_.layer_ids()) {
-    if (target->FindLayer(layer_id) == nullptr) return drop(absl::StrCat("no layer ", layer_id));
-  }
-  std::map<std::tuple<int, int, int>, int> incoming;  // (layer, expert, to) -> transfers
-  for (const control::Transfer& t : orders.transfers()) {
-    const placement::LayerPlacement* now = placement_.FindLayer(t.layer());
-    const int R = placement_.topology.ranks();
-    if (now == nullptr || t.from() < 0 || t.from() >= R || t.to() < 0 || t.to() >= R || t.expert() < 0 ||
-        t.expert() >= placement_.num_experts) {
-      return drop(absl::StrCat("transfer of layer ", t.layer(), " expert ", t.expert(), " ", t.from(), "->", t.to(), " is out of range"));
-    }
-    auto holds = [&](const placement::LayerPlacement& l, int rank) {
-      return std::any_of(l.ranks[rank].begin(), l.ranks[rank].end(), [&](const placement::Replica& r) { return r.expert == t.expert(); });
-    };
-    if (!holds(*now, t.from()) || holds(*now, t.to()) || !holds(*target->FindLayer(t.layer()), t.to())) {
-      return drop(absl::StrCat("transfer of layer ", t.layer(), " expert ", t.expert(), " ", t.from(), "->", t.to(),
-                               " does not match the placements"));
-    }
-    ++incoming[{t.layer(), t.expert(), t.to()}];
-  }
-  for (const placement::LayerPlacement& l : target->layers) {
-    const placement::LayerPlacement* now = placement_.FindLayer(l.layer_id);
-    if (now == nullptr) continue;  // a layer this job does not run
-    for (int r = 0; r < placement_.topology.ranks(); ++r) {
-      for (const placement::Replica& rep : l.ranks[r]) {
-        const bool had = std::any_of(now->ranks[r].begin(), now->ranks[r].end(),
-                                     [&](const placement::Replica& x) { return x.expert == rep.expert; });
-        if (!had && incoming[{l.layer_id, rep.expert, r}] == 0) {
-          return drop(absl::StrCat("layer ", l.layer_id, " expert ", rep.expert, " appears on rank ", r, " with no transfer"));
-        }
-      }
-    }
+  if (absl::Status valid = ValidateOrders(orders, placement_, store_.layer_ids()).status(); !valid.ok()) {
+    return drop(std::string(valid.message()));
   }
   offer_ = orders;
   offer_hash_ = hash;

@@ -64,6 +64,15 @@ struct StepVote {
   static constexpr int kSize = 7;
 };
 
+// Orders are input from the network: checked before anything acts on them. The target
+// placement must be valid and fit this job (cluster shape, experts, every layer in
+// `layer_ids`, the layers this rank runs); each transfer must name a layer in `layer_ids` and
+// bring an expert from a current holder to a rank that lacks it and holds it in the target;
+// every new replica in those layers needs a transfer. Returns the target, or InvalidArgument
+// naming the first problem. Pure.
+absl::StatusOr<placement::Placement> ValidateOrders(const switchyard::control::v1::Orders& orders,
+                                                    const placement::Placement& current, const std::vector<int>& layer_ids);
+
 // One migration, as every rank saw it.
 struct MigrationRecord {
   int64_t epoch = 0;

@@ -3,6 +3,7 @@
 
 #include "placement/io/load_csv.h"
 #include "placement/io/placement_json.h"
+#include "placement/metrics.h"
 #include "placement/planner.h"
 #include "tests/placement/test_util.h"
 
@@ -42,6 +43,11 @@ TEST(LoadCsvTest, RejectsBadInputNamingFileLineAndProblem) {
       {"", "t.csv: empty file"},
       {"layer,expert,tokens\n0,0,1\n", "needs a step or workload column", "3"},
       {"workload,layer,expert,tokens\na,0,0,1\n", "t.csv: no rows with workload 'b'", "b"},
+      {"layer,expert,tokens\n0,0,1\n0,1,1e23\n", "t.csv line 3: tokens 1e23 bring layer 0 expert 1 beyond 2^53"},
+      {"layer,expert,tokens\n0,0,9e15\n0,0,9e15\n", "t.csv line 3: tokens 9e15 bring layer 0 expert 0 beyond 2^53"},
+      {"layer,expert,tokens\n0,0,nan\n", "t.csv line 2: tokens 'nan' is not a number"},
+      {"layer,expert,tokens\n0,70000,1\n", "t.csv line 2: expert '70000' is not an integer in 0..65535"},
+      {"layer,expert,tokens\n4294967296,0,1\n", "t.csv line 2: layer '4294967296' is not an integer in 0..65535"},
   };
   for (const Case& c : cases) {
     auto load = ParseLoadCsv(c.text, "t.csv", {c.select});
@@ -106,6 +112,13 @@ TEST(PlacementJsonTest, RejectsBadDocuments) {
     EXPECT_NE(parsed.status().message().find(c.message), absl::string_view::npos)
         << parsed.status().message() << " vs " << c.message;
   }
+}
+
+// The largest finite loads give finite metrics: balancedness divides before it sums.
+TEST(MetricsTest, HugeLoadsGiveFiniteBalancedness) {
+  EXPECT_DOUBLE_EQ(Balancedness(std::vector<double>(4, 1e308)), 1.0);
+  EXPECT_DOUBLE_EQ(Balancedness(std::vector<double>{1e308, 1e308, 0, 0}), 0.5);
+  EXPECT_DOUBLE_EQ(Balancedness(std::vector<double>{0, 0}), 1.0);
 }
 
 }  // namespace

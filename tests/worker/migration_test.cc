@@ -101,6 +101,41 @@ std::vector<RunReport> RunRanks(const World& w, const RunOptions& o) {
   return reports;
 }
 
+// Orders are checked before anything acts on them (ValidateOrders): a transfer for a layer
+// this rank does not run (it used to index past the weight store's slots), transfers that do
+// not match the placements, and a target of another shape are refused, naming the problem.
+TEST(Migration, OrdersAreValidatedBeforeUse) {
+  World w = MakeWorld();
+  ASSERT_TRUE(ValidateOrders(w.orders, w.start, w.layers).ok()) << ValidateOrders(w.orders, w.start, w.layers).status();
+  ASSERT_GT(w.orders.transfers_size(), 0);
+  auto refused = [&](const control::Orders& orders, const std::string& message) {
+    auto v = ValidateOrders(orders, w.start, w.layers);
+    ASSERT_FALSE(v.ok()) << message;
+    EXPECT_TRUE(absl::IsInvalidArgument(v.status()));
+    EXPECT_NE(v.status().message().find(message), std::string::npos) << v.status();
+  };
+  control::Orders other_layer = w.orders;
+  other_layer.mutable_transfers(0)->set_layer(w.layers.back() + 1000);
+  refused(other_layer, "this job does not run that layer");
+  // The same against a rank that runs only the first layer while the placement has both.
+  auto only_first = ValidateOrders(w.orders, w.start, {w.layers[0]});
+  bool second_layer_moves = false;
+  for (const auto& t : w.orders.transfers()) second_layer_moves |= t.layer() == w.layers[1];
+  if (second_layer_moves) {
+    ASSERT_FALSE(only_first.ok());
+    EXPECT_NE(only_first.status().message().find("this job does not run that layer"), std::string::npos);
+  }
+  control::Orders wrong_rank = w.orders;
+  wrong_rank.mutable_transfers(0)->set_to(kRanks + 3);
+  refused(wrong_rank, "is out of range");
+  control::Orders missing = w.orders;
+  missing.mutable_transfers()->RemoveLast();
+  refused(missing, "with no transfer");
+  control::Orders shape = w.orders;
+  shape.mutable_placement()->set_experts(shape.placement().experts() + 1);
+  EXPECT_FALSE(ValidateOrders(shape, w.start, w.layers).ok());
+}
+
 TEST(Migration, OutputsAreBitIdenticalAndReplicasByteIdentical) {
   const World w = MakeWorld();
   ASSERT_GT(w.orders.transfers_size(), 0);

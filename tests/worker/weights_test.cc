@@ -106,6 +106,45 @@ TEST(CheckpointErrorsTest, ShapesDtypesAndFiles) {
   EXPECT_EQ(CheckpointWeights(model, dir.File("junk.safetensors")).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Safetensors headers of the wrong shape name the file, the tensor and the field, and never
+// throw (they used to abort the worker with an uncaught JSON exception).
+TEST(CheckpointErrorsTest, HeadersOfTheWrongShapeAreNamed) {
+  auto file = [](const std::string& header, const std::string& data = "abcd") {
+    std::string out(8, '\0');
+    const uint64_t len = header.size();
+    std::memcpy(out.data(), &len, 8);
+    return out + header + data;
+  };
+  struct Case {
+    std::string bytes, message;
+  };
+  const std::vector<Case> cases = {
+      {file(R"({"w": {"dtype": 7, "shape": [1], "data_offsets": [0, 4]}})"), "w.safetensors header: $.w.dtype: expected a string, got number"},
+      {file(R"({"w": {"dtype": "F32", "shape": ["1"], "data_offsets": [0, 4]}})"), "$.w.shape[0]: expected an integer, got string"},
+      {file(R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})"), "$.w.shape[0]: -1 is out of range"},
+      {file(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0]}})"), "$.w.data_offsets: expected [begin, end]"},
+      {file(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 400]}})"), "is not within the 4 data bytes"},
+      {file(R"({"w": {"dtype": "F32", "shape": [1099511627776, 1099511627776, 1099511627776], "data_offsets": [0, 4]}})"),
+       "4 bytes do not match its shape and dtype F32"},
+      {file(R"({"w": {"dtype": "F32", "shape": 1, "data_offsets": [0, 4]}})"), "$.w.shape: expected an array"},
+      {file(R"({"w": 5})"), "$.w: expected an object, got number"},
+      {file(R"([1, 2])"), "$: expected an object, got array"},
+      {file(R"({"w": )"), "not valid JSON"},
+      {std::string("\xff\xff\xff\xff\xff\xff\xff\x7f{}", 10), "header length 9223372036854775807 beyond the file"},
+      {"abc", "too short for a safetensors file"},
+  };
+  for (const Case& c : cases) {
+    auto parsed = ParseSafetensors(c.bytes, "w.safetensors");
+    ASSERT_FALSE(parsed.ok()) << c.message;
+    EXPECT_TRUE(absl::IsInvalidArgument(parsed.status())) << parsed.status();
+    EXPECT_NE(parsed.status().message().find(c.message), std::string::npos) << parsed.status() << " vs " << c.message;
+  }
+  auto fine = ParseSafetensors(file(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": {"a": "b"}})"),
+                               "w.safetensors");
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->at("w").bytes, 4u);
+}
+
 TEST(SeededWeightsTest, SameExpertSameBytesEverywhere) {
   ModelConfig model = *ScaleModel(*PresetModel("qwen3-30b-a3b"), 0.125);
   auto a = SeededWeights(model, 5), b = SeededWeights(model, 5), c = SeededWeights(model, 6);

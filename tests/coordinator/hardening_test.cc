@@ -1,0 +1,193 @@
+// The coordinator against bad input (label grpc): state.json files of the wrong shape or with
+// impossible contents are refused and left as they are; control-plane messages that lie
+// (steps, counts, epochs) are rejected even without auth; admin arguments out of range are
+// INVALID_ARGUMENT; echoed values are capped.
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/state_store.h"
+#include "gtest/gtest.h"
+#include "rpc/validate.h"
+#include "tests/common/subprocess.h"
+#include "tests/coordinator/fixtures.h"
+
+namespace switchyard::coordinator {
+namespace {
+
+using namespace test::job;  // NOLINT: the test job
+using Json = nlohmann::json;
+
+const std::string kCorpus = std::string(SWITCHYARD_SOURCE_DIR) + "/tests/fuzz/corpus/state_json/";
+
+Json ValidState() {
+  std::ifstream in(kCorpus + "pinned.json");  // written by a real coordinator (a job, a pin, a target)
+  return Json::parse(in);
+}
+
+// Every malformed or impossible state.json is refused by Coordinator::Create with an error
+// naming the file and the field, and the file is left untouched.
+TEST(StateStoreTest, MalformedOrImpossibleStateIsRefusedAndKept) {
+  ASSERT_TRUE(ParseState(ValidState().dump(), "state.json").ok()) << ParseState(ValidState().dump(), "state.json").status();
+  struct Case {
+    std::string text, message;
+  };
+  auto with = [](const std::function<void(Json&)>& change) {
+    Json j = ValidState();
+    change(j);
+    return j.dump();
+  };
+  const std::vector<Case> cases = {
+      {"null", "$: expected an object, got null"},
+      {"[]", "$: expected an object, got array"},
+      {"\"state\"", "$: expected an object, got string"},
+      {"{\"format\": 5}", "$.format: expected a string, got number"},
+      {with([](Json& j) { j["job_id"] = 7; }), "$.job_id: expected a string, got number"},
+      {with([](Json& j) { j["drained"] = {99}; }), "drained rank 99 out of range"},
+      {with([](Json& j) { j["drained"] = {-1}; }), "$.drained[0]: -1 is out of range"},
+      {with([](Json& j) { j["drained"] = "1"; }), "$.drained: expected an array"},
+      {with([](Json& j) { j["pins"][0]["expert"] = 9999; }), "pinned expert 9999 out of range"},
+      {with([](Json& j) { j["pins"][0]["layer"] = -5; }), "pin layer -5"},
+      {with([](Json& j) { j["pins"][0]["rank"] = "zero"; }), "$.pins[0]"},
+      {with([](Json& j) { j["committed"]["epoch"] = "-3"; }), "committed.epoch: -3 is negative"},
+      {with([](Json& j) { j["committed"]["experts"] = "many"; }), "$.committed"},
+      {with([](Json& j) { j["target"]["epoch"] = "0"; }), "target.epoch: 0 is not after the committed epoch 0"},
+      {with([](Json& j) { j["transfers"] = Json::array({{{"layer", 0}, {"expert", 1}, {"from", 0}, {"to", 7}}}); }),
+       "is not a transfer of this job"},
+      {with([](Json& j) { j.erase("target"); }), "transfers: listed without a target epoch"},
+      {with([](Json& j) { j["policy"]["smoothing"] = 0; }), "policy smoothing = 0"},
+      {with([](Json& j) { j["policy"]["planner"] = std::string(5000, 'x'); }), "... (5000 bytes)"},
+      {with([](Json& j) { j["target_nonce"] = "-1"; }), "$.target_nonce"},
+      {with([](Json& j) { j.erase("committed"); }), "a job needs both its model and its committed placement"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.message);
+    test::TempDir dir;
+    std::filesystem::create_directories(dir.File("state"));
+    std::ofstream(dir.File("state/state.json")) << c.text;
+    auto created = Coordinator::Create({.state_dir = dir.File("state")});
+    ASSERT_FALSE(created.ok());
+    EXPECT_TRUE(absl::IsInvalidArgument(created.status())) << created.status();
+    EXPECT_NE(created.status().message().find("state.json"), std::string::npos) << created.status();
+    EXPECT_NE(created.status().message().find(c.message), std::string::npos) << created.status();
+    EXPECT_LT(created.status().message().size(), 1000u);  // values are echoed capped
+    EXPECT_EQ(test::Slurp(dir.File("state/state.json")), c.text);  // not rewritten
+  }
+}
+
+std::unique_ptr<Coordinator> JobWithReports() {
+  auto c = *Coordinator::Create({});
+  for (int r = 0; r < kRanks; ++r) {
+    control::RegisterRequest reg = Registration(r);
+    reg.set_tokens_per_step(100);
+    EXPECT_TRUE(c->Register(reg).ok());
+  }
+  for (int r = 0; r < kRanks; ++r) EXPECT_TRUE(c->ReportLoad(Report(r, 0, 10, 100)).ok());
+  return c;
+}
+
+std::string Snapshot(Coordinator& c) {
+  admin::ClusterStatus s = c.Status();
+  for (admin::WorkerStatus& w : *s.mutable_workers()) {
+    w.clear_seconds_since_heartbeat();
+    w.clear_seconds_since_report();
+  }
+  return s.SerializeAsString() + c.GetLoad(std::nullopt)->SerializeAsString();
+}
+
+// Without auth, lies are still refused: a step 2^62 ahead, counts no window of 10 steps x 100
+// tokens could hold, epochs never published; each with INVALID_ARGUMENT and the state as it was.
+TEST(CoordinatorHardening, ImplausibleControlMessagesAreRejected) {
+  auto c = JobWithReports();
+  const std::string before = Snapshot(*c);
+  control::LoadReport far = Report(0, int64_t{1} << 62, (int64_t{1} << 62) + 10, 100);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->ReportLoad(far)));
+  control::LoadReport heavy = Report(1, 10, 20, 100);
+  heavy.mutable_layers(0)->set_chosen(3, 1000000000);
+  const absl::Status counts = c->ReportLoad(heavy);
+  EXPECT_TRUE(absl::IsInvalidArgument(counts)) << counts;
+  EXPECT_NE(counts.message().find("more than 10 steps of 100 tokens could give"), std::string::npos) << counts;
+  control::LoadReport future = Report(2, 10, 20, 100);
+  future.set_epoch(7);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->ReportLoad(future)));
+  control::LoadReport overlap = Report(3, 5, 15, 100);  // steps 5..9 were reported
+  EXPECT_TRUE(absl::IsInvalidArgument(c->ReportLoad(overlap)));
+
+  control::HeartbeatRequest hb;
+  hb.set_rank(0);
+  hb.set_epoch(-5);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Heartbeat(hb).status()));
+  hb.set_epoch(0);
+  hb.set_step(int64_t{1} << 62);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Heartbeat(hb).status()));
+
+  control::MigrationReport commit;
+  commit.set_rank(0);
+  commit.set_epoch(9);  // never published
+  commit.set_phase("committed");
+  commit.set_step(10);
+  const absl::Status unknown = c->ReportMigration(commit);
+  EXPECT_TRUE(absl::IsInvalidArgument(unknown)) << unknown;
+  EXPECT_NE(unknown.message().find("epoch 9 was never published"), std::string::npos) << unknown;
+  commit.set_phase(std::string(10000, 'p'));
+  commit.set_epoch(1);
+  const absl::Status phase = c->ReportMigration(commit);
+  EXPECT_LT(phase.message().size(), 300u);  // the 10,000-byte phase is not echoed whole
+
+  control::LeaveRequest leave;
+  leave.set_rank(1);
+  leave.set_epoch(3);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Leave(leave)));
+  control::RegisterRequest reg = Registration(0);
+  reg.set_host(std::string(100000, 'h'));
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Register(reg).status()));
+  reg = Registration(0);
+  reg.mutable_model()->set_num_experts(2000000000);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Register(reg).status()));
+  EXPECT_EQ(Snapshot(*c), before);
+
+  // Honest messages still go through.
+  EXPECT_TRUE(c->ReportLoad(Report(1, 10, 20, 100)).ok());
+  hb.set_step(20);
+  EXPECT_TRUE(c->Heartbeat(hb).ok());
+}
+
+TEST(CoordinatorHardening, AdminArgumentsOutOfRangeAreInvalid) {
+  auto c = JobWithReports();
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Undrain(-7).status())) << c->Undrain(-7).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Undrain(4).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(c->Undrain(2).status()));  // a real rank, not drained
+  types::Pin pin;
+  pin.set_layer(1);
+  pin.set_expert(-1);
+  pin.set_rank(0);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Unpin(pin).status())) << c->Unpin(pin).status();
+  pin.set_expert(3);
+  EXPECT_TRUE(absl::IsNotFound(c->Unpin(pin).status()));  // well-formed, just not pinned
+  pin.set_layer(-5);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Pin(pin).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(rpc::SelectedLayer(false, -5).status()));
+  EXPECT_EQ(*rpc::SelectedLayer(false, -1), std::nullopt);
+  EXPECT_EQ(*rpc::SelectedLayer(true, 3), std::nullopt);
+  EXPECT_EQ(*rpc::SelectedLayer(false, 2), std::optional<int>(2));
+}
+
+// A restarted coordinator knows no worker yet: the reports that arrive before the workers
+// register again are refused (FAILED_PRECONDITION: register, then resend), not counted as
+// rejected or logged as events.
+TEST(CoordinatorHardening, ReportsBeforeReRegistrationAreNotRejections) {
+  test::TempDir dir;
+  {
+    auto c = *Coordinator::Create({.state_dir = dir.path()});
+    for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(c->Register(Registration(r)).ok());
+  }
+  auto restarted = *Coordinator::Create({.state_dir = dir.path()});
+  for (int r = 0; r < kRanks; ++r) EXPECT_TRUE(absl::IsFailedPrecondition(restarted->ReportLoad(Report(r, 0, 10))));
+  EXPECT_NE(restarted->MetricsText().find("switchyard_reports_rejected_total 0\n"), std::string::npos);
+  for (const admin::Event& e : restarted->WaitEvents(0, absl::ZeroDuration())) EXPECT_NE(e.kind(), "report_rejected");
+}
+
+}  // namespace
+}  // namespace switchyard::coordinator
