@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/env.h"
 #include "common/flags.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -54,8 +55,7 @@ absl::StatusOr<Client> Connect() {
   Client c;
   c.address = absl::GetFlag(FLAGS_coordinator);
   if (c.address.empty()) {
-    const char* env = std::getenv("SWITCHYARD_COORDINATOR");
-    c.address = env != nullptr && *env ? env : "127.0.0.1:7070";
+    c.address = GetSetting(Setting::kCoordinator).value_or("127.0.0.1:7070");
   }
   std::string ca;
   if (!absl::GetFlag(FLAGS_tls_ca).empty()) {

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <string>
 
+#include "common/env.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -58,7 +59,7 @@ void BenchReport::Print(bool json) const {
 
 std::string TracesDir() {
   if (std::string flag = absl::GetFlag(FLAGS_traces_dir); !flag.empty()) return flag;
-  if (const char* env = std::getenv("SWITCHYARD_TRACES")) return env;
+  if (auto env = GetSetting(Setting::kTraces)) return *env;
   return std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces";
 }
 

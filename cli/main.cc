@@ -6,7 +6,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "common/env.h"
+#include "common/log.h"
 #include "common/flags.h"
+#include "common/json_reader.h"
 #include "switchyard/config.h"
 
 namespace {
@@ -18,6 +21,7 @@ constexpr char kUsage[] =
     "  plan    place experts from an expert-load trace (CSV) and print the placement (JSON)\n"
     "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun)\n"
     "  trace synth  write sampled load windows (bursts: --burst K:SHARE@A..B, drift) as a CSV\n"
+    "  env     the environment variables Switchyard reads, and their values here\n"
     "  version print the version\n"
     "\n"
     "admin commands (a coordinator: --coordinator HOST:PORT or $SWITCHYARD_COORDINATOR):\n"
@@ -36,6 +40,7 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  switchyard::SetLogPrefix("switchyard");
   auto parsed = switchyard::ParseFlags(argc, argv);
   if (!parsed.ok()) {
     std::fprintf(stderr, "switchyard: %s\n", std::string(parsed.status().message()).c_str());
@@ -57,10 +62,17 @@ int main(int argc, char** argv) {
   if (command == "bench") return switchyard::cli::RunBench(args);
   if (command == "trace") return switchyard::cli::RunTrace(args);
   if (switchyard::cli::IsAdminCommand(command)) return switchyard::cli::RunAdmin(command, args);
+  if (command == "env") {
+    for (const switchyard::SettingInfo& s : switchyard::Settings()) {
+      const auto value = switchyard::GetSetting(s.setting);
+      std::printf("%-32s %s\n  %s\n", s.name, value ? ("= " + *value).c_str() : "(unset)", s.help);
+    }
+    return 0;
+  }
   if (command == "version") {
     std::printf("switchyard %s\n", SWITCHYARD_VERSION);
     return 0;
   }
-  std::fprintf(stderr, "switchyard: unknown command '%s'\n%s", command.c_str(), kUsage);
+  std::fprintf(stderr, "switchyard: unknown command '%s'\n%s", switchyard::EchoValue(command).c_str(), kUsage);
   return switchyard::kExitBadInput;
 }

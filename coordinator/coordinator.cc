@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "coordinator/state_store.h"
 #include "common/json_reader.h"
+#include "common/log.h"
 #include "rpc/validate.h"
 #include "rpc/convert.h"
 #include "placement/metrics.h"
@@ -28,7 +29,6 @@ using rpc::ToProto;
 
 namespace {
 
-constexpr size_t kMaxEvents = 2000;
 constexpr int64_t kMaxCount = int64_t{1} << 40;  // a report claiming more is hostile
 // The most steps a worker may advance between two messages (a report, heartbeat or leave
 // claiming a bigger jump is refused): a million steps a second for 16 s.
@@ -129,36 +129,22 @@ absl::Status Coordinator::RestoreLocked() {
 // ---- Events ----------------------------------------------------------------------------------
 
 void Coordinator::EventLocked(const std::string& kind, const std::string& message, int rank, int64_t epoch) {
-  admin::Event e;
-  e.set_seq(next_seq_++);
-  e.set_unix_ms(absl::ToUnixMillis(absl::Now()));
-  e.set_kind(kind);
-  e.set_message(message);
-  e.set_rank(rank);
-  e.set_epoch(epoch);
-  events_.push_back(std::move(e));
-  if (events_.size() > kMaxEvents) events_.pop_front();
-  if (kind == "report_rejected" || kind == "worker_lost") {
-    std::fprintf(stderr, "switchyard-coordinator: %s: %s\n", kind.c_str(), message.c_str());
-  }
-  events_cv_.notify_all();
+  events_.Add(kind, message, rank, epoch, Now());
+  if (kind == "report_rejected" || kind == "worker_lost") LogWarning("coordinator: ", kind, ": ", message);
+  state_cv_.notify_all();  // long polls wait for publications
 }
 
 std::vector<admin::Event> Coordinator::WaitEvents(int64_t after_seq, absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-  events_cv_.wait_until(lock, deadline, [&] { return stopping_ || (!events_.empty() && events_.back().seq() > after_seq); });
-  std::vector<admin::Event> out;
-  for (const admin::Event& e : events_) {
-    if (e.seq() > after_seq) out.push_back(e);
-  }
-  return out;
+  return events_.Wait(after_seq, timeout);
 }
 
 void Coordinator::StopWaiters() {
-  std::lock_guard<std::mutex> lock(mu_);
-  stopping_ = true;
-  events_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    state_cv_.notify_all();
+  }
+  events_.Stop();
 }
 
 // ---- Control API -----------------------------------------------------------------------------
@@ -239,7 +225,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   const bool rejoin = workers_.count(r.rank()) > 0;
   Worker& w = workers_[r.rank()];
   w.info = r;
-  w.last_heartbeat = absl::Now();
+  w.last_heartbeat = Now();
   w.epoch = r.placement().epoch();
   w.step = std::max(w.step, r.step());
   w.healthy = true;
@@ -264,7 +250,7 @@ absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control:
   }
   Worker& w = it->second;
   SY_RETURN_IF_ERROR(CheckProgressLocked("heartbeat", w, r.step(), r.epoch()));
-  w.last_heartbeat = absl::Now();
+  w.last_heartbeat = Now();
   w.step = std::max(w.step, r.step());
   w.epoch = r.epoch();
   if (!w.healthy) {
@@ -393,7 +379,7 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
     return valid;
   }
   Worker& w = workers_[r.rank()];
-  w.last_report = absl::Now();
+  w.last_report = Now();
   w.step = std::max(w.step, r.end_step());
   w.reported_until = r.end_step();
   const int L = model_->moe_layers_size(), E = model_->num_experts();
@@ -471,7 +457,7 @@ absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrder
     return absl::InvalidArgumentError(absl::StrCat("poll orders: wait_ms ", r.wait_ms(), " must be in [0, 1000]"));
   }
   // Long poll: every publication is an event, which wakes this wait.
-  events_cv_.wait_for(lock, std::chrono::milliseconds(r.wait_ms()),
+  state_cv_.wait_for(lock, std::chrono::milliseconds(r.wait_ms()),
                       [&] { return stopping_ || (target_ && r.epoch() < target_epoch_); });
   if (target_ && r.epoch() < target_epoch_) {
     *out.mutable_placement() = ToProto(*target_, target_epoch_);
@@ -705,7 +691,7 @@ admin::ClusterStatus Coordinator::Status() {
   if (model_) s.set_model(model_->name());
   int healthy = 0;
   int64_t step = 0;
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   for (const auto& [rank, w] : workers_) {
     admin::WorkerStatus* ws = s.add_workers();
     ws->set_rank(rank);
@@ -902,7 +888,7 @@ absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy
 
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   bool lost = false;
   for (auto& [rank, w] : workers_) {
     if (w.healthy && !w.left && now - w.last_heartbeat > options_.heartbeat_timeout) {
@@ -930,7 +916,7 @@ std::string Coordinator::MetricsText() {
          target_ ? target_epoch_ : committed_epoch_);
   scalar("switchyard_workers_registered", "Workers registered.", "gauge", workers_.size());
   header("switchyard_worker_up", "1 if the worker's heartbeats arrive.");
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   for (const auto& [rank, w] : workers_) absl::StrAppend(&out, "switchyard_worker_up{rank=\"", rank, "\"} ", w.healthy ? 1 : 0, "\n");
   header("switchyard_report_lag_seconds", "Seconds since the worker's last load report.");
   for (const auto& [rank, w] : workers_) {

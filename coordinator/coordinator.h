@@ -12,6 +12,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -21,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "coordinator/events.h"
 #include "coordinator/policy.h"
 #include "coordinator/state_store.h"
 #include "placement/load.h"
@@ -38,6 +40,9 @@ namespace admin = switchyard::admin::v1;
 struct CoordinatorOptions {
   std::string state_dir;                               // empty: nothing persisted
   absl::Duration heartbeat_timeout = absl::Seconds(5);  // after this without a heartbeat a worker is lost
+  // The time of heartbeats, reports, events and loss detection (null: absl::Now). Tests
+  // inject a fake clock instead of sleeping; waits (long polls, event streams) use real time.
+  std::function<absl::Time()> clock;
 };
 
 class Coordinator {
@@ -105,6 +110,7 @@ class Coordinator {
   };
 
   explicit Coordinator(const CoordinatorOptions& options);
+  absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
   absl::Status RestoreLocked();
   PersistedState StateLocked() const;
   absl::Status PersistLocked();
@@ -145,7 +151,7 @@ class Coordinator {
   CoordinatorOptions options_;
   std::string id_;
   std::mutex mu_;
-  std::condition_variable events_cv_;
+  std::condition_variable state_cv_;  // notified with every event: long polls wait on it
   bool stopping_ = false;
 
   // The job (set by the first registration, or restored).
@@ -177,8 +183,7 @@ class Coordinator {
   int failed_streak_ = 0;
   int failed_moves_ = 0;
 
-  std::deque<admin::Event> events_;
-  int64_t next_seq_ = 1;
+  EventLog events_;
   int64_t reports_rejected_ = 0;
   int64_t plans_published_ = 0;
   int64_t moved_replicas_total_ = 0;

@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/log.h"
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "coordinator/server.h"
@@ -33,6 +34,7 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 int Main(int argc, char** argv) {
+  switchyard::SetLogPrefix("switchyard-coordinator");
   auto parsed = switchyard::ParseFlags(argc, argv);
   auto fail = [](const absl::Status& s, int code) {
     std::fprintf(stderr, "switchyard-coordinator: %s\n", std::string(s.message()).c_str());

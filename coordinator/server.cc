@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "rpc/rpc_util.h"
 #include "rpc/validate.h"
@@ -265,13 +266,13 @@ void CoordinatorServer::WatchListener() {
     if (stuck < kDeadListenerChecks) continue;
     std::lock_guard<std::mutex> lock(server_mu_);
     if (stopping_) break;
-    std::fprintf(stderr, "switchyard-coordinator: the gRPC listener on port %d stopped accepting (%d connections queued); restarting it\n",
-                 port_, queued);
+    LogWarning("coordinator: the gRPC listener on port ", port_, " stopped accepting (", queued,
+               " connections queued); restarting it");
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server_.reset();
     const absl::Status rebuilt = BuildGrpcServer(absl::StrCat(options_.listen.substr(0, options_.listen.rfind(':')), ":", port_));
     if (!rebuilt.ok()) {
-      std::fprintf(stderr, "switchyard-coordinator: restarting the listener failed (%s); retrying\n", std::string(rebuilt.message()).c_str());
+      LogWarning("coordinator: restarting the listener failed (", rebuilt.message(), "); retrying");
       stuck = kDeadListenerChecks;  // try again at the next check
       continue;
     }
@@ -297,9 +298,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
           "refusing to serve ", options.listen, " without --auth-token-file: anyone who reaches it could register workers, "
           "drain ranks and replace the placement (give a token, listen on 127.0.0.1, or pass --insecure-allow-remote)"));
     }
-    std::fprintf(stderr, "switchyard-coordinator: WARNING: serving %s WITHOUT AUTHENTICATION (--insecure-allow-remote): "
-                 "anyone who can reach this address can register workers, drain ranks and change the placement\n",
-                 options.listen.c_str());
+    LogWarning("coordinator: serving ", options.listen, " WITHOUT AUTHENTICATION (--insecure-allow-remote): "
+               "anyone who can reach this address can register workers, drain ranks and change the placement");
   }
   RaiseFileLimit();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/env.h"
+#include "common/json_reader.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/ffn_internal.h"
 
@@ -49,13 +51,14 @@ absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name) {
     }
     return isa;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown CPU ISA path '", name,
+  return absl::InvalidArgumentError(absl::StrCat("unknown CPU ISA path '", EchoValue(name),
                                                  "' (known: portable, avx2, avx512, neon; this CPU runs: ",
                                                  supported, ")"));
 }
 
 absl::StatusOr<CpuIsa> CpuIsaFromEnvironment() {
-  const char* forced = std::getenv(kCpuIsaEnv);
+  const std::optional<std::string> setting = GetSetting(Setting::kCpuIsa);
+  const char* forced = setting ? setting->c_str() : nullptr;
   if (forced != nullptr && *forced != '\0') {
     absl::StatusOr<CpuIsa> isa = ParseCpuIsa(forced);
     if (!isa.ok()) return absl::Status(isa.status().code(), absl::StrCat(kCpuIsaEnv, ": ", isa.status().message()));

@@ -8,12 +8,12 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libyaml-cpp-dev
+  nlohmann-json3-dev
   libopenblas-dev libhwy-dev
   libopenmpi-dev openmpi-bin
-  libucx-dev ucx-utils
+  libucx-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  slurm-wlm munge libpmix-dev openssl
+  openssl
 )
 
 missing=()

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "rpc/rpc_util.h"
 
 namespace switchyard::worker {
@@ -122,7 +123,7 @@ void ControlClient::Backoff(const std::string& error) {
   std::unique_lock<std::mutex> lock(mu_);
   ++stats_.rpc_failures;
   if (stats_.last_error != error) {
-    std::fprintf(stderr, "switchyard-worker: rank %d: %s (retrying)\n", registration_.rank(), error.c_str());
+    LogWarning("rank ", registration_.rank(), ": ", error, " (retrying)");
   }
   stats_.last_error = error;
   backoff_ = std::min(options_.max_backoff, std::max(kMinBackoff, 2 * backoff_));
@@ -198,7 +199,7 @@ bool ControlClient::SendReports() {
     if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {  // never acceptable: drop it, say why
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.reports_rejected;
-      std::fprintf(stderr, "switchyard-worker: rank %d: report rejected: %s\n", registration_.rank(), s.error_message().c_str());
+      LogWarning("rank ", registration_.rank(), ": report rejected: ", s.error_message());
       continue;
     }
     {  // keep it for later

@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/env.h"
+#include "common/log.h"
 #include "common/hash.h"
 #include "common/status.h"
 #include "placement/routing.h"
@@ -60,9 +62,7 @@ class EpochManager::TransferThread {
   TransferThread(comm::Communicator& comm, int64_t credit_cap) : comm_(comm), cap_(credit_cap) {
     // Test hook (multi-process tests of the stall timeout): $SWITCHYARD_TEST_HOLD_TRANSFERS
     // names a rank whose transfer thread posts nothing, as a hung peer would.
-    if (const char* hold = std::getenv("SWITCHYARD_TEST_HOLD_TRANSFERS"); hold != nullptr && *hold != '\0') {
-      hold_ = std::atoi(hold) == comm.rank();
-    }
+    if (auto hold = GetSetting(Setting::kTestHoldTransfers)) hold_ = std::atoi(hold->c_str()) == comm.rank();
     thread_ = std::thread([this] { Loop(); });
     if (pthread_getcpuclockid(thread_.native_handle(), &cpu_clock_) != 0) cpu_clock_ = -1;
   }
@@ -302,8 +302,7 @@ void EpochManager::Offer(const control::Orders& orders) {
   const int64_t epoch = orders.placement().epoch();
   auto drop = [&](const std::string& why) {  // once: the same orders are not checked again
     refused_.push_back(HashOf(orders));
-    std::fprintf(stderr, "switchyard-worker: rank %d: orders for epoch %lld refused: %s\n", comm_.rank(),
-                 static_cast<long long>(epoch), why.c_str());
+    LogWarning("rank ", comm_.rank(), ": orders for epoch ", epoch, " refused: ", why);
     MigrationRecord record;
     record.epoch = epoch;
     record.error = why;
@@ -488,8 +487,7 @@ void EpochManager::Abort(int64_t next_step, const std::string& why) {
   const MigrationUpdate update{"aborted", a.record, a.job->rank_bytes, absl::ToDoubleSeconds(absl::Now() - a.started), placement_};
   active_.reset();  // the staging buffers go; epoch_ stays
   offer_.reset();
-  std::fprintf(stderr, "switchyard-worker: rank %d: migration to epoch %lld aborted before step %lld: %s\n", comm_.rank(),
-               static_cast<long long>(update.record.epoch), static_cast<long long>(next_step), why.c_str());
+  LogWarning("rank ", comm_.rank(), ": migration to epoch ", update.record.epoch, " aborted before step ", next_step, ": ", why);
   if (on_update_) on_update_(update);
 }
 

@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "cluster/connect.h"
 #include "cluster/launch.h"
+#include "common/log.h"
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/status.h"
@@ -338,6 +339,7 @@ absl::StatusOr<placement::Placement> StartPlacement(const Setup& s) {
 }
 
 int Main(int argc, char** argv) {
+  SetLogPrefix("switchyard-worker");
   auto parsed = ParseFlags(argc, argv);
   if (!parsed.ok()) Fail(kExitBadInput, parsed.status(), false);
   if (parsed->help) {

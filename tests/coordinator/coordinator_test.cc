@@ -317,31 +317,33 @@ TEST(Coordinator, AggregatesLoadAndRejectsHostileReports) {
   EXPECT_DOUBLE_EQ(load.layers(0).smoothed(0), 0.5 * 160 + 0.5 * 320);
 }
 
+// On an injected clock (no sleeping): ranks 0-2 keep beating, rank 3 goes silent past the
+// heartbeat timeout and is declared lost at the next tick; the windows then complete without
+// it, and it recovers with a heartbeat.
 TEST(Coordinator, LostRanksDoNotHoldWindowsBack) {
-  Harness h({.heartbeat_timeout = absl::Milliseconds(300)});
-  ASSERT_TRUE(h.start_status.ok());
-  h.RegisterAll();
+  absl::Time now = absl::FromUnixSeconds(1000000);
+  auto c = *Coordinator::Create({.heartbeat_timeout = absl::Seconds(5), .clock = [&now] { return now; }});
+  for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(c->Register(Registration(r)).ok());
   control::HeartbeatRequest hb;
-  control::HeartbeatResponse hr;
-  // Ranks 0-2 keep beating, rank 3 goes silent and is declared lost.
   for (int i = 0; i < 12; ++i) {
     for (int r = 0; r < 3; ++r) {
       hb.set_rank(r);
-      ASSERT_TRUE(h.control_->Heartbeat(h.Ctx().get(), hb, &hr).ok());
+      ASSERT_TRUE(c->Heartbeat(hb).ok());
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    now += absl::Seconds(1);
+    c->Tick();
+    EXPECT_EQ(c->Status().healthy(), i < 5 ? kRanks : 3) << "after " << i + 1 << " s";
   }
-  admin::ClusterStatus s = h.Status();
-  EXPECT_EQ(s.healthy(), 3);
+  admin::ClusterStatus s = c->Status();
   EXPECT_FALSE(s.workers(3).healthy());
-  for (int r = 0; r < 3; ++r) ASSERT_TRUE(h.ReportLoad(Report(r, 0, 10)).ok());
-  EXPECT_EQ(h.Status().windows(), 1);
+  for (int r = 0; r < 3; ++r) ASSERT_TRUE(c->ReportLoad(Report(r, 0, 10)).ok());
+  EXPECT_EQ(c->Status().windows(), 1);
   // It comes back with a heartbeat.
   hb.set_rank(3);
-  ASSERT_TRUE(h.control_->Heartbeat(h.Ctx().get(), hb, &hr).ok());
-  EXPECT_EQ(h.Status().healthy(), kRanks);
+  ASSERT_TRUE(c->Heartbeat(hb).ok());
+  EXPECT_EQ(c->Status().healthy(), kRanks);
   std::vector<std::string> kinds;
-  for (const admin::Event& e : h.Events()) kinds.push_back(e.kind());
+  for (const admin::Event& e : c->WaitEvents(0, absl::ZeroDuration())) kinds.push_back(e.kind());
   EXPECT_NE(std::find(kinds.begin(), kinds.end(), "worker_lost"), kinds.end());
   EXPECT_NE(std::find(kinds.begin(), kinds.end(), "worker_recovered"), kinds.end());
 }

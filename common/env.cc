@@ -1,0 +1,34 @@
+#include "common/env.h"
+
+#include <cstdlib>
+
+namespace switchyard {
+namespace {
+
+constexpr SettingInfo kSettings[] = {
+    {Setting::kCpuIsa, "SWITCHYARD_CPU_ISA",
+     "force a CPU kernel path: portable, avx2, avx512 or neon (default: the best this CPU has)"},
+    {Setting::kCoordinator, "SWITCHYARD_COORDINATOR", "admin commands: the coordinator's HOST:PORT when --coordinator is not given"},
+    {Setting::kTraces, "SWITCHYARD_TRACES", "bench: the directory of the expert-load traces (default: data/traces of the source tree)"},
+    {Setting::kTestHoldTransfers, "SWITCHYARD_TEST_HOLD_TRANSFERS",
+     "tests only: the rank whose migration transfer thread posts nothing (a hung peer)"},
+};
+
+}  // namespace
+
+std::span<const SettingInfo> Settings() { return kSettings; }
+
+const SettingInfo& Info(Setting setting) {
+  for (const SettingInfo& s : kSettings) {
+    if (s.setting == setting) return s;
+  }
+  return kSettings[0];  // unreachable: every enumerator is listed
+}
+
+std::optional<std::string> GetSetting(Setting setting) {
+  const char* value = std::getenv(Info(setting).name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::string(value);
+}
+
+}  // namespace switchyard
