@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "common/env.h"
 #include "common/flags.h"
+#include "rpc/validate.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cli/commands.h"
@@ -157,8 +158,9 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
   if (command == "placement") {
     SY_RETURN_IF_ERROR(no_args());
     admin::GetPlacementRequest request;
-    request.set_layer(absl::GetFlag(FLAGS_layer));
-    request.set_all_layers(absl::GetFlag(FLAGS_layer) < 0);
+    SY_ASSIGN_OR_RETURN(const std::optional<int> layer, rpc::SelectedLayer(false, absl::GetFlag(FLAGS_layer)));
+    request.set_layer(layer.value_or(-1));
+    request.set_all_layers(!layer.has_value());
     admin::GetPlacementResponse response;
     SY_RETURN_IF_ERROR(check(c.stub->GetPlacement(c.Context(timeout).get(), request, &response)));
     if (json) return PrintJson(response.placement()), absl::OkStatus();
@@ -168,8 +170,9 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
   if (command == "load") {
     SY_RETURN_IF_ERROR(no_args());
     admin::GetLoadRequest request;
-    request.set_layer(absl::GetFlag(FLAGS_layer));
-    request.set_all_layers(absl::GetFlag(FLAGS_layer) < 0);
+    SY_ASSIGN_OR_RETURN(const std::optional<int> layer, rpc::SelectedLayer(false, absl::GetFlag(FLAGS_layer)));
+    request.set_layer(layer.value_or(-1));
+    request.set_all_layers(!layer.has_value());
     admin::GetLoadResponse response;
     SY_RETURN_IF_ERROR(check(c.stub->GetLoad(c.Context(timeout).get(), request, &response)));
     if (json) return PrintJson(response), absl::OkStatus();
@@ -209,6 +212,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     request.mutable_pin()->set_layer(absl::GetFlag(FLAGS_layer));
     request.mutable_pin()->set_expert(absl::GetFlag(FLAGS_expert));
     request.mutable_pin()->set_rank(absl::GetFlag(FLAGS_rank));
+    SY_RETURN_IF_ERROR(rpc::ValidatePin(request.pin()));  // the server's own check, before sending
     admin::ConstraintsResponse response;
     SY_RETURN_IF_ERROR(check(command == "pin" ? c.stub->Pin(c.Context(timeout).get(), request, &response)
                                              : c.stub->Unpin(c.Context(timeout).get(), request, &response)));
@@ -223,6 +227,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     }
     admin::DrainRequest request;
     request.set_rank(rank);
+    SY_RETURN_IF_ERROR(rpc::ValidateRankArgument(rank));
     admin::ConstraintsResponse response;
     SY_RETURN_IF_ERROR(check(command == "drain" ? c.stub->Drain(c.Context(timeout).get(), request, &response)
                                                : c.stub->Undrain(c.Context(timeout).get(), request, &response)));

@@ -40,15 +40,6 @@ std::string NewId() {
   return absl::StrFormat("%08x%08x", rd(), rd());
 }
 
-template <typename Message>
-std::string ToJsonText(const Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  return out;
-}
-
 // Sum over layers of the most loaded rank: a step's time in load units.
 double StepCost(const placement::Placement& p, const placement::LoadMatrix& load) {
   double cost = 0;
@@ -882,7 +873,7 @@ absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy
     return persisted;
   }
   auto_streak_ = 0;
-  EventLocked("policy_changed", ToJsonText(policy));
+  EventLocked("policy_changed", rpc::MessageToJsonText(policy));
   return policy_;
 }
 

@@ -22,15 +22,6 @@ namespace control = switchyard::control::v1;
 
 constexpr size_t kMaxJobId = 256;
 
-template <typename Message>
-std::string MessageJson(const Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  return out;
-}
-
 // A member of the state object as a message (protobuf's JSON mapping checks its types).
 template <typename Message>
 absl::Status ReadMessage(const JsonReader& rd, const Json& v, absl::string_view path, Message* m) {
@@ -123,18 +114,18 @@ std::string StateToJson(const PersistedState& s) {
   Json j;
   j["format"] = kStateFormat;
   j["job_id"] = s.job_id;
-  if (s.model) j["model"] = Json::parse(MessageJson(*s.model));
-  if (s.committed) j["committed"] = Json::parse(MessageJson(rpc::ToProto(*s.committed, s.committed_epoch)));
-  if (s.target) j["target"] = Json::parse(MessageJson(rpc::ToProto(*s.target, s.target_epoch)));
+  if (s.model) j["model"] = Json::parse(rpc::MessageToJsonText(*s.model));
+  if (s.committed) j["committed"] = Json::parse(rpc::MessageToJsonText(rpc::ToProto(*s.committed, s.committed_epoch)));
+  if (s.target) j["target"] = Json::parse(rpc::MessageToJsonText(rpc::ToProto(*s.target, s.target_epoch)));
   j["transfers"] = Json::array();
-  for (const control::Transfer& t : s.transfers) j["transfers"].push_back(Json::parse(MessageJson(t)));
+  for (const control::Transfer& t : s.transfers) j["transfers"].push_back(Json::parse(rpc::MessageToJsonText(t)));
   j["pins"] = Json::array();
-  for (const types::Pin& p : s.pins) j["pins"].push_back(Json::parse(MessageJson(p)));
+  for (const types::Pin& p : s.pins) j["pins"].push_back(Json::parse(rpc::MessageToJsonText(p)));
   j["drained"] = s.drained;
   j["replan_pending"] = s.replan_pending;
   j["target_scratch_moved_replicas"] = s.target_scratch_moves;
   j["target_nonce"] = std::to_string(s.target_nonce);  // 64 bits: a string, as protobuf's JSON does
-  if (s.policy) j["policy"] = Json::parse(MessageJson(*s.policy));
+  if (s.policy) j["policy"] = Json::parse(rpc::MessageToJsonText(*s.policy));
   return j.dump(1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 

@@ -1,5 +1,7 @@
 #include "rpc/convert.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -9,6 +11,14 @@
 namespace switchyard::rpc {
 
 namespace types = switchyard::types::v1;
+
+std::string MessageToJsonText(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
 
 types::Placement ToProto(const placement::Placement& p, int64_t epoch) {
   types::Placement out;

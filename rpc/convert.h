@@ -6,11 +6,16 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/message.h>
+
 #include "absl/status/statusor.h"
 #include "placement/placement.h"
 #include "switchyard/types/v1/types.pb.h"
 
 namespace switchyard::rpc {
+
+// A message as protobuf JSON with every field printed (defaults too): state files, events.
+std::string MessageToJsonText(const google::protobuf::Message& message);
 
 switchyard::types::v1::Placement ToProto(const placement::Placement& placement, int64_t epoch);
 // Checks what it reads (ValidatePlacement): a peer's placement is input like any other.

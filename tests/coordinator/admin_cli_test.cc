@@ -147,6 +147,11 @@ TEST_F(AdminCliTest, BadInputIsNamedAndChangesNothing) {
       {{"policy", "planner=magic"}, "policy planner = 'magic'"},
       {{"status", "extra"}, "unexpected argument 'extra'"},
       {{"rebalance", "--max-moves", "-5"}, "max_moves -5 must be >= 0"},
+      {{"placement", "--layer", "-5"}, "layer -5: must be -1 (every layer) or a layer id >= 0"},
+      {{"load", "--layer", "-2"}, "layer -2: must be -1 (every layer) or a layer id >= 0"},
+      {{"pin", "--expert", "1", "--rank", "0", "--layer", "-3"}, "pin layer -3"},
+      {{"status", "--timeout-s", "nan"}, "--timeout-s nan: must be in [0, 1e+06]"},
+      {{"policy", std::string(100000, 'k') + "=1"}, "... (100000 bytes)"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.message);
