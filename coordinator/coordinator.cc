@@ -99,7 +99,7 @@ absl::Status Coordinator::RestoreLocked() {
   PersistedState& s = *restored;
   job_id_ = s.job_id;
   model_ = s.model;
-  if (model_) load_.assign(model_->moe_layers_size(), LayerLoadState{});  // load is not persisted: it is re-measured
+  if (model_) load_.Reset(model_->moe_layers_size(), model_->num_experts());  // load is not persisted: it is re-measured
   committed_ = std::move(s.committed);
   committed_epoch_ = s.committed_epoch;
   target_ = std::move(s.target);
@@ -187,9 +187,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     target_.reset();
     transfers_.clear();
     workers_.clear();
-    pending_windows_.clear();
-    load_.assign(layers.size(), LayerLoadState{});
-    windows_ = 0;
+    load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
     auto_streak_ = cooldown_ = 0;
     if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
       pins_.clear();
@@ -349,8 +347,7 @@ absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) con
                                                      model_->top_k()));
     }
   }
-  auto window = pending_windows_.find({r.first_step(), r.end_step()});
-  if (window != pending_windows_.end() && window->second.processed_per_rank.count(r.rank())) {
+  if (load_.Reported(r.rank(), r.first_step(), r.end_step())) {
     return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": window [", r.first_step(), ", ",
                                                    r.end_step(), ") reported twice"));
   }
@@ -373,70 +370,18 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
   w.last_report = Now();
   w.step = std::max(w.step, r.end_step());
   w.reported_until = r.end_step();
-  const int L = model_->moe_layers_size(), E = model_->num_experts();
-  PendingWindow& window = pending_windows_[{r.first_step(), r.end_step()}];
-  if (window.chosen.empty()) window.chosen.assign(L, std::vector<int64_t>(E, 0));
-  std::vector<int64_t> per_layer(L, 0);
-  for (int i = 0; i < L; ++i) {
-    for (int e = 0; e < E; ++e) {
-      window.chosen[i][e] += r.layers(i).chosen(e);
-      per_layer[i] += r.layers(i).processed(e);
-    }
-  }
-  window.processed_per_rank[r.rank()] = per_layer;
+  load_.Add(r);
   CompleteWindowsLocked();
   return absl::OkStatus();
 }
 
 void Coordinator::CompleteWindowsLocked() {
-  constexpr size_t kMaxPendingWindows = 64;  // a rank that never comes back must not pile them up
-  while (pending_windows_.size() > kMaxPendingWindows) pending_windows_.erase(pending_windows_.begin());
-  const int R = committed_->topology.ranks();
-  for (auto it = pending_windows_.begin(); it != pending_windows_.end();) {
-    bool complete = true;
-    for (int rank = 0; rank < R && complete; ++rank) {
-      if (it->second.processed_per_rank.count(rank)) continue;
-      auto w = workers_.find(rank);
-      complete = w != workers_.end() && (!w->second.healthy || w->second.left);
-    }
-    if (!complete) {
-      ++it;
-      continue;
-    }
-    const int64_t steps = it->first.second - it->first.first;
-    PendingWindow done = std::move(it->second);
-    it = pending_windows_.erase(it);
-    if (!done.processed_per_rank.empty()) CompleteWindowLocked(std::move(done), steps);
-  }
-}
-
-void Coordinator::CompleteWindowLocked(PendingWindow window, int64_t steps) {
-  const int L = model_->moe_layers_size(), E = model_->num_experts();
-  const double alpha = windows_ == 0 ? 1.0 : policy_.smoothing();
-  for (int i = 0; i < L; ++i) {
-    LayerLoadState& s = load_[i];
-    if (s.smoothed.empty()) s.smoothed.assign(E, 0.0);
-    s.last_window = window.chosen[i];
-    for (int e = 0; e < E; ++e) {
-      s.smoothed[e] = (1 - alpha) * s.smoothed[e] + alpha * static_cast<double>(window.chosen[i][e]) / steps;
-    }
-    double sum = 0, max = 0;
-    for (const auto& [rank, per_layer] : window.processed_per_rank) {
-      sum += static_cast<double>(per_layer[i]);
-      max = std::max(max, static_cast<double>(per_layer[i]));
-    }
-    const int ranks = committed_->topology.ranks() - static_cast<int>(drained_.size());
-    s.balancedness = max > 0 ? sum / std::max(1, ranks) / max : 1.0;
-  }
-  ++windows_;
-  last_window_steps_ = steps;
-  rank_load_.clear();
-  for (const auto& [rank, per_layer] : window.processed_per_rank) {
-    int64_t total = 0;
-    for (int64_t x : per_layer) total += x;
-    rank_load_[rank] = total;
-  }
-  EvaluateAutoRebalanceLocked();
+  const int ranks = committed_->topology.ranks();
+  const int completed = load_.CompleteReady(ranks, ranks - static_cast<int>(drained_.size()), policy_.smoothing(), [&](int rank) {
+    auto w = workers_.find(rank);
+    return w != workers_.end() && (!w->second.healthy || w->second.left);
+  });
+  for (int i = 0; i < completed; ++i) EvaluateAutoRebalanceLocked();
 }
 
 absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrdersRequest& r) {
@@ -552,25 +497,8 @@ admin::ConstraintsResponse Coordinator::ConstraintsResponseLocked() const {
   return out;
 }
 
-// The smoothed load in token counts, for the planner's noise guard (Poisson noise of the
-// counts): an exponential average with weight a over windows of W steps carries about
-// (2 - a) / a windows' worth of counts (the variance of an EMA of independent windows is
-// a / (2 - a) of one window's), and no more windows than it has seen.
 placement::LoadMatrix Coordinator::PlanningLoadLocked() const {
-  placement::LoadMatrix load;
-  const int E = model_->num_experts();
-  const double a = policy_.smoothing();
-  const double windows = std::min(static_cast<double>(windows_), (2 - a) / a);
-  const double steps = static_cast<double>(last_window_steps_) * std::max(1.0, windows);
-  for (int i = 0; i < model_->moe_layers_size(); ++i) {
-    load.layer_ids.push_back(model_->moe_layers(i));
-    std::vector<double> row(E, 1.0);  // before any report: uniform
-    if (windows_ > 0) {
-      for (int e = 0; e < E; ++e) row[e] = load_[i].smoothed[e] * steps;
-    }
-    load.values.push_back(std::move(row));
-  }
-  return load;
+  return load_.PlanningLoad(std::vector<int>(model_->moe_layers().begin(), model_->moe_layers().end()), policy_.smoothing());
 }
 
 absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement::Constraints& constraints, int max_moves) {
@@ -674,7 +602,7 @@ admin::ClusterStatus Coordinator::Status() {
   s.set_coordinator_id(id_);
   s.set_committed_epoch(committed_epoch_);
   s.set_target_epoch(target_ ? target_epoch_ : committed_epoch_);
-  s.set_windows(windows_);
+  s.set_windows(load_.windows());
   if (committed_) {
     s.set_ranks(committed_->topology.ranks());
     s.set_nodes(committed_->topology.nodes());
@@ -706,7 +634,7 @@ admin::ClusterStatus Coordinator::Status() {
   if (model_) {
     for (int i = 0; i < model_->moe_layers_size(); ++i) {
       s.add_layers(model_->moe_layers(i));
-      s.add_layer_balancedness(windows_ > 0 ? load_[i].balancedness : 0.0);
+      s.add_layer_balancedness(load_.windows() > 0 ? load_.layer(i).balancedness : 0.0);
     }
   }
   return s;
@@ -736,16 +664,16 @@ absl::StatusOr<admin::GetLoadResponse> Coordinator::GetLoad(std::optional<int> l
                                                    absl::StrJoin(model_->moe_layers(), ","), ")"));
   }
   admin::GetLoadResponse out;
-  out.set_windows(windows_);
+  out.set_windows(load_.windows());
   const placement::LoadMatrix load = PlanningLoadLocked();
   const auto score = placement::ScorePlacement(*committed_, load, ConstraintsLocked());
   for (int i = 0; i < model_->moe_layers_size(); ++i) {
     if (layer && model_->moe_layers(i) != *layer) continue;
     admin::LayerLoad* l = out.add_layers();
     l->set_layer(model_->moe_layers(i));
-    for (double x : load_[i].smoothed) l->add_smoothed(x);
-    for (int64_t x : load_[i].last_window) l->add_last_window(x);
-    l->set_balancedness(windows_ > 0 ? load_[i].balancedness : 0.0);
+    for (double x : load_.layer(i).smoothed) l->add_smoothed(x);
+    for (int64_t x : load_.layer(i).last_window) l->add_last_window(x);
+    l->set_balancedness(load_.windows() > 0 ? load_.layer(i).balancedness : 0.0);
     l->set_predicted_balancedness(score.ok() ? score->per_layer[i] : 0.0);
   }
   return out;
@@ -916,14 +844,14 @@ std::string Coordinator::MetricsText() {
     }
   }
   header("switchyard_rank_load", "Pairs the rank computed in the last complete window, all layers.");
-  for (const auto& [rank, load] : rank_load_) absl::StrAppend(&out, "switchyard_rank_load{rank=\"", rank, "\"} ", load, "\n");
+  for (const auto& [rank, load] : load_.rank_load()) absl::StrAppend(&out, "switchyard_rank_load{rank=\"", rank, "\"} ", load, "\n");
   header("switchyard_layer_balancedness", "Mean / max pairs per rank in the last window.");
-  if (model_ && windows_ > 0) {
+  if (model_ && load_.windows() > 0) {
     for (int i = 0; i < model_->moe_layers_size(); ++i) {
-      absl::StrAppendFormat(&out, "switchyard_layer_balancedness{layer=\"%d\"} %.6f\n", model_->moe_layers(i), load_[i].balancedness);
+      absl::StrAppendFormat(&out, "switchyard_layer_balancedness{layer=\"%d\"} %.6f\n", model_->moe_layers(i), load_.layer(i).balancedness);
     }
   }
-  scalar("switchyard_load_windows_total", "Complete load windows aggregated.", "counter", windows_);
+  scalar("switchyard_load_windows_total", "Complete load windows aggregated.", "counter", load_.windows());
   scalar("switchyard_reports_rejected_total", "Malformed or hostile load reports rejected.", "counter", reports_rejected_);
   scalar("switchyard_epochs_published_total", "Placement epochs published (migrations started by the coordinator).", "counter",
          plans_published_);

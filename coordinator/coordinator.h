@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/events.h"
+#include "coordinator/load_aggregator.h"
 #include "coordinator/policy.h"
 #include "coordinator/state_store.h"
 #include "placement/load.h"
@@ -97,18 +98,6 @@ class Coordinator {
     bool left = false;  // finished its run
     int64_t reported_until = 0;  // end step of its last accepted load report: windows never overlap
   };
-  // Reports of one window, until every rank of the job has sent its own or is known to be
-  // gone (lost or left). A rank not registered (yet, or again after a restart) is waited for.
-  struct PendingWindow {
-    std::map<int, std::vector<int64_t>> processed_per_rank;  // rank -> per layer total
-    std::vector<std::vector<int64_t>> chosen;                // [layer][expert], summed
-  };
-  struct LayerLoadState {
-    std::vector<double> smoothed;     // pairs per step
-    std::vector<int64_t> last_window;
-    double balancedness = 1;          // measured, last window
-  };
-
   explicit Coordinator(const CoordinatorOptions& options);
   absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
   absl::Status RestoreLocked();
@@ -124,7 +113,6 @@ class Coordinator {
   absl::Status CheckProgressLocked(absl::string_view what, const Worker& w, int64_t step, int64_t epoch) const;
   // Completes every pending window that no rank still owes.
   void CompleteWindowsLocked();
-  void CompleteWindowLocked(PendingWindow window, int64_t steps);
   placement::LoadMatrix PlanningLoadLocked() const;
   // Plans from the committed placement under `constraints`, moving at most `max_moves`
   // replicas (0: the policy's budget; kNoMoveLimit: none, for the forced moves of pins and
@@ -171,11 +159,7 @@ class Coordinator {
   types::Policy policy_;
 
   std::map<int, Worker> workers_;
-  std::map<std::pair<int64_t, int64_t>, PendingWindow> pending_windows_;
-  std::vector<LayerLoadState> load_;
-  std::map<int, int64_t> rank_load_;  // pairs computed per rank in the last window
-  int64_t windows_ = 0;
-  int64_t last_window_steps_ = 1;
+  LoadAggregator load_;
   int auto_streak_ = 0;
   int cooldown_ = 0;
   // Migrations that failed in a row since the last commit, and the moves of the last one:
