@@ -188,7 +188,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     transfers_.clear();
     workers_.clear();
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
-    auto_streak_ = cooldown_ = 0;
+    auto_ = {};
     if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
       pins_.clear();
       drained_.clear();
@@ -446,9 +446,9 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   // automatic rebalancer's wait (up to 64x the cooldown) and halves the moves it may plan.
   ++failed_streak_;
   failed_moves_ = r.moved_replicas();
-  cooldown_ = std::max(1, policy_.cooldown_windows()) << std::min(failed_streak_, 6);
+  auto_.cooldown = std::max(1, policy_.cooldown_windows()) << std::min(failed_streak_, 6);
   const std::string backoff = absl::StrFormat("; next automatic plan in %d windows, at most %d moved replicas",
-                                              cooldown_, BackoffMoveLimitLocked());
+                                              auto_.cooldown, BackoffMoveLimitLocked());
   EventLocked("migration_failed",
               r.phase() == "refused"
                   ? absl::StrFormat("epoch %d refused by rank %d, the cluster stays on epoch %d: %s%s", r.epoch(), r.rank(),
@@ -569,11 +569,7 @@ int Coordinator::BackoffMoveLimitLocked() const {
 }
 
 void Coordinator::EvaluateAutoRebalanceLocked() {
-  if (cooldown_ > 0) {
-    --cooldown_;
-    return;
-  }
-  if (!policy_.auto_rebalance() || MigrationInFlightLocked()) return;
+  if (!ShouldPlan(auto_) || !policy_.auto_rebalance() || MigrationInFlightLocked()) return;
   auto plan = PlanLocked(ConstraintsLocked(), BackoffMoveLimitLocked());
   if (!plan.ok()) {
     EventLocked("plan_failed", std::string(plan.status().message()));
@@ -583,10 +579,7 @@ void Coordinator::EvaluateAutoRebalanceLocked() {
   const double before = StepCost(*committed_, load);
   const double after = StepCost(*FromProto(plan->placement()), load);
   const double gain = after > 0 ? before / after - 1 : 0;
-  auto_streak_ = plan->moved_replicas() > 0 && gain >= policy_.min_gain() ? auto_streak_ + 1 : 0;
-  if (auto_streak_ >= policy_.hysteresis_windows()) {
-    auto_streak_ = 0;
-    cooldown_ = policy_.cooldown_windows();
+  if (ShouldPublish(policy_, auto_, plan->moved_replicas(), gain)) {
     if (absl::Status s = PublishLocked(*plan, absl::StrFormat("auto: predicted step time -%.1f%%", 100 * (1 - 1 / (1 + gain))));
         !s.ok()) {
       EventLocked("plan_failed", absl::StrCat("cannot persist the plan: ", s.message()));
@@ -800,7 +793,7 @@ absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy
     policy_ = old;
     return persisted;
   }
-  auto_streak_ = 0;
+  auto_.streak = 0;
   EventLocked("policy_changed", rpc::MessageToJsonText(policy));
   return policy_;
 }

@@ -160,8 +160,7 @@ class Coordinator {
 
   std::map<int, Worker> workers_;
   LoadAggregator load_;
-  int auto_streak_ = 0;
-  int cooldown_ = 0;
+  AutoRebalanceState auto_;
   // Migrations that failed in a row since the last commit, and the moves of the last one:
   // the automatic rebalancer waits longer and plans fewer moves after each (BackoffMoveLimitLocked).
   int failed_streak_ = 0;

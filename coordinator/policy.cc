@@ -46,4 +46,20 @@ absl::Status ValidatePolicy(const types::Policy& p) {
   return absl::OkStatus();
 }
 
+bool ShouldPlan(AutoRebalanceState& state) {
+  if (state.cooldown > 0) {
+    --state.cooldown;
+    return false;
+  }
+  return true;
+}
+
+bool ShouldPublish(const types::Policy& policy, AutoRebalanceState& state, int moved_replicas, double gain) {
+  state.streak = moved_replicas > 0 && gain >= policy.min_gain() ? state.streak + 1 : 0;
+  if (state.streak < policy.hysteresis_windows()) return false;
+  state.streak = 0;
+  state.cooldown = policy.cooldown_windows();
+  return true;
+}
+
 }  // namespace switchyard::coordinator

@@ -11,4 +11,19 @@ switchyard::types::v1::Policy DefaultPolicy();
 // InvalidArgument naming the first setting out of range.
 absl::Status ValidatePolicy(const switchyard::types::v1::Policy& policy);
 
+// The automatic rebalancer's state between load windows.
+struct AutoRebalanceState {
+  int streak = 0;    // windows in a row whose plan promised at least min_gain
+  int cooldown = 0;  // windows to wait before planning again
+};
+
+// Whether to plan at this window: false while cooling down (the window counts towards it).
+bool ShouldPlan(AutoRebalanceState& state);
+
+// A plan for this window moves `moved_replicas` and is predicted to cut the step time by
+// `gain` (before / after - 1): true when it is to be published (min_gain held for
+// hysteresis_windows windows in a row; the cooldown then starts). Pure; the coordinator and
+// the simulator call the same function.
+bool ShouldPublish(const switchyard::types::v1::Policy& policy, AutoRebalanceState& state, int moved_replicas, double gain);
+
 }  // namespace switchyard::coordinator
