@@ -1,6 +1,8 @@
 #include "common/json_reader.h"
 
 #include <cmath>
+#include <set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -10,7 +12,22 @@ namespace switchyard {
 absl::StatusOr<Json> ParseJson(absl::string_view text, absl::string_view file) {
   // Parse without exceptions: a discarded (invalid) document comes back as `discarded`, and
   // the SAX error position is recovered by a second, exception-carrying parse only then.
-  Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  // A key repeated in one object is refused (which one would count is a guess).
+  std::vector<std::set<std::string>> keys;  // of the objects being parsed, innermost last
+  std::string duplicate;
+  Json::parser_callback_t check = [&](int, Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::object_start) keys.emplace_back();
+    if (event == Json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (event == Json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
+        duplicate.empty()) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
+  Json doc = Json::parse(text.begin(), text.end(), check, /*allow_exceptions=*/false);
+  if (!duplicate.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": key \"", EchoValue(duplicate), "\" appears twice in one object"));
+  }
   if (!doc.is_discarded()) return doc;
   try {
     const Json reparsed = Json::parse(text.begin(), text.end());
@@ -22,8 +39,18 @@ absl::StatusOr<Json> ParseJson(absl::string_view text, absl::string_view file) {
 }
 
 std::string EchoValue(absl::string_view value, size_t max) {
-  if (value.size() <= max) return std::string(value);
-  return absl::StrCat(value.substr(0, max), "... (", value.size(), " bytes)");
+  // Control bytes (a NUL, an escape sequence) are shown escaped, never written to a terminal.
+  std::string shown;
+  for (const char c : value.substr(0, max)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(&shown, "\\x", absl::Hex(u, absl::kZeroPad2));
+    } else {
+      shown.push_back(c);
+    }
+  }
+  if (value.size() <= max) return shown;
+  return absl::StrCat(shown, "... (", value.size(), " bytes)");
 }
 
 std::string JsonPath(absl::string_view path, absl::string_view member) { return absl::StrCat(path, ".", member); }

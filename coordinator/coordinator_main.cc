@@ -27,7 +27,8 @@ ABSL_FLAG(std::vector<std::string>, policy, {}, "initial policy settings key=val
 ABSL_FLAG(bool, insecure_allow_remote, false,
           "serve a non-loopback --listen address without --auth-token-file (refused otherwise): anyone who reaches it "
           "can register workers, drain ranks and change the placement");
-ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port (and metrics port) here once listening");
+ABSL_FLAG(std::string, port_file, "",
+          "once listening, write 'GRPC_PORT METRICS_PORT' here (one line; METRICS_PORT -1 without --metrics-port)");
 
 namespace {
 

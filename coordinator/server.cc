@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "rpc/rpc_util.h"
@@ -291,6 +292,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
   }
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
     return absl::InvalidArgumentError("TLS needs both a certificate and a key");
+  }
+  if (!absl::StartsWith(options.listen, "unix:")) {
+    const size_t colon = options.listen.rfind(':');
+    int port = -1;
+    if (colon == std::string::npos || !absl::SimpleAtoi(options.listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("--listen '", EchoValue(options.listen),
+                                                     "': use HOST:PORT with a port in 0..65535 (0: a free one)"));
+    }
   }
   if (options.auth_token.empty() && !IsLoopbackAddress(options.listen)) {
     if (!options.insecure_allow_remote) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -135,6 +136,12 @@ absl::StatusOr<PersistedState> ParseState(absl::string_view text, absl::string_v
   SY_RETURN_IF_ERROR(rd.Object(j, "$"));
   SY_ASSIGN_OR_RETURN(const std::string format, rd.StringFieldOr(j, "format", "$", ""));
   if (format != kStateFormat) return rd.Error("$.format", absl::StrCat("expected \"", kStateFormat, "\""));
+  static const std::set<std::string> kKeys = {"format", "job_id", "model", "committed", "target", "transfers", "pins",
+                                              "drained", "replan_pending", "target_scratch_moved_replicas", "target_nonce",
+                                              "policy"};
+  for (const auto& [key, value] : j.items()) {
+    if (!kKeys.count(key)) return rd.Error(JsonPath("$", EchoValue(key)), "unknown key (a state written by another version?)");
+  }
   PersistedState s;
   SY_ASSIGN_OR_RETURN(s.job_id, rd.StringFieldOr(j, "job_id", "$", ""));
   SY_ASSIGN_OR_RETURN(const Json* model, rd.Optional(j, "model", "$"));

@@ -410,7 +410,7 @@ absl::Status EpochManager::Start(int64_t next_step) {
     const int tag = attempt << kTagBits | (i & ((1 << kTagBits) - 1));
     char* data = nullptr;
     if (t.to() == me) {
-      auto buffer = std::make_shared<ExpertBuffer>(static_cast<size_t>(bytes));
+      SY_ASSIGN_OR_RETURN(std::shared_ptr<ExpertBuffer> buffer, ExpertBuffer::Create(static_cast<size_t>(bytes)));
       data = static_cast<char*>(buffer->data());
       job->staging[{t.layer(), t.expert()}] = std::move(buffer);
     } else {

@@ -257,7 +257,7 @@ absl::StatusOr<ModelConfig> ScaleModel(const ModelConfig& model, double scale) {
   }
   if (scale == 1) return model;
   auto shrink = [&](int64_t x) {
-    return x == 0 ? 0 : std::max<int64_t>(16, std::llround(x * scale / 16) * 16);
+    return x == 0 ? 0 : std::min<int64_t>(x, std::max<int64_t>(16, std::llround(x * scale / 16) * 16));  // never grows
   };
   ModelConfig m = model;
   m.hidden = shrink(model.hidden);

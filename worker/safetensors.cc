@@ -82,10 +82,16 @@ absl::StatusOr<std::map<std::string, TensorView>> ParseSafetensors(absl::string_
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
   file->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or a device) named as a shard must not block the open; it is then
+  // refused as not a regular file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_size < 8) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
+  if (st.st_size < 8) {
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, ": too short for a safetensors file"));
   }
@@ -131,6 +137,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
         }
         ckpt->weight_map_[tensor] = path + "/" + name;
       }
+      if (ckpt->weight_map_.empty()) return rd.Error("$.weight_map", "lists no tensors");
       return ckpt;
     }
     single = path + "/model.safetensors";
@@ -146,8 +153,10 @@ absl::StatusOr<TensorView> Checkpoint::Tensor(const std::string& name) const {
     auto it = weight_map_.find(name);
     if (it == weight_map_.end()) return absl::NotFoundError(absl::StrCat(path_, ": no tensor ", name));
     file = it->second;
-  } else {
+  } else if (!files_.empty()) {
     file = files_.begin()->first;
+  } else {
+    return absl::NotFoundError(absl::StrCat(path_, ": no tensor ", name));
   }
   auto it = files_.find(file);
   if (it == files_.end()) {

@@ -137,6 +137,12 @@ class FromCheckpoint : public WeightSource {
       return absl::InvalidArgumentError(absl::StrCat(name, ": dtype ", t.dtype,
                                                      " is not supported (F32, BF16, F16; convert FP8 checkpoints to bf16)"));
     }
+    // A NaN or infinity in an expert would poison every token routed to it, silently.
+    for (size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(out[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": element ", i, " is ", out[i], " (expert weights must be finite)"));
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -175,8 +181,12 @@ absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const ModelConfi
   return std::make_unique<FromCheckpoint>(model, std::move(ckpt));
 }
 
-ExpertBuffer::ExpertBuffer(size_t bytes) : data_(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), bytes_(bytes) {
-  SY_CHECK(data_ != nullptr);
+absl::StatusOr<std::shared_ptr<ExpertBuffer>> ExpertBuffer::Create(size_t bytes) {
+  void* data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes for an expert's weights"));
+  }
+  return std::shared_ptr<ExpertBuffer>(new ExpertBuffer(data, bytes));
 }
 ExpertBuffer::~ExpertBuffer() { std::free(data_); }
 
@@ -198,13 +208,13 @@ absl::Status WeightStore::Load(const placement::Placement& placement, int rank, 
     for (const placement::Replica& rep : layer->ranks[rank]) {
       auto& buffer = loaded[rep.expert];
       if (!buffer) {
-        buffer = std::make_shared<ExpertBuffer>(expert_bytes_);
+        SY_ASSIGN_OR_RETURN(buffer, ExpertBuffer::Create(expert_bytes_));
         SY_RETURN_IF_ERROR(source.PackExpert(layer_id, rep.expert, buffer->data()));
       }
       slots_[li].push_back({rep.expert, buffer});
     }
     if (model_.shared_ffn > 0) {
-      shared_[li] = std::make_unique<ExpertBuffer>(kernels::PackedExpertBytes(model_.SharedShape()));
+      SY_ASSIGN_OR_RETURN(shared_[li], ExpertBuffer::Create(kernels::PackedExpertBytes(model_.SharedShape())));
       SY_RETURN_IF_ERROR(source.PackShared(layer_id, shared_[li]->data()));
     }
     if (model_.router_bias) {

@@ -43,7 +43,8 @@ absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const ModelConfi
 // 64-byte aligned bytes of one packed expert.
 class ExpertBuffer {
  public:
-  explicit ExpertBuffer(size_t bytes);
+  // ResourceExhausted naming the size when the memory is not there.
+  static absl::StatusOr<std::shared_ptr<ExpertBuffer>> Create(size_t bytes);
   ~ExpertBuffer();
   ExpertBuffer(const ExpertBuffer&) = delete;
   ExpertBuffer& operator=(const ExpertBuffer&) = delete;
@@ -52,6 +53,7 @@ class ExpertBuffer {
   size_t bytes() const { return bytes_; }
 
  private:
+  ExpertBuffer(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
   void* data_;
   size_t bytes_;
 };
@@ -89,7 +91,7 @@ class WeightStore {
   std::vector<int> layer_ids_;
   size_t expert_bytes_;
   std::vector<std::vector<Slot>> slots_;
-  std::vector<std::unique_ptr<ExpertBuffer>> shared_;
+  std::vector<std::shared_ptr<ExpertBuffer>> shared_;
   std::vector<std::vector<float>> bias_;
 };
 

@@ -137,6 +137,29 @@ struct Setup {
 };
 
 // Everything that can be checked without talking to other ranks.
+constexpr int64_t kMaxTokensPerRank = int64_t{1} << 22;
+
+// The memory one rank will need (its slots' expert weights, shared experts, the step's
+// buffers), checked against the machine's before anything is allocated: a model that cannot
+// fit is bad input, not an abort halfway through loading.
+absl::Status CheckMemory(const Setup& s, int64_t tokens) {
+  const double layers = static_cast<double>(s.layers.size());
+  const double expert = static_cast<double>(kernels::PackedExpertBytes(s.model.ExpertShape()));
+  const double shared = s.model.shared_ffn > 0 ? static_cast<double>(kernels::PackedExpertBytes(s.model.SharedShape())) : 0;
+  const double step = static_cast<double>(tokens) * (8.0 * s.model.hidden + 4.0 * s.model.num_experts) * 4;  // hidden, outputs, logits, dispatch
+  const double need = layers * (s.topology.slots_per_rank() * expert + shared) + step;
+  const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  const int local = std::max(1, s.launch.local_size);
+  if (have > 0 && need * local > 0.9 * have) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d ranks on this node need %.1f GiB each (%d slots x %.0f layers of %.1f MiB experts, plus %.1f GiB for "
+        "%lld tokens per step); the machine has %.1f GiB. Use --scale, fewer --layers or --slots-per-rank, or more ranks",
+        s.model.name, local, need / (1 << 30), s.topology.slots_per_rank(), layers, expert / (1 << 20), step / (1 << 30),
+        static_cast<long long>(tokens), have / (1 << 30)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Setup> Prepare() {
   Setup s;
   if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required (preset:NAME or config.json)");
@@ -155,7 +178,10 @@ absl::StatusOr<Setup> Prepare() {
   if (n_layers < 0) return absl::InvalidArgumentError("--layers must be >= 0");
   s.layers = s.model.moe_layers;
   if (n_layers > 0 && n_layers < static_cast<int>(s.layers.size())) s.layers.resize(n_layers);
-  if (absl::GetFlag(FLAGS_tokens_per_rank) < 1) return absl::InvalidArgumentError("--tokens-per-rank must be >= 1");
+  if (absl::GetFlag(FLAGS_tokens_per_rank) < 1 || absl::GetFlag(FLAGS_tokens_per_rank) > kMaxTokensPerRank) {
+    return absl::InvalidArgumentError(absl::StrCat("--tokens-per-rank ", absl::GetFlag(FLAGS_tokens_per_rank), ": must be in 1..",
+                                                   kMaxTokensPerRank));
+  }
   if (absl::GetFlag(FLAGS_steps) < 1) return absl::InvalidArgumentError("--steps must be >= 1");
   SY_ASSIGN_OR_RETURN(s.workload, Workload::Create(absl::GetFlag(FLAGS_workload), s.model, s.layers, absl::GetFlag(FLAGS_seed)));
   SY_ASSIGN_OR_RETURN(s.launch, cluster::DetectLaunch());
@@ -188,6 +214,7 @@ absl::StatusOr<Setup> Prepare() {
     if (R * slots < E) return absl::InvalidArgumentError(absl::StrCat(R, " ranks x ", slots, " slots cannot hold ", E, " experts"));
     s.placement_name = policy;
   }
+  SY_RETURN_IF_ERROR(CheckMemory(s, absl::GetFlag(FLAGS_tokens_per_rank)));
   const std::string coordinator = absl::GetFlag(FLAGS_coordinator);
   s.embedded = coordinator == "embedded";
   if (!coordinator.empty() && !s.embedded && coordinator.find(':') == std::string::npos) {

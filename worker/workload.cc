@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/hash.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 #include "placement/io/load_csv.h"
 
@@ -99,6 +100,11 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std
         std::vector<std::vector<double>> layers;
         for (int l = 0; l < L; ++l) {
           const int row = load.IndexOf(layer_ids[l]);
+          const std::vector<double>& counts = load.values[row >= 0 ? row : l % load.num_layers()];
+          if (std::all_of(counts.begin(), counts.end(), [](double x) { return x == 0; })) {
+            return absl::InvalidArgumentError(absl::StrCat("--workload '", EchoValue(full), "': the trace has no tokens for layer ",
+                                                           layer_ids[l], key.empty() ? "" : absl::StrCat(" (", key, ")")));
+          }
           layers.push_back(placement::Probabilities(load.values[row >= 0 ? row : l % load.num_layers()]));
         }
         phase.probabilities.push_back(std::move(layers));

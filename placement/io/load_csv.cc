@@ -49,6 +49,7 @@ absl::StatusOr<Header> ParseHeader(absl::string_view line, absl::string_view fil
 template <typename Fn>
 absl::Status ForEachLine(absl::string_view text, Fn fn) {
   int number = 0;
+  absl::ConsumePrefix(&text, "\xEF\xBB\xBF");  // a UTF-8 byte-order mark (spreadsheet exports)
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++number;
     line = absl::StripAsciiWhitespace(line);
@@ -100,7 +101,9 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
       return absl::InvalidArgumentError(absl::StrCat(
           where, "expert '", EchoValue(expert_s), "' is not an integer in 0..", kMaxId));
     }
-    if (!absl::SimpleAtod(tokens_s, &tokens) || !std::isfinite(tokens)) {
+    // Decimal numbers only (SimpleAtod would also take hex, "inf" and "nan").
+    if (tokens_s.empty() || tokens_s.find_first_not_of("0123456789.eE+-") != absl::string_view::npos ||
+        !absl::SimpleAtod(tokens_s, &tokens) || !std::isfinite(tokens)) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, "tokens '", EchoValue(tokens_s), "' is not a number"));
     }
@@ -109,7 +112,9 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
           absl::StrCat(where, "tokens ", tokens_s, " is negative"));
     }
     double& sum = sums[layer][expert];
-    if (tokens > kMaxLoad || sum + tokens > kMaxLoad) {
+    // Integer counts below 2^53 add exactly, and every sum at or past 2^53 rounds to at
+    // least 2^53: `>=` refuses exactly the sums a double cannot count.
+    if (tokens >= kMaxLoad || sum + tokens >= kMaxLoad) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, "tokens ", EchoValue(tokens_s), " bring layer ", layer, " expert ", expert,
           " beyond 2^53 (9.0e15), more than a count can be"));

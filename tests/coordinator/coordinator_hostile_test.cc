@@ -90,6 +90,9 @@ TEST(CoordinatorHostile, RefusesAnOpenNonLoopbackListener) {
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("without --auth-token-file"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--insecure-allow-remote"), std::string::npos) << r.err;
+  r = test::RunCommand({kCoordinator, "--listen", "127.0.0.1:99999"}, std::chrono::seconds(20));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("a port in 0..65535"), std::string::npos) << r.err;
 
   const std::string port_file = dir.File("port");
   test::Process open({kCoordinator, "--listen", "0.0.0.0:0", "--insecure-allow-remote", "--port-file", port_file},

@@ -61,6 +61,8 @@ TEST(StateStoreTest, MalformedOrImpossibleStateIsRefusedAndKept) {
       {with([](Json& j) { j["policy"]["planner"] = std::string(5000, 'x'); }), "... (5000 bytes)"},
       {with([](Json& j) { j["target_nonce"] = "-1"; }), "$.target_nonce"},
       {with([](Json& j) { j.erase("committed"); }), "a job needs both its model and its committed placement"},
+      {with([](Json& j) { j["extra"] = 1; }), "$.extra: unknown key"},
+      {"{\"format\": \"switchyard.coordinator-state/v1\", \"job_id\": \"a\", \"job_id\": \"b\"}", "key \"job_id\" appears twice"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.message);

@@ -46,6 +46,9 @@ TEST(LoadCsvTest, RejectsBadInputNamingFileLineAndProblem) {
       {"layer,expert,tokens\n0,0,1\n0,1,1e23\n", "t.csv line 3: tokens 1e23 bring layer 0 expert 1 beyond 2^53"},
       {"layer,expert,tokens\n0,0,9e15\n0,0,9e15\n", "t.csv line 3: tokens 9e15 bring layer 0 expert 0 beyond 2^53"},
       {"layer,expert,tokens\n0,0,nan\n", "t.csv line 2: tokens 'nan' is not a number"},
+      {"layer,expert,tokens\n0,0,0x10\n", "t.csv line 2: tokens '0x10' is not a number"},
+      {"layer,expert,tokens\n0,0,9007199254740991\n0,0,1\n", "beyond 2^53"},
+      {"layer,expert,tokens\n0,0,\x01\x1b[31m\n", "tokens '\\x01\\x1b[31m' is not a number"},
       {"layer,expert,tokens\n0,70000,1\n", "t.csv line 2: expert '70000' is not an integer in 0..65535"},
       {"layer,expert,tokens\n4294967296,0,1\n", "t.csv line 2: layer '4294967296' is not an integer in 0..65535"},
   };
@@ -56,6 +59,12 @@ TEST(LoadCsvTest, RejectsBadInputNamingFileLineAndProblem) {
     EXPECT_NE(load.status().message().find(c.message), absl::string_view::npos)
         << load.status().message() << " vs " << c.message;
   }
+}
+
+TEST(LoadCsvTest, AByteOrderMarkIsSkipped) {
+  auto load = ParseLoadCsv("\xEF\xBB\xBFlayer,expert,tokens\n0,0,2\n0,1,3\n", "bom.csv", {});
+  ASSERT_TRUE(load.ok()) << load.status();
+  EXPECT_EQ(load->values[0][1], 3);
 }
 
 TEST(LoadCsvTest, ReadsEverySharedTraceInLayerExpertTokensForm) {

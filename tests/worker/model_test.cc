@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 namespace switchyard::worker {
 namespace {
 
@@ -116,29 +118,33 @@ TEST(ModelTest, IntegersAreRangeCheckedBeforeNarrowing) {
   ASSERT_TRUE(ParseHfConfig(v3 + "}", "v3.json").ok());
   ASSERT_TRUE(ParseHfConfig(qwen + "}", "qwen.json").ok());
   const std::string big = "4294967304";  // 2^32 + 8
+  // The base config with `key` set to the JSON `value`.
+  auto with = [](const std::string& base, const std::string& key, const std::string& value) {
+    nlohmann::json j = nlohmann::json::parse(base + "}");
+    j[key] = nlohmann::json::parse(value);
+    return j.dump();
+  };
   struct Case {
     std::string json, message;
   };
   const std::vector<Case> cases = {
-      {R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_experts_per_tok": 8,
-           "n_routed_experts": 4294967552, "moe_intermediate_size": 2048})", "$.n_routed_experts: 4294967552 is out of range"},
-      {R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_experts_per_tok": 8,
-           "n_routed_experts": 2000000000, "moe_intermediate_size": 2048})", "$.n_routed_experts: 2000000000 is out of range"},
-      {R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61, "num_experts_per_tok": 4294967304,
-           "n_routed_experts": 256, "moe_intermediate_size": 2048})", "$.num_experts_per_tok: 4294967304 is out of range"},
-      {v3 + R"(, "n_group": )" + big + "}", "$.n_group: " + big + " is out of range"},
-      {v3 + R"(, "topk_group": )" + big + "}", "$.topk_group: " + big + " is out of range"},
-      {v3 + R"(, "topk_group": 9})", "$.topk_group: 9 is out of range"},
-      {v3 + R"(, "first_k_dense_replace": )" + big + "}", "$.first_k_dense_replace: " + big + " is out of range"},
-      {v3 + R"(, "first_k_dense_replace": -1})", "$.first_k_dense_replace: -1 is out of range"},
-      {v3 + R"(, "routed_scaling_factor": -2})", "$.routed_scaling_factor: -2 is out of range"},
-      {v3 + R"(, "num_hidden_layers": 18446744073709551615})", "$.num_hidden_layers: 18446744073709551615 is out of range"},
-      {qwen + R"(, "mlp_only_layers": [0, )" + big + "]}", "$.mlp_only_layers[1]: " + big + " is out of range"},
-      {qwen + R"(, "mlp_only_layers": [-3]})", "$.mlp_only_layers[0]: -3 is out of range"},
-      {qwen + R"(, "mlp_only_layers": ["3"]})", "$.mlp_only_layers[0]: expected an integer, got string"},
-      {qwen + R"(, "mlp_only_layers": 3})", "$.mlp_only_layers: expected an array"},
-      {qwen + R"(, "decoder_sparse_step": 0})", "$.decoder_sparse_step: 0 is out of range"},
-      {qwen + R"(, "hidden_size": 1e3})", "$.hidden_size: expected an integer, got number"},
+      {with(v3, "n_routed_experts", "4294967552"), "$.n_routed_experts: 4294967552 is out of range"},
+      {with(v3, "n_routed_experts", "2000000000"), "$.n_routed_experts: 2000000000 is out of range"},
+      {with(v3, "num_experts_per_tok", big), "$.num_experts_per_tok: 4294967304 is out of range"},
+      {with(v3, "n_group", big), "$.n_group: " + big + " is out of range"},
+      {with(v3, "topk_group", big), "$.topk_group: " + big + " is out of range"},
+      {with(v3, "topk_group", "9"), "$.topk_group: 9 is out of range"},
+      {with(v3, "first_k_dense_replace", big), "$.first_k_dense_replace: " + big + " is out of range"},
+      {with(v3, "first_k_dense_replace", "-1"), "$.first_k_dense_replace: -1 is out of range"},
+      {with(v3, "routed_scaling_factor", "-2"), "$.routed_scaling_factor: -2 is out of range"},
+      {with(v3, "num_hidden_layers", "18446744073709551615"), "$.num_hidden_layers: 18446744073709551615 is out of range"},
+      {with(qwen, "mlp_only_layers", "[0, " + big + "]"), "$.mlp_only_layers[1]: " + big + " is out of range"},
+      {with(qwen, "mlp_only_layers", "[-3]"), "$.mlp_only_layers[0]: -3 is out of range"},
+      {with(qwen, "mlp_only_layers", "[\"3\"]"), "$.mlp_only_layers[0]: expected an integer, got string"},
+      {with(qwen, "mlp_only_layers", "3"), "$.mlp_only_layers: expected an array"},
+      {with(qwen, "decoder_sparse_step", "0"), "$.decoder_sparse_step: 0 is out of range"},
+      {with(qwen, "hidden_size", "1e3"), "$.hidden_size: expected an integer, got number"},
+      {qwen + R"(, "hidden_size": 64})", "key \"hidden_size\" appears twice in one object"},
   };
   for (const Case& c : cases) {
     auto m = ParseHfConfig(c.json, "c.json");
@@ -155,6 +161,10 @@ TEST(ModelTest, ScaleShrinksOnlyWidths) {
   EXPECT_EQ(v3.top_k, 8);
   EXPECT_EQ(v3.num_groups, 8);
   EXPECT_FALSE(ScaleModel(v3, 0).ok());
+  ModelConfig tiny = v3;
+  tiny.hidden = 4, tiny.expert_ffn = 8;
+  EXPECT_EQ(ScaleModel(tiny, 0.5)->hidden, 4);  // never grows past the model's own size
+  EXPECT_EQ(ScaleModel(tiny, 0.5)->expert_ffn, 8);
   EXPECT_FALSE(ScaleModel(v3, 1.5).ok());
 }
 

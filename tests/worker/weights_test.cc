@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
+#include <filesystem>
+#include <limits>
 #include <fstream>
 #include <random>
 
@@ -104,6 +108,31 @@ TEST(CheckpointErrorsTest, ShapesDtypesAndFiles) {
   EXPECT_EQ(CheckpointWeights(model, dir.File("nope.safetensors")).status().code(), absl::StatusCode::kNotFound);
   std::ofstream(dir.File("junk.safetensors")) << "not a safetensors file at all";
   EXPECT_EQ(CheckpointWeights(model, dir.File("junk.safetensors")).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // Non-finite weights are refused, naming the tensor.
+  std::vector<float> poisoned(8 * 16, 0.5f);
+  poisoned[37] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(WriteSafetensors(dir.File("nan.safetensors"),
+                               {{"model.layers.0.block_sparse_moe.experts.0.w1.weight", "F32", {8, 16}, Bytes(poisoned, "F32")}})
+                  .ok());
+  auto nan = *CheckpointWeights(model, dir.File("nan.safetensors"));
+  EXPECT_NE(nan->PackExpert(0, 0, buffer.data()).message().find("experts.0.w1.weight: element 37 is nan"), absl::string_view::npos)
+      << nan->PackExpert(0, 0, buffer.data());
+
+  // A sharded checkpoint whose index lists nothing, or names a FIFO as a shard (it must not
+  // block the open), is refused.
+  std::filesystem::create_directories(dir.File("empty"));
+  std::ofstream(dir.File("empty/model.safetensors.index.json")) << R"({"weight_map": {}})";
+  auto empty = CheckpointWeights(model, dir.File("empty"));
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("$.weight_map: lists no tensors"), std::string::npos) << empty.status();
+  std::filesystem::create_directories(dir.File("fifo"));
+  ASSERT_EQ(mkfifo(dir.File("fifo/pipe").c_str(), 0600), 0);
+  std::ofstream(dir.File("fifo/model.safetensors.index.json"))
+      << R"({"weight_map": {"model.layers.0.block_sparse_moe.experts.0.w1.weight": "pipe"}})";
+  auto fifo = *CheckpointWeights(model, dir.File("fifo"));
+  const absl::Status blocked = fifo->PackExpert(0, 0, buffer.data());
+  EXPECT_NE(blocked.message().find("pipe: not a regular file"), absl::string_view::npos) << blocked;
 }
 
 // Safetensors headers of the wrong shape name the file, the tensor and the field, and never

@@ -139,6 +139,8 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
   // 2^32 + 8 experts: narrowed to int it would be 8, a valid Mixtral.
   std::ofstream(dir.File("narrow.json")) << R"({"model_type": "mixtral", "hidden_size": 4096, "num_hidden_layers": 32,
       "num_experts_per_tok": 2, "num_local_experts": 4294967304, "intermediate_size": 14336})";
+  std::ofstream(dir.File("bigmem.json")) << R"({"model_type": "mixtral", "hidden_size": 131072, "num_hidden_layers": 1,
+      "num_experts_per_tok": 2, "num_local_experts": 8, "intermediate_size": 1048576})";
   std::ofstream(dir.File("billions.json")) << R"({"model_type": "mixtral", "hidden_size": 4096, "num_hidden_layers": 32,
       "num_experts_per_tok": 2, "num_local_experts": 2000000000, "intermediate_size": 14336})";
   {  // a safetensors header whose dtype is a number
@@ -166,12 +168,16 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
       {{"--model", dir.File("narrow.json"), "--workload", "uniform"}, "$.num_local_experts: 4294967304 is out of range"},
       {{"--model", dir.File("billions.json"), "--workload", "uniform"}, "$.num_local_experts: 2000000000 is out of range"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "zipf:nan"}, "zipf skew must be a number in [0, 100]"},
+      {{"--model", dir.File("bigmem.json"), "--workload", "uniform"}, "the machine has"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--tokens-per-rank", "2147483647"},
+       "--tokens-per-rank 2147483647: must be in 1..4194304"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "trace:" + dir.File("huge.csv")},
        "huge.csv line 3: tokens 1e23 bring layer 3 expert 1 beyond 2^53"},
       {{"--model", "preset:mixtral-8x7b", "--scale", "0.0625", "--layers", "1", "--workload", "uniform", "--weights",
         dir.File("bad.safetensors")},
        "bad.safetensors header: $.model.layers.3.mlp.experts.0.gate_proj.weight.dtype: expected a string, got number 7"},
-      {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--backend", "carrier-pigeon"}, "unknown or unavailable backend"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--backend", "carrier-pigeon"},
+       "unknown or unavailable backend"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--coordinator", "localhost"},
        "--coordinator 'localhost': use HOST:PORT or embedded"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--coordinator", "127.0.0.1:1",
