@@ -30,9 +30,6 @@ using rpc::ToProto;
 namespace {
 
 constexpr int64_t kMaxCount = int64_t{1} << 40;  // a report claiming more is hostile
-// The most steps a worker may advance between two messages (a report, heartbeat or leave
-// claiming a bigger jump is refused): a million steps a second for 16 s.
-constexpr int64_t kMaxStepJump = int64_t{1} << 24;
 constexpr size_t kMaxNameBytes = 256;  // host, backend, job id
 
 std::string NewId() {
@@ -186,7 +183,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     committed_epoch_ = r.placement().epoch();
     target_.reset();
     transfers_.clear();
-    workers_.clear();
+    members_.Clear();
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
     auto_ = {};
     if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
@@ -211,14 +208,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
                   r.rank(), committed_epoch_);
     }
   }
-  const bool rejoin = workers_.count(r.rank()) > 0;
-  Worker& w = workers_[r.rank()];
-  w.info = r;
-  w.last_heartbeat = Now();
-  w.epoch = r.placement().epoch();
-  w.step = std::max(w.step, r.step());
-  w.healthy = true;
-  w.left = false;
+  const bool rejoin = members_.Join(r, Now());
   EventLocked(rejoin ? "worker_rejoined" : "worker_joined",
               absl::StrCat("rank ", r.rank(), " on ", r.host(), " (node ", r.node(), ", ", r.backend(), ")"), r.rank(),
               r.placement().epoch());
@@ -232,13 +222,13 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
 absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control::HeartbeatRequest& r) {
   std::lock_guard<std::mutex> lock(mu_);
   control::HeartbeatResponse out;
-  auto it = workers_.find(r.rank());
-  if (it == workers_.end()) {
+  WorkerState* known = members_.Find(r.rank());
+  if (known == nullptr) {
     out.set_registered(false);
     return out;
   }
-  Worker& w = it->second;
-  SY_RETURN_IF_ERROR(CheckProgressLocked("heartbeat", w, r.step(), r.epoch()));
+  WorkerState& w = *known;
+  SY_RETURN_IF_ERROR(members_.CheckProgress("heartbeat", w, r.step(), r.epoch(), LatestEpochLocked()));
   w.last_heartbeat = Now();
   w.step = std::max(w.step, r.step());
   w.epoch = r.epoch();
@@ -279,28 +269,15 @@ void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::s
 // target_epoch_ outlives its target: ranks may still report an epoch that was aborted.
 int64_t Coordinator::LatestEpochLocked() const { return std::max(target_epoch_, committed_epoch_); }
 
-absl::Status Coordinator::CheckProgressLocked(absl::string_view what, const Worker& w, int64_t step, int64_t epoch) const {
-  const int rank = w.info.rank();
-  if (step < 0 || step > w.step + kMaxStepJump) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " of rank ", rank, ": step ", step, " is not plausible (the rank was at step ",
-                                                   w.step, "; at most ", kMaxStepJump, " steps between messages)"));
-  }
-  if (epoch < 0 || epoch > LatestEpochLocked()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " of rank ", rank, ": epoch ", epoch, " was never published (latest ",
-                                                   LatestEpochLocked(), ")"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) const {
-  auto it = workers_.find(r.rank());
-  if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("load report from unregistered rank ", r.rank()));
-  const Worker& w = it->second;
+  const WorkerState* known = members_.Find(r.rank());
+  if (known == nullptr) return absl::FailedPreconditionError(absl::StrCat("load report from unregistered rank ", r.rank()));
+  const WorkerState& w = *known;
   if (r.first_step() < 0 || r.end_step() <= r.first_step()) {
     return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": bad window [", r.first_step(), ", ",
                                                    r.end_step(), ")"));
   }
-  SY_RETURN_IF_ERROR(CheckProgressLocked("load report", w, r.end_step(), r.epoch()));
+  SY_RETURN_IF_ERROR(members_.CheckProgress("load report", w, r.end_step(), r.epoch(), LatestEpochLocked()));
   if (r.first_step() < w.reported_until) {
     return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": window [", r.first_step(), ", ",
                                                    r.end_step(), ") repeats steps already reported (up to ", w.reported_until, ")"));
@@ -311,8 +288,7 @@ absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) con
   const int64_t tokens = w.info.tokens_per_step();
   const double max_chosen = tokens > 0 ? steps * static_cast<double>(tokens) : static_cast<double>(kMaxCount);
   const double max_chosen_total = tokens > 0 ? max_chosen * model_->top_k() : static_cast<double>(kMaxCount);
-  int64_t widest = 0;
-  for (const auto& [rank, other] : workers_) widest = std::max(widest, other.info.tokens_per_step());
+  const int64_t widest = members_.WidestTokensPerStep();
   const double max_processed =
       tokens > 0 ? steps * static_cast<double>(widest) * committed_->topology.ranks() : static_cast<double>(kMaxCount);
   const int E = model_->num_experts();
@@ -366,7 +342,7 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
     }
     return valid;
   }
-  Worker& w = workers_[r.rank()];
+  WorkerState& w = *members_.Find(r.rank());
   w.last_report = Now();
   w.step = std::max(w.step, r.end_step());
   w.reported_until = r.end_step();
@@ -378,8 +354,7 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
 void Coordinator::CompleteWindowsLocked() {
   const int ranks = committed_->topology.ranks();
   const int completed = load_.CompleteReady(ranks, ranks - static_cast<int>(drained_.size()), policy_.smoothing(), [&](int rank) {
-    auto w = workers_.find(rank);
-    return w != workers_.end() && (!w->second.healthy || w->second.left);
+    return members_.Gone(rank);
   });
   for (int i = 0; i < completed; ++i) EvaluateAutoRebalanceLocked();
 }
@@ -387,7 +362,7 @@ void Coordinator::CompleteWindowsLocked() {
 absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrdersRequest& r) {
   std::unique_lock<std::mutex> lock(mu_);
   control::Orders out;
-  if (workers_.count(r.rank()) == 0) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  if (members_.Find(r.rank()) == nullptr) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
   if (r.epoch() < 0) return absl::InvalidArgumentError(absl::StrCat("poll orders: epoch ", r.epoch(), " is negative"));
   if (r.wait_ms() < 0 || r.wait_ms() > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("poll orders: wait_ms ", r.wait_ms(), " must be in [0, 1000]"));
@@ -407,15 +382,15 @@ absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrder
 
 absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = workers_.find(r.rank());
-  if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  WorkerState* worker = members_.Find(r.rank());
+  if (worker == nullptr) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
   if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted" && r.phase() != "refused") {
     return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": unknown phase '", EchoValue(r.phase()), "'"));
   }
   if (r.epoch() < 1 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0 || !(r.seconds() >= 0 && r.seconds() < 1e9)) {
     return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": negative, zero or non-finite values"));
   }
-  SY_RETURN_IF_ERROR(CheckProgressLocked("migration report", it->second, r.step(), r.epoch()));
+  SY_RETURN_IF_ERROR(members_.CheckProgress("migration report", *worker, r.step(), r.epoch(), LatestEpochLocked()));
   const bool current = target_ && r.epoch() == target_epoch_;
   if (r.phase() == "started") {
     if (current && !target_started_) {
@@ -427,7 +402,7 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
     return absl::OkStatus();
   }
   if (r.phase() == "committed") {
-    it->second.epoch = std::max(it->second.epoch, r.epoch());
+    worker->epoch = std::max(worker->epoch, r.epoch());
     if (current) {
       migration_bytes_total_ += r.bytes();
       last_migration_seconds_ = r.seconds();
@@ -467,10 +442,10 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
 
 absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = workers_.find(r.rank());
-  if (it == workers_.end()) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
-  Worker& w = it->second;
-  SY_RETURN_IF_ERROR(CheckProgressLocked("leave", w, r.step(), r.epoch()));
+  WorkerState* known = members_.Find(r.rank());
+  if (known == nullptr) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
+  WorkerState& w = *known;
+  SY_RETURN_IF_ERROR(members_.CheckProgress("leave", w, r.step(), r.epoch(), LatestEpochLocked()));
   w.left = true;
   w.step = std::max(w.step, r.step());
   w.epoch = r.epoch();
@@ -604,7 +579,7 @@ admin::ClusterStatus Coordinator::Status() {
   int healthy = 0;
   int64_t step = 0;
   const absl::Time now = Now();
-  for (const auto& [rank, w] : workers_) {
+  for (const auto& [rank, w] : members_.workers()) {
     admin::WorkerStatus* ws = s.add_workers();
     ws->set_rank(rank);
     ws->set_host(w.info.host());
@@ -619,7 +594,7 @@ admin::ClusterStatus Coordinator::Status() {
     healthy += w.healthy && !w.left;
     step = std::max(step, w.step);
   }
-  s.set_registered(static_cast<int>(workers_.size()));
+  s.set_registered(static_cast<int>(members_.workers().size()));
   for (const types::Pin& p : pins_) *s.add_pins() = p;
   for (int r : drained_) s.add_drained_ranks(r);
   s.set_healthy(healthy);
@@ -801,16 +776,11 @@ absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = Now();
-  bool lost = false;
-  for (auto& [rank, w] : workers_) {
-    if (w.healthy && !w.left && now - w.last_heartbeat > options_.heartbeat_timeout) {
-      w.healthy = false;
-      EventLocked("worker_lost", absl::StrCat("rank ", rank, ": no heartbeat for ",
-                                              absl::FormatDuration(now - w.last_heartbeat)), rank);
-      lost = true;
-    }
+  const auto lost = members_.ExpireSilent(now, options_.heartbeat_timeout);
+  for (const auto& [rank, silence] : lost) {
+    EventLocked("worker_lost", absl::StrCat("rank ", rank, ": no heartbeat for ", absl::FormatDuration(silence)), rank);
   }
-  if (lost && committed_) CompleteWindowsLocked();
+  if (!lost.empty() && committed_) CompleteWindowsLocked();
 }
 
 std::string Coordinator::MetricsText() {
@@ -826,12 +796,12 @@ std::string Coordinator::MetricsText() {
   scalar("switchyard_committed_epoch", "Placement epoch all ranks run.", "gauge", committed_epoch_);
   scalar("switchyard_target_epoch", "Epoch being migrated to (= committed when idle).", "gauge",
          target_ ? target_epoch_ : committed_epoch_);
-  scalar("switchyard_workers_registered", "Workers registered.", "gauge", workers_.size());
+  scalar("switchyard_workers_registered", "Workers registered.", "gauge", members_.workers().size());
   header("switchyard_worker_up", "1 if the worker's heartbeats arrive.");
   const absl::Time now = Now();
-  for (const auto& [rank, w] : workers_) absl::StrAppend(&out, "switchyard_worker_up{rank=\"", rank, "\"} ", w.healthy ? 1 : 0, "\n");
+  for (const auto& [rank, w] : members_.workers()) absl::StrAppend(&out, "switchyard_worker_up{rank=\"", rank, "\"} ", w.healthy ? 1 : 0, "\n");
   header("switchyard_report_lag_seconds", "Seconds since the worker's last load report.");
-  for (const auto& [rank, w] : workers_) {
+  for (const auto& [rank, w] : members_.workers()) {
     if (w.last_report != absl::InfinitePast()) {
       absl::StrAppendFormat(&out, "switchyard_report_lag_seconds{rank=\"%d\"} %.3f\n", rank, absl::ToDoubleSeconds(now - w.last_report));
     }

@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "coordinator/events.h"
 #include "coordinator/load_aggregator.h"
+#include "coordinator/membership.h"
 #include "coordinator/policy.h"
 #include "coordinator/state_store.h"
 #include "placement/load.h"
@@ -88,16 +89,7 @@ class Coordinator {
   const std::string& id() const { return id_; }
 
  private:
-  struct Worker {
-    control::RegisterRequest info;
-    absl::Time last_heartbeat;
-    absl::Time last_report = absl::InfinitePast();
-    int64_t step = 0;
-    int64_t epoch = 0;
-    bool healthy = true;
-    bool left = false;  // finished its run
-    int64_t reported_until = 0;  // end step of its last accepted load report: windows never overlap
-  };
+
   explicit Coordinator(const CoordinatorOptions& options);
   absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
   absl::Status RestoreLocked();
@@ -108,9 +100,6 @@ class Coordinator {
   absl::Status ValidateReportLocked(const control::LoadReport& report) const;
   // The newest epoch a worker may name: the last one published (in flight, committed or aborted).
   int64_t LatestEpochLocked() const;
-  // A worker's message claims `step` and `epoch`: InvalidArgument unless the step is at most
-  // kMaxStepJump past what the worker said before and the epoch was published.
-  absl::Status CheckProgressLocked(absl::string_view what, const Worker& w, int64_t step, int64_t epoch) const;
   // Completes every pending window that no rank still owes.
   void CompleteWindowsLocked();
   placement::LoadMatrix PlanningLoadLocked() const;
@@ -158,7 +147,7 @@ class Coordinator {
   std::vector<int> drained_;
   types::Policy policy_;
 
-  std::map<int, Worker> workers_;
+  Membership members_;
   LoadAggregator load_;
   AutoRebalanceState auto_;
   // Migrations that failed in a row since the last commit, and the moves of the last one:

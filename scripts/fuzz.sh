@@ -35,7 +35,7 @@ run() {
   cp -r "$root/tests/fuzz/corpus/$t/." "$work/$t/corpus/"
   if "$build/tests/fuzz_$t" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
        -artifact_prefix="$work/$t/artifacts/" "$work/$t/corpus" >"$work/$t.log" 2>&1; then
-    echo "fuzz $t: $(grep -Eo '#[0-9]+' "$work/$t.log" | tail -1 | tr -d '#') runs in ${seconds} s, no crash"
+    echo "fuzz $t: $(grep -Eo 'Done [0-9]+ runs' "$work/$t.log" | tail -1 | grep -Eo '[0-9]+') runs in ${seconds} s, no crash"
   else
     cp "$work/$t/artifacts/"* "$root/tests/fuzz/regressions/$t/" 2>/dev/null || true
     echo "fuzz $t: FAILED (input copied to tests/fuzz/regressions/$t/); last lines:" >&2
