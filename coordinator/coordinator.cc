@@ -249,7 +249,7 @@ void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::s
   transfers_.clear();
   target_started_ = false;
   ++migrations_committed_;
-  failed_streak_ = 0;
+  OnMigrationCommitted(auto_);
   EventLocked("epoch_committed",
               absl::StrCat("epoch ", committed_epoch_, " committed", how.empty() ? absl::StrCat(" (seen at rank ", rank, ")") : how),
               rank, committed_epoch_);
@@ -419,9 +419,7 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   ++migrations_failed_;
   // Back off: the same plan would likely fail the same way. Each failure in a row doubles the
   // automatic rebalancer's wait (up to 64x the cooldown) and halves the moves it may plan.
-  ++failed_streak_;
-  failed_moves_ = r.moved_replicas();
-  auto_.cooldown = std::max(1, policy_.cooldown_windows()) << std::min(failed_streak_, 6);
+  OnMigrationFailed(policy_, auto_, r.moved_replicas());
   const std::string backoff = absl::StrFormat("; next automatic plan in %d windows, at most %d moved replicas",
                                               auto_.cooldown, BackoffMoveLimitLocked());
   EventLocked("migration_failed",
@@ -536,12 +534,7 @@ absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, co
   return absl::OkStatus();
 }
 
-int Coordinator::BackoffMoveLimitLocked() const {
-  if (failed_streak_ == 0) return 0;  // the policy's budget
-  int limit = std::max(1, failed_moves_ >> failed_streak_);
-  if (policy_.max_moves() > 0) limit = std::min(limit, policy_.max_moves());
-  return limit;
-}
+int Coordinator::BackoffMoveLimitLocked() const { return BackoffMoveLimit(policy_, auto_); }
 
 void Coordinator::EvaluateAutoRebalanceLocked() {
   if (!ShouldPlan(auto_) || !policy_.auto_rebalance() || MigrationInFlightLocked()) return;

@@ -149,11 +149,8 @@ class Coordinator {
 
   Membership members_;
   LoadAggregator load_;
+  // The automatic rebalancer: hysteresis streak, cooldown and back-off after failed migrations.
   AutoRebalanceState auto_;
-  // Migrations that failed in a row since the last commit, and the moves of the last one:
-  // the automatic rebalancer waits longer and plans fewer moves after each (BackoffMoveLimitLocked).
-  int failed_streak_ = 0;
-  int failed_moves_ = 0;
 
   EventLog events_;
   int64_t reports_rejected_ = 0;

@@ -62,4 +62,19 @@ bool ShouldPublish(const types::Policy& policy, AutoRebalanceState& state, int m
   return true;
 }
 
+void OnMigrationFailed(const types::Policy& policy, AutoRebalanceState& state, int moved_replicas) {
+  ++state.failed_streak;
+  state.failed_moves = moved_replicas;
+  state.cooldown = std::max(1, policy.cooldown_windows()) << std::min(state.failed_streak, 6);
+}
+
+void OnMigrationCommitted(AutoRebalanceState& state) { state.failed_streak = 0; }
+
+int BackoffMoveLimit(const types::Policy& policy, const AutoRebalanceState& state) {
+  if (state.failed_streak == 0) return 0;  // the policy's budget
+  int limit = std::max(1, state.failed_moves >> state.failed_streak);
+  if (policy.max_moves() > 0) limit = std::min(limit, policy.max_moves());
+  return limit;
+}
+
 }  // namespace switchyard::coordinator
