@@ -305,7 +305,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
     if (!options.insecure_allow_remote) {
       return absl::InvalidArgumentError(absl::StrCat(
           "refusing to serve ", options.listen, " without --auth-token-file: anyone who reaches it could register workers, "
-          "drain ranks and replace the placement (give a token, listen on 127.0.0.1, or pass --insecure-allow-remote)"));
+          "drain ranks and replace the placement (give a token, listen on 127.0.0.1, or pass --insecure-allow-remote; "
+          "an embedded coordinator takes the workers' --coordinator-token-file)"));
     }
     LogWarning("coordinator: serving ", options.listen, " WITHOUT AUTHENTICATION (--insecure-allow-remote): "
                "anyone who can reach this address can register workers, drain ranks and change the placement");

@@ -222,7 +222,7 @@ absl::StatusOr<Setup> Prepare() {
   }
   if (s.embedded && s.launch.local_size < R && absl::StartsWith(absl::GetFlag(FLAGS_embedded_listen), "127.")) {
     return absl::InvalidArgumentError("--coordinator embedded with ranks on several nodes: set --embedded-listen to an "
-                                      "address the other nodes reach (e.g. 0.0.0.0:7070)");
+                                      "address the other nodes reach (e.g. 0.0.0.0:7070) and --coordinator-token-file");
   }
   if (absl::GetFlag(FLAGS_window_steps) < 1) return absl::InvalidArgumentError("--window-steps must be >= 1");
   const std::string rebalance = absl::GetFlag(FLAGS_rebalance);
@@ -284,11 +284,17 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
       coordinator::ServerOptions options;
       options.listen = absl::GetFlag(FLAGS_embedded_listen);
       options.initial_policy = s.embedded_policy;
+      options.auth_token = s.control.token;  // the ranks send it; a non-loopback listen needs one
       auto server = coordinator::CoordinatorServer::Start(options);
-      shared = server.ok() ? (*server)->address() : absl::StrCat("!", server.status().message());
+      // "!" marks a failure for the other ranks, "!!" one of the user's input (exit 2 everywhere).
+      shared = server.ok() ? (*server)->address()
+                           : absl::StrCat(absl::IsInvalidArgument(server.status()) ? "!!" : "!", server.status().message());
       if (server.ok()) out.embedded = *std::move(server);
     }
     SY_ASSIGN_OR_RETURN(shared, ShareFromRankZero(c, shared));
+    if (absl::StartsWith(shared, "!!")) {
+      return BadInput(absl::InvalidArgumentError(absl::StrCat("embedded coordinator: ", shared.substr(2))));
+    }
     if (absl::StartsWith(shared, "!")) return absl::UnavailableError(absl::StrCat("embedded coordinator: ", shared.substr(1)));
     address = shared;
     if (absl::StartsWith(address, "0.0.0.0:")) {  // tell the other ranks a name they can reach
