@@ -12,6 +12,16 @@ if(NOT HWY_FOUND)
   message(FATAL_ERROR "Highway (libhwy-dev) not found. Run scripts/setup.sh.")
 endif()
 find_package(OpenMP REQUIRED COMPONENTS CXX)
+# The coordinator's HTTP endpoint (/metrics): civetweb (libcivetweb-dev). Its CMake package
+# names a server binary Debian does not ship, so the library is found directly.
+find_path(CIVETWEB_INCLUDE_DIR civetweb.h)
+find_library(CIVETWEB_LIBRARY civetweb)
+if(NOT CIVETWEB_INCLUDE_DIR OR NOT CIVETWEB_LIBRARY)
+  message(FATAL_ERROR "civetweb (libcivetweb-dev) not found. Run scripts/setup.sh.")
+endif()
+add_library(switchyard_civetweb INTERFACE)
+target_include_directories(switchyard_civetweb SYSTEM INTERFACE "${CIVETWEB_INCLUDE_DIR}")
+target_link_libraries(switchyard_civetweb INTERFACE "${CIVETWEB_LIBRARY}" ${CMAKE_DL_LIBS})
 
 # _sy_optional(<NAME> <found-variable> <why-missing>): turns SWITCHYARD_WITH_<NAME> and whether
 # the package was found into SWITCHYARD_HAVE_<NAME>; ON without the package is a FATAL_ERROR.

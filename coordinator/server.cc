@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <civetweb.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -316,23 +317,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(cons
   s->quota_ = std::make_unique<grpc::ResourceQuota>("switchyard-coordinator");
   s->quota_->Resize(kGrpcMemoryBytes).SetMaxThreads(kGrpcMaxThreads);
   SY_RETURN_IF_ERROR(s->BuildGrpcServer(options.listen));
-  if (options.metrics_port >= 0) {
-    s->metrics_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const int one = 1;
-    setsockopt(s->metrics_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(options.metrics_port));
-    if (inet_pton(AF_INET, options.metrics_host.c_str(), &addr.sin_addr) != 1 ||
-        bind(s->metrics_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(s->metrics_fd_, 16) != 0) {
-      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", options.metrics_host, ":", options.metrics_port,
-                                                 ": ", std::strerror(errno)));
-    }
-    socklen_t len = sizeof addr;
-    getsockname(s->metrics_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    s->metrics_port_ = ntohs(addr.sin_port);
-    s->metrics_thread_ = std::thread([raw = s.get()] { raw->ServeMetrics(); });
-  }
+  if (options.metrics_port >= 0) SY_RETURN_IF_ERROR(s->StartMetrics());
   s->watchdog_ = std::thread([raw = s.get()] { raw->WatchListener(); });
   s->ticker_ = std::thread([raw = s.get()] {
     while (!raw->stopping_) {
@@ -348,39 +333,47 @@ std::string CoordinatorServer::address() const {
   return absl::StrCat(host, ":", port_);
 }
 
-// One request per connection: GET /metrics answers the exposition text, anything else 404.
-void CoordinatorServer::ServeMetrics() {
-  while (!stopping_) {
-    pollfd p{metrics_fd_, POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) continue;
-    const int fd = accept4(metrics_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    std::string request;
-    char buf[1024];
-    timeval tv{2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
-      const ssize_t n = read(fd, buf, sizeof buf);
-      if (n <= 0) break;
-      request.append(buf, n);
-    }
-    std::string body, status = "200 OK";
-    if (absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?")) {
-      body = core_->MetricsText();
-    } else {
-      status = "404 Not Found";
-      body = "not found: try /metrics\n";
-    }
-    const std::string response = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: ",
-                                              body.size(), "\r\nConnection: close\r\n\r\n", body);
-    size_t done = 0;
-    while (done < response.size()) {
-      const ssize_t n = write(fd, response.data() + done, response.size() - done);
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    close(fd);
+// The HTTP endpoint runs on civetweb: a pool of kMetricsThreads threads, every network read
+// and write bounded by kMetricsTimeoutMs, so a slow or stalled client holds one thread for a
+// while, never the endpoint. GET /metrics answers the exposition text; any other path 404.
+absl::Status CoordinatorServer::StartMetrics() {
+  constexpr const char* kMetricsThreads = "8";
+  constexpr const char* kMetricsTimeoutMs = "2000";
+  mg_init_library(0);
+  const std::string ports = absl::StrCat(options_.metrics_host, ":", options_.metrics_port);
+  const char* options[] = {"listening_ports", ports.c_str(), "num_threads", kMetricsThreads, "request_timeout_ms",
+                           kMetricsTimeoutMs, "enable_keep_alive", "no", nullptr};
+  mg_callbacks callbacks{};
+  callbacks.log_message = [](const mg_connection*, const char* message) {
+    LogWarning("coordinator: metrics endpoint: ", message);
+    return 1;
+  };
+  metrics_ = mg_start(&callbacks, this, options);
+  if (metrics_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", ports, " (in use, or a bad address)"));
   }
+  mg_set_request_handler(
+      metrics_, "/",
+      [](mg_connection* conn, void* self) {
+        const mg_request_info* request = mg_get_request_info(conn);
+        const absl::string_view uri = request->local_uri != nullptr ? request->local_uri : "";
+        if (uri != "/metrics" || std::string(request->request_method) != "GET") {
+          static constexpr char kNotFound[] = "not found: try /metrics\n";
+          mg_printf(conn, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                    sizeof kNotFound - 1, kNotFound);
+          return 404;
+        }
+        const std::string body = static_cast<CoordinatorServer*>(self)->core().MetricsText();
+        mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                  body.size());
+        mg_write(conn, body.data(), body.size());
+        return 200;
+      },
+      this);
+  mg_server_port bound[1];
+  if (mg_get_server_ports(metrics_, 1, bound) < 1) return absl::InternalError("metrics endpoint: no listening port");
+  metrics_port_ = bound[0].port;
+  return absl::OkStatus();
 }
 
 void CoordinatorServer::Shutdown() {
@@ -392,9 +385,11 @@ void CoordinatorServer::Shutdown() {
   }
   if (watchdog_.joinable()) watchdog_.join();
   if (ticker_.joinable()) ticker_.join();
-  if (metrics_thread_.joinable()) metrics_thread_.join();
-  if (metrics_fd_ >= 0) close(metrics_fd_);
-  metrics_fd_ = -1;
+  if (metrics_ != nullptr) {
+    mg_stop(metrics_);
+    metrics_ = nullptr;
+    mg_exit_library();
+  }
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }

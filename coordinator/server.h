@@ -1,5 +1,6 @@
 // CoordinatorServer: the Coordinator behind gRPC (control + admin services, server reflection)
-// and an HTTP /metrics endpoint (Prometheus text), plus a ticker that notices lost workers.
+// and an HTTP /metrics endpoint (Prometheus text, served by civetweb: concurrent connections,
+// bounded reads and writes), plus a ticker that notices lost workers.
 //
 // Listens on 127.0.0.1 unless told otherwise; port 0 binds a free port (port() says which).
 // With an auth token, every control call (a registration can replace the job) and the
@@ -15,6 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/coordinator.h"
+
+struct mg_context;  // civetweb
 
 namespace grpc {
 class ResourceQuota;
@@ -56,7 +59,7 @@ class CoordinatorServer {
 
  private:
   CoordinatorServer() = default;
-  void ServeMetrics();
+  absl::Status StartMetrics();
   // (Re)builds server_ on `listen` with the services and the connection bounds; sets port_.
   absl::Status BuildGrpcServer(const std::string& listen);
   void WatchListener();
@@ -69,9 +72,10 @@ class CoordinatorServer {
   std::unique_ptr<grpc::Server> server_;
   std::atomic<int> listener_restarts_{0};
   int port_ = 0;
-  int metrics_fd_ = -1, metrics_port_ = -1;
+  ::mg_context* metrics_ = nullptr;  // the civetweb server of /metrics
+  int metrics_port_ = -1;
   std::atomic<bool> stopping_{false};
-  std::thread ticker_, metrics_thread_, watchdog_;
+  std::thread ticker_, watchdog_;
 };
 
 }  // namespace switchyard::coordinator

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libcivetweb-dev
   libopenblas-dev libhwy-dev
   libopenmpi-dev openmpi-bin
   libucx-dev

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -834,6 +835,49 @@ TEST(Coordinator, ServesPrometheusMetrics) {
   EXPECT_EQ(m.at("switchyard_rank_load{rank=\"0\"}"), 2 * r0);  // two layers
   EXPECT_GE(m.at("switchyard_report_lag_seconds{rank=\"3\"}"), 0);
   EXPECT_EQ(HttpGet(port, "/other").first, "HTTP/1.1 404 Not Found");
+}
+
+// A client that sends one byte every 1.5 s, and others that connect and send nothing, do not
+// stall the endpoint: scrapes made meanwhile answer at once (they used to wait behind the
+// slow client for as long as it liked).
+TEST(Coordinator, SlowMetricsClientsStallNoScrape) {
+  Harness h({.metrics_port = 0});
+  ASSERT_TRUE(h.start_status.ok());
+  const int port = h.server().metrics_port();
+  ASSERT_GT(port, 0);
+  auto connect_to = [&] {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  };
+  std::vector<int> silent;
+  for (int i = 0; i < 3; ++i) silent.push_back(connect_to());
+  std::atomic<bool> done{false};
+  std::thread slow([&] {
+    const int fd = connect_to();
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (size_t i = 0; i < request.size() && !done; ++i) {
+      if (write(fd, &request[i], 1) != 1) break;
+      for (int t = 0; t < 15 && !done; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    close(fd);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto [status, body] = HttpGet(port, "/metrics");
+    EXPECT_EQ(status, "HTTP/1.1 200 OK");
+    EXPECT_NE(body.find("switchyard_committed_epoch"), std::string::npos);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  }
+  done = true;
+  slow.join();
+  for (int fd : silent) close(fd);
 }
 
 TEST(Coordinator, RestartRestoresStateAndWorkersRegisterAgain) {
