@@ -349,6 +349,7 @@ TEST(Coordinator, LostRanksDoNotHoldWindowsBack) {
   EXPECT_NE(std::find(kinds.begin(), kinds.end(), "worker_recovered"), kinds.end());
 }
 
+int ConnectLocal(int port);
 std::pair<std::string, std::string> HttpGet(int port, const std::string& path);
 std::map<std::string, double> ParseMetrics(const std::string& text);
 
@@ -764,13 +765,19 @@ TEST(Coordinator, ServesTls) {
 }
 
 // GET over a plain socket: the status line and body.
-std::pair<std::string, std::string> HttpGet(int port, const std::string& path) {
+// A TCP connection to 127.0.0.1:port.
+int ConnectLocal(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
   EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  return fd;
+}
+
+std::pair<std::string, std::string> HttpGet(int port, const std::string& path) {
+  const int fd = ConnectLocal(port);
   const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: localhost\r\n\r\n");
   EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
   std::string response;
@@ -845,20 +852,11 @@ TEST(Coordinator, SlowMetricsClientsStallNoScrape) {
   ASSERT_TRUE(h.start_status.ok());
   const int port = h.server().metrics_port();
   ASSERT_GT(port, 0);
-  auto connect_to = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    return fd;
-  };
   std::vector<int> silent;
-  for (int i = 0; i < 3; ++i) silent.push_back(connect_to());
+  for (int i = 0; i < 3; ++i) silent.push_back(ConnectLocal(port));
   std::atomic<bool> done{false};
   std::thread slow([&] {
-    const int fd = connect_to();
+    const int fd = ConnectLocal(port);
     const std::string request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
     for (size_t i = 0; i < request.size() && !done; ++i) {
       if (write(fd, &request[i], 1) != 1) break;
