@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/env.h"
 #include "common/status.h"
 
 namespace switchyard::cluster {
@@ -55,7 +56,8 @@ absl::StatusOr<LaunchInfo> DetectLaunch() {
     const char *rank, *size, *local_rank, *local_size;
   };
   const Source sources[] = {
-      {"switchyard", "SWITCHYARD_RANK", "SWITCHYARD_SIZE", "SWITCHYARD_LOCAL_RANK", "SWITCHYARD_LOCAL_SIZE"},
+      {"switchyard", Info(Setting::kRank).name, Info(Setting::kSize).name, Info(Setting::kLocalRank).name,
+       Info(Setting::kLocalSize).name},
       {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"},
       {"srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", nullptr},
       {"pmix", "PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"},

@@ -12,6 +12,10 @@ constexpr SettingInfo kSettings[] = {
     {Setting::kTraces, "SWITCHYARD_TRACES", "bench: the directory of the expert-load traces (default: data/traces of the source tree)"},
     {Setting::kTestHoldTransfers, "SWITCHYARD_TEST_HOLD_TRANSFERS",
      "tests only: the rank whose migration transfer thread posts nothing (a hung peer)"},
+    {Setting::kRank, "SWITCHYARD_RANK", "this process's rank, overriding the launcher's (with SWITCHYARD_SIZE)"},
+    {Setting::kSize, "SWITCHYARD_SIZE", "the job's rank count, overriding the launcher's"},
+    {Setting::kLocalRank, "SWITCHYARD_LOCAL_RANK", "this process's rank on its node, overriding the launcher's"},
+    {Setting::kLocalSize, "SWITCHYARD_LOCAL_SIZE", "the ranks on this node, overriding the launcher's"},
 };
 
 }  // namespace

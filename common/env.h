@@ -16,6 +16,10 @@ enum class Setting {
   kCoordinator,         // SWITCHYARD_COORDINATOR
   kTraces,              // SWITCHYARD_TRACES
   kTestHoldTransfers,   // SWITCHYARD_TEST_HOLD_TRANSFERS
+  kRank,                // SWITCHYARD_RANK
+  kSize,                // SWITCHYARD_SIZE
+  kLocalRank,           // SWITCHYARD_LOCAL_RANK
+  kLocalSize,           // SWITCHYARD_LOCAL_SIZE
 };
 
 struct SettingInfo {

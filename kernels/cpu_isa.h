@@ -32,7 +32,7 @@ bool CpuSupports(CpuIsa isa);
 absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name);
 
 // The environment setting that forces a path (tests, benchmarks, mixed clusters).
-inline constexpr char kCpuIsaEnv[] = "SWITCHYARD_CPU_ISA";
+inline constexpr char kCpuIsaEnv[] = "SWITCHYARD_CPU_ISA";  // Setting::kCpuIsa (common/env.h)
 
 // The path forced by $SWITCHYARD_CPU_ISA (an error if it names an unknown path or one this CPU
 // lacks), else the best path this CPU has. Binaries call this at start-up and refuse to run
