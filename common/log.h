@@ -1,5 +1,5 @@
 // The one log sink of Switchyard's libraries: library code reports what an operator should
-// see (a rejected report, a listener restarted, orders refused) through LogWarning/LogInfo,
+// see (a rejected report, a listener restarted, orders refused) through LogWarning (or LogLine),
 // never straight to stderr. Binaries name themselves once (SetLogPrefix); tests and embedders
 // may redirect or silence the lines (SetLogSink). Thread-safe; one line per call.
 #pragma once
@@ -21,10 +21,6 @@ void SetLogPrefix(absl::string_view prefix);
 
 void LogLine(LogSeverity severity, absl::string_view message);
 
-template <typename... Parts>
-void LogInfo(const Parts&... parts) {
-  LogLine(LogSeverity::kInfo, absl::StrCat(parts...));
-}
 template <typename... Parts>
 void LogWarning(const Parts&... parts) {
   LogLine(LogSeverity::kWarning, absl::StrCat(parts...));

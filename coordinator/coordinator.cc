@@ -323,10 +323,6 @@ absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) con
                                                      model_->top_k()));
     }
   }
-  if (load_.Reported(r.rank(), r.first_step(), r.end_step())) {
-    return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), ": window [", r.first_step(), ", ",
-                                                   r.end_step(), ") reported twice"));
-  }
   return absl::OkStatus();
 }
 

@@ -13,11 +13,6 @@ void LoadAggregator::Reset(int layers, int experts) {
   last_window_steps_ = 1;
 }
 
-bool LoadAggregator::Reported(int rank, int64_t first, int64_t end) const {
-  auto it = pending_.find({first, end});
-  return it != pending_.end() && it->second.processed_per_rank.count(rank) > 0;
-}
-
 void LoadAggregator::Add(const switchyard::control::v1::LoadReport& r) {
   const int L = num_layers();
   Pending& window = pending_[{r.first_step(), r.end_step()}];

@@ -25,9 +25,8 @@ class LoadAggregator {
 
   // Forgets everything: a job of `layers` MoE layers and `experts` experts per layer.
   void Reset(int layers, int experts);
-  // True when `rank` already sent window [first, end).
-  bool Reported(int rank, int64_t first, int64_t end) const;
-  // Adds a validated report (sizes match the job).
+  // Adds a validated report (sizes match the job; the coordinator refuses a window that
+  // overlaps the rank's previous one, so a rank is never counted twice in a window).
   void Add(const switchyard::control::v1::LoadReport& report);
   // Completes, oldest first, every pending window that no rank still owes: rank r owes it
   // unless it sent it or gone(r). Each complete window updates the smoothed load (weight

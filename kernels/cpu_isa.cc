@@ -57,14 +57,11 @@ absl::StatusOr<CpuIsa> ParseCpuIsa(absl::string_view name) {
 }
 
 absl::StatusOr<CpuIsa> CpuIsaFromEnvironment() {
-  const std::optional<std::string> setting = GetSetting(Setting::kCpuIsa);
-  const char* forced = setting ? setting->c_str() : nullptr;
-  if (forced != nullptr && *forced != '\0') {
-    absl::StatusOr<CpuIsa> isa = ParseCpuIsa(forced);
-    if (!isa.ok()) return absl::Status(isa.status().code(), absl::StrCat(kCpuIsaEnv, ": ", isa.status().message()));
-    return isa;
-  }
-  return SupportedCpuIsas().back();
+  const std::optional<std::string> forced = GetSetting(Setting::kCpuIsa);  // unset or empty: none
+  if (!forced) return SupportedCpuIsas().back();
+  absl::StatusOr<CpuIsa> isa = ParseCpuIsa(*forced);
+  if (!isa.ok()) return absl::Status(isa.status().code(), absl::StrCat(kCpuIsaEnv, ": ", isa.status().message()));
+  return isa;
 }
 
 CpuIsa BestCpuIsa() {

@@ -151,6 +151,7 @@ bool ControlClient::RegisterOnce() {
                 ? " (a coordinator serving TLS needs --coordinator-tls-ca with its CA)"
                 : " (check --coordinator-token-file against the coordinator's --auth-token-file)");
         stats_.last_error = error;
+        gave_up_ = true;
         stop_ = true;  // the loop ends; nothing can be sent
         flush_deadline_ = absl::Now();
         cv_.notify_all();

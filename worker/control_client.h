@@ -9,6 +9,7 @@
 // registers again with the placement the rank runs now, then sends what is queued.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -78,6 +79,9 @@ class ControlClient {
   std::optional<control::Orders> TakeOrders();
 
   ControlStats stats() const;
+  // True once the client gave up (max_auth_failures; stats().fatal_error says why). Lock-free:
+  // the step thread asks every step.
+  bool gave_up() const { return gave_up_.load(std::memory_order_relaxed); }
   // Sends what is queued (giving up after `flush`), tells the coordinator this rank is done
   // (Leave) when `leave`, then ends the thread. Idempotent.
   void Stop(absl::Duration flush, bool leave = false);
@@ -105,6 +109,7 @@ class ControlClient {
   control::RegisterRequest registration_;
   int64_t step_ = 0, epoch_ = 0;
   int auth_failures_ = 0;  // registrations refused for authentication, in a row
+  std::atomic<bool> gave_up_{false};
   std::deque<Outgoing> reports_;
   size_t load_reports_ = 0;  // how many of reports_ are load windows (the droppable ones)
   std::optional<control::Orders> orders_;

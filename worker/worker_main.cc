@@ -453,7 +453,7 @@ int Main(int argc, char** argv) {
     // SIGTERM/SIGINT (scancel, a signal to mpirun) or a coordinator that refuses us: every
     // rank ends after the same step, reports, says Leave and writes its report.
     d.stop_requested = [client = control.client.get()] {
-      return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && !client->stats().fatal_error.empty());
+      return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && client->gave_up());
     };
     d.cpu_threads = s.cpu_threads;
     Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
@@ -482,7 +482,7 @@ int Main(int argc, char** argv) {
       driver.set_epochs(epochs.get(), [client] { return client->TakeOrders(); });
     }
     SY_ASSIGN_OR_RETURN(RunReport report, driver.Run());
-    if (control.client && !control.client->stats().fatal_error.empty()) {
+    if (control.client && control.client->gave_up()) {
       return BadInput(absl::UnauthenticatedError(control.client->stats().fatal_error));
     }
     if (report.stopped_early && c.rank() == 0) {
