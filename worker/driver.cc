@@ -210,7 +210,7 @@ absl::StatusOr<RunReport> Driver::Run() {
     boundary_cpu = epochs ? ThreadCpuSeconds() - decide0 : 0;
 
     const bool last = stop || step + 1 == options_.steps;
-    if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || (stop && step + 1 > load_window_start))) {
+    if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || stop)) {
       if (options_.on_window) {
         options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : 0, std::move(load_window)});
       }
