@@ -134,9 +134,11 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
                 s.nodes(), s.registered(), s.healthy(), static_cast<long long>(s.committed_epoch()),
                 static_cast<long long>(s.target_epoch()), static_cast<long long>(s.step()), static_cast<long long>(s.windows()));
     if (s.workers_size() > 0) {
-      std::printf("%5s  %-16s %4s  %-7s %8s %6s  %9s  %9s\n", "rank", "host", "node", "health", "step", "epoch", "heartbeat", "report");
+      std::printf("%5s  %-16s %-16s  %-7s %8s %6s  %9s  %9s\n", "rank", "node", "host", "health", "step", "epoch", "heartbeat",
+                  "report");
       for (const admin::WorkerStatus& w : s.workers()) {
-        std::printf("%5d  %-16s %4d  %-7s %8lld %6lld  %8.1fs  %9s\n", w.rank(), w.host().c_str(), w.node(),
+        std::printf("%5d  %-16s %-16s  %-7s %8lld %6lld  %8.1fs  %9s\n", w.rank(),
+                    absl::StrFormat("%s (%d)", w.node_name(), w.node()).c_str(), w.host().c_str(),
                     w.left() ? "left" : (!w.healthy() ? "LOST" : (w.drained() ? "drained" : "ok")), static_cast<long long>(w.step()),
                     static_cast<long long>(w.epoch()), w.seconds_since_heartbeat(),
                     w.seconds_since_report() < 0 ? "never" : absl::StrFormat("%.1fs", w.seconds_since_report()).c_str());

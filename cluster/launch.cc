@@ -1,14 +1,15 @@
 #include "cluster/launch.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <optional>
-#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
+#include "cluster/slurm.h"
 #include "common/env.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 
 namespace switchyard::cluster {
@@ -20,31 +21,36 @@ absl::StatusOr<std::optional<int>> IntEnv(const char* name) {
   if (value == nullptr) return std::optional<int>();
   int out = 0;
   if (!absl::SimpleAtoi(value, &out) || out < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("environment variable ", name, "='", value,
+    return absl::InvalidArgumentError(absl::StrCat("environment variable ", name, "='", EchoValue(value),
                                                    "' is not an integer >= 0"));
   }
   return std::optional<int>(out);
 }
 
-// Slurm's tasks on this node: SLURM_STEP_TASKS_PER_NODE is "2(x3),1" — counts per node in
-// node order; SLURM_NODEID picks ours.
-absl::StatusOr<std::optional<int>> SlurmLocalSize() {
-  const char* spec = std::getenv("SLURM_STEP_TASKS_PER_NODE");
-  if (spec == nullptr) spec = std::getenv("SLURM_TASKS_PER_NODE");
-  SY_ASSIGN_OR_RETURN(std::optional<int> node, IntEnv("SLURM_NODEID"));
-  if (spec == nullptr || !node) return std::optional<int>();
-  int index = 0;
-  for (absl::string_view part : absl::StrSplit(spec, ',')) {
-    int count = 0, repeat = 1;
-    std::vector<absl::string_view> fields = absl::StrSplit(part, "(x");
-    if (!absl::SimpleAtoi(fields[0], &count) ||
-        (fields.size() > 1 && !absl::SimpleAtoi(absl::StripSuffix(fields[1], ")"), &repeat))) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot parse SLURM tasks per node '", spec, "'"));
-    }
-    if (*node < index + repeat) return std::optional<int>(count);
-    index += repeat;
+std::string HostName() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+// Nodes of a srun step: Slurm's list, checked against this rank's position.
+absl::Status FromSlurmStep(const SlurmStep& step, LaunchInfo& info) {
+  info.node = step.node_id;
+  info.nodes = static_cast<int>(step.node_names.size());
+  info.node_name = step.node_names[step.node_id];
+  info.local_size = step.tasks_per_node[step.node_id];
+  const int first = step.FirstRankOf(step.node_id);
+  if (info.rank < first || info.rank >= first + info.local_size || info.local_rank != info.rank - first) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SLURM_PROCID=", info.rank, " (SLURM_LOCALID=", info.local_rank, ") on node ", info.node_name, " (SLURM_NODEID=",
+        info.node, ") is not in node order: Switchyard's placement needs each node's ranks consecutive; launch with "
+        "srun --distribution=block (Slurm's default)"));
   }
-  return absl::InvalidArgumentError(absl::StrCat("SLURM_NODEID ", *node, " beyond '", spec, "'"));
+  info.ranks_per_node = info.local_size;
+  for (int count : step.tasks_per_node) {
+    if (count != info.local_size) info.ranks_per_node = 0;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -62,6 +68,8 @@ absl::StatusOr<LaunchInfo> DetectLaunch() {
       {"srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", nullptr},
       {"pmix", "PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"},
   };
+  const char* slurm_name = std::getenv("SLURMD_NODENAME");
+  info.node_name = slurm_name != nullptr && *slurm_name != '\0' ? EchoValue(slurm_name) : HostName();
   for (const Source& src : sources) {
     SY_ASSIGN_OR_RETURN(std::optional<int> rank, IntEnv(src.rank));
     if (!rank) continue;
@@ -70,19 +78,44 @@ absl::StatusOr<LaunchInfo> DetectLaunch() {
     std::optional<int> local_size;
     if (src.local_size != nullptr) {
       SY_ASSIGN_OR_RETURN(local_size, IntEnv(src.local_size));
-    } else {
-      SY_ASSIGN_OR_RETURN(local_size, SlurmLocalSize());
     }
     info.launcher = src.launcher;
     info.rank = *rank;
     info.size = size.value_or(1);
     info.local_rank = local_rank.value_or(0);
     info.local_size = local_size.value_or(1);
-    if (info.size < 1 || info.rank >= info.size || info.local_rank >= info.local_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          src.launcher, " environment is inconsistent: rank ", info.rank, " of ", info.size,
-          ", local rank ", info.local_rank, " of ", info.local_size));
+    if (info.size < 1 || info.rank >= info.size) {
+      return absl::InvalidArgumentError(absl::StrCat(src.launcher, " environment is inconsistent: ", src.rank, "=", info.rank,
+                                                     " but ", src.size, "=", info.size));
     }
+    if (src.local_size == nullptr) {  // srun: the step's node list says where everyone is
+      SY_ASSIGN_OR_RETURN(std::optional<SlurmStep> step, SlurmStepFromEnvironment(size ? info.size : -1));
+      if (step) {
+        SY_RETURN_IF_ERROR(FromSlurmStep(*step, info));
+        const char* list = std::getenv("SLURM_STEP_NODELIST");
+        if (list == nullptr) list = std::getenv("SLURM_JOB_NODELIST");
+        info.nodes_from = absl::StrCat(std::getenv("SLURM_STEP_NODELIST") ? "SLURM_STEP_NODELIST='" : "SLURM_JOB_NODELIST='",
+                                       EchoValue(list), "'");
+        return info;
+      }
+      info.local_size = info.size;  // SLURM_PROCID without a step's node list: one node
+    }
+    if (info.local_rank >= info.local_size || info.local_size > info.size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          src.launcher, " environment is inconsistent: rank ", info.rank, " of ", info.size, ", local rank ", info.local_rank,
+          " of ", info.local_size));
+    }
+    // Other launchers say how many ranks share this node; equal blocks are assumed, as
+    // mpirun's default by-slot mapping lays them out.
+    if (info.size % info.local_size == 0) {
+      info.nodes = info.size / info.local_size;
+      info.ranks_per_node = info.local_size;
+      info.node = info.rank / info.local_size;
+    } else {
+      info.nodes = 1;
+      info.ranks_per_node = 0;
+    }
+    info.nodes_from = absl::StrCat(src.local_size != nullptr ? src.local_size : "the launcher's local size", "=", info.local_size);
     return info;
   }
   return info;

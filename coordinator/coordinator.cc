@@ -147,8 +147,10 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   if (r.world_size() < 1 || r.world_size() > placement::kMaxRanks || r.rank() < 0 || r.rank() >= r.world_size()) {
     return absl::InvalidArgumentError(absl::StrCat("register: rank ", r.rank(), " of world size ", r.world_size()));
   }
-  if (r.host().size() > kMaxNameBytes || r.backend().size() > kMaxNameBytes || r.job_id().size() > kMaxNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("register: host, backend and job id must be at most ", kMaxNameBytes, " bytes"));
+  if (r.host().size() > kMaxNameBytes || r.node_name().size() > kMaxNameBytes || r.backend().size() > kMaxNameBytes ||
+      r.job_id().size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("register: host, node name, backend and job id must be at most ", kMaxNameBytes, " bytes"));
   }
   if (r.tokens_per_step() < 0 || r.tokens_per_step() > kMaxCount || r.step() < 0 || r.step() > kMaxCount) {
     return absl::InvalidArgumentError(absl::StrCat("register: tokens_per_step ", r.tokens_per_step(), " and step ", r.step(),
@@ -166,6 +168,10 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   if (p.topology.ranks() != r.world_size() || p.num_experts != r.model().num_experts()) {
     return absl::InvalidArgumentError("register: placement does not match the world size or the model");
   }
+  if (r.node() != p.topology.NodeOf(r.rank())) {
+    return absl::InvalidArgumentError(absl::StrCat("register: rank ", r.rank(), " says node ", r.node(), ", its placement's ",
+                                                   p.topology.nodes(), " node blocks put it on node ", p.topology.NodeOf(r.rank())));
+  }
   std::vector<int> layers(r.model().moe_layers().begin(), r.model().moe_layers().end());
   for (int layer : layers) {
     if (p.FindLayer(layer) == nullptr) return absl::InvalidArgumentError(absl::StrCat("register: placement has no layer ", layer));
@@ -173,7 +179,29 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   const bool same_job = model_ && job_id_ == r.job_id() && committed_ &&
                         committed_->topology == p.topology && model_->num_experts() == r.model().num_experts() &&
                         std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
-  if (!same_job) {
+  // A job that asked Resume and registers with the committed placement itself continues it.
+  const bool resumed = !same_job && model_ && committed_ && r.placement().epoch() == committed_epoch_ && p == *committed_ &&
+                       model_->name() == r.model().name() && model_->expert_bytes() == r.model().expert_bytes() &&
+                       std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
+  if (resumed) {
+    job_id_ = r.job_id();
+    model_ = r.model();
+    if (target_) {
+      EventLocked("migration_dropped",
+                  absl::StrCat("epoch ", target_epoch_, " was in flight for the previous job; the job resumes epoch ",
+                               committed_epoch_),
+                  -1, target_epoch_);
+    }
+    target_.reset();
+    target_started_ = false;
+    transfers_.clear();
+    members_.Clear();
+    load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
+    auto_ = {};
+    EventLocked("job_resumed", absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(),
+                                            " ranks, resumes epoch ", committed_epoch_),
+                -1, committed_epoch_);
+  } else if (!same_job) {
     // A new job (or the first): its placement is the committed one. Constraints and policy
     // survive when they still make sense for it.
     const bool had_job = model_.has_value();
@@ -210,7 +238,8 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   }
   const bool rejoin = members_.Join(r, Now());
   EventLocked(rejoin ? "worker_rejoined" : "worker_joined",
-              absl::StrCat("rank ", r.rank(), " on ", r.host(), " (node ", r.node(), ", ", r.backend(), ")"), r.rank(),
+              absl::StrCat("rank ", r.rank(), " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
+                           r.node(), ", host ", EchoValue(r.host()), ", ", r.backend(), ")"), r.rank(),
               r.placement().epoch());
   SY_RETURN_IF_ERROR(PersistLocked());
   control::RegisterResponse out;
@@ -450,6 +479,47 @@ absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
   return absl::OkStatus();
 }
 
+absl::Status Coordinator::Checkpoint(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  EventLocked("checkpoint", absl::StrCat("state written to ", options_.state_dir, "/state.json: ", why, " (epoch ",
+                                         committed_epoch_, ")"));
+  return PersistLocked();
+}
+
+absl::StatusOr<control::ResumeResponse> Coordinator::Resume(const control::ResumeRequest& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status model = rpc::ValidateModelShape(r.model()); !model.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("resume: ", model.message()));
+  }
+  control::ResumeResponse out;
+  auto differs = [&](absl::string_view what, auto theirs, auto ours) {
+    out.set_reason(absl::StrCat("the coordinator's placement (epoch ", committed_epoch_, ") is for ", what, " ", ours,
+                                ", the job has ", theirs));
+    return out;
+  };
+  if (!model_ || !committed_) {
+    out.set_reason("the coordinator holds no placement yet");
+    return out;
+  }
+  const placement::Topology& t = committed_->topology;
+  if (r.model().name() != model_->name()) return differs("model", r.model().name(), model_->name());
+  if (r.model().num_experts() != model_->num_experts()) return differs("experts", r.model().num_experts(), model_->num_experts());
+  if (r.model().expert_bytes() != model_->expert_bytes()) {
+    return differs("expert bytes", r.model().expert_bytes(), model_->expert_bytes());
+  }
+  if (!std::equal(r.model().moe_layers().begin(), r.model().moe_layers().end(), model_->moe_layers().begin(),
+                  model_->moe_layers().end())) {
+    return differs("MoE layers", absl::StrJoin(r.model().moe_layers(), ","), absl::StrJoin(model_->moe_layers(), ","));
+  }
+  if (r.world_size() != t.ranks()) return differs("ranks", r.world_size(), t.ranks());
+  if (r.nodes() != t.nodes()) return differs("nodes", r.nodes(), t.nodes());
+  if (r.slots_per_rank() != t.slots_per_rank()) return differs("slots per rank", r.slots_per_rank(), t.slots_per_rank());
+  out.set_found(true);
+  *out.mutable_placement() = rpc::ToProto(*committed_, committed_epoch_);
+  return out;
+}
+
 // ---- Planning --------------------------------------------------------------------------------
 
 placement::Constraints Coordinator::ConstraintsLocked() const {
@@ -573,6 +643,7 @@ admin::ClusterStatus Coordinator::Status() {
     ws->set_rank(rank);
     ws->set_host(w.info.host());
     ws->set_node(w.info.node());
+    ws->set_node_name(w.info.node_name().empty() ? w.info.host() : w.info.node_name());
     ws->set_healthy(w.healthy);
     ws->set_step(w.step);
     ws->set_epoch(w.epoch);

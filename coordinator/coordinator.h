@@ -60,6 +60,15 @@ class Coordinator {
   // Waits up to request.wait_ms for orders newer than request.epoch.
   absl::StatusOr<control::Orders> PollOrders(const control::PollOrdersRequest& request);
   absl::Status Leave(const control::LeaveRequest& request);
+  // The committed placement for a job of the request's shape (found = false and a reason
+  // when there is none or the shape differs). A job that then registers with exactly that
+  // placement and epoch continues it under its new job id ("job_resumed"): pins, drains,
+  // policy and epoch are kept; a migration in flight for the old job is dropped.
+  absl::StatusOr<control::ResumeResponse> Resume(const control::ResumeRequest& request);
+
+  // Writes the state now (it is written on every change anyway) and records why, e.g. a
+  // SIGUSR1 time-limit warning or a stop. No-op without a state directory.
+  absl::Status Checkpoint(const std::string& why);
   // A worker's migration phase: the first "started" of an epoch is an event, "committed"
   // commits the target, "aborted" and "refused" drop it (the cluster stays on the committed
   // epoch).

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
@@ -27,12 +28,24 @@ ABSL_FLAG(std::vector<std::string>, policy, {}, "initial policy settings key=val
 ABSL_FLAG(bool, insecure_allow_remote, false,
           "serve a non-loopback --listen address without --auth-token-file (refused otherwise): anyone who reaches it "
           "can register workers, drain ranks and change the placement");
+ABSL_FLAG(double, stop_grace_s, 15,
+          "on SIGTERM/SIGINT: write the state, then keep serving up to this long while registered workers are still "
+          "running (they finish their step and leave); a second signal stops at once");
 ABSL_FLAG(std::string, port_file, "",
           "once listening, write 'GRPC_PORT METRICS_PORT' here (one line; METRICS_PORT -1 without --metrics-port)");
 
 namespace {
 
-std::atomic<bool> g_stop{false};
+std::atomic<int> g_stop_signals{0};          // SIGTERM / SIGINT received
+std::atomic<bool> g_checkpoint_signal{false};  // SIGUSR1: write the state now (a time limit is near)
+
+void OnSignal(int signal) {
+  if (signal == SIGUSR1) {
+    g_checkpoint_signal = true;
+  } else {
+    g_stop_signals.fetch_add(1);
+  }
+}
 
 int Main(int argc, char** argv) {
   switchyard::SetLogPrefix("switchyard-coordinator");
@@ -51,6 +64,9 @@ int Main(int argc, char** argv) {
   options.core.state_dir = absl::GetFlag(FLAGS_state_dir);
   if (absl::Status range = switchyard::CheckFlagRange("heartbeat-timeout-s", absl::GetFlag(FLAGS_heartbeat_timeout_s), 0.1, 86400);
       !range.ok()) {
+    return fail(range, switchyard::kExitBadInput);
+  }
+  if (absl::Status range = switchyard::CheckFlagRange("stop-grace-s", absl::GetFlag(FLAGS_stop_grace_s), 0, 86400); !range.ok()) {
     return fail(range, switchyard::kExitBadInput);
   }
   options.core.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
@@ -92,9 +108,37 @@ int Main(int argc, char** argv) {
                                                    absl::StrCat((*server)->port(), " ", (*server)->metrics_port(), "\n"));
     if (!written.ok()) return fail(written, 1);
   }
-  std::signal(SIGTERM, [](int) { g_stop = true; });
-  std::signal(SIGINT, [](int) { g_stop = true; });
-  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &action, nullptr);
+  switchyard::coordinator::Coordinator& core = (*server)->core();
+  auto checkpoint = [&](const std::string& why) {
+    if (absl::Status written = core.Checkpoint(why); !written.ok()) {
+      switchyard::LogWarning("cannot write the state: ", written.message());
+    }
+  };
+  while (g_stop_signals.load() == 0) {
+    if (g_checkpoint_signal.exchange(false)) checkpoint("SIGUSR1");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // Stopping (scancel, the end of the job): the state first, then the running workers'
+  // last reports and Leave, so that they end their step cleanly instead of losing us.
+  checkpoint("stopping");
+  const absl::Time grace_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_stop_grace_s));
+  bool announced = false;
+  while (g_stop_signals.load() == 1 && absl::Now() < grace_end) {
+    const int running = core.Status().healthy();
+    if (running == 0) break;
+    if (!announced) {
+      std::printf("switchyard-coordinator: stopping; waiting up to %.0f s for %d running workers to leave (signal again to stop now)\n",
+                  absl::GetFlag(FLAGS_stop_grace_s), running);
+      std::fflush(stdout);
+      announced = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  checkpoint("stopped");
   (*server)->Shutdown();
   return 0;
 }

@@ -82,6 +82,10 @@ class ControlService final : public control::Control::Service {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return ToGrpc(core_.Leave(*r));
   }
+  grpc::Status Resume(grpc::ServerContext* ctx, const control::ResumeRequest* r, control::ResumeResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
+    return Reply(core_.Resume(*r), out);
+  }
 
  private:
   Coordinator& core_;

@@ -115,6 +115,26 @@ void ControlClient::Stop(absl::Duration flush, bool leave) {
   if (thread_.joinable()) thread_.join();
 }
 
+absl::StatusOr<control::ResumeResponse> RequestResume(const ControlOptions& options, const control::ResumeRequest& request,
+                                                      absl::Duration wait) {
+  auto stub = control::Control::NewStub(rpc::MakeChannel(options.address, options.tls_ca_pem));
+  const absl::Time deadline = absl::Now() + wait;
+  absl::Duration backoff = absl::Milliseconds(50);
+  while (true) {
+    control::ResumeResponse out;
+    const grpc::Status s = stub->Resume(rpc::CallContext(options.rpc_timeout, options.token).get(), request, &out);
+    if (s.ok()) return out;
+    absl::Status status = rpc::FromGrpc(s, options.address);
+    if (!absl::IsUnavailable(status) && !absl::IsDeadlineExceeded(status)) return status;
+    if (absl::Now() + backoff > deadline) {
+      return absl::UnavailableError(absl::StrCat("--resume: coordinator ", options.address, " not reachable in ",
+                                                 absl::FormatDuration(wait), ": ", status.message()));
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(2 * backoff, options.max_backoff);
+  }
+}
+
 std::unique_ptr<grpc::ClientContext> ControlClient::Context(absl::Duration timeout) const {
   return rpc::CallContext(timeout, options_.token);
 }

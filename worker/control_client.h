@@ -20,6 +20,7 @@
 #include <thread>
 #include <variant>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "switchyard/control/v1/control.grpc.pb.h"
 
@@ -55,6 +56,13 @@ struct ControlStats {
   std::string coordinator_id;
   std::string last_error;
 };
+
+// One Resume call (worker --resume): the coordinator's committed placement for this job's
+// shape, if it has one. Retried while the coordinator is unreachable (it may be starting next
+// to the workers) until `wait` has passed, then Unavailable; Unauthenticated and
+// InvalidArgument at once.
+absl::StatusOr<control::ResumeResponse> RequestResume(const ControlOptions& options, const control::ResumeRequest& request,
+                                                      absl::Duration wait);
 
 class ControlClient {
  public:

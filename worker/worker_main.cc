@@ -64,7 +64,10 @@ ABSL_FLAG(int, layers, 4, "how many of the model's MoE layers to run (0: all)");
 ABSL_FLAG(std::string, placement, "", "a placement file (switchyard plan JSON) to start from");
 ABSL_FLAG(std::string, policy, "contiguous", "placement at start without --placement: contiguous, eplb or incremental");
 ABSL_FLAG(int, slots_per_rank, 0, "expert slots per rank per layer (0: experts/ranks, +1 for eplb/incremental)");
-ABSL_FLAG(int, nodes, 0, "nodes the ranks span (0: from the launcher's local size)");
+ABSL_FLAG(bool, resume, false,
+          "start from the coordinator's committed placement and epoch when it holds one for this model, layers and "
+          "topology (a requeued or resubmitted job), else as without it");
+ABSL_FLAG(int, nodes, 0, "nodes the ranks span, for placement (0: from the launcher: Slurm's node list, else the local size)");
 ABSL_FLAG(std::string, report, "", "write the run report (JSON) here (rank 0)");
 ABSL_FLAG(int, log_every, 20, "rank 0 prints a progress line every N steps (0: never)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the workload and of generated weights");
@@ -107,7 +110,7 @@ absl::Status BadInput(absl::Status status) {
 }
 bool IsBadInput(const absl::Status& status) { return status.GetPayload(kBadInputPayload).has_value(); }
 
-// Set by SIGTERM / SIGINT: the ranks agree on a step to stop after (DriverOptions::stop_requested).
+// Set by SIGTERM / SIGINT / SIGUSR1: the ranks agree on a step to stop after (DriverOptions::stop_requested).
 std::atomic<bool> g_stop_signal{false};
 
 [[noreturn]] void Fail(int code, const absl::Status& status, bool connected) {
@@ -187,7 +190,16 @@ absl::StatusOr<Setup> Prepare() {
   SY_ASSIGN_OR_RETURN(s.launch, cluster::DetectLaunch());
   const int R = s.launch.size, E = s.model.num_experts;
   int nodes = absl::GetFlag(FLAGS_nodes);
-  if (nodes == 0) nodes = s.launch.local_size > 0 && R % s.launch.local_size == 0 ? R / s.launch.local_size : 1;
+  if (nodes == 0) {
+    nodes = s.launch.ranks_per_node > 0 ? s.launch.nodes : 1;
+    if (s.launch.ranks_per_node == 0 && s.launch.nodes > 1 && s.launch.rank == 0) {
+      LogWarning("the ", s.launch.nodes, " nodes hold different numbers of ranks (", s.launch.nodes_from,
+                 "): placement treats the job as one node; launch the same number of ranks on every node for node-aware placement");
+    }
+  } else if (s.launch.launcher == "srun" && nodes != s.launch.nodes) {
+    return absl::InvalidArgumentError(absl::StrCat("--nodes ", nodes, " but ", s.launch.nodes_from, " puts the ranks on ",
+                                                   s.launch.nodes, " nodes: leave --nodes out under srun"));
+  }
   const std::string& file = absl::GetFlag(FLAGS_placement);
   if (!file.empty()) {
     SY_ASSIGN_OR_RETURN(placement::Placement p, placement::ReadPlacementJson(file));
@@ -230,6 +242,9 @@ absl::StatusOr<Setup> Prepare() {
     return absl::InvalidArgumentError(absl::StrCat("--rebalance '", rebalance, "': use on or off"));
   }
   s.rebalance = rebalance == "on";
+  if (absl::GetFlag(FLAGS_resume) && (coordinator.empty() || s.embedded)) {
+    return absl::InvalidArgumentError("--resume needs --coordinator HOST:PORT (a coordinator with --state-dir keeps the placement)");
+  }
   if (s.rebalance && coordinator.empty()) {
     return absl::InvalidArgumentError("--rebalance on needs --coordinator (HOST:PORT or embedded)");
   }
@@ -259,12 +274,57 @@ absl::StatusOr<Setup> Prepare() {
   return s;
 }
 
-// The same string on every rank: rank 0's (at most 255 bytes).
+// The same bytes on every rank: rank 0's `value` (the others' are ignored).
 absl::StatusOr<std::string> ShareFromRankZero(comm::Communicator& c, const std::string& value) {
-  std::vector<char> mine(256, 0), all(256 * static_cast<size_t>(c.size()));
-  std::copy_n(value.data(), std::min<size_t>(value.size(), 255), mine.data());
-  SY_RETURN_IF_ERROR(c.AllGather(mine.data(), 256, all.data()));
-  return std::string(all.data());
+  int64_t bytes = c.rank() == 0 ? static_cast<int64_t>(value.size()) : 0;
+  SY_RETURN_IF_ERROR(c.AllReduce(&bytes, 1, comm::ReduceOp::kMax));
+  std::vector<char> mine(bytes + 1, 0), all((bytes + 1) * static_cast<size_t>(c.size()));
+  if (c.rank() == 0) std::copy(value.begin(), value.end(), mine.begin());
+  SY_RETURN_IF_ERROR(c.AllGather(mine.data(), bytes + 1, all.data()));
+  return std::string(all.data(), bytes);
+}
+
+// --resume: rank 0 asks the coordinator for the committed placement of a job of this shape
+// and every rank starts from the answer. nullopt: nothing to resume (rank 0 says why).
+absl::StatusOr<std::optional<std::pair<placement::Placement, int64_t>>> ResumePlacement(const Setup& s, comm::Communicator& c) {
+  std::string answer;  // rank 0: "!"+error, "?"+reason, or "="+ResumeResponse bytes
+  if (c.rank() == 0) {
+    control::ResumeRequest request;
+    auto* m = request.mutable_model();
+    m->set_name(s.model.name);
+    m->set_num_experts(s.model.num_experts);
+    m->set_top_k(s.model.top_k);
+    m->set_hidden(s.model.hidden);
+    m->set_expert_ffn(s.model.expert_ffn);
+    for (int layer : s.layers) m->add_moe_layers(layer);
+    m->set_expert_bytes(static_cast<int64_t>(kernels::PackedExpertBytes(s.model.ExpertShape())));
+    request.set_world_size(s.topology.ranks());
+    request.set_nodes(s.topology.nodes());
+    request.set_slots_per_rank(s.topology.slots_per_rank());
+    auto response = RequestResume(s.control, request, absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+    answer = !response.ok()    ? absl::StrCat("!", response.status().message())
+             : response->found() ? absl::StrCat("=", response->SerializeAsString())
+                                 : absl::StrCat("?", response->reason());
+  }
+  SY_ASSIGN_OR_RETURN(answer, ShareFromRankZero(c, answer));
+  if (answer.empty() || answer[0] == '!') {
+    return absl::UnavailableError(answer.empty() ? "--resume: no answer" : answer.substr(1));
+  }
+  if (answer[0] == '?') {
+    if (c.rank() == 0) std::printf("switchyard-worker: --resume: nothing to resume (%s); starting fresh\n", answer.c_str() + 1);
+    return std::nullopt;
+  }
+  control::ResumeResponse response;
+  if (!response.ParseFromString(answer.substr(1))) return absl::InternalError("--resume: cannot parse the shared answer");
+  auto p = rpc::FromProto(response.placement());
+  if (!p.ok()) return absl::InternalError(absl::StrCat("--resume: the coordinator's placement: ", p.status().message()));
+  if (!(p->topology == s.topology) || p->num_experts != s.model.num_experts) {
+    return absl::InternalError("--resume: the coordinator's placement is not for this job's topology");
+  }
+  for (int layer : s.layers) {
+    if (p->FindLayer(layer) == nullptr) return absl::InternalError(absl::StrCat("--resume: no layer ", layer, " in the placement"));
+  }
+  return std::make_optional(std::make_pair(*std::move(p), response.placement().epoch()));
 }
 
 // The coordinator connection: every rank learns the address (rank 0 starts an embedded
@@ -275,7 +335,7 @@ struct Control {
 };
 
 absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const placement::Placement& start,
-                                     const WeightStore& store) {
+                                     int64_t start_epoch, const WeightStore& store) {
   Control out;
   std::string address = s.control.address;
   if (s.embedded) {
@@ -317,6 +377,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   gethostname(host, sizeof host - 1);
   r.set_host(host);
   r.set_node(s.topology.NodeOf(c.rank()));
+  r.set_node_name(s.launch.node_name);
   r.set_local_rank(c.local_rank());
   r.set_backend(std::string(c.backend()));
   auto* m = r.mutable_model();
@@ -327,7 +388,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   m->set_expert_ffn(s.model.expert_ffn);
   for (int layer : s.layers) m->add_moe_layers(layer);
   m->set_expert_bytes(static_cast<int64_t>(store.expert_bytes()));
-  *r.mutable_placement() = rpc::ToProto(start, 0);
+  *r.mutable_placement() = rpc::ToProto(start, start_epoch);
   r.set_job_id(job_id);
   r.set_tokens_per_step(absl::GetFlag(FLAGS_tokens_per_rank));
   s.control.address = address;
@@ -400,13 +461,23 @@ int Main(int argc, char** argv) {
   stop_action.sa_handler = [](int) { g_stop_signal.store(true); };
   sigemptyset(&stop_action.sa_mask);
   stop_action.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &stop_action, nullptr);
-  sigaction(SIGINT, &stop_action, nullptr);
+  // SIGUSR1 is Slurm's time-limit warning (sbatch --signal=USR1@SECONDS): drain the same way.
+  for (int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &stop_action, nullptr);
   if (c.size() != s.topology.ranks()) {
     Fail(kExitRuntime, absl::InternalError(absl::StrCat("launcher said ", s.topology.ranks(), " ranks, the communicator has ", c.size())), true);
   }
+  int64_t start_epoch = 0;
+  if (absl::GetFlag(FLAGS_resume)) {
+    auto resumed = ResumePlacement(s, c);
+    if (!resumed.ok()) Fail(kExitRuntime, resumed.status(), true);
+    if (*resumed) {
+      start = std::move((*resumed)->first);
+      start_epoch = (*resumed)->second;
+      s.placement_name = absl::StrCat("resumed epoch ", start_epoch, " from the coordinator");
+    }
+  }
   auto run = [&]() -> absl::StatusOr<RunReport> {
-    SY_ASSIGN_OR_RETURN(placement::RoutingTable table, placement::RoutingTable::Build(*start, 0));
+    SY_ASSIGN_OR_RETURN(placement::RoutingTable table, placement::RoutingTable::Build(*start, start_epoch));
     WeightStore store(s.model, s.layers);
     std::unique_ptr<WeightSource> source;
     if (absl::GetFlag(FLAGS_weights).empty()) {
@@ -422,7 +493,7 @@ int Main(int argc, char** argv) {
     }
     Control control;
     if (s.embedded || !s.control.address.empty()) {
-      SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, store));
+      SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, start_epoch, store));
     }
     if (c.rank() == 0) {
       auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
@@ -450,7 +521,7 @@ int Main(int argc, char** argv) {
       d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
     }
     d.step_log = absl::GetFlag(FLAGS_step_log);
-    // SIGTERM/SIGINT (scancel, a signal to mpirun) or a coordinator that refuses us: every
+    // SIGTERM/SIGINT/SIGUSR1 (scancel, a signal to mpirun, a time-limit warning) or a coordinator that refuses us: every
     // rank ends after the same step, reports, says Leave and writes its report.
     d.stop_requested = [client = control.client.get()] {
       return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && client->gave_up());
@@ -460,7 +531,7 @@ int Main(int argc, char** argv) {
     std::unique_ptr<EpochManager> epochs;
     if (s.rebalance) {
       ControlClient* client = control.client.get();
-      epochs = std::make_unique<EpochManager>(c, store, driver.layer(), *start, 0, s.migration);
+      epochs = std::make_unique<EpochManager>(c, store, driver.layer(), *start, start_epoch, s.migration);
       epochs->set_on_update([client, rank = c.rank()](const MigrationUpdate& u) {
         control::MigrationReport r;
         r.set_rank(rank);
