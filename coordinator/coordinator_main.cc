@@ -28,9 +28,10 @@ ABSL_FLAG(std::vector<std::string>, policy, {}, "initial policy settings key=val
 ABSL_FLAG(bool, insecure_allow_remote, false,
           "serve a non-loopback --listen address without --auth-token-file (refused otherwise): anyone who reaches it "
           "can register workers, drain ranks and change the placement");
-ABSL_FLAG(double, stop_grace_s, 15,
-          "on SIGTERM/SIGINT: write the state, then keep serving up to this long while registered workers are still "
-          "running (they finish their step and leave); a second signal stops at once");
+ABSL_FLAG(double, stop_grace_s, 0,
+          "on SIGTERM/SIGINT: write the state, then keep serving up to this many seconds while registered workers are "
+          "still running, for jobs whose workers are signalled too (scancel): they finish their step and leave; a "
+          "second signal stops at once");
 ABSL_FLAG(std::string, port_file, "",
           "once listening, write 'GRPC_PORT METRICS_PORT' here (one line; METRICS_PORT -1 without --metrics-port)");
 

@@ -14,6 +14,7 @@ packages=(
   libucx-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   openssl
+  slurm-wlm munge
 )
 
 missing=()
@@ -32,6 +33,15 @@ sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Packages with services (munge, slurmctld, slurmd) must not start them: the tests start
+# their own in private directories (scripts/slurm_local.sh). policy-rc.d says so to
+# invoke-rc.d, as in container builds; removed again unless it was there before.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "setup: done"

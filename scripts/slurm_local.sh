@@ -3,7 +3,7 @@
 # munged + slurmctld + N slurmd ("fake nodes" n1..nN, all on 127.0.0.1), every file under one
 # private directory, every daemon stopped by the PID it was started with.
 #
-#   scripts/slurm_local.sh up     [--dir DIR] [--nodes N] [--cpus C]   start (fails if running)
+#   scripts/slurm_local.sh up     [--dir DIR] [--nodes N] [--cpus C]   start (restarts one running in DIR)
 #   scripts/slurm_local.sh status [--dir DIR]                          daemons and sinfo
 #   scripts/slurm_local.sh env    [--dir DIR]                          `export SLURM_CONF=...`
 #   scripts/slurm_local.sh down   [--dir DIR]                          stop all, keep the logs
@@ -42,9 +42,35 @@ pids=$dir/pids
 
 alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 
-# Stops every daemon listed in $pids: SIGTERM, then SIGKILL after 5 s.
+# PIDs of the processes this cluster started for jobs, which slurmd does not reap when it
+# stops: its slurmstepds (they run in a node's spool directory under $dir) and the jobs'
+# tasks and batch scripts (SLURM_CONF=$conf and a SLURMD_NODENAME, which only a slurmd sets;
+# a user's shell with SLURM_CONF exported has none).
+job_processes() {
+  local p pid env
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+    if [[ $(cat "$p/comm" 2>/dev/null) == slurmstepd && $(readlink "$p/cwd" 2>/dev/null) == "$dir"/* ]]; then
+      echo "$pid"
+      continue
+    fi
+    env=$({ tr '\0' '\n' <"$p/environ"; } 2>/dev/null) || continue
+    if grep -qxF "SLURM_CONF=$conf" <<<"$env" && grep -q '^SLURMD_NODENAME=' <<<"$env"; then echo "$pid"; fi
+  done
+}
+
+# Cancels the jobs, stops every daemon listed in $pids (SIGTERM, then SIGKILL after 5 s),
+# then kills what the jobs left behind.
 stop_all() {
   [[ -f $pids ]] || return 0
+  if SLURM_CONF=$conf timeout 10 squeue -h -o %i >"$dir/jobs" 2>/dev/null && [[ -s $dir/jobs ]]; then
+    SLURM_CONF=$conf timeout 10 scancel $(cat "$dir/jobs") 2>/dev/null || true
+    for _ in $(seq 100); do
+      [[ -z $(SLURM_CONF=$conf timeout 5 squeue -h -o %i 2>/dev/null) ]] && break
+      sleep 0.1
+    done
+  fi
   local name pid left=()
   while read -r name pid; do
     if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; left+=("$pid"); fi
@@ -56,6 +82,12 @@ stop_all() {
     sleep 0.1
   done
   for pid in "${left[@]}"; do alive "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
+  local strays
+  strays=$(job_processes)
+  if [[ -n $strays ]]; then
+    echo "slurm_local: killing $(echo $strays | wc -w) processes the jobs left behind" >&2
+    kill -KILL $strays 2>/dev/null || true
+  fi
   rm -f "$pids"
 }
 
@@ -89,10 +121,9 @@ up() {
   for b in munged mungekey slurmctld slurmd sinfo; do
     command -v "$b" >/dev/null || die "$b not found: run scripts/setup.sh (slurm-wlm, munge)"
   done
-  if [[ -f $pids ]]; then
-    while read -r name pid; do
-      alive "$pid" && die "already running in $dir ($name pid $pid): run '$0 down --dir $dir' first"
-    done <"$pids"
+  if [[ -f $pids ]]; then  # left over (a killed test run): this directory is ours, start afresh
+    echo "slurm_local: stopping what an earlier 'up' left running in $dir"
+    stop_all
   fi
   local host
   host=$(hostname -s)
