@@ -231,6 +231,7 @@ TEST_F(SlurmTest, ScancelPersistsStateAndResubmitResumes) {
     EXPECT_EQ(job.Field("JobState"), "CANCELLED");
     EXPECT_TRUE(absl::StrContains(out, "(signal)")) << out;           // every rank stopped after one step
     EXPECT_TRUE(absl::StrContains(out, "workers exited 0")) << out;   // and exited 0
+    EXPECT_FALSE(absl::StrContains(out, "retrying")) << out;          // the coordinator served them to the end
     EXPECT_GT(ReadJson(job.File("report.json")).value("steps", 0), 0) << out;
     const nlohmann::json state = ReadJson(job.File("state/state.json"));
     int64_t persisted = -1;

@@ -25,6 +25,9 @@ class CoordinatorProcess {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string log() const { return Slurp(log_); }
   int Stop() { return process_->Stop(); }
+  pid_t pid() const { return process_->pid(); }
+  // Waits up to `timeout` for the coordinator to exit by itself; its exit code (-1: killed).
+  int Wait(std::chrono::milliseconds timeout, bool* timed_out) { return process_->Wait(timeout, timed_out); }
 
  private:
   std::string log_;

@@ -182,6 +182,41 @@ TEST(CoordinatorLaunch, SigtermEndsEveryRankCleanly) {
   EXPECT_EQ(coordinator.Stop(), 0);
 }
 
+// SIGUSR1 makes the coordinator write its state (Slurm's time-limit warning); SIGTERM with
+// --stop-grace-s keeps it serving the workers a scancel also signalled until they have left,
+// so none of them finds it gone while it finishes its step.
+TEST(CoordinatorLaunch, StopGraceServesSignalledWorkersUntilTheyLeave) {
+  test::TempDir dir;
+  test::CoordinatorProcess coordinator(kCoordinator, dir, 0,
+                                       {"--state-dir", dir.File("state"), "--stop-grace-s", "30", "--heartbeat-timeout-s", "5"});
+  ASSERT_GT(coordinator.port(), 0) << coordinator.log();
+  const std::string address = coordinator.address();
+  test::Process workers(WorkerCommand({"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2",
+                                       "--tokens-per-rank", "64", "--workload", "trace:" + kTrace, "--steps", "1000000",
+                                       "--log-every", "0", "--window-steps", "20", "--coordinator", address}),
+                        dir.File("workers.log"), kEnv);
+  ASSERT_TRUE(WaitForStatus(address, [](const nlohmann::json& s) { return Registered(s) == 4 && Number(s, "windows") >= 1; }))
+      << test::Slurp(dir.File("workers.log"));
+  ASSERT_EQ(kill(coordinator.pid(), SIGUSR1), 0);
+  EXPECT_NE(test::WaitForEvent(kCli, address, "checkpoint", 10).find("SIGUSR1"), std::string::npos);
+
+  ASSERT_EQ(kill(coordinator.pid(), SIGTERM), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_NE(StatusJson(address).dump(), "{}") << "the coordinator stopped serving with workers running";
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(workers.pid(), SIGTERM), 0);
+  bool timed_out = false;
+  workers.Wait(std::chrono::seconds(60), &timed_out);  // mpirun itself exits 1 when signalled
+  ASSERT_FALSE(timed_out) << test::Slurp(dir.File("workers.log"));
+  EXPECT_EQ(coordinator.Wait(std::chrono::seconds(20), &timed_out), 0) << coordinator.log();
+  EXPECT_FALSE(timed_out);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(25)) << "waited for the grace, not the workers";
+  const std::string log = test::Slurp(dir.File("workers.log"));
+  EXPECT_NE(log.find("stopped after step"), std::string::npos) << log;
+  EXPECT_EQ(log.find("retrying"), std::string::npos) << log;  // no worker lost the coordinator
+  EXPECT_NE(coordinator.log().find("waiting up to 30 s for 4 running workers"), std::string::npos) << coordinator.log();
+}
+
 // A worker without the coordinator's token (or talking plaintext to its TLS port) stops after
 // a few refused registrations with exit code 2 and says why, instead of running unmanaged.
 TEST(CoordinatorLaunch, WorkersThatCannotAuthenticateExitTwo) {
