@@ -37,9 +37,11 @@ const std::string kCli = kBuild + "/cli/switchyard";
 const std::string kTrace = kSource + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
 constexpr int kTotalTokens = 96;  // per step over all ranks: the checksum does not depend on the rank count
 
-// Open MPI ranks on fake nodes of one host: TCP over loopback (shared memory would collide
-// between nodes that share a host name), yield when ranks outnumber cores.
-const std::vector<std::string> kMpiEnv = {"OMPI_MCA_btl=self,tcp", "OMPI_MCA_btl_tcp_if_include=lo",
+// Open MPI ranks on fake nodes of one host: ob1 over TCP on loopback (shared memory would
+// collide between nodes that share a host name; UCX is kept out of the ranks entirely), yield
+// when ranks outnumber cores.
+const std::vector<std::string> kMpiEnv = {"OMPI_MCA_pml=ob1", "OMPI_MCA_osc=^ucx", "OMPI_MCA_btl=self,tcp",
+                                          "OMPI_MCA_btl_tcp_if_include=lo",
                                           "OMPI_MCA_oob_tcp_if_include=lo", "OMPI_MCA_mpi_yield_when_idle=1",
                                           "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
                                           "UCX_NET_DEVICES=lo"};
