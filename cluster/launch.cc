@@ -42,7 +42,7 @@ absl::Status FromSlurmStep(const SlurmStep& step, LaunchInfo& info) {
   const int first = step.FirstRankOf(step.node_id);
   if (info.rank < first || info.rank >= first + info.local_size || info.local_rank != info.rank - first) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "SLURM_PROCID=", info.rank, " (SLURM_LOCALID=", info.local_rank, ") on node ", info.node_name, " (SLURM_NODEID=",
+        "SLURM_PROCID=", info.rank, " (SLURM_LOCALID=", info.local_rank, ") on node ", EchoValue(info.node_name), " (SLURM_NODEID=",
         info.node, ") is not in node order: Switchyard's placement needs each node's ranks consecutive; launch with "
         "srun --distribution=block (Slurm's default)"));
   }
@@ -84,12 +84,20 @@ absl::StatusOr<LaunchInfo> DetectLaunch() {
     info.size = size.value_or(1);
     info.local_rank = local_rank.value_or(0);
     info.local_size = local_size.value_or(1);
-    if (info.size < 1 || info.rank >= info.size) {
+    const bool size_from_step = src.local_size == nullptr && !size;  // srun without SLURM_NTASKS
+    if (!size_from_step && (info.size < 1 || info.rank >= info.size)) {
       return absl::InvalidArgumentError(absl::StrCat(src.launcher, " environment is inconsistent: ", src.rank, "=", info.rank,
                                                      " but ", src.size, "=", info.size));
     }
     if (src.local_size == nullptr) {  // srun: the step's node list says where everyone is
       SY_ASSIGN_OR_RETURN(std::optional<SlurmStep> step, SlurmStepFromEnvironment(size ? info.size : -1));
+      if (step && !size) {  // no SLURM_NTASKS: the step's task counts say how many
+        info.size = step->tasks();
+        if (info.rank >= info.size) {
+          return absl::InvalidArgumentError(absl::StrCat("SLURM_PROCID=", info.rank, " but the step's tasks per node place ",
+                                                         info.size, " tasks (", step->tasks_per_node.size(), " nodes)"));
+        }
+      }
       if (step) {
         SY_RETURN_IF_ERROR(FromSlurmStep(*step, info));
         const char* list = std::getenv("SLURM_STEP_NODELIST");
@@ -97,6 +105,11 @@ absl::StatusOr<LaunchInfo> DetectLaunch() {
         info.nodes_from = absl::StrCat(std::getenv("SLURM_STEP_NODELIST") ? "SLURM_STEP_NODELIST='" : "SLURM_JOB_NODELIST='",
                                        EchoValue(list), "'");
         return info;
+      }
+      if (size_from_step) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "SLURM_PROCID=", info.rank, " without SLURM_NTASKS or the step's node list (SLURM_STEP_NODELIST, "
+            "SLURM_STEP_TASKS_PER_NODE, SLURM_NODEID): start the workers with srun"));
       }
       info.local_size = info.size;  // SLURM_PROCID without a step's node list: one node
     }

@@ -70,6 +70,12 @@ absl::StatusOr<std::vector<std::string>> ExpandRanges(absl::string_view expressi
 
 absl::StatusOr<std::vector<std::string>> ExpandHostlist(absl::string_view expression) {
   if (expression.empty()) return HostlistError(expression, "empty");
+  if (expression.size() > kMaxHostlistBytes) {
+    return HostlistError(expression, absl::StrCat(expression.size(), " bytes, more than ", kMaxHostlistBytes));
+  }
+  for (char ch : expression) {
+    if (ch < 0x21 || ch > 0x7e) return HostlistError(expression, "node names are printable ASCII without spaces");
+  }
   SY_ASSIGN_OR_RETURN(std::vector<absl::string_view> terms, SplitTerms(expression));
   std::vector<std::string> names;
   for (absl::string_view term : terms) {
@@ -80,6 +86,9 @@ absl::StatusOr<std::vector<std::string>> ExpandHostlist(absl::string_view expres
       const size_t open = term.find('[', i);
       const absl::string_view literal = term.substr(i, open == absl::string_view::npos ? absl::string_view::npos : open - i);
       for (std::string& p : partial) absl::StrAppend(&p, literal);
+      if (!partial.empty() && partial[0].size() > kMaxNodeNameBytes) {  // before any product grows
+        return HostlistError(expression, absl::StrCat("a node name of more than ", kMaxNodeNameBytes, " bytes"));
+      }
       if (open == absl::string_view::npos) break;
       const size_t close = term.find(']', open);  // SplitTerms checked it is there
       SY_ASSIGN_OR_RETURN(std::vector<std::string> values, ExpandRanges(expression, term.substr(open + 1, close - open - 1)));
@@ -100,6 +109,9 @@ absl::StatusOr<std::vector<std::string>> ExpandHostlist(absl::string_view expres
     }
     for (std::string& p : partial) {
       if (p.empty()) return HostlistError(expression, "empty name");
+      if (p.size() > kMaxNodeNameBytes) {
+        return HostlistError(expression, absl::StrCat("a node name of ", p.size(), " bytes, more than ", kMaxNodeNameBytes));
+      }
       names.push_back(std::move(p));
     }
   }
@@ -115,9 +127,9 @@ absl::StatusOr<std::vector<int>> ExpandTasksPerNode(absl::string_view spec) {
   for (absl::string_view part : absl::StrSplit(spec, ',')) {
     int count = 0, repeat = 1;
     std::vector<absl::string_view> fields = absl::StrSplit(part, absl::MaxSplits("(x", 1));
-    if (!absl::SimpleAtoi(fields[0], &count) || count < 1 ||
+    if (!absl::SimpleAtoi(fields[0], &count) || count < 1 || count > kMaxHostlistNames ||
         (fields.size() == 2 && (!absl::ConsumeSuffix(&fields[1], ")") || !absl::SimpleAtoi(fields[1], &repeat) || repeat < 1))) {
-      return error(absl::StrCat("'", EchoValue(part), "' is not COUNT or COUNT(xREPEAT) with both >= 1"));
+      return error(absl::StrCat("'", EchoValue(part), "' is not COUNT or COUNT(xREPEAT) with both in 1..", kMaxHostlistNames));
     }
     if (static_cast<int64_t>(out.size()) + repeat > kMaxHostlistNames) {
       return error(absl::StrCat("more than ", kMaxHostlistNames, " nodes"));
@@ -128,7 +140,7 @@ absl::StatusOr<std::vector<int>> ExpandTasksPerNode(absl::string_view spec) {
 }
 
 int SlurmStep::FirstRankOf(int node) const {
-  return std::accumulate(tasks_per_node.begin(), tasks_per_node.begin() + node, 0);
+  return static_cast<int>(std::accumulate(tasks_per_node.begin(), tasks_per_node.begin() + node, int64_t{0}));
 }
 
 int SlurmStep::tasks() const { return FirstRankOf(static_cast<int>(tasks_per_node.size())); }
@@ -158,6 +170,11 @@ absl::StatusOr<std::optional<SlurmStep>> SlurmStepFromEnvironment(int tasks) {
     return absl::InvalidArgumentError(absl::StrCat(list_var, "='", EchoValue(list), "' names ", step.node_names.size(), " nodes but ",
                                                    tpn_var, "='", EchoValue(tpn), "' counts tasks on ", step.tasks_per_node.size()));
   }
+  const int64_t total = std::accumulate(step.tasks_per_node.begin(), step.tasks_per_node.end(), int64_t{0});
+  if (total > kMaxHostlistNames) {
+    return absl::InvalidArgumentError(absl::StrCat(tpn_var, "='", EchoValue(tpn), "' places ", total, " tasks, more than ",
+                                                   kMaxHostlistNames));
+  }
   if (!absl::SimpleAtoi(node_id, &step.node_id) || step.node_id < 0 ||
       step.node_id >= static_cast<int>(step.node_names.size())) {
     return absl::InvalidArgumentError(absl::StrCat("SLURM_NODEID='", EchoValue(node_id), "' is not a node of ", list_var, "='",
@@ -165,8 +182,8 @@ absl::StatusOr<std::optional<SlurmStep>> SlurmStepFromEnvironment(int tasks) {
   }
   if (const char* name = std::getenv("SLURMD_NODENAME"); name != nullptr && step.node_names[step.node_id] != name) {
     return absl::InvalidArgumentError(absl::StrCat("SLURMD_NODENAME='", EchoValue(name), "' but SLURM_NODEID=", step.node_id,
-                                                   " is node '", step.node_names[step.node_id], "' of ", list_var, "='",
-                                                   EchoValue(list), "'"));
+                                                   " is node '", EchoValue(step.node_names[step.node_id]), "' of ", list_var,
+                                                   "='", EchoValue(list), "'"));
   }
   if (tasks >= 0 && step.tasks() != tasks) {
     return absl::InvalidArgumentError(absl::StrCat(tpn_var, "='", EchoValue(tpn), "' places ", step.tasks(),

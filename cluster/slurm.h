@@ -20,8 +20,11 @@
 namespace switchyard::cluster {
 
 // At most this many names from one hostlist expression (a typo like "n[1-99999999]" must not
-// exhaust memory): every rank a placement can have.
+// exhaust memory): every rank a placement can have. A name is at most kMaxNodeNameBytes of
+// printable ASCII (what the coordinator accepts), an expression at most kMaxHostlistBytes.
 inline constexpr int kMaxHostlistNames = 1 << 16;
+inline constexpr size_t kMaxNodeNameBytes = 255;
+inline constexpr size_t kMaxHostlistBytes = 1 << 16;
 
 // Expands a Slurm hostlist expression into its names, in order: comma-separated terms, each
 // with zero or more bracket groups of comma-separated numbers and ranges ("n[1-3,7]",
@@ -31,7 +34,7 @@ inline constexpr int kMaxHostlistNames = 1 << 16;
 absl::StatusOr<std::vector<std::string>> ExpandHostlist(absl::string_view expression);
 
 // Expands Slurm's tasks-per-node string ("2(x3),1" -> {2, 2, 2, 1}). Counts are >= 1, repeats
-// >= 1; the total length is at most kMaxHostlistNames.
+// >= 1; the total length and every count are at most kMaxHostlistNames.
 absl::StatusOr<std::vector<int>> ExpandTasksPerNode(absl::string_view spec);
 
 struct SlurmStep {
@@ -47,7 +50,7 @@ struct SlurmStep {
 // not all there (not launched by srun or sbatch). InvalidArgument, naming the variable, when
 // they disagree: a nodelist whose length is not the tasks-per-node count, a SLURM_NODEID
 // beyond it, SLURMD_NODENAME not the node SLURM_NODEID names, or `tasks` (SLURM_NTASKS, when
-// >= 0) not the sum of the tasks per node.
+// >= 0) not the sum of the tasks per node (which must be at most kMaxHostlistNames).
 absl::StatusOr<std::optional<SlurmStep>> SlurmStepFromEnvironment(int tasks);
 
 }  // namespace switchyard::cluster

@@ -1,7 +1,12 @@
 #include "coordinator/coordinator.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cstdio>
@@ -12,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/ascii.h"
 #include "common/file_util.h"
 #include "common/status.h"
 #include "coordinator/state_store.h"
@@ -59,10 +65,31 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
     std::error_code ec;
     std::filesystem::create_directories(options.state_dir, ec);
     if (ec) return absl::InvalidArgumentError(absl::StrCat("--state-dir ", options.state_dir, ": ", ec.message()));
+    const std::string lock_path = options.state_dir + "/lock";
+    c->state_lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (c->state_lock_fd_ < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--state-dir ", options.state_dir, ": cannot open ", lock_path, ": ",
+                                                     std::strerror(errno)));
+    }
+    if (flock(c->state_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      char holder[32] = {};
+      (void)!pread(c->state_lock_fd_, holder, sizeof holder - 1, 0);
+      return absl::InvalidArgumentError(absl::StrCat("--state-dir ", options.state_dir,
+                                                     " is in use by another coordinator (pid ",
+                                                     absl::StripAsciiWhitespace(holder), "): stop it, or use another directory"));
+    }
+    const std::string pid = absl::StrCat(getpid(), "\n");
+    if (ftruncate(c->state_lock_fd_, 0) != 0 || pwrite(c->state_lock_fd_, pid.data(), pid.size(), 0) < 0) {
+      LogWarning("coordinator: cannot write its pid to ", lock_path);
+    }
     std::lock_guard<std::mutex> lock(c->mu_);
     SY_RETURN_IF_ERROR(c->RestoreLocked());
   }
   return c;
+}
+
+Coordinator::~Coordinator() {
+  if (state_lock_fd_ >= 0) close(state_lock_fd_);  // releases the flock
 }
 
 // ---- Persistence ---------------------------------------------------------------------------
@@ -180,7 +207,8 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
                         committed_->topology == p.topology && model_->num_experts() == r.model().num_experts() &&
                         std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
   // A job that asked Resume and registers with the committed placement itself continues it.
-  const bool resumed = !same_job && model_ && committed_ && r.placement().epoch() == committed_epoch_ && p == *committed_ &&
+  const bool resumed = !same_job && r.resumed() && model_ && committed_ && r.placement().epoch() == committed_epoch_ &&
+                       p == *committed_ &&
                        model_->name() == r.model().name() && model_->expert_bytes() == r.model().expert_bytes() &&
                        std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
   if (resumed) {
@@ -203,8 +231,15 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
                 -1, committed_epoch_);
   } else if (!same_job) {
     // A new job (or the first): its placement is the committed one. Constraints and policy
-    // survive when they still make sense for it.
+    // survive when they still make sense for it. The replaced job's state stays on disk in
+    // state.replaced.json (a job resubmitted on the wrong state directory loses nothing).
     const bool had_job = model_.has_value();
+    if (had_job && !options_.state_dir.empty()) {
+      if (absl::Status kept = WriteFileAtomically(options_.state_dir + "/state.replaced.json", StateToJson(StateLocked()));
+          !kept.ok()) {
+        return absl::UnavailableError(absl::StrCat("register: cannot keep the replaced job's state: ", kept.message()));
+      }
+    }
     model_ = r.model();
     job_id_ = r.job_id();
     committed_ = p;
@@ -220,8 +255,11 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
       EventLocked("constraints_cleared", "pins and drains did not fit the new job and were dropped");
     }
     EventLocked(had_job ? "job_replaced" : "job_started",
-                absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(), " ranks, ", layers.size(),
-                             " MoE layers, epoch ", committed_epoch_));
+                absl::StrCat("job ", EchoValue(r.job_id()), ": ", r.model().name(), ", ", r.world_size(), " ranks, ",
+                             layers.size(), " MoE layers, epoch ", committed_epoch_,
+                             had_job && !options_.state_dir.empty()
+                                 ? absl::StrCat("; the replaced job's state is in ", options_.state_dir, "/state.replaced.json")
+                                 : ""));
   } else if (r.placement().epoch() > committed_epoch_) {
     if (target_ && r.placement().epoch() == target_epoch_) {
       ObserveWorkerEpochLocked(target_epoch_, r.rank());
@@ -482,9 +520,13 @@ absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
 absl::Status Coordinator::Checkpoint(const std::string& why) {
   std::lock_guard<std::mutex> lock(mu_);
   if (options_.state_dir.empty()) return absl::OkStatus();
+  if (absl::Status written = PersistLocked(); !written.ok()) {
+    EventLocked("checkpoint_failed", absl::StrCat(why, ": ", written.message()));
+    return written;
+  }
   EventLocked("checkpoint", absl::StrCat("state written to ", options_.state_dir, "/state.json: ", why, " (epoch ",
                                          committed_epoch_, ")"));
-  return PersistLocked();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<control::ResumeResponse> Coordinator::Resume(const control::ResumeRequest& r) {

@@ -50,7 +50,9 @@ struct CoordinatorOptions {
 class Coordinator {
  public:
   // Restores the persisted state from options.state_dir if there is one (error if it is
-  // unreadable or malformed: a coordinator must not silently forget pins and drains).
+  // unreadable or malformed: a coordinator must not silently forget pins and drains). The
+  // directory is locked (state_dir/lock, flock) for the coordinator's lifetime: a second
+  // coordinator on it is refused with InvalidArgument naming the holder's pid.
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options);
 
   // Control API.
@@ -100,6 +102,12 @@ class Coordinator {
  private:
 
   explicit Coordinator(const CoordinatorOptions& options);
+ public:
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+ private:
   absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
   absl::Status RestoreLocked();
   PersistedState StateLocked() const;
@@ -135,6 +143,7 @@ class Coordinator {
   absl::StatusOr<admin::ConstraintsResponse> ChangeConstraintsLocked(placement::Constraints next, const std::string& what);
 
   CoordinatorOptions options_;
+  int state_lock_fd_ = -1;  // flock on state_dir/lock while this coordinator owns the directory
   std::string id_;
   std::mutex mu_;
   std::condition_variable state_cv_;  // notified with every event: long polls wait on it

@@ -32,6 +32,9 @@ ABSL_FLAG(double, stop_grace_s, 0,
           "on SIGTERM/SIGINT: write the state, then keep serving up to this many seconds while registered workers are "
           "still running, for jobs whose workers are signalled too (scancel): they finish their step and leave; a "
           "second signal stops at once");
+ABSL_FLAG(std::string, status_file, "",
+          "write the cluster status (as `switchyard status --json` prints it) here at every checkpoint (SIGUSR1) and "
+          "when stopping, after the workers have left");
 ABSL_FLAG(std::string, port_file, "",
           "once listening, write 'GRPC_PORT METRICS_PORT' here (one line; METRICS_PORT -1 without --metrics-port)");
 
@@ -114,9 +117,16 @@ int Main(int argc, char** argv) {
   sigemptyset(&action.sa_mask);
   for (int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &action, nullptr);
   switchyard::coordinator::Coordinator& core = (*server)->core();
+  bool state_lost = false;  // the last checkpoint failed: exit 1, so that a job script knows
   auto checkpoint = [&](const std::string& why) {
-    if (absl::Status written = core.Checkpoint(why); !written.ok()) {
-      switchyard::LogWarning("cannot write the state: ", written.message());
+    absl::Status written = core.Checkpoint(why);
+    state_lost = !written.ok();
+    if (state_lost) switchyard::LogWarning("cannot write the state: ", written.message());
+    if (const std::string file = absl::GetFlag(FLAGS_status_file); !file.empty()) {
+      const std::string status = switchyard::rpc::MessageToJsonText(core.Status());
+      if (absl::Status written = switchyard::WriteFileAtomically(file, status); !written.ok()) {
+        switchyard::LogWarning("cannot write --status-file: ", written.message());
+      }
     }
   };
   while (g_stop_signals.load() == 0) {
@@ -141,6 +151,11 @@ int Main(int argc, char** argv) {
   }
   checkpoint("stopped");
   (*server)->Shutdown();
+  if (state_lost) {
+    std::fprintf(stderr, "switchyard-coordinator: stopped WITHOUT writing its state to %s (see the warning above)\n",
+                 options.core.state_dir.c_str());
+    return 1;
+  }
   return 0;
 }
 

@@ -245,6 +245,9 @@ absl::Status CoordinatorServer::BuildGrpcServer(const std::string& listen) {
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kIdleConnectionMs);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kConnectionAgeMs);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, kConnectionAgeGraceMs);
+  // gRPC binds with SO_REUSEPORT by default: a second coordinator on a busy port would start
+  // and split a job's workers with the first. One listener per port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(control_.get());
   builder.RegisterService(admin_.get());
   server_ = builder.BuildAndStart();
@@ -258,8 +261,8 @@ absl::Status CoordinatorServer::BuildGrpcServer(const std::string& listen) {
 
 // gRPC 1.51 stops accepting for good after one failed accept() (EMFILE under a connection
 // flood). The watchdog notices a listener whose accept queue stays non-empty for
-// kDeadListenerChecks checks in a row and rebuilds the gRPC server on the same port (gRPC binds
-// with SO_REUSEPORT); it retries every check until the rebuild succeeds.
+// kDeadListenerChecks checks in a row and rebuilds the gRPC server on the same port (after
+// closing the old listener); it retries every check until the rebuild succeeds.
 void CoordinatorServer::WatchListener() {
   constexpr int kDeadListenerChecks = 4;  // x 500 ms
   int stuck = 0;

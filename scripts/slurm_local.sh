@@ -3,7 +3,8 @@
 # munged + slurmctld + N slurmd ("fake nodes" n1..nN, all on 127.0.0.1), every file under one
 # private directory, every daemon stopped by the PID it was started with.
 #
-#   scripts/slurm_local.sh up     [--dir DIR] [--nodes N] [--cpus C]   start (restarts one running in DIR)
+#   scripts/slurm_local.sh up     [--dir DIR] [--nodes N] [--cpus C]   start (restarts one running in DIR);
+#                                  N nodes (default 4) of C CPUs (default 8: tasks per node)
 #   scripts/slurm_local.sh status [--dir DIR]                          daemons and sinfo
 #   scripts/slurm_local.sh env    [--dir DIR]                          `export SLURM_CONF=...`
 #   scripts/slurm_local.sh down   [--dir DIR]                          stop all, keep the logs
@@ -14,27 +15,36 @@
 # (scripts/setup.sh installs them). Ports are picked free at `up`.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "slurm_local: $*" >&2; exit 2; }
 
 cmd=${1:-}
 [[ -n $cmd ]] || { usage >&2; exit 2; }
 shift
+case $cmd in
+  up|down|status|env) ;;
+  -h|--help) usage; exit 0 ;;
+  *) die "unknown command '$cmd': use up, down, status or env (see --help)" ;;
+esac
 dir=${SWITCHYARD_SLURM_DIR:-/tmp/switchyard-slurm}
 nodes=4
-cpus=2
+cpus=8
 while (($#)); do
   case $1 in
-    --dir) dir=${2:?--dir needs a value}; shift 2 ;;
-    --nodes) nodes=${2:?--nodes needs a value}; shift 2 ;;
-    --cpus) cpus=${2:?--cpus needs a value}; shift 2 ;;
+    --dir|--nodes|--cpus)
+      (($# >= 2)) || die "$1 needs a value"
+      case $1 in --dir) dir=$2 ;; --nodes) nodes=$2 ;; --cpus) cpus=$2 ;; esac
+      shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-[[ $nodes =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 64)) || die "--nodes '$nodes': use 1..64"
-[[ $cpus =~ ^[0-9]+$ ]] && ((cpus >= 1 && cpus <= 256)) || die "--cpus '$cpus': use 1..256"
+[[ $nodes =~ ^[0-9]{1,3}$ ]] && ((10#$nodes >= 1 && 10#$nodes <= 64)) || die "--nodes '$nodes': use 1..64"
+[[ $cpus =~ ^[0-9]{1,4}$ ]] && ((10#$cpus >= 1 && 10#$cpus <= 256)) || die "--cpus '$cpus': use 1..256"
+nodes=$((10#$nodes))
+cpus=$((10#$cpus))
 dir=$(realpath -m "$dir")
+[[ ! -e $dir || -d $dir ]] || die "--dir $dir is not a directory"
 conf=$dir/slurm.conf
 
 # pid files this script wrote: name -> pid (one line each, "name pid")
@@ -127,7 +137,11 @@ up() {
   fi
   local host
   host=$(hostname -s)
-  mkdir -p "$dir"
+  # Only a directory of ours (or a new or empty one): `up` deletes what an earlier one made.
+  if [[ -d $dir && -n $(ls -A "$dir") ]] && ! grep -qs '^# Written by scripts/slurm_local.sh' "$conf"; then
+    die "--dir $dir is not empty and holds no cluster of this script: give a new or empty directory"
+  fi
+  mkdir -p "$dir" || die "cannot create --dir $dir"
   chmod 755 "$dir"
   rm -rf "$dir/state" "$dir"/n[0-9]* "$dir/munge"
   mkdir -p "$dir/state" "$dir/munge/run" "$dir/munge/key" "$dir/munge/log"
@@ -142,6 +156,9 @@ up() {
   cat >"$conf" <<EOF
 # Written by scripts/slurm_local.sh: ${nodes} fake nodes on 127.0.0.1.
 ClusterName=switchyard
+# Job ids continue from the clock, so a restarted cluster never reuses one (job directories
+# are named by job id).
+FirstJobId=$(( $(date +%s) % 50000000 + 1000 ))
 SlurmctldHost=${host}(127.0.0.1)
 SlurmctldPort=${base}
 SlurmUser=root
@@ -212,8 +229,13 @@ status() {
 
 case $cmd in
   up) up ;;
-  down) stop_all; echo "slurm_local: down ($dir kept for its logs)" ;;
+  down)
+    if [[ -f $pids ]]; then
+      stop_all
+      echo "slurm_local: down ($dir kept for its logs)"
+    else
+      echo "slurm_local: nothing running in $dir"
+    fi ;;
   status) status ;;
-  env) echo "export SLURM_CONF=$conf" ;;
-  *) usage >&2; exit 2 ;;
+  env) printf 'export SLURM_CONF=%q\n' "$conf" ;;
 esac

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "rpc/rpc_util.h"
@@ -22,6 +23,14 @@ bool IsAuthFailure(const grpc::Status& s) {
     if (m.find(sign) != std::string::npos) return true;
   }
   return false;
+}
+
+// What to check when the coordinator refuses us (an UNAVAILABLE that IsAuthFailure counts is a
+// TLS mismatch).
+const char* AuthHint(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE
+             ? " (a coordinator serving TLS needs --coordinator-tls-ca with its CA)"
+             : " (check --coordinator-token-file against the coordinator's --auth-token-file)";
 }
 
 }  // namespace
@@ -116,16 +125,22 @@ void ControlClient::Stop(absl::Duration flush, bool leave) {
 }
 
 absl::StatusOr<control::ResumeResponse> RequestResume(const ControlOptions& options, const control::ResumeRequest& request,
-                                                      absl::Duration wait) {
+                                                      absl::Duration wait, const std::function<bool()>& stop) {
   auto stub = control::Control::NewStub(rpc::MakeChannel(options.address, options.tls_ca_pem));
   const absl::Time deadline = absl::Now() + wait;
   absl::Duration backoff = absl::Milliseconds(50);
+  int auth_failures = 0;
   while (true) {
     control::ResumeResponse out;
     const grpc::Status s = stub->Resume(rpc::CallContext(options.rpc_timeout, options.token).get(), request, &out);
     if (s.ok()) return out;
-    absl::Status status = rpc::FromGrpc(s, options.address);
+    const absl::Status status = rpc::FromGrpc(s, options.address);
+    if (IsAuthFailure(s) && (s.error_code() != grpc::StatusCode::UNAVAILABLE || ++auth_failures >= std::max(1, options.max_auth_failures))) {
+      return absl::UnauthenticatedError(absl::StrCat("--resume: cannot authenticate to the coordinator at ", options.address, ": ",
+                                                     status.message(), AuthHint(s)));
+    }
     if (!absl::IsUnavailable(status) && !absl::IsDeadlineExceeded(status)) return status;
+    if (stop && stop()) return absl::CancelledError("--resume: stopped by a signal while waiting for the coordinator");
     if (absl::Now() + backoff > deadline) {
       return absl::UnavailableError(absl::StrCat("--resume: coordinator ", options.address, " not reachable in ",
                                                  absl::FormatDuration(wait), ": ", status.message()));
@@ -161,15 +176,14 @@ bool ControlClient::RegisterOnce() {
   control::RegisterResponse response;
   const grpc::Status s = stub_->Register(Context(options_.rpc_timeout).get(), request, &response);
   if (!s.ok()) {
-    const std::string error = absl::StrCat("register: ", rpc::FromGrpc(s, options_.address).message());
+    const std::string message(rpc::FromGrpc(s, options_.address).message());
+    const std::string error = absl::StartsWith(message, "register: ") ? message : absl::StrCat("register: ", message);
     if (IsAuthFailure(s)) {
       std::lock_guard<std::mutex> lock(mu_);
       if (options_.max_auth_failures > 0 && ++auth_failures_ >= options_.max_auth_failures) {
         stats_.fatal_error = absl::StrCat(
             "cannot authenticate to the coordinator at ", options_.address, " (", auth_failures_, " attempts): ", error,
-            s.error_code() == grpc::StatusCode::UNAVAILABLE
-                ? " (a coordinator serving TLS needs --coordinator-tls-ca with its CA)"
-                : " (check --coordinator-token-file against the coordinator's --auth-token-file)");
+            AuthHint(s));
         stats_.last_error = error;
         gave_up_ = true;
         stop_ = true;  // the loop ends; nothing can be sent

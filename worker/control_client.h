@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -59,10 +60,10 @@ struct ControlStats {
 
 // One Resume call (worker --resume): the coordinator's committed placement for this job's
 // shape, if it has one. Retried while the coordinator is unreachable (it may be starting next
-// to the workers) until `wait` has passed, then Unavailable; Unauthenticated and
-// InvalidArgument at once.
+// to the workers) until `wait` has passed (then Unavailable) or `stop` says so (Cancelled);
+// Unauthenticated (with what to check) for a wrong token or a TLS mismatch, other errors at once.
 absl::StatusOr<control::ResumeResponse> RequestResume(const ControlOptions& options, const control::ResumeRequest& request,
-                                                      absl::Duration wait);
+                                                      absl::Duration wait, const std::function<bool()>& stop = nullptr);
 
 class ControlClient {
  public:

@@ -212,12 +212,12 @@ absl::StatusOr<RunReport> Driver::Run() {
     const bool last = stop || step + 1 == options_.steps;
     if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || stop)) {
       if (options_.on_window) {
-        options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : 0, std::move(load_window)});
+        options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : layer_.routing_table().epoch(), std::move(load_window)});
       }
       load_window.clear();
       load_window_start = step + 1;
     }
-    if (options_.on_step) options_.on_step(step + 1, epochs ? epochs->epoch() : 0);
+    if (options_.on_step) options_.on_step(step + 1, epochs ? epochs->epoch() : layer_.routing_table().epoch());
     const bool log_now = options_.log_every > 0 && ((step + 1) % options_.log_every == 0 || last);
     if (log_now) {
       SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, log_window));
@@ -227,7 +227,7 @@ absl::StatusOr<RunReport> Driver::Run() {
         for (double x : window_ms) total_ms += x;
         options_.log(absl::StrFormat(
             "step %4d  epoch %lld  tokens/s %9.0f  step ms p50 %7.2f p99 %7.2f  worst-layer balancedness %.3f", step + 1,
-            static_cast<long long>(epochs ? epochs->epoch() : 0), R * T * window_ms.size() / (total_ms / 1e3),
+            static_cast<long long>(epochs ? epochs->epoch() : layer_.routing_table().epoch()), R * T * window_ms.size() / (total_ms / 1e3),
             Percentile(window_ms, 0.5), Percentile(window_ms, 0.99), *std::min_element(balance.begin(), balance.end())));
       }
       window_ms.clear();
@@ -310,7 +310,7 @@ absl::StatusOr<RunReport> Driver::Run() {
     report.layers.push_back({layers[li], balance[li], p});
   }
   SY_RETURN_IF_ERROR(CheckWeights(report));
-  report.final_epoch = epochs ? epochs->epoch() : 0;
+  report.final_epoch = epochs ? epochs->epoch() : layer_.routing_table().epoch();
   report.final_placement = layer_.routing_table().placement();
   if (!options_.step_log.empty()) {
     SY_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.step_log, ".rank", me, ".csv"),

@@ -130,6 +130,7 @@ struct Setup {
   placement::Topology topology;
   std::optional<placement::Placement> placement;  // from --placement
   std::string placement_name;
+  bool resumed = false;  // --resume found the coordinator's placement
   ControlOptions control;  // address empty: no coordinator
   bool embedded = false;
   bool rebalance = false;
@@ -196,9 +197,13 @@ absl::StatusOr<Setup> Prepare() {
       LogWarning("the ", s.launch.nodes, " nodes hold different numbers of ranks (", s.launch.nodes_from,
                  "): placement treats the job as one node; launch the same number of ranks on every node for node-aware placement");
     }
-  } else if (s.launch.launcher == "srun" && nodes != s.launch.nodes) {
-    return absl::InvalidArgumentError(absl::StrCat("--nodes ", nodes, " but ", s.launch.nodes_from, " puts the ranks on ",
-                                                   s.launch.nodes, " nodes: leave --nodes out under srun"));
+  } else if (s.launch.launcher == "srun" && (nodes != s.launch.nodes || s.launch.ranks_per_node == 0)) {
+    return absl::InvalidArgumentError(
+        nodes != s.launch.nodes
+            ? absl::StrCat("--nodes ", nodes, " but ", s.launch.nodes_from, " puts the ranks on ", s.launch.nodes,
+                           " nodes: leave --nodes out under srun")
+            : absl::StrCat("--nodes ", nodes, ": Slurm gave the nodes different numbers of ranks (", s.launch.nodes_from,
+                           "), placement's nodes are equal blocks: leave --nodes out, or launch as many ranks on every node"));
   }
   const std::string& file = absl::GetFlag(FLAGS_placement);
   if (!file.empty()) {
@@ -301,15 +306,19 @@ absl::StatusOr<std::optional<std::pair<placement::Placement, int64_t>>> ResumePl
     request.set_world_size(s.topology.ranks());
     request.set_nodes(s.topology.nodes());
     request.set_slots_per_rank(s.topology.slots_per_rank());
-    auto response = RequestResume(s.control, request, absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
-    answer = !response.ok()    ? absl::StrCat("!", response.status().message())
-             : response->found() ? absl::StrCat("=", response->SerializeAsString())
-                                 : absl::StrCat("?", response->reason());
+    auto response = RequestResume(s.control, request, absl::Seconds(absl::GetFlag(FLAGS_timeout_s)),
+                                  [] { return g_stop_signal.load(); });
+    answer = response.ok()                           ? (response->found() ? absl::StrCat("=", response->SerializeAsString())
+                                                                          : absl::StrCat("?", response->reason()))
+             : absl::IsUnauthenticated(response.status()) ? absl::StrCat("#", response.status().message())
+             : absl::IsCancelled(response.status())       ? absl::StrCat("~", response.status().message())
+                                                          : absl::StrCat("!", response.status().message());
   }
   SY_ASSIGN_OR_RETURN(answer, ShareFromRankZero(c, answer));
-  if (answer.empty() || answer[0] == '!') {
-    return absl::UnavailableError(answer.empty() ? "--resume: no answer" : answer.substr(1));
-  }
+  if (answer.empty()) return absl::InternalError("--resume: no answer from rank 0");
+  if (answer[0] == '#') return BadInput(absl::UnauthenticatedError(answer.substr(1)));
+  if (answer[0] == '~') return absl::CancelledError(answer.substr(1));
+  if (answer[0] == '!') return absl::UnavailableError(answer.substr(1));
   if (answer[0] == '?') {
     if (c.rank() == 0) std::printf("switchyard-worker: --resume: nothing to resume (%s); starting fresh\n", answer.c_str() + 1);
     return std::nullopt;
@@ -391,6 +400,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   *r.mutable_placement() = rpc::ToProto(start, start_epoch);
   r.set_job_id(job_id);
   r.set_tokens_per_step(absl::GetFlag(FLAGS_tokens_per_rank));
+  r.set_resumed(s.resumed);
   s.control.address = address;
   out.client = std::make_unique<ControlClient>(s.control, std::move(r));
   return out;
@@ -432,8 +442,14 @@ absl::StatusOr<placement::Placement> StartPlacement(const Setup& s) {
   return planned;
 }
 
+void OnStopSignal(int) { g_stop_signal.store(true); }
+
 int Main(int argc, char** argv) {
   SetLogPrefix("switchyard-worker");
+  // From the start, so that a stop (scancel, Slurm's time-limit warning) that comes while the
+  // rank starts up ends it cleanly instead of killing it; set again after the launcher's
+  // set-up below, which may install its own.
+  for (int signal : {SIGTERM, SIGINT, SIGUSR1}) std::signal(signal, OnStopSignal);
   auto parsed = ParseFlags(argc, argv);
   if (!parsed.ok()) Fail(kExitBadInput, parsed.status(), false);
   if (parsed->help) {
@@ -458,22 +474,33 @@ int Main(int argc, char** argv) {
   comm::Communicator& c = **comm;
   // After the launcher's own set-up, so that these handlers are the ones in force.
   struct sigaction stop_action {};
-  stop_action.sa_handler = [](int) { g_stop_signal.store(true); };
+  stop_action.sa_handler = OnStopSignal;
   sigemptyset(&stop_action.sa_mask);
   stop_action.sa_flags = SA_RESTART;
   // SIGUSR1 is Slurm's time-limit warning (sbatch --signal=USR1@SECONDS): drain the same way.
   for (int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &stop_action, nullptr);
   if (c.size() != s.topology.ranks()) {
-    Fail(kExitRuntime, absl::InternalError(absl::StrCat("launcher said ", s.topology.ranks(), " ranks, the communicator has ", c.size())), true);
+    Fail(kExitBadInput,
+         absl::InvalidArgumentError(absl::StrCat(
+             "the launch environment (", s.launch.launcher, ") says ", s.topology.ranks(), " ranks but ", c.size(),
+             " started together (", c.backend(), "): start the workers with their launcher (srun --mpi=pmix, mpirun), "
+             "not by hand in a batch script")),
+         true);
   }
   int64_t start_epoch = 0;
   if (absl::GetFlag(FLAGS_resume)) {
     auto resumed = ResumePlacement(s, c);
-    if (!resumed.ok()) Fail(kExitRuntime, resumed.status(), true);
+    if (absl::IsCancelled(resumed.status())) {  // scancel before the first step: nothing to end
+      if (c.rank() == 0) std::printf("switchyard-worker: %s; no step run\n", std::string(resumed.status().message()).c_str());
+      comm->reset();
+      return 0;
+    }
+    if (!resumed.ok()) Fail(IsBadInput(resumed.status()) ? kExitBadInput : kExitRuntime, resumed.status(), true);
     if (*resumed) {
       start = std::move((*resumed)->first);
       start_epoch = (*resumed)->second;
       s.placement_name = absl::StrCat("resumed epoch ", start_epoch, " from the coordinator");
+      s.resumed = true;
     }
   }
   auto run = [&]() -> absl::StatusOr<RunReport> {

@@ -33,10 +33,24 @@ TEST(Hostlist, RefusesMalformedExpressions) {
   }
 }
 
+TEST(Hostlist, BoundsNamesAndBytes) {
+  // Long names would multiply into gigabytes over a large range: refused before expanding.
+  const std::string long_name = std::string(100000, 'A') + "[1-65536]";
+  auto names = ExpandHostlist(long_name);
+  ASSERT_FALSE(names.ok());
+  EXPECT_THAT(names.status().message(), HasSubstr("more than 65536"));
+  EXPECT_LT(names.status().message().size(), 200u);  // the value is echoed capped
+  EXPECT_THAT(ExpandHostlist(std::string(300, 'n') + "[1-2]").status().message(), HasSubstr("more than 255 bytes"));
+  EXPECT_THAT(ExpandHostlist(std::string(256, 'n')).status().message(), HasSubstr("256 bytes"));
+  EXPECT_THAT(ExpandHostlist("n\x1b(0\rEVIL").status().message(), HasSubstr("printable ASCII"));
+  EXPECT_THAT(ExpandHostlist("n 1").status().message(), HasSubstr("printable ASCII"));
+  EXPECT_TRUE(ExpandHostlist(std::string(255, 'n')).ok());
+}
+
 TEST(TasksPerNode, ExpandsRepeats) {
   EXPECT_THAT(*ExpandTasksPerNode("2(x3),1"), ElementsAre(2, 2, 2, 1));
   EXPECT_THAT(*ExpandTasksPerNode("4"), ElementsAre(4));
-  for (const char* bad : {"", "0", "2(x0)", "2(x3", "x", "2,,1", "-1", "2(x999999)"}) {
+  for (const char* bad : {"", "0", "2(x0)", "2(x3", "x", "2,,1", "-1", "2(x999999)", "2147483647", "65537"}) {
     EXPECT_FALSE(ExpandTasksPerNode(bad).ok()) << bad;
   }
 }
@@ -113,6 +127,7 @@ TEST(DetectLaunch, MalformedSlurmEnvironmentNamesTheVariable) {
       {"SLURMD_NODENAME", "n7", "SLURMD_NODENAME='n7' but SLURM_NODEID=1 is node 'n2'"},
       {"SLURM_PROCID", "0", "is not in node order"},
       {"SLURM_NTASKS", "x", "SLURM_NTASKS='x' is not an integer"},
+      {"SLURM_STEP_TASKS_PER_NODE", "65536,65536", "places 131072 tasks, more than 65536"},
   };
   for (const Case& c : cases) {
     auto vars = SrunRank(3, 1, 1, "n2");
@@ -123,6 +138,20 @@ TEST(DetectLaunch, MalformedSlurmEnvironmentNamesTheVariable) {
     EXPECT_TRUE(absl::IsInvalidArgument(info.status()));
     EXPECT_THAT(info.status().message(), HasSubstr(c.says)) << c.var << "=" << c.value;
   }
+}
+
+TEST(DetectLaunch, TaskCountsGiveTheSizeWithoutSlurmNtasks) {
+  auto vars = SrunRank(3, 1, 1, "n2");
+  vars.erase("SLURM_NTASKS");
+  {
+    Env env(vars);
+    auto info = DetectLaunch();
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->size, 4);
+  }
+  vars["SLURM_PROCID"] = "9";
+  Env env(vars);
+  EXPECT_THAT(DetectLaunch().status().message(), HasSubstr("SLURM_PROCID=9 but the step's tasks per node place 4 tasks"));
 }
 
 TEST(DetectLaunch, MpirunInsideAnAllocationTakesSlurmsNodeName) {

@@ -37,14 +37,14 @@ const std::string kCli = kBuild + "/cli/switchyard";
 const std::string kTrace = kSource + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
 constexpr int kTotalTokens = 96;  // per step over all ranks: the checksum does not depend on the rank count
 
-// Open MPI ranks on fake nodes of one host: ob1 over TCP on loopback (shared memory would
-// collide between nodes that share a host name; UCX is kept out of the ranks entirely), yield
-// when ranks outnumber cores.
-const std::vector<std::string> kMpiEnv = {"OMPI_MCA_pml=ob1", "OMPI_MCA_osc=^ucx", "OMPI_MCA_btl=self,tcp",
-                                          "OMPI_MCA_btl_tcp_if_include=lo",
-                                          "OMPI_MCA_oob_tcp_if_include=lo", "OMPI_MCA_mpi_yield_when_idle=1",
-                                          "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                          "UCX_NET_DEVICES=lo"};
+// Open MPI ranks on fake nodes of one host: pml ucx (UCX finds the shared host by itself; Open
+// MPI 4.1's btl tcp crashed in MPI_Init about one job in six between such nodes, and its
+// shared-memory btl would collide between nodes that share a host name), yield when ranks
+// outnumber cores; mpirun runs as root here.
+const std::vector<std::string> kMpiEnv = {"OMPI_MCA_pml=ucx", "OMPI_MCA_pml_ucx_tls=any", "OMPI_MCA_pml_ucx_devices=any",
+                                          "OMPI_MCA_btl=self", "OMPI_MCA_oob_tcp_if_include=lo",
+                                          "OMPI_MCA_mpi_yield_when_idle=1", "OMPI_ALLOW_RUN_AS_ROOT=1",
+                                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "UCX_NET_DEVICES=lo"};
 
 std::string WorkerArgs(int ranks, int steps, const std::string& extra = "") {
   return absl::StrCat("--model preset:deepseek-v3 --scale 0.0625 --layers 2 --workload trace:", kTrace,
@@ -235,6 +235,9 @@ TEST_F(SlurmTest, ScancelPersistsStateAndResubmitResumes) {
     EXPECT_TRUE(absl::StrContains(out, "workers exited 0")) << out;   // and exited 0
     EXPECT_FALSE(absl::StrContains(out, "retrying")) << out;          // the coordinator served them to the end
     EXPECT_GT(ReadJson(job.File("report.json")).value("steps", 0), 0) << out;
+    // The coordinator wrote the final status once the workers had left.
+    const nlohmann::json status = ReadJson(job.File("status.json"));
+    EXPECT_EQ(status.value("workers", nlohmann::json::array()).size(), 4u) << test::Slurp(job.File("status.json"));
     const nlohmann::json state = ReadJson(job.File("state/state.json"));
     int64_t persisted = -1;
     ASSERT_TRUE(absl::SimpleAtoi(state.value("committed", nlohmann::json::object()).value("epoch", "-1"), &persisted))
@@ -248,6 +251,7 @@ TEST_F(SlurmTest, ScancelPersistsStateAndResubmitResumes) {
   const std::string out = again.Output();
   EXPECT_TRUE(absl::StrContains(out, absl::StrCat("placement resumed epoch ", epoch, " from the coordinator"))) << out;
   EXPECT_EQ(test::JsonInt(ReadJson(again.File("status.json")), "committedEpoch"), epoch) << out;
+  EXPECT_EQ(ReadJson(again.File("report.json")).value("final_epoch", int64_t{-1}), epoch) << out;  // the epoch it ran
   EXPECT_TRUE(absl::StrContains(out, "workers exited 0")) << out;
 }
 

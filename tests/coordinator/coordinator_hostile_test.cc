@@ -121,5 +121,21 @@ TEST(CoordinatorHostile, RefusesAnOpenNonLoopbackListener) {
   EXPECT_EQ(guarded.Stop(), 0);
 }
 
+// A second coordinator on a busy port (gRPC's SO_REUSEPORT would let it start and split the
+// workers between the two) or on a state directory in use is refused, exit 2, naming why.
+TEST(CoordinatorHostile, SecondCoordinatorOnTheSamePortOrStateIsRefused) {
+  test::TempDir dir;
+  test::CoordinatorProcess first(kCoordinator, dir, 0, {"--state-dir", dir.File("state")});
+  ASSERT_GT(first.port(), 0) << first.log();
+  test::RunResult r = test::RunCommand({kCoordinator, "--listen", first.address()}, std::chrono::seconds(20));
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("cannot listen on " + first.address()), std::string::npos) << r.err;
+  r = test::RunCommand({kCoordinator, "--listen", "127.0.0.1:0", "--state-dir", dir.File("state")}, std::chrono::seconds(20));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("is in use by another coordinator (pid " + std::to_string(first.pid()) + ")"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(first.Stop(), 0);
+}
+
 }  // namespace
 }  // namespace switchyard

@@ -236,7 +236,30 @@ TEST(CoordinatorLaunch, WorkersThatCannotAuthenticateExitTwo) {
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE((r.out + r.err).find("cannot authenticate to the coordinator"), std::string::npos) << r.out << r.err;
   EXPECT_NE((r.out + r.err).find("wrong bearer token"), std::string::npos) << r.out << r.err;
+  // --resume asks first: the same refusal, exit 2, with what to check.
+  argv.push_back("--resume");
+  const test::RunResult resumed = test::RunCommand(argv, std::chrono::seconds(120), kEnv);
+  EXPECT_EQ(resumed.exit_code, 2) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.err.find("--resume: cannot authenticate"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("check --coordinator-token-file"), std::string::npos) << resumed.err;
   EXPECT_EQ(coordinator.Stop(), 0);
+}
+
+// A stop (scancel) while --resume still waits for its coordinator ends the rank at once,
+// exit 0, no step run.
+TEST(CoordinatorLaunch, StopWhileResumeWaitsEndsCleanly) {
+  test::TempDir dir;
+  test::Process worker({kWorker, "--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2", "--workload",
+                        "uniform", "--steps", "10", "--coordinator", "127.0.0.1:1", "--resume", "--timeout-s", "120"},
+                       dir.File("worker.log"), kEnv);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(worker.Running()) << test::Slurp(dir.File("worker.log"));
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(worker.pid(), SIGTERM), 0);
+  bool timed_out = false;
+  EXPECT_EQ(worker.Wait(std::chrono::seconds(20), &timed_out), 0) << test::Slurp(dir.File("worker.log"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_NE(test::Slurp(dir.File("worker.log")).find("stopped by a signal"), std::string::npos) << test::Slurp(dir.File("worker.log"));
 }
 
 }  // namespace

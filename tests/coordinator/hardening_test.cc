@@ -193,3 +193,108 @@ TEST(CoordinatorHardening, ReportsBeforeReRegistrationAreNotRejections) {
 
 }  // namespace
 }  // namespace switchyard::coordinator
+
+namespace switchyard::coordinator {
+namespace {
+
+using namespace test::job;  // NOLINT: the test job
+
+control::ResumeRequest ResumeOf(const control::RegisterRequest& r) {
+  control::ResumeRequest q;
+  *q.mutable_model() = r.model();
+  q.set_world_size(kRanks);
+  q.set_nodes(2);
+  q.set_slots_per_rank(kSlots);
+  return q;
+}
+
+std::vector<std::string> EventKinds(Coordinator& c) {
+  std::vector<std::string> kinds;
+  for (const admin::Event& e : c.WaitEvents(0, absl::ZeroDuration())) kinds.push_back(e.kind());
+  return kinds;
+}
+
+// Resume answers the committed placement for the same shape only; a job that registers with
+// it and says it resumed continues the old one (epoch, pins), one that does not is a new job.
+TEST(CoordinatorResume, AnswersTheCommittedPlacementForTheSameShapeOnly) {
+  test::TempDir dir;
+  auto c = *Coordinator::Create({.state_dir = dir.path()});
+  auto nothing = c->Resume(ResumeOf(Registration(0)));
+  ASSERT_TRUE(nothing.ok());
+  EXPECT_FALSE(nothing->found());
+  EXPECT_EQ(nothing->reason(), "the coordinator holds no placement yet");
+  for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(c->Register(Registration(r)).ok());
+  auto found = c->Resume(ResumeOf(Registration(0)));
+  ASSERT_TRUE(found.ok());
+  ASSERT_TRUE(found->found());
+  EXPECT_EQ(found->placement().epoch(), 0);
+  struct Mismatch {
+    std::function<void(control::ResumeRequest&)> change;
+    std::string reason;
+  };
+  const std::vector<Mismatch> mismatches = {
+      {[](auto& q) { q.mutable_model()->set_name("other"); }, "is for model test-moe, the job has other"},
+      {[](auto& q) { q.mutable_model()->add_moe_layers(3); }, "is for MoE layers 1,2, the job has 1,2,3"},
+      {[](auto& q) { q.set_world_size(8); }, "is for ranks 4, the job has 8"},
+      {[](auto& q) { q.set_nodes(1); }, "is for nodes 2, the job has 1"},
+      {[](auto& q) { q.set_slots_per_rank(7); }, "is for slots per rank 6, the job has 7"},
+      {[](auto& q) { q.mutable_model()->set_expert_bytes(1); }, "is for expert bytes"},
+  };
+  for (const Mismatch& m : mismatches) {
+    control::ResumeRequest q = ResumeOf(Registration(0));
+    m.change(q);
+    auto answer = c->Resume(q);
+    ASSERT_TRUE(answer.ok());
+    EXPECT_FALSE(answer->found()) << m.reason;
+    EXPECT_NE(answer->reason().find(m.reason), std::string::npos) << answer->reason();
+  }
+  control::ResumeRequest bad = ResumeOf(Registration(0));
+  bad.mutable_model()->set_num_experts(-1);
+  EXPECT_TRUE(absl::IsInvalidArgument(c->Resume(bad).status()));
+
+  // The same placement under another job id: resumed only when the worker says so.
+  control::RegisterRequest again = Registration(0, "job-b");
+  ASSERT_TRUE(c->Register(again).ok());
+  EXPECT_EQ(EventKinds(*c).back(), "worker_joined");
+  std::vector<std::string> kinds = EventKinds(*c);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "job_replaced"), kinds.end());
+  EXPECT_EQ(std::find(kinds.begin(), kinds.end(), "job_resumed"), kinds.end());
+  // The replaced job's state is kept beside the new one.
+  EXPECT_NE(test::Slurp(dir.File("state.replaced.json")).find("\"job-a\""), std::string::npos);
+  control::RegisterRequest resumed = Registration(0, "job-c");
+  resumed.set_resumed(true);
+  ASSERT_TRUE(c->Register(resumed).ok());
+  kinds = EventKinds(*c);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "job_resumed"), kinds.end());
+}
+
+// One coordinator per state directory; a state that cannot be written is an error and an
+// event, never a "checkpoint".
+TEST(CoordinatorResume, StateDirectoryIsLockedAndCheckpointFailuresSaySo) {
+  test::TempDir dir;
+  const std::string state = dir.File("state");
+  {
+    auto first = *Coordinator::Create({.state_dir = state});
+    auto second = Coordinator::Create({.state_dir = state});
+    ASSERT_FALSE(second.ok());
+    EXPECT_TRUE(absl::IsInvalidArgument(second.status()));
+    EXPECT_NE(second.status().message().find(absl::StrCat("in use by another coordinator (pid ", getpid(), ")")),
+              std::string::npos)
+        << second.status();
+    ASSERT_TRUE(first->Register(Registration(0)).ok());
+    ASSERT_TRUE(first->Checkpoint("test").ok());
+    std::filesystem::remove_all(state);
+    std::ofstream(state) << "a file where the directory was";
+    const absl::Status failed = first->Checkpoint("SIGUSR1");
+    EXPECT_FALSE(failed.ok());
+    const std::vector<std::string> kinds = EventKinds(*first);
+    EXPECT_EQ(kinds.back(), "checkpoint_failed");
+    EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "checkpoint"), 1);
+  }
+  std::filesystem::remove(state);
+  auto after = Coordinator::Create({.state_dir = state});  // the lock went with its holder
+  EXPECT_TRUE(after.ok()) << after.status();
+}
+
+}  // namespace
+}  // namespace switchyard::coordinator
