@@ -179,6 +179,9 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     return absl::InvalidArgumentError(
         absl::StrCat("register: host, node name, backend and job id must be at most ", kMaxNameBytes, " bytes"));
   }
+  if (!r.shares().empty() && r.shares() != "epoch" && r.shares() != "step") {
+    return absl::InvalidArgumentError(absl::StrCat("register: shares '", EchoValue(r.shares()), "': epoch or step"));
+  }
   if (r.tokens_per_step() < 0 || r.tokens_per_step() > kMaxCount || r.step() < 0 || r.step() > kMaxCount) {
     return absl::InvalidArgumentError(absl::StrCat("register: tokens_per_step ", r.tokens_per_step(), " and step ", r.step(),
                                                    " must be in 0..2^40"));
@@ -578,8 +581,22 @@ admin::ConstraintsResponse Coordinator::ConstraintsResponseLocked() const {
   return out;
 }
 
+std::string Coordinator::SharesLocked() const {
+  std::string shares;
+  for (const auto& [rank, w] : members_.workers()) {
+    const std::string& mine = w.info.shares().empty() ? "epoch" : w.info.shares();
+    if (shares.empty()) shares = mine;
+    if (shares != mine) return "mixed";
+  }
+  return shares;
+}
+
 placement::LoadMatrix Coordinator::PlanningLoadLocked() const {
-  return load_.PlanningLoad(std::vector<int>(model_->moe_layers().begin(), model_->moe_layers().end()), policy_.smoothing());
+  // Per-step shares balance each step within the replicas in force: plan replicas for the
+  // experts whose load moves most (mean + one standard deviation between windows).
+  const double spread = SharesLocked() == "step" ? 1.0 : 0.0;
+  return load_.PlanningLoad(std::vector<int>(model_->moe_layers().begin(), model_->moe_layers().end()), policy_.smoothing(),
+                            spread);
 }
 
 absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement::Constraints& constraints, int max_moves) {
@@ -677,6 +694,7 @@ admin::ClusterStatus Coordinator::Status() {
     s.set_nodes(committed_->topology.nodes());
   }
   if (model_) s.set_model(model_->name());
+  s.set_shares(SharesLocked());
   int healthy = 0;
   int64_t step = 0;
   const absl::Time now = Now();

@@ -120,6 +120,9 @@ class Coordinator {
   // Completes every pending window that no rank still owes.
   void CompleteWindowsLocked();
   placement::LoadMatrix PlanningLoadLocked() const;
+  // The job's --shares mode from its workers' registrations: "epoch", "step", "mixed", or ""
+  // before any.
+  std::string SharesLocked() const;
   // Plans from the committed placement under `constraints`, moving at most `max_moves`
   // replicas (0: the policy's budget; kNoMoveLimit: none, for the forced moves of pins and
   // drains, which the planner keeps to what the constraints need plus worthwhile moves).

@@ -1,5 +1,7 @@
 #include "coordinator/load_aggregator.h"
 
+#include <cmath>
+
 #include <algorithm>
 
 namespace switchyard::coordinator {
@@ -55,9 +57,12 @@ void LoadAggregator::Complete(Pending window, int64_t steps, int active_ranks, d
   for (int i = 0; i < num_layers(); ++i) {
     Layer& s = layers_[i];
     if (s.smoothed.empty()) s.smoothed.assign(experts_, 0.0);
+    if (s.variance.empty()) s.variance.assign(experts_, 0.0);
     s.last_window = window.chosen[i];
     for (int e = 0; e < experts_; ++e) {
-      s.smoothed[e] = (1 - alpha) * s.smoothed[e] + alpha * static_cast<double>(window.chosen[i][e]) / steps;
+      const double x = static_cast<double>(window.chosen[i][e]) / steps, d = x - s.smoothed[e];
+      s.smoothed[e] += alpha * d;
+      s.variance[e] = (1 - alpha) * (s.variance[e] + alpha * d * d);  // exponentially weighted variance
     }
     double sum = 0, max = 0;
     for (const auto& [rank, per_layer] : window.processed_per_rank) {
@@ -76,7 +81,7 @@ void LoadAggregator::Complete(Pending window, int64_t steps, int active_ranks, d
   }
 }
 
-placement::LoadMatrix LoadAggregator::PlanningLoad(const std::vector<int>& layer_ids, double smoothing) const {
+placement::LoadMatrix LoadAggregator::PlanningLoad(const std::vector<int>& layer_ids, double smoothing, double spread) const {
   placement::LoadMatrix load;
   const double a = smoothing;
   const double windows = std::min(static_cast<double>(windows_), (2 - a) / a);
@@ -85,7 +90,9 @@ placement::LoadMatrix LoadAggregator::PlanningLoad(const std::vector<int>& layer
     load.layer_ids.push_back(layer_ids[i]);
     std::vector<double> row(experts_, 1.0);  // before any report: uniform
     if (windows_ > 0) {
-      for (int e = 0; e < experts_; ++e) row[e] = layers_[i].smoothed[e] * steps;
+      for (int e = 0; e < experts_; ++e) {
+        row[e] = (layers_[i].smoothed[e] + spread * std::sqrt(layers_[i].variance[e])) * steps;
+      }
     }
     load.values.push_back(std::move(row));
   }

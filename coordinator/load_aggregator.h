@@ -19,6 +19,7 @@ class LoadAggregator {
  public:
   struct Layer {
     std::vector<double> smoothed;     // pairs per step, exponential average over windows
+    std::vector<double> variance;     // of pairs per step between windows, exponentially weighted
     std::vector<int64_t> last_window;
     double balancedness = 1;          // measured from pairs processed per rank, last window
   };
@@ -38,8 +39,10 @@ class LoadAggregator {
   // The smoothed load in token counts for the planner's noise guard (Poisson noise of the
   // counts): an exponential average with weight a over windows of W steps carries about
   // (2 - a) / a windows' worth of counts, and no more windows than it has seen. Uniform
-  // (1.0) before any window.
-  placement::LoadMatrix PlanningLoad(const std::vector<int>& layer_ids, double smoothing) const;
+  // (1.0) before any window. `spread` > 0 adds that many standard deviations of each expert's
+  // load between windows: with per-step shares (worker --shares step) the planner then gives
+  // replicas to the experts whose load moves most, which the per-step split can use.
+  placement::LoadMatrix PlanningLoad(const std::vector<int>& layer_ids, double smoothing, double spread = 0) const;
 
   int64_t windows() const { return windows_; }
   const Layer& layer(int i) const { return layers_[i]; }

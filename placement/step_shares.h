@@ -39,6 +39,8 @@ class StepShareSolver {
   int replica_rank(int j) const { return replica_rank_[j]; }
   int replica_slot(int j) const { return replica_slot_[j]; }
   int replica_expert(int j) const { return replica_expert_[j]; }
+  // Replica ids of expert e, in rank order.
+  const std::vector<int>& replicas_of(int e) const { return expert_replicas_[e]; }
 
   // counts[e] (num_experts values, each >= 0): the layer's pairs for expert e this step over
   // all ranks. quota (num_replicas values, written): pairs replica j computes; per expert they

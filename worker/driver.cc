@@ -101,6 +101,7 @@ absl::StatusOr<RunReport> Driver::Run() {
   EpochManager* epochs = epochs_;
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
   std::vector<double> step_ms, critical_ms, migration_ms;  // the last: the critical path's migration term
+  std::vector<std::vector<double>> step_balance(L);          // per layer, per step
   std::vector<bool> migrating_step;
   uint64_t checksum = 0;
   // Counts of the whole run, of the current log window and of the current load window.
@@ -193,7 +194,9 @@ absl::StatusOr<RunReport> Driver::Run() {
         sum += x;
         max = std::max(max, x);
       }
-      worst = std::min(worst, max > 0 ? sum / R / max : 1.0);
+      const double balance = max > 0 ? sum / R / max : 1.0;
+      step_balance[li].push_back(balance);
+      worst = std::min(worst, balance);
     }
     step_ms.push_back(wall);
     critical_ms.push_back(critical);
@@ -307,7 +310,7 @@ absl::StatusOr<RunReport> Driver::Run() {
     SY_RETURN_IF_ERROR(comm_.AllReduce(p.data(), model_.num_experts, comm::ReduceOp::kSum));
     SY_RETURN_IF_ERROR(comm_.AllReduce(c.data(), model_.num_experts, comm::ReduceOp::kSum));
     report.tokens_conserved = report.tokens_conserved && p == c;
-    report.layers.push_back({layers[li], balance[li], p});
+    report.layers.push_back({layers[li], balance[li], Percentile(step_balance[li], 0.5), Percentile(step_balance[li], 0.01), p});
   }
   SY_RETURN_IF_ERROR(CheckWeights(report));
   report.final_epoch = epochs ? epochs->epoch() : layer_.routing_table().epoch();
@@ -357,7 +360,10 @@ absl::Status Driver::CheckWeights(RunReport& report) {
 std::string RunReport::ToJson() const {
   nlohmann::json layers_json = nlohmann::json::array();
   for (const LayerReport& l : layers) {
-    layers_json.push_back({{"layer", l.layer}, {"balancedness", l.balancedness}, {"expert_tokens", l.expert_tokens}});
+    layers_json.push_back({{"layer", l.layer},
+                           {"balancedness", l.balancedness},
+                           {"step_balancedness", {{"p50", l.step_balancedness_p50}, {"p99", l.step_balancedness_p99}}},
+                           {"expert_tokens", l.expert_tokens}});
   }
   nlohmann::json j = {{"tokens_per_s", tokens_per_s},
                       {"step_ms", {{"p50", step_ms_p50}, {"p90", step_ms_p90}, {"p99", step_ms_p99}, {"max", step_ms_max}}},
@@ -375,6 +381,7 @@ std::string RunReport::ToJson() const {
                       {"model", model},
                       {"backend", backend},
                       {"placement", placement_policy},
+                      {"shares", shares},
                       {"workload", workload},
                       {"isa", cpu_isa},
                       {"threads", cpu_threads}};

@@ -69,6 +69,9 @@ struct DriverOptions {
 struct LayerReport {
   int layer = 0;
   double balancedness = 1;             // mean / max over ranks of pairs processed, whole run
+  // Per step (mean / max over ranks of the step's pairs): the median, and the value 99% of
+  // steps reach ("p99", the 1st percentile: balancedness is better when higher).
+  double step_balancedness_p50 = 1, step_balancedness_p99 = 1;
   std::vector<int64_t> expert_tokens;  // pairs per expert, summed over ranks and steps
 };
 
@@ -86,6 +89,7 @@ struct RunReport {
   uint64_t output_checksum = 0;
   bool tokens_conserved = false;  // processed == chosen per (layer, expert), over all ranks
   std::string model, backend, placement_policy, workload;
+  std::string shares = "epoch";  // ShareModeName of the run
   // The CPU kernel path (kernels::FfnKernelName) and the threads per rank the FFN ran on.
   std::string cpu_isa;
   int cpu_threads = 1;

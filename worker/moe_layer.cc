@@ -59,6 +59,47 @@ MoeLayer::MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightSto
       counters_(static_cast<int>(weights.layer_ids().size()), model.num_experts),
       ffn_ws_(kernels::BestCpuIsa(), cpu_threads) {}
 
+const char* ShareModeName(ShareMode mode) { return mode == ShareMode::kStep ? "step" : "epoch"; }
+
+absl::Status MoeLayer::RouteByStepShares(int li) {
+  const int R = comm_.size(), me = comm_.rank(), E = model_.num_experts;
+  const int64_t pairs = static_cast<int64_t>(ids_.size());
+  if (step_solvers_.size() != static_cast<size_t>(table_->num_layers())) step_solvers_.resize(table_->num_layers());
+  if (!step_solvers_[li]) {
+    const placement::Placement& p = table_->placement();
+    step_solvers_[li] = std::make_unique<placement::StepShareSolver>(p.layers[li], p.topology, p.num_experts);
+  }
+  const placement::StepShareSolver& solver = *step_solvers_[li];
+  // Every rank's pairs per expert, then the same quotas and routes everywhere.
+  local_counts_.assign(E, 0);
+  for (int64_t p = 0; p < pairs; ++p) ++local_counts_[ids_[p]];
+  all_counts_.resize(static_cast<size_t>(R) * E);
+  SY_RETURN_IF_ERROR(Communicate(
+      [&] { return comm_.AllGather(local_counts_.data(), static_cast<int64_t>(E) * sizeof(int32_t), all_counts_.data()); }));
+  expert_counts_.assign(E, 0);
+  for (int r = 0; r < R; ++r) {
+    const int32_t* row = &all_counts_[static_cast<size_t>(r) * E];
+    for (int e = 0; e < E; ++e) expert_counts_[e] += row[e];
+  }
+  quota_.resize(solver.num_replicas());
+  routes_.resize(solver.num_replicas());
+  SY_RETURN_IF_ERROR(solver.Solve(expert_counts_, absl::MakeSpan(quota_)));
+  SY_RETURN_IF_ERROR(solver.Transport(all_counts_, quota_, me, absl::MakeSpan(routes_)));
+  // This rank's pairs of each expert, in pair order, fill its routes replica by replica.
+  cursor_.assign(E, 0);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int e = ids_[p];
+    const std::vector<int>& replicas = solver.replicas_of(e);
+    size_t& c = cursor_[e];
+    while (routes_[replicas[c]] == 0) ++c;  // routes of e sum to this rank's pairs of e
+    const int j = replicas[c];
+    --routes_[j];
+    dest_rank_[p] = solver.replica_rank(j);
+    slot_[p] = solver.replica_slot(j);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
                                float* out, uint64_t draw_key) {
   const int li = table_->LayerIndex(layer_id);
@@ -85,14 +126,18 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   dest_rank_.resize(pairs);
   slot_.resize(pairs);
   LayerCounts& counts = counters_.layer(li);
-  for (int64_t p = 0; p < pairs; ++p) {
-    const int e = ids_[p];
-    const placement::ReplicaLocation where =
-        table_->Route(li, e, me, placement::PairDraw(draw_key, static_cast<uint64_t>(layer_id), static_cast<uint64_t>(me), static_cast<uint64_t>(p)));
-    dest_rank_[p] = where.rank;
-    slot_[p] = where.slot;
-    ++counts.chosen[e];
+  if (share_mode_ == ShareMode::kStep) {
+    SY_RETURN_IF_ERROR(RouteByStepShares(li));
+  } else {
+    for (int64_t p = 0; p < pairs; ++p) {
+      const placement::ReplicaLocation where = table_->Route(
+          li, ids_[p], me,
+          placement::PairDraw(draw_key, static_cast<uint64_t>(layer_id), static_cast<uint64_t>(me), static_cast<uint64_t>(p)));
+      dest_rank_[p] = where.rank;
+      slot_[p] = where.slot;
+    }
   }
+  for (int64_t p = 0; p < pairs; ++p) ++counts.chosen[ids_[p]];
   send_counts_.resize(R);
   send_offsets_.resize(R);
   recv_counts_.resize(R);

@@ -1,10 +1,16 @@
 // MoeLayer: one rank's part of the distributed MoE layers (DESIGN.md section 4), usable as a
 // library by a host framework: Forward(layer, hidden, router_logits) -> output.
 //
-//   gate -> route each (token, expert) pair to one replica (RoutingTable) -> exchange row
-//   counts (AllToAll) -> dispatch rows and slot ids (AllToAllV) -> group received rows by slot,
-//   grouped FFN -> return trip (AllToAllV) -> combine each token's k outputs in k order ->
-//   add the shared expert -> count.
+//   gate -> route each (token, expert) pair to one replica -> exchange row counts (AllToAll)
+//   -> dispatch rows and slot ids (AllToAllV) -> group received rows by slot, grouped FFN ->
+//   return trip (AllToAllV) -> combine each token's k outputs in k order -> add the shared
+//   expert -> count.
+//
+// Routing has two modes (ShareMode). kEpoch: each pair draws its replica by the shares the
+// epoch was planned with (RoutingTable). kStep: the ranks all-gather their per-expert pair
+// counts (E int32 per rank), every rank solves the same split of each expert's pairs over its
+// replicas that minimises the most loaded rank (placement/step_shares.h) and routes its pairs
+// by it, local replicas first. Outputs are the same bits in both modes.
 //
 // Dropless: every pair is computed exactly once. Output identity: a token's output bits do not
 // depend on the placement, the rank count or the backend (the FFN is row-invariant, combine
@@ -22,6 +28,7 @@
 #include "comm/communicator.h"
 #include "kernels/ffn.h"
 #include "placement/routing.h"
+#include "placement/step_shares.h"
 #include "worker/model.h"
 #include "worker/weights.h"
 
@@ -59,6 +66,11 @@ struct PhaseTimes {
 // CPU seconds of the calling thread.
 double ThreadCpuSeconds();
 
+// How a layer splits an expert's pairs over its replicas (worker --shares).
+enum class ShareMode { kEpoch, kStep };
+const char* ShareModeName(ShareMode mode);  // "epoch", "step"
+
+
 class MoeLayer {
  public:
   // `table` must place exactly the experts `weights` holds on this rank (same slots). The
@@ -74,7 +86,13 @@ class MoeLayer {
                        float* out, uint64_t draw_key = 0);
 
   // The routing table of the next Forward calls (an epoch switch, at a step boundary).
-  void SetRoutingTable(std::shared_ptr<const placement::RoutingTable> table) { table_ = std::move(table); }
+  void SetRoutingTable(std::shared_ptr<const placement::RoutingTable> table) {
+    table_ = std::move(table);
+    step_solvers_.clear();
+  }
+  // Every rank must use the same mode (Forward's collectives differ).
+  void set_share_mode(ShareMode mode) { share_mode_ = mode; }
+  ShareMode share_mode() const { return share_mode_; }
   const placement::RoutingTable& routing_table() const { return *table_; }
 
   LoadCounters& counters() { return counters_; }
@@ -94,6 +112,14 @@ class MoeLayer {
   // Runs one communication call, accounting its wall time to times_.comm.
   template <typename Call>
   absl::Status Communicate(Call&& call);
+  // kStep routing of ids_ into dest_rank_ and slot_ (collective: the count all-gather).
+  absl::Status RouteByStepShares(int layer_index);
+
+  ShareMode share_mode_ = ShareMode::kEpoch;
+  std::vector<std::unique_ptr<placement::StepShareSolver>> step_solvers_;  // per layer index, for table_
+  std::vector<int32_t> local_counts_, all_counts_;
+  std::vector<int64_t> expert_counts_, quota_, routes_;
+  std::vector<size_t> cursor_;
 
   // Buffers reused across calls.
   std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;

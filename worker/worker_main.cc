@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "cluster/connect.h"
 #include "cluster/launch.h"
+#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/file_util.h"
 #include "common/flags.h"
@@ -64,6 +65,9 @@ ABSL_FLAG(int, layers, 4, "how many of the model's MoE layers to run (0: all)");
 ABSL_FLAG(std::string, placement, "", "a placement file (switchyard plan JSON) to start from");
 ABSL_FLAG(std::string, policy, "contiguous", "placement at start without --placement: contiguous, eplb or incremental");
 ABSL_FLAG(int, slots_per_rank, 0, "expert slots per rank per layer (0: experts/ranks, +1 for eplb/incremental)");
+ABSL_FLAG(std::string, shares, "epoch",
+          "how an expert's pairs split over its replicas: epoch (the planned shares, drawn per pair) or step (every step "
+          "the ranks exchange their counts and solve the split that minimises the busiest rank)");
 ABSL_FLAG(bool, resume, false,
           "start from the coordinator's committed placement and epoch when it holds one for this model, layers and "
           "topology (a requeued or resubmitted job), else as without it");
@@ -131,6 +135,7 @@ struct Setup {
   std::optional<placement::Placement> placement;  // from --placement
   std::string placement_name;
   bool resumed = false;  // --resume found the coordinator's placement
+  ShareMode shares = ShareMode::kEpoch;
   ControlOptions control;  // address empty: no coordinator
   bool embedded = false;
   bool rebalance = false;
@@ -247,6 +252,9 @@ absl::StatusOr<Setup> Prepare() {
     return absl::InvalidArgumentError(absl::StrCat("--rebalance '", rebalance, "': use on or off"));
   }
   s.rebalance = rebalance == "on";
+  const std::string shares = absl::GetFlag(FLAGS_shares);
+  if (shares != "epoch" && shares != "step") return absl::InvalidArgumentError(absl::StrCat("--shares '", EchoValue(shares), "': use epoch or step"));
+  s.shares = shares == "step" ? ShareMode::kStep : ShareMode::kEpoch;
   if (absl::GetFlag(FLAGS_resume) && (coordinator.empty() || s.embedded)) {
     return absl::InvalidArgumentError("--resume needs --coordinator HOST:PORT (a coordinator with --state-dir keeps the placement)");
   }
@@ -401,6 +409,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   r.set_job_id(job_id);
   r.set_tokens_per_step(absl::GetFlag(FLAGS_tokens_per_rank));
   r.set_resumed(s.resumed);
+  r.set_shares(ShareModeName(s.shares));
   s.control.address = address;
   out.client = std::make_unique<ControlClient>(s.control, std::move(r));
   return out;
@@ -555,6 +564,7 @@ int Main(int argc, char** argv) {
     };
     d.cpu_threads = s.cpu_threads;
     Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
+    driver.layer().set_share_mode(s.shares);
     std::unique_ptr<EpochManager> epochs;
     if (s.rebalance) {
       ControlClient* client = control.client.get();
@@ -609,6 +619,7 @@ int Main(int argc, char** argv) {
     report.model = s.model.name;
     report.backend = std::string(c.backend());
     report.placement_policy = s.placement_name;
+    report.shares = ShareModeName(s.shares);
     report.workload = absl::StrJoin(absl::GetFlag(FLAGS_workload), " ");
     report.cpu_isa = kernels::FfnKernelName(s.cpu_isa, s.model.weights);
     report.cpu_threads = s.cpu_threads;

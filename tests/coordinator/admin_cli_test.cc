@@ -56,7 +56,7 @@ TEST_F(AdminCliTest, ReadsTheCluster) {
   StartJob();
   r = Cli({"status"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("job: test-moe, 4 ranks on 2 nodes; 4 registered, 4 healthy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("job: test-moe, 4 ranks on 2 nodes, epoch shares; 4 registered, 4 healthy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("epoch 0 committed, 0 target; step 10; 1 load windows"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("balancedness (last window, layer:value): 1:0."), std::string::npos) << r.out;
   r = Cli({"status", "--json"});

@@ -18,7 +18,7 @@ const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/de
 // Runs the driver on `ranks` in-process ranks with a placement from `make`; returns rank 0's report.
 RunReport RunWorld(const ModelConfig& model, int ranks, int64_t tokens_per_rank, int steps,
                    const std::function<placement::Placement(const placement::Topology&, const Workload&)>& make,
-                   int slots_per_rank) {
+                   int slots_per_rank, ShareMode shares = ShareMode::kEpoch) {
   const std::vector<int> layers(model.moe_layers.begin(), model.moe_layers.begin() + 2);
   // The DeepSeek-V3 trace where the expert count matches, a skewed Zipf otherwise.
   const std::string spec = model.num_experts == 256 ? "trace:" + kTrace : "zipf:1.2";
@@ -35,6 +35,7 @@ RunReport RunWorld(const ModelConfig& model, int ranks, int64_t tokens_per_rank,
       auto source = SeededWeights(model, 11);
       ASSERT_TRUE(store.Load(p, r, *source).ok());
       Driver driver(model, *world[r], *workload, store, table, {steps, tokens_per_rank, 0, nullptr});
+      driver.layer().set_share_mode(shares);
       auto report = driver.Run();
       ASSERT_TRUE(report.ok()) << report.status();
       reports[r] = *report;
@@ -80,6 +81,15 @@ TEST_P(MoeLayerIdentityTest, EveryPlacementAndRankCountGivesTheSameBits) {
       EXPECT_EQ(r.output_checksum, reference.output_checksum);
       EXPECT_TRUE(r.tokens_conserved);
       for (size_t l = 0; l < r.layers.size(); ++l) EXPECT_EQ(r.layers[l].expert_tokens, reference.layers[l].expert_tokens);
+      // Per-step shares: the same bits, and every step at least as balanced (the solver's
+      // split is optimal over the same replicas; the epoch's draw is one of the splits).
+      const RunReport step = RunWorld(model, ranks, total / ranks, 2, make, slots, ShareMode::kStep);
+      EXPECT_EQ(step.output_checksum, reference.output_checksum);
+      EXPECT_TRUE(step.tokens_conserved);
+      for (size_t l = 0; l < step.layers.size(); ++l) {
+        EXPECT_GE(step.layers[l].step_balancedness_p99, r.layers[l].step_balancedness_p99) << "layer " << l;
+        EXPECT_GE(step.layers[l].step_balancedness_p50, r.layers[l].step_balancedness_p50) << "layer " << l;
+      }
     }
   }
 }

@@ -58,6 +58,7 @@ std::string* WorkerIdentityTest::reference_ = nullptr;
 struct Launch {
   int np;
   std::string backend, policy;
+  std::string shares = "epoch";
 };
 
 class WorkerUnderMpirunTest : public WorkerIdentityTest, public ::testing::WithParamInterface<Launch> {};
@@ -68,9 +69,10 @@ TEST_P(WorkerUnderMpirunTest, OutputEqualsTheSingleProcessReference) {
   const std::string report = dir_->File(absl::StrCat("np", l.np, l.backend, l.policy, ".json"));
   std::vector<std::string> argv = Mpirun(l.np);
   for (const std::string& a : WorkerArgs(kTotalTokens / l.np, report)) argv.push_back(a);
-  argv.insert(argv.end(), {"--backend", l.backend, "--policy", l.policy});
+  argv.insert(argv.end(), {"--backend", l.backend, "--policy", l.policy, "--shares", l.shares});
   const nlohmann::json j = RunReport(argv, report);
   EXPECT_EQ(j.value("output_checksum", "?"), *reference_);
+  EXPECT_EQ(j.value("shares", ""), l.shares);
   EXPECT_TRUE(j.value("tokens_conserved", false));
   EXPECT_EQ(j.value("ranks", 0), l.np);
   for (const char* key : {"tokens_per_s", "step_ms", "phase_ms", "layers", "steps", "tokens_per_rank", "top_k"}) {
@@ -83,9 +85,11 @@ TEST_P(WorkerUnderMpirunTest, OutputEqualsTheSingleProcessReference) {
 INSTANTIATE_TEST_SUITE_P(Launches, WorkerUnderMpirunTest,
                          ::testing::Values(Launch{2, "mpi", "contiguous"}, Launch{2, "ucx", "incremental"},
                                            Launch{4, "mpi", "eplb"}, Launch{4, "ucx", "contiguous"},
-                                           Launch{4, "ucx", "incremental"}),
+                                           Launch{4, "ucx", "incremental"}, Launch{2, "mpi", "eplb", "step"},
+                                           Launch{4, "ucx", "incremental", "step"}, Launch{4, "mpi", "incremental", "step"}),
                          [](const auto& info) {
-                           return absl::StrCat("np", info.param.np, "_", info.param.backend, "_", info.param.policy);
+                           return absl::StrCat("np", info.param.np, "_", info.param.backend, "_", info.param.policy,
+                                               info.param.shares == "step" ? "_step" : "");
                          });
 
 TEST_F(WorkerIdentityTest, PlacementFileFromSwitchyardPlan) {
@@ -157,6 +161,8 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
   };
   const std::vector<Case> cases = {
       {{"--model", "preset:gpt5", "--workload", "uniform"}, "unknown model preset 'gpt5'"},
+      {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--shares", "sometimes"},
+       "--shares 'sometimes': use epoch or step"},
       {{"--model", dir.File("config.json"), "--workload", "uniform"}, "$.hidden_size: expected an integer, got string \"wide\""},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "trace:" + dir.File("trace.csv")},
        "trace.csv line 3: tokens 'x' is not a number"},
