@@ -19,7 +19,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  plan    place experts from an expert-load trace (CSV) and print the placement (JSON)\n"
-    "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun)\n"
+    "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun) | bench shares\n"
     "  trace synth  write sampled load windows (bursts: --burst K:SHARE@A..B, drift) as a CSV\n"
     "  env     the environment variables Switchyard reads, and their values here\n"
     "  version print the version\n"

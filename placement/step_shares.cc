@@ -74,17 +74,21 @@ StepShareSolver::StepShareSolver(const LayerPlacement& layer, const Topology& to
 
 int64_t StepShareSolver::Push(int node, int64_t limit) const {
   if (node == kSink) return limit;
+  // Pushes as much of `limit` as the level graph takes from here (a blocking flow), keeping
+  // next_edge_ at the first edge that may still carry some.
+  int64_t total = 0;
   for (int& i = next_edge_[node]; i < static_cast<int>(graph_[node].size()); ++i) {
     Edge& e = edges_[graph_[node][i]];
-    if (e.cap <= 0 || level_[e.to] != level_[node] + 1) continue;
-    const int64_t pushed = Push(e.to, std::min(limit, e.cap));
+    if (e.cap <= 0 || level_[e.to] != level_[node] + 1 || (e.to != kSink && level_[e.to] >= level_[kSink])) continue;
+    const int64_t pushed = Push(e.to, std::min(limit - total, e.cap));
     if (pushed > 0) {
       e.cap -= pushed;
       edges_[graph_[node][i] ^ 1].cap += pushed;
-      return pushed;
+      total += pushed;
+      if (total == limit) return total;
     }
   }
-  return 0;
+  return total;
 }
 
 int64_t StepShareSolver::Greedy(absl::Span<const int64_t> counts, const std::vector<int64_t>& fixed, int64_t T) const {
@@ -159,7 +163,8 @@ int64_t StepShareSolver::Augment() const {
     std::fill(level_.begin(), level_.end(), -1);
     level_[kSource] = 0;
     queue.assign(1, kSource);
-    for (size_t q = 0; q < queue.size(); ++q) {
+    // Stops at the sink's level: nodes beyond it lie on no shortest path.
+    for (size_t q = 0; q < queue.size() && level_[kSink] < 0; ++q) {
       for (int id : graph_[queue[q]]) {
         const Edge& e = edges_[id];
         if (e.cap > 0 && level_[e.to] < 0) {
