@@ -387,6 +387,12 @@ absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) con
       }
       chosen_total += static_cast<double>(l.chosen(e));
     }
+    for (double b : {l.step_balancedness_p50(), l.step_balancedness_p99()}) {
+      if (!(b >= 0 && b <= 1)) {
+        return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(),
+                                                       ": step balancedness ", b, " is not in [0, 1]"));
+      }
+    }
     if (chosen_total > max_chosen_total) {
       return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), ": ", chosen_total,
                                                      " pairs chosen, more than ", steps, " steps x ", tokens, " tokens x top-",
@@ -413,6 +419,12 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
   w.step = std::max(w.step, r.end_step());
   w.reported_until = r.end_step();
   load_.Add(r);
+  if (step_balance_.size() != static_cast<size_t>(r.layers_size())) step_balance_.assign(r.layers_size(), {0, 0});
+  for (int i = 0; i < r.layers_size(); ++i) {  // every rank measures the same: the latest wins
+    if (r.layers(i).step_balancedness_p50() > 0) {
+      step_balance_[i] = {r.layers(i).step_balancedness_p50(), r.layers(i).step_balancedness_p99()};
+    }
+  }
   CompleteWindowsLocked();
   return absl::OkStatus();
 }
@@ -932,6 +944,18 @@ std::string Coordinator::MetricsText() {
   if (model_ && load_.windows() > 0) {
     for (int i = 0; i < model_->moe_layers_size(); ++i) {
       absl::StrAppendFormat(&out, "switchyard_layer_balancedness{layer=\"%d\"} %.6f\n", model_->moe_layers(i), load_.layer(i).balancedness);
+    }
+  }
+  header("switchyard_step_balancedness",
+         "Per-step balancedness (mean / max pairs per rank in one step) over the last reported window: quantile 0.5 the "
+         "median, 0.99 the value 99% of the steps reach.");
+  if (model_) {
+    for (int i = 0; i < model_->moe_layers_size() && i < static_cast<int>(step_balance_.size()); ++i) {
+      if (step_balance_[i].first <= 0) continue;
+      absl::StrAppendFormat(&out, "switchyard_step_balancedness{layer=\"%d\",quantile=\"0.5\"} %.6f\n", model_->moe_layers(i),
+                            step_balance_[i].first);
+      absl::StrAppendFormat(&out, "switchyard_step_balancedness{layer=\"%d\",quantile=\"0.99\"} %.6f\n", model_->moe_layers(i),
+                            step_balance_[i].second);
     }
   }
   scalar("switchyard_load_windows_total", "Complete load windows aggregated.", "counter", load_.windows());

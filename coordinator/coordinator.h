@@ -146,7 +146,8 @@ class Coordinator {
   absl::StatusOr<admin::ConstraintsResponse> ChangeConstraintsLocked(placement::Constraints next, const std::string& what);
 
   CoordinatorOptions options_;
-  int state_lock_fd_ = -1;  // flock on state_dir/lock while this coordinator owns the directory
+  int state_lock_fd_ = -1;
+  std::vector<std::pair<double, double>> step_balance_;  // per layer: p50, p99 of the last reported window  // flock on state_dir/lock while this coordinator owns the directory
   std::string id_;
   std::mutex mu_;
   std::condition_variable state_cv_;  // notified with every event: long polls wait on it

@@ -215,7 +215,13 @@ absl::StatusOr<RunReport> Driver::Run() {
     const bool last = stop || step + 1 == options_.steps;
     if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || stop)) {
       if (options_.on_window) {
-        options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : layer_.routing_table().epoch(), std::move(load_window)});
+        std::vector<std::pair<double, double>> window_balance;
+        for (int li = 0; li < L; ++li) {
+          const std::vector<double> recent(step_balance[li].end() - (step + 1 - load_window_start), step_balance[li].end());
+          window_balance.push_back({Percentile(recent, 0.5), Percentile(recent, 0.01)});
+        }
+        options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : layer_.routing_table().epoch(),
+                            std::move(load_window), std::move(window_balance)});
       }
       load_window.clear();
       load_window_start = step + 1;

@@ -44,6 +44,8 @@ struct LoadWindow {
   int64_t first_step = 0, end_step = 0;
   int64_t epoch = 0;
   std::vector<LayerCounts> counts;  // in the order of WeightStore::layer_ids()
+  // Per layer: per-step balancedness over the window's steps, median and 1st percentile.
+  std::vector<std::pair<double, double>> step_balance;
 };
 
 struct DriverOptions {

@@ -426,6 +426,10 @@ control::LoadReport ToReport(int rank, const std::vector<int>& layers, const Loa
     l->set_layer(layers[i]);
     l->mutable_chosen()->Add(w.counts[i].chosen.begin(), w.counts[i].chosen.end());
     l->mutable_processed()->Add(w.counts[i].processed.begin(), w.counts[i].processed.end());
+    if (i < w.step_balance.size()) {
+      l->set_step_balancedness_p50(w.step_balance[i].first);
+      l->set_step_balancedness_p99(w.step_balance[i].second);
+    }
   }
   return r;
 }

@@ -298,3 +298,31 @@ TEST(CoordinatorResume, StateDirectoryIsLockedAndCheckpointFailuresSaySo) {
 
 }  // namespace
 }  // namespace switchyard::coordinator
+
+namespace switchyard::coordinator {
+namespace {
+
+using namespace test::job;  // NOLINT: the test job
+
+// The workers' per-step balancedness reaches Prometheus per layer; values outside [0, 1] are
+// refused like any other lie.
+TEST(CoordinatorMetrics, StepBalancednessPerLayer) {
+  auto c = *Coordinator::Create({});
+  for (int r = 0; r < kRanks; ++r) ASSERT_TRUE(c->Register(Registration(r)).ok());
+  control::LoadReport report = Report(0, 0, 10);
+  report.mutable_layers(0)->set_step_balancedness_p50(0.9);
+  report.mutable_layers(0)->set_step_balancedness_p99(0.8);
+  ASSERT_TRUE(c->ReportLoad(report).ok());
+  const std::string text = c->MetricsText();
+  EXPECT_NE(text.find("switchyard_step_balancedness{layer=\"1\",quantile=\"0.5\"} 0.900000\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("switchyard_step_balancedness{layer=\"1\",quantile=\"0.99\"} 0.800000\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("switchyard_step_balancedness{layer=\"2\""), std::string::npos) << text;  // not measured
+  control::LoadReport lie = Report(1, 0, 10);
+  lie.mutable_layers(1)->set_step_balancedness_p99(1.5);
+  const absl::Status refused = c->ReportLoad(lie);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused));
+  EXPECT_NE(refused.message().find("step balancedness 1.5 is not in [0, 1]"), std::string::npos) << refused;
+}
+
+}  // namespace
+}  // namespace switchyard::coordinator
