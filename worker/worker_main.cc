@@ -297,20 +297,26 @@ absl::StatusOr<std::string> ShareFromRankZero(comm::Communicator& c, const std::
   return std::string(all.data(), bytes);
 }
 
+// The model's shape as the control API names it (registration, Resume).
+switchyard::types::v1::ModelShape ModelShapeOf(const Setup& s) {
+  switchyard::types::v1::ModelShape m;
+  m.set_name(s.model.name);
+  m.set_num_experts(s.model.num_experts);
+  m.set_top_k(s.model.top_k);
+  m.set_hidden(s.model.hidden);
+  m.set_expert_ffn(s.model.expert_ffn);
+  for (int layer : s.layers) m.add_moe_layers(layer);
+  m.set_expert_bytes(static_cast<int64_t>(kernels::PackedExpertBytes(s.model.ExpertShape())));
+  return m;
+}
+
 // --resume: rank 0 asks the coordinator for the committed placement of a job of this shape
 // and every rank starts from the answer. nullopt: nothing to resume (rank 0 says why).
 absl::StatusOr<std::optional<std::pair<placement::Placement, int64_t>>> ResumePlacement(const Setup& s, comm::Communicator& c) {
   std::string answer;  // rank 0: "!"+error, "?"+reason, or "="+ResumeResponse bytes
   if (c.rank() == 0) {
     control::ResumeRequest request;
-    auto* m = request.mutable_model();
-    m->set_name(s.model.name);
-    m->set_num_experts(s.model.num_experts);
-    m->set_top_k(s.model.top_k);
-    m->set_hidden(s.model.hidden);
-    m->set_expert_ffn(s.model.expert_ffn);
-    for (int layer : s.layers) m->add_moe_layers(layer);
-    m->set_expert_bytes(static_cast<int64_t>(kernels::PackedExpertBytes(s.model.ExpertShape())));
+    *request.mutable_model() = ModelShapeOf(s);
     request.set_world_size(s.topology.ranks());
     request.set_nodes(s.topology.nodes());
     request.set_slots_per_rank(s.topology.slots_per_rank());
@@ -352,7 +358,7 @@ struct Control {
 };
 
 absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const placement::Placement& start,
-                                     int64_t start_epoch, const WeightStore& store) {
+                                     int64_t start_epoch) {
   Control out;
   std::string address = s.control.address;
   if (s.embedded) {
@@ -397,14 +403,7 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   r.set_node_name(s.launch.node_name);
   r.set_local_rank(c.local_rank());
   r.set_backend(std::string(c.backend()));
-  auto* m = r.mutable_model();
-  m->set_name(s.model.name);
-  m->set_num_experts(s.model.num_experts);
-  m->set_top_k(s.model.top_k);
-  m->set_hidden(s.model.hidden);
-  m->set_expert_ffn(s.model.expert_ffn);
-  for (int layer : s.layers) m->add_moe_layers(layer);
-  m->set_expert_bytes(static_cast<int64_t>(store.expert_bytes()));
+  *r.mutable_model() = ModelShapeOf(s);
   *r.mutable_placement() = rpc::ToProto(start, start_epoch);
   r.set_job_id(job_id);
   r.set_tokens_per_step(absl::GetFlag(FLAGS_tokens_per_rank));
@@ -533,7 +532,7 @@ int Main(int argc, char** argv) {
     }
     Control control;
     if (s.embedded || !s.control.address.empty()) {
-      SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, start_epoch, store));
+      SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, start_epoch));
     }
     if (c.rank() == 0) {
       auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
