@@ -44,7 +44,9 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
       value = body.substr(eq + 1);
       has_value = true;
     }
-    // Flags are declared with underscores; users may type dashes (--slots-per-rank).
+    // Flags are declared with underscores; users may type dashes (--slots-per-rank). Errors
+    // name the flag as typed.
+    const std::string typed(name);
     std::string name_buf(name);
     std::replace(name_buf.begin(), name_buf.end(), '-', '_');
     name = name_buf;
@@ -67,7 +69,7 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
       } else if (i + 1 < argc) {
         value = argv[++i];
       } else {
-        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+        return absl::InvalidArgumentError(absl::StrCat("flag --", typed, " needs a value"));
       }
     }
     std::string error;
@@ -80,7 +82,7 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
     }
     if (!flag->ParseFrom(joined, &error)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("flag --", name, "='", value, "': ", error));
+          absl::StrCat("flag --", typed, "='", value, "': ", error));
     }
   }
   return out;

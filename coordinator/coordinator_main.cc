@@ -63,6 +63,12 @@ int Main(int argc, char** argv) {
     std::printf("usage: switchyard-coordinator [flags]\n%s", switchyard::FlagsHelp({"coordinator/"}).c_str());
     return 0;
   }
+  // Before anything is started or announced (the port file): a signal that comes while the
+  // coordinator starts is handled like any other, never the default action.
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &action, nullptr);
   switchyard::coordinator::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.core.state_dir = absl::GetFlag(FLAGS_state_dir);
@@ -112,10 +118,6 @@ int Main(int argc, char** argv) {
                                                    absl::StrCat((*server)->port(), " ", (*server)->metrics_port(), "\n"));
     if (!written.ok()) return fail(written, 1);
   }
-  struct sigaction action {};
-  action.sa_handler = OnSignal;
-  sigemptyset(&action.sa_mask);
-  for (int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &action, nullptr);
   switchyard::coordinator::Coordinator& core = (*server)->core();
   bool state_lost = false;  // the last checkpoint failed: exit 1, so that a job script knows
   auto checkpoint = [&](const std::string& why) {
