@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status.h"
 
 namespace switchyard {
@@ -102,8 +103,8 @@ absl::StatusOr<int64_t> JsonReader::Int(const Json& v, absl::string_view path, i
 absl::StatusOr<double> JsonReader::Number(const Json& v, absl::string_view path, double lo, double hi) const {
   if (!v.is_number()) return Error(path, absl::StrCat("expected a number, got ", TypeName(v), " ", Echo(v)));
   const double x = v.get<double>();
-  if (!std::isfinite(x) || x < lo || x > hi) {
-    return Error(path, absl::StrCat(x, " is out of range (must be in ", lo, "..", hi, ")"));
+  if (!std::isfinite(x) || x < lo || x > hi) {  // all the digits: 1 + 2^-52 must not read as 1
+    return Error(path, absl::StrCat(absl::StrFormat("%.17g", x), " is out of range (must be in ", lo, "..", hi, ")"));
   }
   return x;
 }

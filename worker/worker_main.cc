@@ -499,6 +499,16 @@ int Main(int argc, char** argv) {
              "not by hand in a batch script")),
          true);
   }
+  {  // Every rank must route the same way: the collectives of the two modes differ.
+    int64_t modes[2] = {s.shares == ShareMode::kStep ? 1 : 0, s.shares == ShareMode::kEpoch ? 1 : 0};
+    if (absl::Status agreed = c.AllReduce(modes, 2, comm::ReduceOp::kMax); !agreed.ok()) Fail(kExitRuntime, agreed, true);
+    if (modes[0] == 1 && modes[1] == 1) {
+      Fail(kExitBadInput,
+           absl::InvalidArgumentError(absl::StrCat("the ranks were started with different --shares (this rank: ",
+                                                   ShareModeName(s.shares), "): give every rank the same")),
+           true);
+    }
+  }
   int64_t start_epoch = 0;
   if (absl::GetFlag(FLAGS_resume)) {
     auto resumed = ResumePlacement(s, c);

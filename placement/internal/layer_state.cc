@@ -281,7 +281,12 @@ double LayerState::MeanLoad() const {
 LayerPlacement LayerState::ToLayer(int layer_id) const {
   LayerPlacement layer{layer_id, std::vector<std::vector<Replica>>(ranks())};
   for (int s = 0; s < static_cast<int>(slot_expert_.size()); ++s) {
-    if (slot_expert_[s] >= 0) layer.ranks[RankOfSlot(s)].push_back({slot_expert_[s], slot_share_[s]});
+    // Shares are renormalised in floating point: keep them in [0, 1] (a lone replica's share
+    // can come out as 1 + 2^-52), the range every reader checks.
+    if (slot_expert_[s] >= 0) {
+      layer.ranks[RankOfSlot(s)].push_back(
+          {slot_expert_[s], count_[slot_expert_[s]] == 1 ? 1.0 : std::clamp(slot_share_[s], 0.0, 1.0)});
+    }
   }
   return layer;
 }

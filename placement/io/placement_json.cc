@@ -1,5 +1,7 @@
 #include "placement/io/placement_json.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/json_reader.h"
@@ -78,8 +80,10 @@ absl::StatusOr<Placement> ParsePlacementJson(absl::string_view text, absl::strin
       for (size_t i = 0; i < jr.size(); ++i) {
         const std::string path = JsonPath(rpath, i);
         SY_ASSIGN_OR_RETURN(const int expert, rd.IntField(jr[i], "expert", path, 0, experts - 1));
-        SY_ASSIGN_OR_RETURN(const double share, rd.NumberField(jr[i], "share", path, 0, 1));
-        layer.ranks[r].push_back({expert, share});
+        // Up to 1e-9 above 1 is floating-point rounding of a lone replica's share (files
+        // written before planners clamped them): read as 1.
+        SY_ASSIGN_OR_RETURN(const double share, rd.NumberField(jr[i], "share", path, 0, 1 + 1e-9));
+        layer.ranks[r].push_back({expert, std::min(share, 1.0)});
       }
     }
     placement.layers.push_back(std::move(layer));

@@ -1,4 +1,5 @@
 // Trace CSV and placement JSON: parsing, every rejected input, and the JSON round trip.
+#include <regex>
 #include <gtest/gtest.h>
 
 #include "placement/io/load_csv.h"
@@ -92,6 +93,46 @@ TEST(PlacementJsonTest, RoundTrip) {
   auto back = ParsePlacementJson(json, "p.json");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(*back, *placement);
+}
+
+// A lone replica's share renormalised in floating point can be 1 + 2^-52 (files written before
+// planners clamped it): read as 1. Anything further above 1 is refused, printed in full.
+TEST(PlacementJsonTest, ShareRoundingAboveOneReadsAsOne) {
+  const std::string good = PlacementToJson(*ContiguousPlacement(*Topology::Create(2, 1, 2), 3, {0}), "eplb", std::nullopt);
+  // The first replica's share, whatever digits the writer used.
+  auto with_share = [&](const std::string& value) {
+    return std::regex_replace(good, std::regex("\"share\": [0-9.e+-]+"), "\"share\": " + value,
+                              std::regex_constants::format_first_only);
+  };
+  auto read = ParsePlacementJson(with_share("1.0000000000000002"), "p.json");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->layers[0].ranks[0][0].share, 1.0);
+  const std::string above = with_share("1.000001");
+  auto refused = ParsePlacementJson(above, "p.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("1.0000009999999999 is out of range"), std::string::npos) << refused.status();
+}
+
+// Planners never emit a share above 1, however replicas were added and removed.
+TEST(PlacementJsonTest, PlannedSharesStayWithinZeroAndOne) {
+  for (int seed = 1; seed <= 20; ++seed) {
+    const LoadMatrix before = test::ZipfLoad(2, 40, 1.2, 5000, seed), after = test::ZipfLoad(2, 40, 0.6, 5000, seed + 100);
+    const Topology topo = *Topology::Create(8, 2, 6);
+    auto planner = *CreatePlanner("incremental");
+    const Placement first = *planner->Plan({topo, before, nullptr, {}, {}});
+    const Placement second = *planner->Plan({topo, after, &first, {}, {}});
+    for (const Placement* p : {&first, &second}) {
+      for (const LayerPlacement& l : p->layers) {
+        for (const auto& rank : l.ranks) {
+          for (const Replica& r : rank) {
+            ASSERT_GE(r.share, 0.0);
+            ASSERT_LE(r.share, 1.0);
+          }
+        }
+      }
+      ASSERT_TRUE(ParsePlacementJson(PlacementToJson(*p, "incremental", std::nullopt), "p.json").ok());
+    }
+  }
 }
 
 TEST(PlacementJsonTest, RejectsBadDocuments) {

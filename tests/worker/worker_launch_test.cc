@@ -92,6 +92,23 @@ INSTANTIATE_TEST_SUITE_P(Launches, WorkerUnderMpirunTest,
                                                info.param.shares == "step" ? "_step" : "");
                          });
 
+// Ranks started with different --shares would run different collectives: every rank stops
+// first, exit 2, naming the flag.
+TEST(WorkerLaunchTest, RanksWithDifferentSharesStopWithExitTwo) {
+  test::TempDir dir;
+  std::vector<std::string> argv = {MPIEXEC, "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo",
+                                   "--mca", "oob_tcp_if_include", "lo"};
+  for (const char* shares : {"step", "epoch"}) {
+    if (std::string(shares) == "epoch") argv.push_back(":");
+    argv.insert(argv.end(), {"-np", "1"});
+    for (const std::string& a : WorkerArgs(48, dir.File("r.json"))) argv.push_back(a);
+    argv.insert(argv.end(), {"--shares", shares});
+  }
+  const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(120), kEnv);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("the ranks were started with different --shares"), std::string::npos) << r.err;
+}
+
 TEST_F(WorkerIdentityTest, PlacementFileFromSwitchyardPlan) {
   const std::string placement = dir_->File("plan.json");
   const test::RunResult plan = test::RunCommand({kCli, "plan", "--loads", kTrace, "--ranks", "4", "--slots-per-rank", "65",
