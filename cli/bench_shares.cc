@@ -45,8 +45,21 @@ struct Samples {
 absl::Status Profile(const std::string& profile, BenchReport& report) {
   SY_ASSIGN_OR_RETURN(placement::LoadMatrix trace,
                       placement::ReadLoadCsv(absl::StrCat(TracesDir(), "/deepseek_v3_sglang_", profile, ".csv")));
+  const std::string file = absl::StrCat(TracesDir(), "/deepseek_v3_sglang_", profile, ".csv");
+  if (trace.values.size() < static_cast<size_t>(kLayers)) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", trace.values.size(), " layers, the benchmark needs ", kLayers));
+  }
   trace.layer_ids.resize(kLayers);
   trace.values.resize(kLayers);
+  for (int li = 0; li < kLayers; ++li) {
+    double total = 0;
+    for (double x : trace.values[li]) total += x;
+    if (trace.values[li].size() < 16 || !(total > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": layer ", trace.layer_ids[li], " has ", trace.values[li].size(),
+                                                     " experts and ", total, " tokens; the benchmark needs >= 16 experts and "
+                                                     "some load"));
+    }
+  }
   SY_ASSIGN_OR_RETURN(const placement::Topology topo, placement::Topology::Create(kRanks, 1, kSlots));
   SY_ASSIGN_OR_RETURN(auto eplb, placement::CreatePlanner("eplb"));
   const int E = static_cast<int>(trace.values[0].size());

@@ -228,6 +228,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     transfers_.clear();
     members_.Clear();
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
+    step_balance_.clear();
     auto_ = {};
     EventLocked("job_resumed", absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(),
                                             " ranks, resumes epoch ", committed_epoch_),
@@ -251,6 +252,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     transfers_.clear();
     members_.Clear();
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
+    step_balance_.clear();
     auto_ = {};
     if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
       pins_.clear();
@@ -387,11 +389,18 @@ absl::Status Coordinator::ValidateReportLocked(const control::LoadReport& r) con
       }
       chosen_total += static_cast<double>(l.chosen(e));
     }
-    for (double b : {l.step_balancedness_p50(), l.step_balancedness_p99()}) {
+    const double p50 = l.step_balancedness_p50(), p99 = l.step_balancedness_p99();
+    for (double b : {p50, p99}) {
       if (!(b >= 0 && b <= 1)) {
         return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(),
-                                                       ": step balancedness ", b, " is not in [0, 1]"));
+                                                       ": step balancedness ", absl::StrFormat("%.17g", b), " is not in [0, 1]"));
       }
+    }
+    if ((p50 > 0) != (p99 > 0) || p99 > p50) {  // 0 and 0: not measured
+      return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(),
+                                                     ": step balancedness p50 ", absl::StrFormat("%.17g", p50), " and p99 ",
+                                                     absl::StrFormat("%.17g", p99),
+                                                     ": both measured (> 0) with p99 <= p50, or both 0"));
     }
     if (chosen_total > max_chosen_total) {
       return absl::InvalidArgumentError(absl::StrCat("load report of rank ", r.rank(), " layer ", l.layer(), ": ", chosen_total,
@@ -419,11 +428,9 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
   w.step = std::max(w.step, r.end_step());
   w.reported_until = r.end_step();
   load_.Add(r);
-  if (step_balance_.size() != static_cast<size_t>(r.layers_size())) step_balance_.assign(r.layers_size(), {0, 0});
+  step_balance_.resize(r.layers_size(), {0, 0});
   for (int i = 0; i < r.layers_size(); ++i) {  // every rank measures the same: the latest wins
-    if (r.layers(i).step_balancedness_p50() > 0) {
-      step_balance_[i] = {r.layers(i).step_balancedness_p50(), r.layers(i).step_balancedness_p99()};
-    }
+    step_balance_[i] = {r.layers(i).step_balancedness_p50(), r.layers(i).step_balancedness_p99()};
   }
   CompleteWindowsLocked();
   return absl::OkStatus();
@@ -948,13 +955,13 @@ std::string Coordinator::MetricsText() {
   }
   header("switchyard_step_balancedness",
          "Per-step balancedness (mean / max pairs per rank in one step) over the last reported window: quantile 0.5 the "
-         "median, 0.99 the value 99% of the steps reach.");
+         "median, 0.01 the 1st percentile (99% of the steps are at least this balanced: the report's p99).");
   if (model_) {
     for (int i = 0; i < model_->moe_layers_size() && i < static_cast<int>(step_balance_.size()); ++i) {
       if (step_balance_[i].first <= 0) continue;
-      absl::StrAppendFormat(&out, "switchyard_step_balancedness{layer=\"%d\",quantile=\"0.5\"} %.6f\n", model_->moe_layers(i),
+      absl::StrAppendFormat(&out, "switchyard_step_balancedness{layer=\"%d\",quantile=\"0.5\"} %.6g\n", model_->moe_layers(i),
                             step_balance_[i].first);
-      absl::StrAppendFormat(&out, "switchyard_step_balancedness{layer=\"%d\",quantile=\"0.99\"} %.6f\n", model_->moe_layers(i),
+      absl::StrAppendFormat(&out, "switchyard_step_balancedness{layer=\"%d\",quantile=\"0.01\"} %.6g\n", model_->moe_layers(i),
                             step_balance_[i].second);
     }
   }

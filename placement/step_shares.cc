@@ -72,23 +72,47 @@ StepShareSolver::StepShareSolver(const LayerPlacement& layer, const Topology& to
   next_edge_.resize(graph_.size());
 }
 
-int64_t StepShareSolver::Push(int node, int64_t limit) const {
-  if (node == kSink) return limit;
-  // Pushes as much of `limit` as the level graph takes from here (a blocking flow), keeping
-  // next_edge_ at the first edge that may still carry some.
-  int64_t total = 0;
-  for (int& i = next_edge_[node]; i < static_cast<int>(graph_[node].size()); ++i) {
-    Edge& e = edges_[graph_[node][i]];
-    if (e.cap <= 0 || level_[e.to] != level_[node] + 1 || (e.to != kSink && level_[e.to] >= level_[kSink])) continue;
-    const int64_t pushed = Push(e.to, std::min(limit - total, e.cap));
-    if (pushed > 0) {
-      e.cap -= pushed;
-      edges_[graph_[node][i] ^ 1].cap += pushed;
-      total += pushed;
-      if (total == limit) return total;
+int64_t StepShareSolver::BlockingFlow() const {
+  // Paths from the source along the level graph, each pushing its bottleneck; after a push
+  // the path retreats to the tail of its first saturated edge, a dead end retreats one edge
+  // (and is never entered again this phase). Iterative: a path can be as long as the network.
+  const int sink_level = level_[kSink];
+  int64_t flow = 0;
+  path_.clear();
+  int node = kSource;
+  auto tail = [&] { return path_.empty() ? kSource : edges_[path_.back()].to; };
+  while (true) {
+    if (node == kSink) {
+      int64_t push = kInfinity;
+      for (int id : path_) push = std::min(push, edges_[id].cap);
+      size_t cut = path_.size();
+      for (size_t k = 0; k < path_.size(); ++k) {
+        edges_[path_[k]].cap -= push;
+        edges_[path_[k] ^ 1].cap += push;
+        if (edges_[path_[k]].cap == 0 && cut == path_.size()) cut = k;
+      }
+      flow += push;
+      path_.resize(cut);
+      node = tail();
+      continue;
     }
+    int& i = next_edge_[node];
+    const int n = static_cast<int>(graph_[node].size());
+    for (; i < n; ++i) {
+      const Edge& e = edges_[graph_[node][i]];
+      if (e.cap > 0 && level_[e.to] == level_[node] + 1 && (e.to == kSink || level_[e.to] < sink_level)) break;
+    }
+    if (i < n) {
+      path_.push_back(graph_[node][i]);
+      node = edges_[path_.back()].to;
+      continue;
+    }
+    if (node == kSource) return flow;
+    level_[node] = -1;  // a dead end; the next phase's BFS labels afresh
+    path_.pop_back();
+    node = tail();
+    ++next_edge_[node];
   }
-  return total;
 }
 
 int64_t StepShareSolver::Greedy(absl::Span<const int64_t> counts, const std::vector<int64_t>& fixed, int64_t T) const {
@@ -175,7 +199,7 @@ int64_t StepShareSolver::Augment() const {
     }
     if (level_[kSink] < 0) return flow;
     std::fill(next_edge_.begin(), next_edge_.end(), 0);
-    while (int64_t pushed = Push(kSource, kInfinity)) flow += pushed;
+    flow += BlockingFlow();
   }
 }
 
@@ -188,8 +212,9 @@ absl::Status StepShareSolver::Solve(absl::Span<const int64_t> counts, absl::Span
   std::vector<int64_t> fixed(R, 0);
   int64_t total = 0;
   for (int e = 0; e < num_experts_; ++e) {
-    if (counts[e] < 0 || counts[e] > (int64_t{1} << 53)) {
-      return absl::InvalidArgumentError(absl::StrCat("step shares: expert ", e, " has count ", counts[e]));
+    if (counts[e] < 0 || counts[e] > kMaxStepPairs - total) {
+      return absl::InvalidArgumentError(absl::StrCat("step shares: expert ", e, " has count ", counts[e],
+                                                     counts[e] < 0 ? "" : absl::StrCat(": the counts add up to more than 2^53")));
     }
     total += counts[e];
   }

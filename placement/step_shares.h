@@ -25,6 +25,10 @@
 
 namespace switchyard::placement {
 
+// Most pairs one step of one layer may hold over all experts (sums stay exact in int64 and
+// double).
+inline constexpr int64_t kMaxStepPairs = int64_t{1} << 53;
+
 // The replicas of one layer, numbered rank by rank in slot order (the order of
 // LayerPlacement::ranks): replica j is slot `slot[j]` of rank `rank[j]`. Solve keeps scratch
 // space in the object: one thread at a time.
@@ -42,8 +46,8 @@ class StepShareSolver {
   // Replica ids of expert e, in rank order.
   const std::vector<int>& replicas_of(int e) const { return expert_replicas_[e]; }
 
-  // counts[e] (num_experts values, each >= 0): the layer's pairs for expert e this step over
-  // all ranks. quota (num_replicas values, written): pairs replica j computes; per expert they
+  // counts[e] (num_experts values, each >= 0, summing to at most kMaxStepPairs): the layer's
+  // pairs for expert e this step over all ranks. quota (num_replicas values, written): pairs replica j computes; per expert they
   // sum to counts[e]; the largest rank load is the least possible. InvalidArgument for a span
   // of the wrong length or a negative count.
   absl::Status Solve(absl::Span<const int64_t> counts, absl::Span<int64_t> quota) const;
@@ -68,7 +72,8 @@ class StepShareSolver {
   int64_t Greedy(absl::Span<const int64_t> counts, const std::vector<int64_t>& fixed, int64_t T) const;
   // Augments the flow in edges_ until the sink is unreachable; returns the flow added.
   int64_t Augment() const;
-  int64_t Push(int node, int64_t limit) const;
+  // One phase of Dinic on the current levels; returns the flow added.
+  int64_t BlockingFlow() const;
 
   Topology topology_;
   int num_experts_ = 0;
@@ -83,7 +88,7 @@ class StepShareSolver {
   // Dinic scratch.
   mutable std::vector<Edge> edges_;
   mutable std::vector<std::vector<int>> graph_;
-  mutable std::vector<int> level_, next_edge_, queue_;
+  mutable std::vector<int> level_, next_edge_, queue_, path_;
   mutable std::vector<int64_t> edge_flow_;  // per (multi expert, rank) edge, after Solve
   mutable std::vector<int> order_;
   mutable std::vector<std::pair<int64_t, int>> rooms_;

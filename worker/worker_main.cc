@@ -222,6 +222,10 @@ absl::StatusOr<Setup> Prepare() {
     for (int layer : s.layers) {
       if (p.FindLayer(layer) == nullptr) return absl::InvalidArgumentError(absl::StrCat(file, ": placement has no layer ", layer));
     }
+    // A plan of more layers than this run: the run's layers (routing indexes them in order).
+    std::erase_if(p.layers, [&](const placement::LayerPlacement& l) {
+      return std::find(s.layers.begin(), s.layers.end(), l.layer_id) == s.layers.end();
+    });
     s.topology = p.topology;
     s.placement = std::move(p);
     s.placement_name = file;

@@ -314,14 +314,21 @@ TEST(CoordinatorMetrics, StepBalancednessPerLayer) {
   report.mutable_layers(0)->set_step_balancedness_p99(0.8);
   ASSERT_TRUE(c->ReportLoad(report).ok());
   const std::string text = c->MetricsText();
-  EXPECT_NE(text.find("switchyard_step_balancedness{layer=\"1\",quantile=\"0.5\"} 0.900000\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("switchyard_step_balancedness{layer=\"1\",quantile=\"0.99\"} 0.800000\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("switchyard_step_balancedness{layer=\"1\",quantile=\"0.5\"} 0.9\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("switchyard_step_balancedness{layer=\"1\",quantile=\"0.01\"} 0.8\n"), std::string::npos) << text;
   EXPECT_EQ(text.find("switchyard_step_balancedness{layer=\"2\""), std::string::npos) << text;  // not measured
   control::LoadReport lie = Report(1, 0, 10);
   lie.mutable_layers(1)->set_step_balancedness_p99(1.5);
   const absl::Status refused = c->ReportLoad(lie);
   EXPECT_TRUE(absl::IsInvalidArgument(refused));
   EXPECT_NE(refused.message().find("step balancedness 1.5 is not in [0, 1]"), std::string::npos) << refused;
+  control::LoadReport upside_down = Report(1, 0, 10);
+  upside_down.mutable_layers(0)->set_step_balancedness_p50(0.4);
+  upside_down.mutable_layers(0)->set_step_balancedness_p99(0.9);
+  EXPECT_NE(c->ReportLoad(upside_down).message().find("with p99 <= p50"), std::string::npos);
+  // A new job starts without the old one's figures.
+  ASSERT_TRUE(c->Register(Registration(0, "job-b")).ok());
+  EXPECT_EQ(c->MetricsText().find("switchyard_step_balancedness{"), std::string::npos);
 }
 
 }  // namespace

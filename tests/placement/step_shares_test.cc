@@ -157,6 +157,7 @@ TEST(StepShares, RefusesBadInput) {
   std::vector<int64_t> quota(3), routes(3);
   EXPECT_THAT(s.Solve({1, 2, 3}, absl::MakeSpan(quota)).message(), HasSubstr("3 counts for 2 experts"));
   EXPECT_THAT(s.Solve({1, -2}, absl::MakeSpan(quota)).message(), HasSubstr("expert 1 has count -2"));
+  EXPECT_THAT(s.Solve({kMaxStepPairs, 1}, absl::MakeSpan(quota)).message(), HasSubstr("add up to more than 2^53"));
   const std::vector<int32_t> wrong = {1, 2, 3};
   EXPECT_FALSE(s.Transport(wrong, quota, 0, absl::MakeSpan(routes)).ok());
   ASSERT_TRUE(s.Solve({1, 2}, absl::MakeSpan(quota)).ok());
