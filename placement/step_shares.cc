@@ -178,9 +178,10 @@ int64_t StepShareSolver::Greedy(absl::Span<const int64_t> counts, const std::vec
   return flow;
 }
 
-int64_t StepShareSolver::Augment() const {
+int64_t StepShareSolver::Augment(int& phases_left) const {
   // Dinic: breadth-first levels, then blocking flows along them, until the sink is out of
-  // reach. level_ then marks what the source still reaches (the min cut's source side).
+  // reach (level_ then marks what the source still reaches: the min cut's source side) or the
+  // phases run out (phases_left 0 with the sink still reachable: exhausted_).
   int64_t flow = 0;
   std::vector<int>& queue = queue_;
   while (true) {
@@ -198,6 +199,11 @@ int64_t StepShareSolver::Augment() const {
       }
     }
     if (level_[kSink] < 0) return flow;
+    if (phases_left == 0) {
+      exhausted_ = true;
+      return flow;
+    }
+    --phases_left;
     std::fill(next_edge_.begin(), next_edge_.end(), 0);
     flow += BlockingFlow();
   }
@@ -253,8 +259,10 @@ absl::Status StepShareSolver::Solve(absl::Span<const int64_t> counts, absl::Span
   // start). A round that falls short leaves a min cut whose source side is an expert set X
   // on ranks N(X): X's pairs must fit there, so T >= (pairs(X) + fixed(N(X))) / |N(X)|, a
   // bound above the current T and the next T. It ends at the least feasible T.
+  exhausted_ = false;
+  int phases_left = kMaxFlowPhases;
   int64_t flow = Greedy(counts, fixed, T);
-  while ((flow += Augment()) < need) {
+  while ((flow += Augment(phases_left)) < need && !exhausted_) {
     int64_t pairs = 0, room = 0;
     for (int i = 0; i < M; ++i) {
       if (level_[2 + i] >= 0) pairs += counts[multi_experts_[i]];
@@ -268,6 +276,22 @@ absl::Status StepShareSolver::Solve(absl::Span<const int64_t> counts, absl::Span
     const int64_t next = std::max(T + 1, (pairs + room - 1) / room);
     for (size_t i = 0; i < flow_ranks_.size(); ++i) edges_[sink_edge_ + 2 * i].cap += next - T;
     T = next;
+  }
+  if (exhausted_) {
+    // A network that needs more than kMaxFlowPhases phases (long replica chains across many
+    // ranks): the water-filling split at the least T it fits (doubling, then bisection from
+    // the bound reached), in bounded time. Not necessarily optimal; exact() says so.
+    int64_t lo = T, step = 1;
+    while (Greedy(counts, fixed, lo + step) < need) {
+      lo += step;
+      step *= 2;
+    }
+    int64_t hi = lo + step;
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (Greedy(counts, fixed, mid) < need ? lo : hi) = mid;
+    }
+    Greedy(counts, fixed, hi);
   }
   size_t edge = 2 * static_cast<size_t>(M);
   edge_flow_.clear();

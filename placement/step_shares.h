@@ -28,6 +28,9 @@ namespace switchyard::placement {
 // Most pairs one step of one layer may hold over all experts (sums stay exact in int64 and
 // double).
 inline constexpr int64_t kMaxStepPairs = int64_t{1} << 53;
+// Dinic phases one Solve may run before it settles for the water-filling split: planned
+// placements need tens (4,096 ranks: 30-45); a replica chain through thousands of ranks, thousands.
+inline constexpr int kMaxFlowPhases = 256;
 
 // The replicas of one layer, numbered rank by rank in slot order (the order of
 // LayerPlacement::ranks): replica j is slot `slot[j]` of rank `rank[j]`. Solve keeps scratch
@@ -39,6 +42,10 @@ class StepShareSolver {
   StepShareSolver(const LayerPlacement& layer, const Topology& topology, int num_experts);
 
   int num_replicas() const { return static_cast<int>(replica_rank_.size()); }
+  // Whether the last Solve was exact (always, unless its max flow needed more than
+  // kMaxFlowPhases phases: then it took a water-filling split, deterministic but maybe above
+  // the optimum).
+  bool exact() const { return !exhausted_; }
   int num_experts() const { return num_experts_; }
   int replica_rank(int j) const { return replica_rank_[j]; }
   int replica_slot(int j) const { return replica_slot_[j]; }
@@ -70,8 +77,9 @@ class StepShareSolver {
   // Sets the network's capacities for makespan T and fills it by water-filling; returns the
   // flow placed (need not be all: Augment continues from it).
   int64_t Greedy(absl::Span<const int64_t> counts, const std::vector<int64_t>& fixed, int64_t T) const;
-  // Augments the flow in edges_ until the sink is unreachable; returns the flow added.
-  int64_t Augment() const;
+  // Augments the flow in edges_ until the sink is unreachable or phases_left phases ran
+  // (then exhausted_); returns the flow added.
+  int64_t Augment(int& phases_left) const;
   // One phase of Dinic on the current levels; returns the flow added.
   int64_t BlockingFlow() const;
 
@@ -91,6 +99,7 @@ class StepShareSolver {
   mutable std::vector<int> level_, next_edge_, queue_, path_;
   mutable std::vector<int64_t> edge_flow_;  // per (multi expert, rank) edge, after Solve
   mutable std::vector<int> order_;
+  mutable bool exhausted_ = false;
   mutable std::vector<std::pair<int64_t, int>> rooms_;
   std::vector<size_t> expert_edge_;  // per multi expert: its first expert -> rank edge
   size_t sink_edge_ = 0;             // the first rank -> sink edge
