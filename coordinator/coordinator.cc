@@ -214,11 +214,33 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
                        p == *committed_ &&
                        model_->name() == r.model().name() && model_->expert_bytes() == r.model().expert_bytes() &&
                        std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
+  // Everything a registration may change, put back if its state cannot be written (the
+  // worker retries; nothing is left half-changed). Its events wait for the write too.
+  const struct {
+    std::string job_id;
+    std::optional<types::ModelShape> model;
+    std::optional<placement::Placement> committed;
+    int64_t committed_epoch;
+    std::optional<placement::Placement> target;
+    bool target_started;
+    decltype(transfers_) transfers;
+    Membership members;
+    LoadAggregator load;
+    decltype(step_balance_) step_balance;
+    AutoRebalanceState auto_state;
+    decltype(pins_) pins;
+    decltype(drained_) drained;
+  } old{job_id_, model_,   committed_, committed_epoch_, target_, target_started_, transfers_,
+        members_, load_,   step_balance_, auto_,          pins_,   drained_};
+  std::vector<std::tuple<std::string, std::string, int, int64_t>> events;
+  auto note = [&](const std::string& kind, const std::string& message, int rank = -1, int64_t epoch = -1) {
+    events.emplace_back(kind, message, rank, epoch);
+  };
   if (resumed) {
     job_id_ = r.job_id();
     model_ = r.model();
     if (target_) {
-      EventLocked("migration_dropped",
+      note("migration_dropped",
                   absl::StrCat("epoch ", target_epoch_, " was in flight for the previous job; the job resumes epoch ",
                                committed_epoch_),
                   -1, target_epoch_);
@@ -230,7 +252,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
     step_balance_.clear();
     auto_ = {};
-    EventLocked("job_resumed", absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(),
+    note("job_resumed", absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(),
                                             " ranks, resumes epoch ", committed_epoch_),
                 -1, committed_epoch_);
   } else if (!same_job) {
@@ -257,9 +279,9 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
       pins_.clear();
       drained_.clear();
-      EventLocked("constraints_cleared", "pins and drains did not fit the new job and were dropped");
+      note("constraints_cleared", "pins and drains did not fit the new job and were dropped");
     }
-    EventLocked(had_job ? "job_replaced" : "job_started",
+    note(had_job ? "job_replaced" : "job_started",
                 absl::StrCat("job ", EchoValue(r.job_id()), ": ", r.model().name(), ", ", r.world_size(), " ranks, ",
                              layers.size(), " MoE layers, epoch ", committed_epoch_,
                              had_job && !options_.state_dir.empty()
@@ -275,16 +297,32 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
       committed_epoch_ = r.placement().epoch();
       target_.reset();
       transfers_.clear();
-      EventLocked("epoch_committed", absl::StrCat("workers run epoch ", committed_epoch_, " (adopted from rank ", r.rank(), ")"),
+      note("epoch_committed", absl::StrCat("workers run epoch ", committed_epoch_, " (adopted from rank ", r.rank(), ")"),
                   r.rank(), committed_epoch_);
     }
   }
   const bool rejoin = members_.Join(r, Now());
-  EventLocked(rejoin ? "worker_rejoined" : "worker_joined",
+  note(rejoin ? "worker_rejoined" : "worker_joined",
               absl::StrCat("rank ", r.rank(), " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
                            r.node(), ", host ", EchoValue(r.host()), ", ", r.backend(), ")"), r.rank(),
               r.placement().epoch());
-  SY_RETURN_IF_ERROR(PersistLocked());
+  if (absl::Status persisted = PersistLocked(); !persisted.ok()) {  // nothing half-changed: the worker retries
+    job_id_ = old.job_id;
+    model_ = old.model;
+    committed_ = old.committed;
+    committed_epoch_ = old.committed_epoch;
+    target_ = old.target;
+    target_started_ = old.target_started;
+    transfers_ = old.transfers;
+    members_ = old.members;
+    load_ = old.load;
+    step_balance_ = old.step_balance;
+    auto_ = old.auto_state;
+    pins_ = old.pins;
+    drained_ = old.drained;
+    return persisted;
+  }
+  for (const auto& [kind, message, rank, epoch] : events) EventLocked(kind, message, rank, epoch);
   control::RegisterResponse out;
   out.set_coordinator_id(id_);
   out.set_committed_epoch(committed_epoch_);

@@ -333,3 +333,32 @@ TEST(CoordinatorMetrics, StepBalancednessPerLayer) {
 
 }  // namespace
 }  // namespace switchyard::coordinator
+
+namespace switchyard::coordinator {
+namespace {
+
+using namespace test::job;  // NOLINT: the test job
+
+// A registration whose state cannot be written changes nothing (no member, no job, no event):
+// the worker's retry is the first registration again.
+TEST(CoordinatorHardening, ARegistrationThatCannotBePersistedChangesNothing) {
+  test::TempDir dir;
+  const std::string state = dir.File("state");
+  auto c = *Coordinator::Create({.state_dir = state});
+  ASSERT_TRUE(c->Register(Registration(0)).ok());
+  std::filesystem::remove_all(state);
+  std::ofstream(state) << "in the way";
+  const size_t events_before = c->WaitEvents(0, absl::ZeroDuration()).size();
+  EXPECT_FALSE(c->Register(Registration(1)).ok());                 // same job, a new rank
+  EXPECT_FALSE(c->Register(Registration(0, "job-b")).ok());        // a new job (its backup fails first)
+  const admin::ClusterStatus s = c->Status();
+  EXPECT_EQ(s.registered(), 1);
+  EXPECT_EQ(c->WaitEvents(0, absl::ZeroDuration()).size(), events_before);
+  std::filesystem::remove(state);
+  std::filesystem::create_directories(state);
+  ASSERT_TRUE(c->Register(Registration(1)).ok());
+  EXPECT_EQ(c->Status().registered(), 2);
+}
+
+}  // namespace
+}  // namespace switchyard::coordinator
