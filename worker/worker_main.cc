@@ -65,9 +65,9 @@ ABSL_FLAG(int, layers, 4, "how many of the model's MoE layers to run (0: all)");
 ABSL_FLAG(std::string, placement, "", "a placement file (switchyard plan JSON) to start from");
 ABSL_FLAG(std::string, policy, "contiguous", "placement at start without --placement: contiguous, eplb or incremental");
 ABSL_FLAG(int, slots_per_rank, 0, "expert slots per rank per layer (0: experts/ranks, +1 for eplb/incremental)");
-ABSL_FLAG(std::string, shares, "epoch",
-          "how an expert's pairs split over its replicas: epoch (the planned shares, drawn per pair) or step (every step "
-          "the ranks exchange their counts and solve the split that minimises the busiest rank)");
+ABSL_FLAG(std::string, shares, "step",
+          "how an expert's pairs split over its replicas: step (every step the ranks exchange their counts and solve "
+          "the split that minimises the busiest rank) or epoch (the planned shares, drawn per pair)");
 ABSL_FLAG(bool, resume, false,
           "start from the coordinator's committed placement and epoch when it holds one for this model, layers and "
           "topology (a requeued or resubmitted job), else as without it");
@@ -135,7 +135,7 @@ struct Setup {
   std::optional<placement::Placement> placement;  // from --placement
   std::string placement_name;
   bool resumed = false;  // --resume found the coordinator's placement
-  ShareMode shares = ShareMode::kEpoch;
+  ShareMode shares = ShareMode::kStep;
   ControlOptions control;  // address empty: no coordinator
   bool embedded = false;
   bool rebalance = false;
