@@ -250,8 +250,10 @@ absl::Status StepShareSolver::Solve(absl::Span<const int64_t> counts, absl::Span
   for (int e : multi_experts_) need += counts[e];
   order_.resize(M);
   std::iota(order_.begin(), order_.end(), 0);
-  std::sort(order_.begin(), order_.end(), [&](int a, int b) {
-    const int64_t ca = counts[multi_experts_[a]], cb = counts[multi_experts_[b]];
+  std::sort(order_.begin(), order_.end(), [&](int a, int b) {  // most pairs per replica rank first
+    // Cross-multiplied in 128 bits: counts reach 2^53, rank counts 2^16.
+    const __int128 ca = static_cast<__int128>(counts[multi_experts_[a]]) * static_cast<__int128>(expert_ranks_[b].size());
+    const __int128 cb = static_cast<__int128>(counts[multi_experts_[b]]) * static_cast<__int128>(expert_ranks_[a].size());
     return ca != cb ? ca > cb : a < b;
   });
   // T starts at that lower bound and only grows, so the flow found so far stays valid and
