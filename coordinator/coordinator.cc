@@ -241,9 +241,9 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     model_ = r.model();
     if (target_) {
       note("migration_dropped",
-                  absl::StrCat("epoch ", target_epoch_, " was in flight for the previous job; the job resumes epoch ",
-                               committed_epoch_),
-                  -1, target_epoch_);
+           absl::StrCat("epoch ", target_epoch_, " was in flight for the previous job; the job resumes epoch ",
+                        committed_epoch_),
+           -1, target_epoch_);
     }
     target_.reset();
     target_started_ = false;
@@ -252,9 +252,10 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
     step_balance_.clear();
     auto_ = {};
-    note("job_resumed", absl::StrCat("job ", r.job_id(), ": ", r.model().name(), ", ", r.world_size(),
-                                            " ranks, resumes epoch ", committed_epoch_),
-                -1, committed_epoch_);
+    note("job_resumed",
+         absl::StrCat("job ", EchoValue(r.job_id()), ": ", r.model().name(), ", ", r.world_size(), " ranks, resumes epoch ",
+                      committed_epoch_),
+         -1, committed_epoch_);
   } else if (!same_job) {
     // A new job (or the first): its placement is the committed one. Constraints and policy
     // survive when they still make sense for it. The replaced job's state stays on disk in
@@ -282,11 +283,11 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
       note("constraints_cleared", "pins and drains did not fit the new job and were dropped");
     }
     note(had_job ? "job_replaced" : "job_started",
-                absl::StrCat("job ", EchoValue(r.job_id()), ": ", r.model().name(), ", ", r.world_size(), " ranks, ",
-                             layers.size(), " MoE layers, epoch ", committed_epoch_,
-                             had_job && !options_.state_dir.empty()
-                                 ? absl::StrCat("; the replaced job's state is in ", options_.state_dir, "/state.replaced.json")
-                                 : ""));
+         absl::StrCat("job ", EchoValue(r.job_id()), ": ", r.model().name(), ", ", r.world_size(), " ranks, ", layers.size(),
+                      " MoE layers, epoch ", committed_epoch_,
+                      had_job && !options_.state_dir.empty()
+                          ? absl::StrCat("; the replaced job's state is in ", options_.state_dir, "/state.replaced.json")
+                          : ""));
   } else if (r.placement().epoch() > committed_epoch_) {
     if (target_ && r.placement().epoch() == target_epoch_) {
       ObserveWorkerEpochLocked(target_epoch_, r.rank());
@@ -298,14 +299,14 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
       target_.reset();
       transfers_.clear();
       note("epoch_committed", absl::StrCat("workers run epoch ", committed_epoch_, " (adopted from rank ", r.rank(), ")"),
-                  r.rank(), committed_epoch_);
+           r.rank(), committed_epoch_);
     }
   }
   const bool rejoin = members_.Join(r, Now());
   note(rejoin ? "worker_rejoined" : "worker_joined",
-              absl::StrCat("rank ", r.rank(), " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
-                           r.node(), ", host ", EchoValue(r.host()), ", ", r.backend(), ")"), r.rank(),
-              r.placement().epoch());
+       absl::StrCat("rank ", r.rank(), " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
+                    r.node(), ", host ", EchoValue(r.host()), ", ", r.backend(), ")"),
+       r.rank(), r.placement().epoch());
   if (absl::Status persisted = PersistLocked(); !persisted.ok()) {  // nothing half-changed: the worker retries
     job_id_ = old.job_id;
     model_ = old.model;
