@@ -23,13 +23,14 @@ absl::StatusOr<std::unique_ptr<comm::Bootstrap>> MakeBootstrap(const ConnectOpti
 #if SWITCHYARD_HAVE_MPI
   if (comm::LaunchedByMpi()) return comm::CreateMpiBootstrap();
 #endif
+  if (options.join.world_size > 0) return JoinThroughCoordinator(options.join, options.timeout);
   if (!options.rendezvous_dir.empty()) {
     SY_ASSIGN_OR_RETURN(const LaunchInfo where, DetectLaunch());
     return CreateFileBootstrap(options.rendezvous_dir, where);
   }
   return absl::FailedPreconditionError(absl::StrCat(
       "backend ", options.backend, " needs its peers: launch with mpirun (or srun --mpi=pmix), ",
-      "or give a rendezvous directory shared by all ranks"));
+      "or join through a coordinator (--coordinator with --world-size), or give a rendezvous directory shared by all ranks"));
 }
 
 }  // namespace

@@ -2,8 +2,8 @@
 //
 //   backend mpi:   over MPI_COMM_WORLD (mpirun, srun --mpi=pmix, or a lone process).
 //   backend ucx / nccl: peers found through a Bootstrap: MPI when launched by mpirun/srun
-//     with PMIx, else the shared directory `rendezvous_dir` (positions from DetectLaunch),
-//     else an error saying what is missing.
+//     with PMIx, else the coordinator (`join`: ranks assigned there), else the shared directory
+//     `rendezvous_dir` (positions from DetectLaunch), else an error saying what is missing.
 #pragma once
 
 #include <memory>
@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cluster/coordinator_bootstrap.h"
 #include "comm/communicator.h"
 
 namespace switchyard::cluster {
@@ -19,6 +20,7 @@ namespace switchyard::cluster {
 struct ConnectOptions {
   std::string backend = "mpi";
   std::string rendezvous_dir;        // for ucx/nccl without an MPI launcher
+  CoordinatorJoin join;              // or meet through a coordinator (join.world_size > 0)
   absl::Duration timeout = absl::Seconds(60);
   void* cuda_stream = nullptr;       // nccl: the step's stream
 };

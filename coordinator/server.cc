@@ -56,7 +56,8 @@ grpc::Status Authorize(grpc::ServerContext* ctx, const std::string& token) {
 
 class ControlService final : public control::Control::Service {
  public:
-  ControlService(Coordinator& core, std::string token) : core_(core), token_(std::move(token)) {}
+  ControlService(Coordinator& core, Rendezvous& rendezvous, std::string token)
+      : core_(core), rendezvous_(rendezvous), token_(std::move(token)) {}
   grpc::Status Register(grpc::ServerContext* ctx, const control::RegisterRequest* r, control::RegisterResponse* out) override {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Register(*r), out);
@@ -86,9 +87,18 @@ class ControlService final : public control::Control::Service {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
     return Reply(core_.Resume(*r), out);
   }
+  grpc::Status Join(grpc::ServerContext* ctx, const control::JoinRequest* r, control::JoinResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
+    return Reply(rendezvous_.Join(*r, absl::Milliseconds(std::clamp(r->wait_ms(), 0, 1000))), out);
+  }
+  grpc::Status Exchange(grpc::ServerContext* ctx, const control::ExchangeRequest* r, control::ExchangeResponse* out) override {
+    if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
+    return Reply(rendezvous_.Exchange(*r, absl::Milliseconds(std::clamp(r->wait_ms(), 0, 1000))), out);
+  }
 
  private:
   Coordinator& core_;
+  Rendezvous& rendezvous_;
   std::string token_;
 };
 
@@ -228,7 +238,7 @@ bool IsLoopbackAddress(absl::string_view listen) {
 }
 
 absl::Status CoordinatorServer::BuildGrpcServer(const std::string& listen) {
-  control_ = std::make_unique<ControlService>(*core_, options_.auth_token);
+  control_ = std::make_unique<ControlService>(*core_, rendezvous_, options_.auth_token);
   admin_ = std::make_unique<AdminService>(*core_, options_.auth_token, stopping_);
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
@@ -386,6 +396,7 @@ absl::Status CoordinatorServer::StartMetrics() {
 void CoordinatorServer::Shutdown() {
   if (stopping_.exchange(true)) return;
   if (core_) core_->StopWaiters();
+  rendezvous_.Stop();
   {
     std::lock_guard<std::mutex> lock(server_mu_);
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

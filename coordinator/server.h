@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/rendezvous.h"
 
 struct mg_context;  // civetweb
 
@@ -66,6 +67,7 @@ class CoordinatorServer {
 
   ServerOptions options_;
   std::unique_ptr<Coordinator> core_;
+  Rendezvous rendezvous_;  // workers started without a launcher meet here (Join, Exchange)
   std::unique_ptr<grpc::Service> control_, admin_;
   std::unique_ptr<grpc::ResourceQuota> quota_;
   std::mutex server_mu_;  // server_ (the watchdog may rebuild it)

@@ -3,10 +3,13 @@
 //   - ucx without mpirun: plain processes meeting through a rendezvous directory.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <chrono>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "tests/common/cluster_util.h"
 #include "tests/common/subprocess.h"
 
 namespace switchyard {
@@ -58,6 +61,45 @@ TEST(UcxRendezvousTest, PlainProcessesMeetThroughADirectory) {
     EXPECT_FALSE(timed_out) << "rank " << r << " hung";
     EXPECT_EQ(code, 0) << test::Slurp(dir.File(absl::StrCat("rank", r, ".log")));
   }
+}
+
+// Plain processes (no launcher, no rank given) meet through a coordinator: it assigns the
+// ranks and carries the UCX worker addresses; the whole suite passes. A process of another
+// world size, one too many, and one with a wrong token are refused with what went wrong.
+TEST(UcxRendezvousTest, PlainProcessesJoinThroughTheCoordinator) {
+  test::TempDir dir;
+  std::ofstream(dir.File("token")) << "s3cret\n";
+  std::ofstream(dir.File("wrong")) << "guess\n";
+  test::CoordinatorProcess coordinator(SWITCHYARD_COORDINATOR, dir, 0, {"--auth-token-file", dir.File("token")});
+  ASSERT_GT(coordinator.port(), 0) << coordinator.log();
+  const int n = 3;
+  auto args = [&](int size, const std::string& token) {
+    return std::vector<std::string>{kBinary, "--backend=ucx", "--coordinator=" + coordinator.address(),
+                                    absl::StrCat("--world_size=", size), "--job_key=suite", "--token_file=" + token,
+                                    "--gtest_filter=-*LargeMessages*", "--timeout_ms=30000"};
+  };
+  std::vector<std::unique_ptr<test::Process>> ranks;
+  for (int r = 0; r < n; ++r) {
+    ranks.push_back(std::make_unique<test::Process>(args(n, dir.File("token")), dir.File(absl::StrCat("rank", r, ".log")),
+                                                    std::vector<std::string>{"UCX_NET_DEVICES=lo"}));
+  }
+  for (int r = 0; r < n; ++r) {
+    bool timed_out = false;
+    const int code = ranks[r]->Wait(std::chrono::milliseconds(120000), &timed_out);
+    EXPECT_FALSE(timed_out) << "rank " << r << " hung";
+    EXPECT_EQ(code, 0) << test::Slurp(dir.File(absl::StrCat("rank", r, ".log")));
+  }
+  const std::vector<std::string> env = {"UCX_NET_DEVICES=lo"};
+  test::RunResult r = test::RunCommand(args(n + 1, dir.File("token")), std::chrono::seconds(60), env);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("job 'suite' has world size 3, this worker says 4"), std::string::npos) << r.err;
+  r = test::RunCommand(args(n, dir.File("token")), std::chrono::seconds(60), env);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("job 'suite' is full: its 3 ranks have joined"), std::string::npos) << r.err;
+  r = test::RunCommand(args(n, dir.File("wrong")), std::chrono::seconds(60), env);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("wrong bearer token"), std::string::npos) << r.err;
+  EXPECT_EQ(coordinator.Stop(), 0);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -22,6 +24,10 @@
 
 ABSL_FLAG(std::string, backend, "mpi", "communicator backend");
 ABSL_FLAG(std::string, rendezvous_dir, "", "shared directory for the rendezvous without mpirun");
+ABSL_FLAG(std::string, coordinator, "", "HOST:PORT: join through this coordinator (with --world_size and --job_key)");
+ABSL_FLAG(int, world_size, 0, "ranks that join through the coordinator");
+ABSL_FLAG(std::string, job_key, "conformance", "the job key of the coordinator join");
+ABSL_FLAG(std::string, token_file, "", "the coordinator's bearer token");
 ABSL_FLAG(bool, hung_peer, false, "run the hung-peer scenario instead of the suite");
 ABSL_FLAG(int, timeout_ms, 60000, "communicator timeout");
 
@@ -58,6 +64,15 @@ int main(int argc, char** argv) {
   options.backend = absl::GetFlag(FLAGS_backend);
   options.rendezvous_dir = absl::GetFlag(FLAGS_rendezvous_dir);
   options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  if (!absl::GetFlag(FLAGS_coordinator).empty()) {
+    options.join.address = absl::GetFlag(FLAGS_coordinator);
+    options.join.world_size = absl::GetFlag(FLAGS_world_size);
+    options.join.job_key = absl::GetFlag(FLAGS_job_key);
+    if (!absl::GetFlag(FLAGS_token_file).empty()) {
+      std::ifstream in(absl::GetFlag(FLAGS_token_file));
+      std::getline(in, options.join.token);
+    }
+  }
   auto comm = switchyard::cluster::Connect(options);
   if (!comm.ok()) {
     std::fprintf(stderr, "connect: %s\n", std::string(comm.status().message()).c_str());

@@ -5,9 +5,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/rendezvous.h"
 #include "coordinator/state_store.h"
 #include "gtest/gtest.h"
 #include "rpc/validate.h"
@@ -358,6 +360,79 @@ TEST(CoordinatorHardening, ARegistrationThatCannotBePersistedChangesNothing) {
   std::filesystem::create_directories(state);
   ASSERT_TRUE(c->Register(Registration(1)).ok());
   EXPECT_EQ(c->Status().registered(), 2);
+}
+
+}  // namespace
+}  // namespace switchyard::coordinator
+
+namespace switchyard::coordinator {
+namespace {
+
+// Workers that join without a launcher get ranks node by node (node name, then id), with
+// local ranks and node indexes to match; the exchange gives every rank every value in rank
+// order; bad requests are refused.
+TEST(Rendezvous, AssignsRanksNodeByNodeAndExchanges) {
+  Rendezvous rdv;
+  const std::vector<std::pair<std::string, std::string>> workers = {{"d", "nodeB"}, {"a", "nodeB"}, {"c", "nodeA"}, {"b", "nodeA"}};
+  std::vector<switchyard::control::v1::JoinResponse> answers(workers.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < workers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      switchyard::control::v1::JoinRequest r;
+      r.set_job_key("job");
+      r.set_world_size(4);
+      r.set_instance(workers[i].first);
+      r.set_node_name(workers[i].second);
+      for (int tries = 0; tries < 50 && !answers[i].complete(); ++tries) {
+        auto a = rdv.Join(r, absl::Milliseconds(200));
+        ASSERT_TRUE(a.ok()) << a.status();
+        answers[i] = *a;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  // nodeA: b, c (ranks 0, 1); nodeB: a, d (ranks 2, 3).
+  const int expected_rank[] = {3, 2, 1, 0};
+  for (size_t i = 0; i < workers.size(); ++i) {
+    ASSERT_TRUE(answers[i].complete());
+    EXPECT_EQ(answers[i].rank(), expected_rank[i]) << workers[i].first;
+    EXPECT_EQ(answers[i].local_rank(), expected_rank[i] % 2);
+    EXPECT_EQ(answers[i].local_size(), 2);
+    EXPECT_EQ(answers[i].node(), expected_rank[i] / 2);
+    EXPECT_EQ(answers[i].nodes(), 2);
+  }
+  threads.clear();
+  std::vector<std::vector<std::string>> got(workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      switchyard::control::v1::ExchangeRequest r;
+      r.set_job_key("job");
+      r.set_instance(workers[i].first);
+      r.set_round(0);
+      r.set_value(workers[i].first);
+      for (int tries = 0; tries < 50 && got[i].empty(); ++tries) {
+        auto a = rdv.Exchange(r, absl::Milliseconds(200));
+        ASSERT_TRUE(a.ok()) << a.status();
+        if (a->complete()) got[i].assign(a->values().begin(), a->values().end());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& values : got) EXPECT_EQ(values, (std::vector<std::string>{"b", "c", "a", "d"}));
+
+  switchyard::control::v1::JoinRequest bad;
+  bad.set_job_key("job");
+  bad.set_instance("e");
+  bad.set_world_size(5);
+  EXPECT_NE(rdv.Join(bad, absl::ZeroDuration()).status().message().find("has world size 4, this worker says 5"), std::string::npos);
+  bad.set_world_size(4);
+  EXPECT_NE(rdv.Join(bad, absl::ZeroDuration()).status().message().find("is full"), std::string::npos);
+  bad.set_job_key("");
+  EXPECT_TRUE(absl::IsInvalidArgument(rdv.Join(bad, absl::ZeroDuration()).status()));
+  switchyard::control::v1::ExchangeRequest stranger;
+  stranger.set_job_key("job");
+  stranger.set_instance("zz");
+  EXPECT_NE(rdv.Exchange(stranger, absl::ZeroDuration()).status().message().find("is not a rank of job"), std::string::npos);
 }
 
 }  // namespace
