@@ -19,7 +19,8 @@
 namespace switchyard::cluster {
 namespace {
 
-absl::StatusOr<std::unique_ptr<comm::Bootstrap>> MakeBootstrap(const ConnectOptions& options) {
+absl::StatusOr<std::shared_ptr<comm::Bootstrap>> MakeBootstrap(const ConnectOptions& options) {
+  if (options.bootstrap) return options.bootstrap;
 #if SWITCHYARD_HAVE_MPI
   if (comm::LaunchedByMpi()) return comm::CreateMpiBootstrap();
 #endif

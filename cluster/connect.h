@@ -21,6 +21,8 @@ struct ConnectOptions {
   std::string backend = "mpi";
   std::string rendezvous_dir;        // for ucx/nccl without an MPI launcher
   CoordinatorJoin join;              // or meet through a coordinator (join.world_size > 0)
+  // Or a bootstrap made already (e.g. JoinThroughCoordinator's, whose answer the caller read).
+  std::shared_ptr<comm::Bootstrap> bootstrap;
   absl::Duration timeout = absl::Seconds(60);
   void* cuda_stream = nullptr;       // nccl: the step's stream
 };

@@ -31,6 +31,9 @@ class CoordinatorBootstrap final : public comm::Bootstrap {
   int size() const override { return joined_.world_size(); }
   int local_rank() const override { return joined_.local_rank(); }
   int local_size() const override { return joined_.local_size(); }
+  const control::JoinResponse& joined() const { return joined_; }
+  const std::string& node_name() const { return node_name_; }
+  void set_node_name(std::string name) { node_name_ = std::move(name); }
 
   absl::StatusOr<std::vector<std::string>> Exchange(const std::string& mine, absl::Duration timeout) override {
     control::ExchangeRequest request;
@@ -63,6 +66,7 @@ class CoordinatorBootstrap final : public comm::Bootstrap {
   std::unique_ptr<control::Control::Stub> stub_;
   const control::JoinResponse joined_;
   int round_ = 0;
+  std::string node_name_;
 };
 
 }  // namespace
@@ -92,7 +96,9 @@ absl::StatusOr<std::unique_ptr<comm::Bootstrap>> JoinThroughCoordinator(const Co
     out.Clear();
     const grpc::Status s = stub->Join(rpc::CallContext(absl::Milliseconds(kWaitMs) + absl::Seconds(5), join.token).get(), request, &out);
     if (s.ok() && out.complete()) {
-      return std::unique_ptr<comm::Bootstrap>(new CoordinatorBootstrap(join, instance, std::move(stub), out));
+      auto bootstrap = std::make_unique<CoordinatorBootstrap>(join, instance, std::move(stub), out);
+      bootstrap->set_node_name(node);
+      return std::unique_ptr<comm::Bootstrap>(std::move(bootstrap));
     }
     if (!s.ok()) {
       last = rpc::FromGrpc(s, join.address);
@@ -103,6 +109,22 @@ absl::StatusOr<std::unique_ptr<comm::Bootstrap>> JoinThroughCoordinator(const Co
   return absl::DeadlineExceededError(absl::StrCat("join job '", join.job_key, "' at ", join.address, ": ", out.joined(), " of ",
                                                   join.world_size, " ranks came in ", absl::FormatDuration(timeout),
                                                   last.ok() ? "" : absl::StrCat(" (", last.message(), ")")));
+}
+
+LaunchInfo JoinedLaunchInfo(const comm::Bootstrap& joined) {
+  const auto& b = static_cast<const CoordinatorBootstrap&>(joined);
+  LaunchInfo info;
+  info.launcher = "coordinator";
+  info.rank = b.rank();
+  info.size = b.size();
+  info.local_rank = b.local_rank();
+  info.local_size = b.local_size();
+  info.node = b.joined().node();
+  info.nodes = b.joined().nodes();
+  info.ranks_per_node = b.joined().ranks_per_node();
+  info.node_name = b.node_name();
+  info.nodes_from = "the coordinator's join";
+  return info;
 }
 
 }  // namespace switchyard::cluster

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cluster/launch.h"
 #include "comm/bootstrap.h"
 
 namespace switchyard::cluster {
@@ -26,5 +27,9 @@ struct CoordinatorJoin {
 // ranks came within `timeout`; FailedPrecondition for a job of another size or a full one;
 // Unauthenticated for a wrong token; Unavailable when the coordinator cannot be reached.
 absl::StatusOr<std::unique_ptr<comm::Bootstrap>> JoinThroughCoordinator(const CoordinatorJoin& join, absl::Duration timeout);
+
+// Where a joined process sits (rank, size, local rank and size, node, nodes, ranks per node,
+// node name), from the Bootstrap JoinThroughCoordinator returned.
+LaunchInfo JoinedLaunchInfo(const comm::Bootstrap& joined);
 
 }  // namespace switchyard::cluster

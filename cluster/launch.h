@@ -24,7 +24,7 @@ struct LaunchInfo {
   int size = 1;
   int local_rank = 0;
   int local_size = 1;
-  std::string launcher = "none";  // "switchyard", "mpirun", "srun", "pmix", "none"
+  std::string launcher = "none";  // "switchyard", "mpirun", "srun", "pmix", "coordinator", "none"
   int node = 0;                   // this rank's node, 0..nodes-1
   int nodes = 1;                  // nodes the ranks span
   // Ranks on every node when all nodes hold the same number (placement's topology needs it);

@@ -40,6 +40,12 @@ switchyard::control::v1::JoinResponse Rendezvous::Answer(const Job& job, const s
   while (last + 1 < job.world_size && job.nodes[last + 1] == job.nodes[rank]) ++last;
   int nodes = 1;
   for (int r = 1; r < job.world_size; ++r) nodes += job.nodes[r] != job.nodes[r - 1];
+  // Equal blocks: every node holds world_size / nodes consecutive ranks.
+  bool equal = job.world_size % nodes == 0;
+  for (int r = 0; equal && r < job.world_size; ++r) {
+    equal = job.nodes[r] == job.nodes[(r / (job.world_size / nodes)) * (job.world_size / nodes)];
+  }
+  out.set_ranks_per_node(equal ? job.world_size / nodes : 0);
   out.set_local_rank(rank - first);
   out.set_local_size(last - first + 1);
   out.set_node(node);

@@ -30,6 +30,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cluster/connect.h"
+#include "cluster/coordinator_bootstrap.h"
 #include "cluster/launch.h"
 #include "common/json_reader.h"
 #include "common/log.h"
@@ -68,6 +69,10 @@ ABSL_FLAG(int, slots_per_rank, 0, "expert slots per rank per layer (0: experts/r
 ABSL_FLAG(std::string, shares, "step",
           "how an expert's pairs split over its replicas: step (every step the ranks exchange their counts and solve "
           "the split that minimises the busiest rank) or epoch (the planned shares, drawn per pair)");
+ABSL_FLAG(int, world_size, 0,
+          "start without a launcher: N plain processes meet through --coordinator HOST:PORT, which assigns their "
+          "ranks (node by node); needs --job-key and --backend ucx");
+ABSL_FLAG(std::string, job_key, "", "--world-size: the key the job's workers share at the coordinator (one per job)");
 ABSL_FLAG(bool, resume, false,
           "start from the coordinator's committed placement and epoch when it holds one for this model, layers and "
           "topology (a requeued or resubmitted job), else as without it");
@@ -130,6 +135,7 @@ struct Setup {
   ModelConfig model;
   std::vector<int> layers;
   std::unique_ptr<Workload> workload;
+  std::shared_ptr<comm::Bootstrap> joined;  // --world-size: the coordinator's rendezvous
   cluster::LaunchInfo launch;
   placement::Topology topology;
   std::optional<placement::Placement> placement;  // from --placement
@@ -194,6 +200,36 @@ absl::StatusOr<Setup> Prepare() {
   if (absl::GetFlag(FLAGS_steps) < 1) return absl::InvalidArgumentError("--steps must be >= 1");
   SY_ASSIGN_OR_RETURN(s.workload, Workload::Create(absl::GetFlag(FLAGS_workload), s.model, s.layers, absl::GetFlag(FLAGS_seed)));
   SY_ASSIGN_OR_RETURN(s.launch, cluster::DetectLaunch());
+  if (const int world = absl::GetFlag(FLAGS_world_size); world != 0) {
+    // No launcher: meet the other workers at the coordinator, which says where we sit.
+    const std::string coordinator = absl::GetFlag(FLAGS_coordinator);
+    if (world < 1 || world > placement::kMaxRanks) {
+      return absl::InvalidArgumentError(absl::StrCat("--world-size ", world, ": 1..", placement::kMaxRanks));
+    }
+    if (s.launch.launcher != "none") {
+      return absl::InvalidArgumentError(absl::StrCat("--world-size: this process was started by ", s.launch.launcher,
+                                                     ", which already says where it sits; leave --world-size out"));
+    }
+    if (coordinator.empty() || coordinator == "embedded" || coordinator.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError("--world-size needs --coordinator HOST:PORT: the workers meet there");
+    }
+    if (absl::GetFlag(FLAGS_backend) == "mpi") {
+      return absl::InvalidArgumentError("--world-size joins through the coordinator: use --backend ucx (mpi needs its launcher)");
+    }
+    cluster::CoordinatorJoin join;
+    join.address = coordinator;
+    join.world_size = world;
+    join.job_key = absl::GetFlag(FLAGS_job_key);
+    if (join.job_key.empty()) return absl::InvalidArgumentError("--world-size needs --job-key, the same for the job's workers");
+    if (!absl::GetFlag(FLAGS_coordinator_token_file).empty()) {
+      SY_ASSIGN_OR_RETURN(join.token, rpc::ReadTokenFile(absl::GetFlag(FLAGS_coordinator_token_file)));
+    }
+    if (!absl::GetFlag(FLAGS_coordinator_tls_ca).empty()) {
+      SY_ASSIGN_OR_RETURN(join.tls_ca_pem, ReadFile(absl::GetFlag(FLAGS_coordinator_tls_ca)));
+    }
+    SY_ASSIGN_OR_RETURN(s.joined, cluster::JoinThroughCoordinator(join, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))));
+    s.launch = cluster::JoinedLaunchInfo(*s.joined);
+  }
   const int R = s.launch.size, E = s.model.num_experts;
   int nodes = absl::GetFlag(FLAGS_nodes);
   if (nodes == 0) {
@@ -476,7 +512,10 @@ int Main(int argc, char** argv) {
     Fail(kExitBadInput, absl::InvalidArgumentError(absl::StrCat("unexpected argument '", parsed->positional[0], "'")), false);
   }
   auto setup = Prepare();
-  if (!setup.ok()) Fail(kExitBadInput, setup.status(), false);
+  if (!setup.ok()) {  // bad input, except a join that timed out or found no coordinator
+    const bool runtime = absl::IsDeadlineExceeded(setup.status()) || absl::IsUnavailable(setup.status());
+    Fail(runtime ? kExitRuntime : kExitBadInput, setup.status(), false);
+  }
   Setup& s = *setup;
   auto start = StartPlacement(s);
   if (!start.ok()) Fail(kExitBadInput, start.status(), false);
@@ -484,6 +523,7 @@ int Main(int argc, char** argv) {
   cluster::ConnectOptions options;
   options.backend = absl::GetFlag(FLAGS_backend);
   options.rendezvous_dir = absl::GetFlag(FLAGS_rendezvous_dir);
+  options.bootstrap = s.joined;
   options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   auto comm = cluster::Connect(options);
   if (!comm.ok()) Fail(absl::IsInvalidArgument(comm.status()) ? kExitBadInput : kExitRuntime, comm.status(), false);

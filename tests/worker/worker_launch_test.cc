@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "tests/common/cluster_util.h"
 #include "tests/common/subprocess.h"
 
 namespace switchyard {
@@ -107,6 +108,50 @@ TEST(WorkerLaunchTest, RanksWithDifferentSharesStopWithExitTwo) {
   const test::RunResult r = test::RunCommand(argv, std::chrono::seconds(120), kEnv);
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("the ranks were started with different --shares"), std::string::npos) << r.err;
+}
+
+// Plain processes, no launcher: four workers meet through a coordinator (--world-size 4
+// --job-key), which assigns their ranks; the output equals the single-process reference.
+// Bad joins exit 2 naming the problem: no --job-key, --backend mpi, another world size.
+TEST_F(WorkerIdentityTest, PlainWorkersJoinThroughTheCoordinator) {
+  test::TempDir dir;
+  test::CoordinatorProcess coordinator(SWITCHYARD_COORDINATOR, dir, 0);
+  ASSERT_GT(coordinator.port(), 0) << coordinator.log();
+  auto worker = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = WorkerArgs(kTotalTokens / 4, dir.File("report.json"));
+    argv.insert(argv.end(), {"--backend", "ucx", "--coordinator", coordinator.address()});
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  };
+  std::vector<std::unique_ptr<test::Process>> workers;
+  for (int i = 0; i < 4; ++i) {
+    workers.push_back(std::make_unique<test::Process>(worker({"--world-size", "4", "--job-key", "joined"}),
+                                                      dir.File(absl::StrCat("w", i, ".log")), kEnv));
+  }
+  for (int i = 0; i < 4; ++i) {
+    bool timed_out = false;
+    EXPECT_EQ(workers[i]->Wait(std::chrono::seconds(120), &timed_out), 0) << test::Slurp(dir.File(absl::StrCat("w", i, ".log")));
+    EXPECT_FALSE(timed_out);
+  }
+  std::ifstream in(dir.File("report.json"));
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  EXPECT_EQ(j.value("output_checksum", "?"), *reference_);
+  EXPECT_EQ(j.value("ranks", 0), 4);
+  struct Bad {
+    std::vector<std::string> extra;
+    std::string says;
+  };
+  const Bad bad[] = {
+      {{"--world-size", "4"}, "--world-size needs --job-key"},
+      {{"--world-size", "4", "--job-key", "k", "--backend", "mpi"}, "use --backend ucx"},
+      {{"--world-size", "5", "--job-key", "joined"}, "job 'joined' has world size 4, this worker says 5"},
+  };
+  for (const Bad& b : bad) {
+    const test::RunResult r = test::RunCommand(worker(b.extra), std::chrono::seconds(60), kEnv);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    EXPECT_NE(r.err.find(b.says), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(coordinator.Stop(), 0);
 }
 
 TEST_F(WorkerIdentityTest, PlacementFileFromSwitchyardPlan) {
