@@ -591,12 +591,13 @@ int Main(int argc, char** argv) {
     if (c.rank() == 0) {
       auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
       std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
-                  "(%s backend, CPU path %s x %d threads), %lld tokens/rank/step, placement %s (expected balancedness %.3f)\n",
+                  "(%s backend, CPU path %s x %d threads), %lld tokens/rank/step, placement %s (expected balancedness %.3f), "
+                  "%s shares\n",
                   s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
                   static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), c.size(),
                   std::string(c.backend()).c_str(), kernels::FfnKernelName(s.cpu_isa, s.model.weights).c_str(), s.cpu_threads,
                   static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
-                  s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0);
+                  s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0, ShareModeName(s.shares));
       std::fflush(stdout);
     }
     DriverOptions d;
