@@ -101,7 +101,7 @@ absl::StatusOr<switchyard::control::v1::JoinResponse> Rendezvous::Join(const swi
       cv_.notify_all();
     }
   }
-  cv_.wait_for(lock, absl::ToChronoSeconds(wait), [&] { return stopping_ || !job.ranks.empty(); });
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] { return stopping_ || !job.ranks.empty(); });
   // `job` stays valid: jobs are erased only by ExpireLocked, after kIdleExpiry untouched.
   return Answer(job, r.instance());
 }
@@ -137,7 +137,7 @@ absl::StatusOr<switchyard::control::v1::ExchangeResponse> Rendezvous::Exchange(c
     cv_.notify_all();
   }
   auto complete = [&] { return std::all_of(round.begin(), round.end(), [](const auto& v) { return v.has_value(); }); };
-  cv_.wait_for(lock, absl::ToChronoSeconds(wait), [&] { return stopping_ || complete(); });
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] { return stopping_ || complete(); });
   switchyard::control::v1::ExchangeResponse out;
   if (complete()) {
     out.set_complete(true);

@@ -373,6 +373,18 @@ namespace {
 // order; bad requests are refused.
 TEST(Rendezvous, AssignsRanksNodeByNodeAndExchanges) {
   Rendezvous rdv;
+  {  // an incomplete job's join is a long poll of the asked length (not a busy loop)
+    switchyard::control::v1::JoinRequest alone;
+    alone.set_job_key("lonely");
+    alone.set_world_size(2);
+    alone.set_instance("only");
+    const absl::Time start = absl::Now();
+    auto a = rdv.Join(alone, absl::Milliseconds(300));
+    ASSERT_TRUE(a.ok());
+    EXPECT_FALSE(a->complete());
+    EXPECT_EQ(a->joined(), 1);
+    EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  }
   const std::vector<std::pair<std::string, std::string>> workers = {{"d", "nodeB"}, {"a", "nodeB"}, {"c", "nodeA"}, {"b", "nodeA"}};
   std::vector<switchyard::control::v1::JoinResponse> answers(workers.size());
   std::vector<std::thread> threads;
