@@ -100,10 +100,7 @@ absl::StatusOr<LaunchInfo> DetectLaunch() {
       }
       if (step) {
         SY_RETURN_IF_ERROR(FromSlurmStep(*step, info));
-        const char* list = std::getenv("SLURM_STEP_NODELIST");
-        if (list == nullptr) list = std::getenv("SLURM_JOB_NODELIST");
-        info.nodes_from = absl::StrCat(std::getenv("SLURM_STEP_NODELIST") ? "SLURM_STEP_NODELIST='" : "SLURM_JOB_NODELIST='",
-                                       EchoValue(list), "'");
+        info.nodes_from = step->nodes_from;
         return info;
       }
       if (size_from_step) {

@@ -165,6 +165,7 @@ absl::StatusOr<std::optional<SlurmStep>> SlurmStepFromEnvironment(int tasks) {
   auto counts = ExpandTasksPerNode(tpn);
   if (!counts.ok()) return named(tpn_var, counts.status());
   step.node_names = *std::move(names);
+  step.nodes_from = absl::StrCat(list_var, "='", EchoValue(list), "'");
   step.tasks_per_node = *std::move(counts);
   if (step.node_names.size() != step.tasks_per_node.size()) {
     return absl::InvalidArgumentError(absl::StrCat(list_var, "='", EchoValue(list), "' names ", step.node_names.size(), " nodes but ",

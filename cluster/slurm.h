@@ -41,6 +41,7 @@ struct SlurmStep {
   std::vector<std::string> node_names;  // the step's nodes, in Slurm's order
   std::vector<int> tasks_per_node;      // same length as node_names
   int node_id = 0;                      // this task's node: index into node_names
+  std::string nodes_from;               // the node list's variable and value, for messages
   // First rank of each node when ranks are laid out in node order (block distribution).
   int FirstRankOf(int node) const;
   int tasks() const;

@@ -70,9 +70,8 @@ absl::Status MoeLayer::RouteByStepShares(int li) {
     step_solvers_[li] = std::make_unique<placement::StepShareSolver>(p.layers[li], p.topology, p.num_experts);
   }
   const placement::StepShareSolver& solver = *step_solvers_[li];
-  // Every rank's pairs per expert, then the same quotas and routes everywhere.
-  local_counts_.assign(E, 0);
-  for (int64_t p = 0; p < pairs; ++p) ++local_counts_[ids_[p]];
+  // Every rank's pairs per expert (this rank's: local_counts_, from Forward), then the same
+  // quotas and routes everywhere.
   all_counts_.resize(static_cast<size_t>(R) * E);
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllGather(local_counts_.data(), static_cast<int64_t>(E) * sizeof(int32_t), all_counts_.data()); }));
@@ -126,6 +125,9 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   dest_rank_.resize(pairs);
   slot_.resize(pairs);
   LayerCounts& counts = counters_.layer(li);
+  local_counts_.assign(model_.num_experts, 0);  // this step's pairs per expert
+  for (int64_t p = 0; p < pairs; ++p) ++local_counts_[ids_[p]];
+  for (int e = 0; e < model_.num_experts; ++e) counts.chosen[e] += local_counts_[e];
   if (share_mode_ == ShareMode::kStep) {
     SY_RETURN_IF_ERROR(RouteByStepShares(li));
   } else {
@@ -137,7 +139,6 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
       slot_[p] = where.slot;
     }
   }
-  for (int64_t p = 0; p < pairs; ++p) ++counts.chosen[ids_[p]];
   send_counts_.resize(R);
   send_offsets_.resize(R);
   recv_counts_.resize(R);

@@ -112,7 +112,8 @@ class MoeLayer {
   // Runs one communication call, accounting its wall time to times_.comm.
   template <typename Call>
   absl::Status Communicate(Call&& call);
-  // kStep routing of ids_ into dest_rank_ and slot_ (collective: the count all-gather).
+  // kStep routing of ids_ into dest_rank_ and slot_ (collective: the count all-gather of
+  // local_counts_, this step's pairs per expert).
   absl::Status RouteByStepShares(int layer_index);
 
   ShareMode share_mode_ = ShareMode::kEpoch;
