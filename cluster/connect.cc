@@ -53,7 +53,9 @@ absl::StatusOr<std::unique_ptr<comm::Communicator>> Connect(const ConnectOptions
   } else if (options.backend == "ucx" && SWITCHYARD_HAVE_UCX) {
 #if SWITCHYARD_HAVE_UCX
     SY_ASSIGN_OR_RETURN(auto bootstrap, MakeBootstrap(options));
-    SY_ASSIGN_OR_RETURN(comm, comm::CreateUcxCommunicator(*bootstrap));
+    comm::UcxOptions ucx;
+    ucx.survive_peer_loss = options.survive_peer_loss;
+    SY_ASSIGN_OR_RETURN(comm, comm::CreateUcxCommunicator(*bootstrap, ucx));
 #endif
   } else if (options.backend == "nccl" && SWITCHYARD_HAVE_NCCL) {
 #if SWITCHYARD_HAVE_NCCL

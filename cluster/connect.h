@@ -25,6 +25,7 @@ struct ConnectOptions {
   std::shared_ptr<comm::Bootstrap> bootstrap;
   absl::Duration timeout = absl::Seconds(60);
   void* cuda_stream = nullptr;       // nccl: the step's stream
+  bool survive_peer_loss = false;    // ucx: no transport that aborts the process when a peer dies (UcxOptions)
 };
 
 absl::StatusOr<std::unique_ptr<comm::Communicator>> Connect(const ConnectOptions& options);

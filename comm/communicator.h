@@ -15,11 +15,18 @@
 // Errors. Every failure is a Status naming the call and the peer. A peer that does not show
 // up ends the call with DeadlineExceeded after timeout() (never a hang). A collective that
 // timed out or failed leaves the communicator broken: later collectives return
-// FailedPrecondition; the job should stop (with MPI there is no way to resume).
+// FailedPrecondition; the job should stop (with MPI there is no way to resume), or, where the
+// backend allows it (UCX joined through the coordinator), the survivors build a new one.
+//
+// Cancellation: set_cancel(flag) makes every wait check *flag (a worker's control thread sets
+// it when the coordinator says a rank was lost): a collective or point-to-point wait returns
+// Aborted ("cancelled") soon after it turns true instead of waiting for its deadline, which
+// breaks the communicator like any failure. Backends that cannot honour it (MPI, NCCL) ignore it.
 //
 // Sizes are bytes, int64: messages larger than 2 GiB are fine on every backend.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 
@@ -61,6 +68,9 @@ class Communicator {
   // Deadline for one call to wait on peers (default 60 s).
   absl::Duration timeout() const { return timeout_; }
   void set_timeout(absl::Duration timeout) { timeout_ = timeout; }
+  // See "Cancellation" above; null: none. Set before the first call.
+  virtual void set_cancel(std::shared_ptr<const std::atomic<bool>> flag) { cancel_ = std::move(flag); }
+  bool cancelled() const { return cancel_ != nullptr && cancel_->load(std::memory_order_relaxed); }
 
   // Fixed-size all-to-all: `bytes_per_peer` bytes from send + p * bytes_per_peer to rank p,
   // received at recv + q * bytes_per_peer from rank q. Used to exchange counts. Runs as
@@ -94,6 +104,7 @@ class Communicator {
 
  private:
   absl::Duration timeout_ = absl::Seconds(60);
+  std::shared_ptr<const std::atomic<bool>> cancel_;
 };
 
 // Checks shared by the backends: peer and tag ranges, memory kind support.

@@ -57,7 +57,8 @@ double StepCost(const placement::Placement& p, const placement::LoadMatrix& load
 
 }  // namespace
 
-Coordinator::Coordinator(const CoordinatorOptions& options) : options_(options), id_(NewId()), policy_(DefaultPolicy()) {}
+Coordinator::Coordinator(const CoordinatorOptions& options)
+    : options_(options), id_(NewId()), policy_(DefaultPolicy()), rendezvous_(options.clock) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options) {
   auto c = std::unique_ptr<Coordinator>(new Coordinator(options));
@@ -206,7 +207,24 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
   for (int layer : layers) {
     if (p.FindLayer(layer) == nullptr) return absl::InvalidArgumentError(absl::StrCat("register: placement has no layer ", layer));
   }
-  const bool same_job = model_ && job_id_ == r.job_id() && committed_ &&
+  if (r.job_key().size() > kMaxNameBytes || r.instance().size() > kMaxNameBytes || r.generation() < 0 ||
+      r.members_size() > r.world_size() || r.job_world_size() < 0 || r.job_world_size() > placement::kMaxRanks) {
+    return absl::InvalidArgumentError("register: job key, instance, generation or members out of range");
+  }
+  const bool joined_job = !r.job_key().empty() && model_ && job_id_ == r.job_id();
+  if (joined_job && r.generation() < generation_) {
+    return absl::FailedPreconditionError(absl::StrCat("register: generation ", r.generation(), " of job ", EchoValue(r.job_id()),
+                                                      " is over: the job regrouped (generation ", generation_, ")"));
+  }
+  // Members of a joined job that regrouped (a rank lost, a newcomer, a removal): the job goes
+  // on under the placement they agreed, on the new ranks.
+  const bool regrouped = joined_job && committed_ && r.generation() > generation_ &&
+                         model_->num_experts() == r.model().num_experts() &&
+                         std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
+  if (regrouped && r.members_size() != r.world_size()) {
+    return absl::InvalidArgumentError("register: a regrouped worker must list its generation's members");
+  }
+  const bool same_job = !regrouped && model_ && job_id_ == r.job_id() && committed_ &&
                         committed_->topology == p.topology && model_->num_experts() == r.model().num_experts() &&
                         std::equal(model_->moe_layers().begin(), model_->moe_layers().end(), layers.begin(), layers.end());
   // A job that asked Resume and registers with the committed placement itself continues it.
@@ -230,13 +248,74 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     AutoRebalanceState auto_state;
     decltype(pins_) pins;
     decltype(drained_) drained;
+    std::string job_key;
+    int64_t generation;
   } old{job_id_, model_,   committed_, committed_epoch_, target_, target_started_, transfers_,
-        members_, load_,   step_balance_, auto_,          pins_,   drained_};
+        members_, load_,   step_balance_, auto_,          pins_,   drained_, job_key_, generation_};
   std::vector<std::tuple<std::string, std::string, int, int64_t>> events;
   auto note = [&](const std::string& kind, const std::string& message, int rank = -1, int64_t epoch = -1) {
     events.emplace_back(kind, message, rank, epoch);
   };
-  if (resumed) {
+  if (regrouped) {
+    // Constraints follow their worker to its new rank; those of workers that left are dropped.
+    std::vector<int> new_rank_of(committed_->topology.ranks(), -1);
+    for (int q = 0; q < r.members_size(); ++q) {
+      const int before = r.members(q).previous_rank();
+      if (before >= 0 && before < static_cast<int>(new_rank_of.size())) new_rank_of[before] = q;
+    }
+    std::vector<types::Pin> pins;
+    std::vector<int> drained;
+    int dropped = 0;
+    for (types::Pin pin : pins_) {
+      if (pin.rank() >= 0 && pin.rank() < static_cast<int>(new_rank_of.size()) && new_rank_of[pin.rank()] >= 0) {
+        pin.set_rank(new_rank_of[pin.rank()]);
+        pins.push_back(pin);
+      } else {
+        ++dropped;
+      }
+    }
+    for (int d : drained_) {
+      if (d >= 0 && d < static_cast<int>(new_rank_of.size()) && new_rank_of[d] >= 0) drained.push_back(new_rank_of[d]);
+      else ++dropped;
+    }
+    // Experts whose every replica sat on ranks that left: the workers loaded them again.
+    int replaced = 0;
+    for (const placement::LayerPlacement& l : committed_->layers) {
+      std::vector<bool> kept(committed_->num_experts, false);
+      for (int before = 0; before < static_cast<int>(l.ranks.size()); ++before) {
+        if (new_rank_of[before] < 0) continue;
+        for (const placement::Replica& x : l.ranks[before]) kept[x.expert] = true;
+      }
+      replaced += static_cast<int>(std::count(kept.begin(), kept.end(), false));
+    }
+    const int before_ranks = committed_->topology.ranks();
+    int newcomers = 0;
+    for (const control::JobMember& m : r.members()) newcomers += m.previous_rank() < 0;
+    if (target_) {
+      note("migration_dropped", absl::StrCat("epoch ", target_epoch_, " was in flight when the job regrouped"), -1, target_epoch_);
+    }
+    committed_ = p;
+    committed_epoch_ = r.placement().epoch();
+    target_.reset();
+    target_started_ = false;
+    transfers_.clear();
+    members_.Clear();
+    step_balance_.clear();
+    auto_ = {};
+    pins_ = std::move(pins);
+    drained_ = std::move(drained);
+    generation_ = r.generation();
+    note("membership_changed",
+         absl::StrCat("generation ", generation_, ": ", r.world_size(), " ranks (", before_ranks, " before; ",
+                      before_ranks + newcomers - r.world_size(), " left, ", newcomers, " joined), epoch ", committed_epoch_),
+         -1, committed_epoch_);
+    if (replaced > 0) {
+      note("experts_replaced", absl::StrCat(replaced, " experts had no replica left; loaded again from the weight source on the survivors"),
+           -1, committed_epoch_);
+    }
+    if (dropped > 0) note("constraints_dropped", absl::StrCat(dropped, " pins or drains named ranks that left the job"));
+    ++regroups_total_;
+  } else if (resumed) {
     job_id_ = r.job_id();
     model_ = r.model();
     if (target_) {
@@ -269,6 +348,8 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     }
     model_ = r.model();
     job_id_ = r.job_id();
+    job_key_ = r.job_key();
+    generation_ = r.generation();
     committed_ = p;
     committed_epoch_ = r.placement().epoch();
     target_.reset();
@@ -302,6 +383,11 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
            r.rank(), committed_epoch_);
     }
   }
+  if (!r.job_key().empty()) {  // a restarted coordinator learns the joined job from its members
+    rendezvous_.Adopt(r.job_key(), r.job_id(), std::max(r.job_world_size(), r.world_size()), r.generation(),
+                      std::vector<control::JobMember>(r.members().begin(), r.members().end()));
+    rendezvous_.Touch(r.job_key(), r.instance());
+  }
   const bool rejoin = members_.Join(r, Now());
   note(rejoin ? "worker_rejoined" : "worker_joined",
        absl::StrCat("rank ", r.rank(), " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
@@ -321,6 +407,9 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     auto_ = old.auto_state;
     pins_ = old.pins;
     drained_ = old.drained;
+    job_key_ = old.job_key;
+    generation_ = old.generation;
+    regroups_total_ -= regrouped ? 1 : 0;
     return persisted;
   }
   for (const auto& [kind, message, rank, epoch] : events) EventLocked(kind, message, rank, epoch);
@@ -333,8 +422,16 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
 absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control::HeartbeatRequest& r) {
   std::lock_guard<std::mutex> lock(mu_);
   control::HeartbeatResponse out;
+  if (!r.job_key().empty()) {  // a joined job's member: is its membership changing?
+    rendezvous_.Touch(r.job_key(), r.instance());
+    const RegroupSignal signal = rendezvous_.Signal(r.job_key(), r.instance());
+    out.set_regroup_generation(signal.generation);
+    out.set_regroup_now(signal.now);
+    out.set_regroup_reason(signal.reason);
+    out.set_removed(signal.removed);
+  }
   WorkerState* known = members_.Find(r.rank());
-  if (known == nullptr) {
+  if (known == nullptr || known->info.instance() != r.instance()) {
     out.set_registered(false);
     return out;
   }
@@ -769,10 +866,23 @@ admin::ClusterStatus Coordinator::Status() {
     ws->set_seconds_since_report(w.last_report == absl::InfinitePast() ? -1 : absl::ToDoubleSeconds(now - w.last_report));
     ws->set_drained(std::find(drained_.begin(), drained_.end(), rank) != drained_.end());
     ws->set_left(w.left);
+    ws->set_origin(w.info.members_size() > rank ? w.info.members(rank).origin() : rank);
     healthy += w.healthy && !w.left;
     step = std::max(step, w.step);
   }
   s.set_registered(static_cast<int>(members_.workers().size()));
+  s.set_generation(generation_);
+  if (!job_key_.empty()) {
+    for (const LostMember& m : rendezvous_.Lost(job_key_)) {
+      admin::LostWorker* l = s.add_lost();
+      l->set_rank(m.rank);
+      l->set_generation(m.generation);
+      l->set_node_name(m.node_name);
+      l->set_reason(m.reason);
+      l->set_origin(m.origin);
+      l->set_seconds_ago(absl::ToDoubleSeconds(now - m.when));
+    }
+  }
   for (const types::Pin& p : pins_) *s.add_pins() = p;
   for (int r : drained_) s.add_drained_ranks(r);
   s.set_healthy(healthy);
@@ -907,11 +1017,21 @@ absl::StatusOr<admin::ConstraintsResponse> Coordinator::Unpin(const types::Pin& 
   return ChangeConstraintsLocked(next, absl::StrCat("unpinned expert ", pin.expert(), " from rank ", pin.rank()));
 }
 
-absl::StatusOr<admin::ConstraintsResponse> Coordinator::Drain(int rank) {
+absl::StatusOr<admin::ConstraintsResponse> Coordinator::Drain(int rank, bool remove) {
   std::lock_guard<std::mutex> lock(mu_);
   SY_RETURN_IF_ERROR(RequireJobLocked());
   if (rank < 0 || rank >= committed_->topology.ranks()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown rank ", rank, " (the job has ", committed_->topology.ranks(), " ranks)"));
+  }
+  if (remove) {
+    if (job_key_.empty()) {
+      return absl::FailedPreconditionError(
+          "drain --remove: the job was started by a launcher (mpirun, srun), which cannot lose a rank; only workers joined "
+          "through the coordinator (--world-size) can be removed");
+    }
+    SY_RETURN_IF_ERROR(rendezvous_.Remove(job_key_, rank));
+    EventLocked("worker_removing", absl::StrCat("rank ", rank, ": the others regroup without it after their step"), rank);
+    return ConstraintsResponseLocked();
   }
   placement::Constraints next = ConstraintsLocked();
   if (next.IsDrained(rank)) return ConstraintsResponseLocked();
@@ -954,9 +1074,27 @@ absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = Now();
+  // Members of a joined job that regroups pause their heartbeats while they join again: the
+  // rendezvous judges them (Expire), not their silence here.
+  for (const auto& [rank, w] : members_.workers()) {
+    if (w.info.job_key().empty() || w.left || !w.healthy) continue;
+    const int64_t generation = rendezvous_.Generation(w.info.job_key());
+    if (generation > w.info.generation() || rendezvous_.Signal(w.info.job_key(), w.info.instance()).generation > 0) {
+      members_.Find(rank)->last_heartbeat = now;
+    }
+  }
   const auto lost = members_.ExpireSilent(now, options_.heartbeat_timeout);
   for (const auto& [rank, silence] : lost) {
-    EventLocked("worker_lost", absl::StrCat("rank ", rank, ": no heartbeat for ", absl::FormatDuration(silence)), rank);
+    const std::string why = absl::StrCat("no heartbeat for ", absl::FormatDuration(silence));
+    const WorkerState* w = members_.Find(rank);
+    const bool joined = w != nullptr && !w->info.job_key().empty();
+    EventLocked("worker_lost", absl::StrCat("rank ", rank, ": ", why, joined ? "; the others regroup without it" : ""), rank);
+    ++workers_lost_total_;
+    if (joined) rendezvous_.MarkLost(w->info.job_key(), w->info.instance(), w->info.generation(), why);
+  }
+  for (const LostMember& m : rendezvous_.Expire(options_.heartbeat_timeout)) {
+    EventLocked("worker_lost", absl::StrCat("rank ", m.rank, " (job ", EchoValue(m.job_key), "): ", m.reason), m.rank);
+    ++workers_lost_total_;
   }
   if (!lost.empty() && committed_) CompleteWindowsLocked();
 }
@@ -975,6 +1113,10 @@ std::string Coordinator::MetricsText() {
   scalar("switchyard_target_epoch", "Epoch being migrated to (= committed when idle).", "gauge",
          target_ ? target_epoch_ : committed_epoch_);
   scalar("switchyard_workers_registered", "Workers registered.", "gauge", members_.workers().size());
+  scalar("switchyard_workers_lost_total", "Workers lost (no heartbeat, or gone from a regroup).", "counter", workers_lost_total_);
+  scalar("switchyard_regroups_total", "Membership changes of a joined job (loss, join, removal) the workers completed.", "counter",
+         regroups_total_);
+  scalar("switchyard_membership_generation", "Membership generation of a joined job (0 when it formed).", "gauge", generation_);
   header("switchyard_worker_up", "1 if the worker's heartbeats arrive.");
   const absl::Time now = Now();
   for (const auto& [rank, w] : members_.workers()) absl::StrAppend(&out, "switchyard_worker_up{rank=\"", rank, "\"} ", w.healthy ? 1 : 0, "\n");

@@ -26,6 +26,7 @@
 #include "coordinator/load_aggregator.h"
 #include "coordinator/membership.h"
 #include "coordinator/policy.h"
+#include "coordinator/rendezvous.h"
 #include "coordinator/state_store.h"
 #include "placement/load.h"
 #include "placement/placement.h"
@@ -41,7 +42,7 @@ namespace admin = switchyard::admin::v1;
 
 struct CoordinatorOptions {
   std::string state_dir;                               // empty: nothing persisted
-  absl::Duration heartbeat_timeout = absl::Seconds(5);  // after this without a heartbeat a worker is lost
+  absl::Duration heartbeat_timeout = absl::Seconds(2);  // after this without a heartbeat a worker is lost (workers send one every 250 ms)
   // The time of heartbeats, reports, events and loss detection (null: absl::Now). Tests
   // inject a fake clock instead of sleeping; waits (long polls, event streams) use real time.
   std::function<absl::Time()> clock;
@@ -83,7 +84,8 @@ class Coordinator {
   absl::StatusOr<admin::RebalanceResponse> Rebalance(bool dry_run, int max_moves);
   absl::StatusOr<admin::ConstraintsResponse> Pin(const types::Pin& pin);
   absl::StatusOr<admin::ConstraintsResponse> Unpin(const types::Pin& pin);
-  absl::StatusOr<admin::ConstraintsResponse> Drain(int rank);
+  // remove: retire the rank from a joined job (the others regroup without it, Rendezvous).
+  absl::StatusOr<admin::ConstraintsResponse> Drain(int rank, bool remove = false);
   absl::StatusOr<admin::ConstraintsResponse> Undrain(int rank);
   types::Policy GetPolicy();
   absl::StatusOr<types::Policy> SetPolicy(const types::Policy& policy);
@@ -93,8 +95,11 @@ class Coordinator {
   // Wakes every waiter (shutdown).
   void StopWaiters();
 
-  // Marks workers without a heartbeat for heartbeat_timeout as lost (called periodically).
+  // Marks workers without a heartbeat for heartbeat_timeout as lost (called periodically); a
+  // joined job's lost members make the others regroup without them.
   void Tick();
+  // Where workers started without a launcher meet (Join, Exchange) and regroup.
+  Rendezvous& rendezvous() { return rendezvous_; }
   // Prometheus text exposition of the metrics.
   std::string MetricsText();
   const std::string& id() const { return id_; }
@@ -170,6 +175,11 @@ class Coordinator {
   types::Policy policy_;
 
   Membership members_;
+  // Joined jobs (--world-size workers): the job key and the membership generation registered.
+  std::string job_key_;
+  int64_t generation_ = 0;
+  int64_t workers_lost_total_ = 0, regroups_total_ = 0;
+  Rendezvous rendezvous_;
   LoadAggregator load_;
   // The automatic rebalancer: hysteresis streak, cooldown and back-off after failed migrations.
   AutoRebalanceState auto_;

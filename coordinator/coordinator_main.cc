@@ -22,7 +22,9 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate: serve over TLS (with --tl
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(int, metrics_port, -1, "port of the HTTP /metrics endpoint (-1: none, 0: a free one)");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "address of the /metrics endpoint");
-ABSL_FLAG(double, heartbeat_timeout_s, 5.0, "seconds without a heartbeat before a worker counts as lost");
+ABSL_FLAG(double, heartbeat_timeout_s, 2.0,
+          "seconds without a heartbeat before a worker counts as lost (workers send one every 250 ms); a joined job (--world-size "
+          "workers) then regroups without it");
 ABSL_FLAG(bool, auto_rebalance, false, "rebalance on load reports by policy (when no state says otherwise)");
 ABSL_FLAG(std::vector<std::string>, policy, {}, "initial policy settings key=value (when no state says otherwise)");
 ABSL_FLAG(bool, insecure_allow_remote, false,

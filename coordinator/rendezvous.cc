@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <numeric>
+#include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/json_reader.h"
 #include "common/status.h"
@@ -11,6 +13,8 @@
 
 namespace switchyard::coordinator {
 namespace {
+
+namespace control = switchyard::control::v1;
 
 absl::Status CheckKey(absl::string_view what, const std::string& key) {
   if (key.empty() || key.size() > Rendezvous::kMaxKeyBytes) {
@@ -21,31 +25,46 @@ absl::Status CheckKey(absl::string_view what, const std::string& key) {
 
 }  // namespace
 
-switchyard::control::v1::JoinResponse Rendezvous::Answer(const Job& job, const std::string& instance) const {
-  switchyard::control::v1::JoinResponse out;
-  out.set_joined(static_cast<int>(job.joined.size()));
+int Rendezvous::MemberRank(const Job& job, const std::string& instance) const {
+  for (size_t r = 0; r < job.members.size(); ++r) {
+    if (job.members[r].instance() == instance) return static_cast<int>(r);
+  }
+  return -1;
+}
+
+control::JoinResponse Rendezvous::Answer(const Job& job, const std::string& instance) const {
+  control::JoinResponse out;
   out.set_world_size(job.world_size);
-  if (job.ranks.empty()) return out;
+  const int rank = MemberRank(job, instance);
+  if (job.generation < 0 || rank < 0) {
+    out.set_joined(static_cast<int>(job.joining.size()));
+    return out;
+  }
+  const int size = static_cast<int>(job.members.size());
+  out.set_joined(size);
   out.set_complete(true);
-  const int rank = static_cast<int>(std::find(job.ranks.begin(), job.ranks.end(), instance) - job.ranks.begin());
+  out.set_world_size(size);
   out.set_rank(rank);
+  out.set_generation(job.generation);
+  out.set_job_id(job.job_id);
+  out.set_job_world_size(job.world_size);
+  for (const Member& m : job.members) *out.add_members() = m;
+  auto node_of = [&](int r) -> const std::string& { return job.members[r].node_name(); };
   int node = 0, first = 0;
   for (int r = 1; r <= rank; ++r) {
-    if (job.nodes[r] != job.nodes[r - 1]) {
+    if (node_of(r) != node_of(r - 1)) {
       ++node;
       first = r;
     }
   }
   int last = rank;
-  while (last + 1 < job.world_size && job.nodes[last + 1] == job.nodes[rank]) ++last;
+  while (last + 1 < size && node_of(last + 1) == node_of(rank)) ++last;
   int nodes = 1;
-  for (int r = 1; r < job.world_size; ++r) nodes += job.nodes[r] != job.nodes[r - 1];
-  // Equal blocks: every node holds world_size / nodes consecutive ranks.
-  bool equal = job.world_size % nodes == 0;
-  for (int r = 0; equal && r < job.world_size; ++r) {
-    equal = job.nodes[r] == job.nodes[(r / (job.world_size / nodes)) * (job.world_size / nodes)];
-  }
-  out.set_ranks_per_node(equal ? job.world_size / nodes : 0);
+  for (int r = 1; r < size; ++r) nodes += node_of(r) != node_of(r - 1);
+  // Equal blocks: every node holds size / nodes consecutive ranks.
+  bool equal = size % nodes == 0;
+  for (int r = 0; equal && r < size; ++r) equal = node_of(r) == node_of((r / (size / nodes)) * (size / nodes));
+  out.set_ranks_per_node(equal ? size / nodes : 0);
   out.set_local_rank(rank - first);
   out.set_local_size(last - first + 1);
   out.set_node(node);
@@ -59,54 +78,215 @@ void Rendezvous::ExpireLocked(absl::Time now) {
   }
 }
 
-absl::StatusOr<switchyard::control::v1::JoinResponse> Rendezvous::Join(const switchyard::control::v1::JoinRequest& r, absl::Duration wait) {
+void Rendezvous::StartRegroupLocked(Job& job, bool now, const std::string& reason) {
+  if (job.forming) {
+    if (now && !job.forming_now) {  // a loss during a gentle regroup: members stop at once
+      job.forming_now = true;
+      job.forming_reason = reason;
+    }
+    return;
+  }
+  job.forming = true;
+  job.forming_now = now;
+  job.forming_reason = reason;
+  job.forming_since = Now();
+  cv_.notify_all();
+}
+
+void Rendezvous::MarkGoneLocked(const std::string& key, Job& job, const std::string& instance, const std::string& reason) {
+  const int rank = MemberRank(job, instance);
+  if (rank < 0 || job.gone.count(instance)) return;
+  job.gone.insert(instance);
+  job.joining.erase(instance);
+  const Member& m = job.members[rank];
+  job.lost.push_back({key, instance, m.node_name(), reason, rank, m.origin(), 0, Now()});
+  if (job.lost.size() > kMaxLostKept) job.lost.erase(job.lost.begin());
+}
+
+void Rendezvous::MaybeFormLocked(Job& job) {
+  if (!job.forming) return;
+  for (const Member& m : job.members) {
+    if (!job.joining.count(m.instance()) && !job.gone.count(m.instance()) && !job.removing.count(m.instance())) return;
+  }
+  if (job.joining.empty()) return;  // nobody left yet: wait for a newcomer
+  // Survivors keep their origins; newcomers take the lowest free ones.
+  std::set<int> used;
+  for (const auto& [instance, m] : job.joining) {
+    if (m.previous_rank() >= 0) used.insert(m.origin());
+  }
+  std::vector<Member> next;
+  int free_origin = 0;
+  for (const auto& [instance, m] : job.joining) {
+    Member x = m;
+    if (x.previous_rank() < 0) {
+      while (used.count(free_origin)) ++free_origin;
+      x.set_origin(free_origin);
+      used.insert(free_origin);
+    }
+    next.push_back(x);
+  }
+  // Node by node; within a node by origin (survivors keep their relative order).
+  std::sort(next.begin(), next.end(), [](const Member& a, const Member& b) {
+    return std::make_tuple(a.node_name(), a.origin(), a.instance()) < std::make_tuple(b.node_name(), b.origin(), b.instance());
+  });
+  for (const std::string& instance : job.removing) job.gone.insert(instance);
+  job.removing.clear();
+  job.members = std::move(next);
+  ++job.generation;
+  for (LostMember& l : job.lost) {
+    if (l.generation == 0) l.generation = job.generation;
+  }
+  job.joining.clear();
+  job.rounds.clear();
+  job.forming = false;
+  job.forming_now = false;
+  job.forming_reason.clear();
+  cv_.notify_all();
+}
+
+absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinRequest& r, absl::Duration wait) {
   SY_RETURN_IF_ERROR(CheckKey("join: job key", r.job_key()));
   SY_RETURN_IF_ERROR(CheckKey("join: instance", r.instance()));
   if (r.node_name().size() > kMaxKeyBytes) return absl::InvalidArgumentError("join: node name longer than 256 bytes");
   if (r.world_size() < 1 || r.world_size() > placement::kMaxRanks) {
     return absl::InvalidArgumentError(absl::StrCat("join: world size ", r.world_size(), ": 1..", placement::kMaxRanks));
   }
+  if (r.generation() < 0) return absl::InvalidArgumentError(absl::StrCat("join: generation ", r.generation()));
+  const int64_t asked = r.regroup() ? r.generation() : -1;  // the generation a member regroups from; -1: a new process
+  if (r.members_size() > r.world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("join: ", r.members_size(), " members for world size ", r.world_size()));
+  }
+  if (r.reason().size() > 1024 || r.job_id().size() > kMaxKeyBytes) return absl::InvalidArgumentError("join: reason or job id too long");
   std::unique_lock<std::mutex> lock(mu_);
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   ExpireLocked(now);
   auto it = jobs_.find(r.job_key());
   if (it == jobs_.end()) {
     if (static_cast<int>(jobs_.size()) >= kMaxJobs) {
       return absl::ResourceExhaustedError(absl::StrCat("join: ", kMaxJobs, " jobs are already meeting here"));
     }
-    it = jobs_.emplace(r.job_key(), Job{}).first;
-    it->second.world_size = r.world_size();
+    Job fresh;
+    fresh.world_size = r.world_size();
+    if (asked >= 0) {
+      // A member of a formed job this coordinator does not know (it restarted): take the
+      // job over from what the member says.
+      if (r.members_size() == 0 || r.job_id().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("join: generation ", asked, " of a job this coordinator does not know, without its members"));
+      }
+      fresh.generation = asked;
+      fresh.job_id = r.job_id();
+      fresh.members.assign(r.members().begin(), r.members().end());
+    }
+    it = jobs_.emplace(r.job_key(), std::move(fresh)).first;
   }
   Job& job = it->second;
   job.touched = now;
+  const std::string key = EchoValue(r.job_key());
   if (job.world_size != r.world_size()) {
-    return absl::FailedPreconditionError(absl::StrCat("join: job '", EchoValue(r.job_key()), "' has world size ", job.world_size,
-                                                      ", this worker says ", r.world_size()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("join: job '", key, "' has world size ", job.world_size, ", this worker says ", r.world_size()));
   }
-  if (!job.joined.count(r.instance())) {
-    if (static_cast<int>(job.joined.size()) >= job.world_size) {
-      return absl::FailedPreconditionError(absl::StrCat("join: job '", EchoValue(r.job_key()), "' is full: its ",
-                                                        job.world_size, " ranks have joined"));
+  if (job.gone.count(r.instance())) {
+    return absl::FailedPreconditionError(absl::StrCat("join: this worker was lost by or removed from job '", key, "' (now at generation ",
+                                                      job.generation, "); start it again to join as a new worker"));
+  }
+  job.seen[r.instance()] = now;
+  {  // One instance is one process: the same id from another node is a second process.
+    const int rank = MemberRank(job, r.instance());
+    const std::string* node = rank >= 0 ? &job.members[rank].node_name() : nullptr;
+    if (auto j = job.joining.find(r.instance()); j != job.joining.end()) node = &j->second.node_name();
+    if (node != nullptr && !r.node_name().empty() && *node != r.node_name()) {
+      return absl::FailedPreconditionError(absl::StrCat("join: instance '", EchoValue(r.instance()), "' already joined job '", key,
+                                                        "' from node '", EchoValue(*node), "' (a duplicate worker id)"));
     }
-    job.joined.emplace(r.instance(), r.node_name());
-    if (static_cast<int>(job.joined.size()) == job.world_size) {
-      // Ranks node by node: sorted by (node name, instance).
-      std::vector<std::pair<std::string, std::string>> order;
-      for (const auto& [instance, node] : job.joined) order.push_back({node, instance});
-      std::sort(order.begin(), order.end());
-      for (const auto& [node, instance] : order) {
-        job.ranks.push_back(instance);
-        job.nodes.push_back(node);
+  }
+  if (job.generation < 0) {  // generation 0 is forming
+    if (asked >= 0) return absl::InvalidArgumentError(absl::StrCat("join: job '", key, "' has not formed yet"));
+    if (!job.joining.count(r.instance())) {
+      if (static_cast<int>(job.joining.size()) >= job.world_size) {
+        return absl::FailedPreconditionError(absl::StrCat("join: job '", key, "' is full: its ", job.world_size, " ranks have joined"));
       }
-      cv_.notify_all();
+      Member m;
+      m.set_instance(r.instance());
+      m.set_node_name(r.node_name());
+      m.set_previous_rank(-1);
+      job.joining.emplace(r.instance(), m);
+      if (static_cast<int>(job.joining.size()) == job.world_size) {
+        // Ranks node by node: sorted by (node name, instance); origin = rank.
+        std::vector<Member> order;
+        for (const auto& [instance, m] : job.joining) order.push_back(m);
+        std::sort(order.begin(), order.end(), [](const Member& a, const Member& b) {
+          return std::tie(a.node_name(), a.instance()) < std::tie(b.node_name(), b.instance());
+        });
+        for (size_t i = 0; i < order.size(); ++i) order[i].set_origin(static_cast<int>(i));
+        job.members = std::move(order);
+        job.joining.clear();
+        job.generation = 0;
+        std::random_device rd;
+        job.job_id = absl::StrFormat("%08x%08x", rd(), rd());
+        cv_.notify_all();
+      }
     }
+  } else if (MemberRank(job, r.instance()) >= 0 && asked < job.generation) {
+    // A retry of a join already answered: the answer below.
+  } else if (asked >= 0) {
+    const int rank = MemberRank(job, r.instance());
+    if (asked > job.generation) {
+      return absl::InvalidArgumentError(absl::StrCat("join: generation ", asked, " of job '", key, "' does not exist (it is at ",
+                                                     job.generation, ")"));
+    }
+    if (rank < 0) {
+      return absl::FailedPreconditionError(absl::StrCat("join: this worker is not a member of job '", key, "' (generation ",
+                                                        job.generation, "): it was left out; start it again to join as a new worker"));
+    }
+    if (job.removing.count(r.instance())) {
+      return absl::FailedPreconditionError(absl::StrCat("join: this worker was removed from job '", key, "' by the operator"));
+    }
+    if (!job.joining.count(r.instance())) {
+      Member m = job.members[rank];
+      m.set_previous_rank(rank);
+      m.set_node_name(r.node_name().empty() ? m.node_name() : r.node_name());
+      job.joining.emplace(r.instance(), m);
+      StartRegroupLocked(job, true, r.reason().empty() ? absl::StrCat("rank ", rank, " asked to regroup") : r.reason());
+      MaybeFormLocked(job);
+    }
+  } else if (MemberRank(job, r.instance()) < 0 && !job.joining.count(r.instance())) {
+    // A newcomer to a formed job: it takes the place of a member the job lost.
+    int next = static_cast<int>(job.joining.size());
+    for (const Member& m : job.members) {
+      next += !job.joining.count(m.instance()) && !job.gone.count(m.instance()) && !job.removing.count(m.instance());
+    }
+    if (next >= job.world_size) {
+      return absl::FailedPreconditionError(absl::StrCat("join: job '", key, "' is full: its ", job.world_size, " ranks are running"));
+    }
+    Member m;
+    m.set_instance(r.instance());
+    m.set_node_name(r.node_name());
+    m.set_origin(-1);
+    m.set_previous_rank(-1);
+    job.joining.emplace(r.instance(), m);
+    StartRegroupLocked(job, false, absl::StrCat("a new worker joins (on ", EchoValue(r.node_name()), ")"));
+    MaybeFormLocked(job);
   }
-  cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] { return stopping_ || !job.ranks.empty(); });
+  // Until this instance is a member of a generation newer than the one it asked from.
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] {
+    return stopping_ || job.gone.count(r.instance()) || (job.generation > asked && MemberRank(job, r.instance()) >= 0);
+  });
   // `job` stays valid: jobs are erased only by ExpireLocked, after kIdleExpiry untouched.
+  if (job.gone.count(r.instance())) {
+    return absl::FailedPreconditionError(absl::StrCat("join: this worker was lost by job '", key, "' while it regrouped"));
+  }
+  if (job.joining.count(r.instance())) {  // waiting for the others
+    control::JoinResponse out;
+    out.set_world_size(job.world_size);
+    out.set_joined(static_cast<int>(job.joining.size()));
+    return out;
+  }
   return Answer(job, r.instance());
 }
 
-absl::StatusOr<switchyard::control::v1::ExchangeResponse> Rendezvous::Exchange(const switchyard::control::v1::ExchangeRequest& r, absl::Duration wait) {
+absl::StatusOr<control::ExchangeResponse> Rendezvous::Exchange(const control::ExchangeRequest& r, absl::Duration wait) {
   SY_RETURN_IF_ERROR(CheckKey("exchange: job key", r.job_key()));
   if (r.round() < 0 || r.round() >= kMaxRounds) {
     return absl::InvalidArgumentError(absl::StrCat("exchange: round ", r.round(), ": 0..", kMaxRounds - 1));
@@ -116,19 +296,25 @@ absl::StatusOr<switchyard::control::v1::ExchangeResponse> Rendezvous::Exchange(c
   }
   std::unique_lock<std::mutex> lock(mu_);
   auto it = jobs_.find(r.job_key());
-  if (it == jobs_.end() || it->second.ranks.empty()) {
+  if (it == jobs_.end() || it->second.generation < 0) {
     return absl::FailedPreconditionError(absl::StrCat("exchange: job '", EchoValue(r.job_key()), "' has not met (Join first)"));
   }
   Job& job = it->second;
-  const auto me = std::find(job.ranks.begin(), job.ranks.end(), r.instance());
-  if (me == job.ranks.end()) {
+  if (r.generation() != job.generation) {
+    return absl::FailedPreconditionError(absl::StrCat("exchange: generation ", r.generation(), " of job '", EchoValue(r.job_key()),
+                                                      "' is over (it is at ", job.generation, ")"));
+  }
+  const int me = MemberRank(job, r.instance());
+  if (me < 0) {
     return absl::FailedPreconditionError(absl::StrCat("exchange: '", EchoValue(r.instance()), "' is not a rank of job '",
                                                       EchoValue(r.job_key()), "'"));
   }
-  job.touched = absl::Now();
+  job.touched = Now();
+  job.seen[r.instance()] = job.touched;
+  const int64_t generation = job.generation;
   std::vector<std::optional<std::string>>& round = job.rounds[r.round()];
-  round.resize(job.world_size);
-  std::optional<std::string>& mine = round[me - job.ranks.begin()];
+  round.resize(job.members.size());
+  std::optional<std::string>& mine = round[me];
   if (mine && *mine != r.value()) {
     return absl::FailedPreconditionError(absl::StrCat("exchange: round ", r.round(), " already has another value from this rank"));
   }
@@ -136,14 +322,153 @@ absl::StatusOr<switchyard::control::v1::ExchangeResponse> Rendezvous::Exchange(c
     mine = r.value();
     cv_.notify_all();
   }
-  auto complete = [&] { return std::all_of(round.begin(), round.end(), [](const auto& v) { return v.has_value(); }); };
-  cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] { return stopping_ || complete(); });
-  switchyard::control::v1::ExchangeResponse out;
+  auto complete = [&] {
+    return job.generation == generation &&
+           std::all_of(round.begin(), round.end(), [](const auto& v) { return v.has_value(); });
+  };
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] { return stopping_ || complete() || job.generation != generation; });
+  if (job.generation != generation) {
+    return absl::FailedPreconditionError(absl::StrCat("exchange: generation ", generation, " of job '", EchoValue(r.job_key()),
+                                                      "' ended while it exchanged"));
+  }
+  control::ExchangeResponse out;
   if (complete()) {
     out.set_complete(true);
     for (const auto& v : round) out.add_values(*v);
   }
   return out;
+}
+
+void Rendezvous::Touch(const std::string& job_key, const std::string& instance) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_key);
+  if (it == jobs_.end()) return;
+  it->second.seen[instance] = Now();
+  it->second.heartbeating.insert(instance);
+  it->second.touched = Now();
+}
+
+void Rendezvous::MarkLost(const std::string& job_key, const std::string& instance, int64_t generation, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_key);
+  if (it == jobs_.end() || it->second.generation != generation) return;  // a silence of an earlier generation
+  Job& job = it->second;
+  const int rank = MemberRank(job, instance);
+  // A member that is joining again is alive (its control thread pauses while it regroups).
+  if (rank < 0 || job.gone.count(instance) || job.joining.count(instance)) return;
+  MarkGoneLocked(job_key, job, instance, reason);
+  StartRegroupLocked(job, true, absl::StrCat("rank ", rank, " lost: ", reason));
+  MaybeFormLocked(job);
+  cv_.notify_all();
+}
+
+absl::Status Rendezvous::Remove(const std::string& job_key, int rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_key);
+  if (it == jobs_.end() || it->second.generation < 0) {
+    return absl::NotFoundError(absl::StrCat("remove: no formed job '", EchoValue(job_key), "' joined here"));
+  }
+  Job& job = it->second;
+  if (rank < 0 || rank >= static_cast<int>(job.members.size())) {
+    return absl::NotFoundError(absl::StrCat("remove: rank ", rank, ": the job has ranks 0..", job.members.size() - 1));
+  }
+  const std::string& instance = job.members[rank].instance();
+  if (job.gone.count(instance) || job.removing.count(instance)) {
+    return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " is already leaving the job"));
+  }
+  if (job.members.size() - job.gone.size() <= 1) {
+    return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " is the job's last worker"));
+  }
+  job.removing.insert(instance);
+  job.joining.erase(instance);
+  job.lost.push_back({job_key, instance, job.members[rank].node_name(), "removed by the operator", rank,
+                      job.members[rank].origin(), 0, Now()});
+  if (job.lost.size() > kMaxLostKept) job.lost.erase(job.lost.begin());
+  StartRegroupLocked(job, false, absl::StrCat("rank ", rank, " removed by the operator"));
+  MaybeFormLocked(job);
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+RegroupSignal Rendezvous::Signal(const std::string& job_key, const std::string& instance) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RegroupSignal out;
+  auto it = jobs_.find(job_key);
+  if (it == jobs_.end() || it->second.generation < 0) return out;
+  const Job& job = it->second;
+  out.removed = job.gone.count(instance) > 0 || job.removing.count(instance) > 0;
+  if (job.forming) {
+    out.generation = job.generation + 1;
+    out.now = job.forming_now;
+    out.reason = job.forming_reason;
+  }
+  return out;
+}
+
+std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<LostMember> out;
+  const absl::Time now = Now();
+  for (auto& [key, job] : jobs_) {
+    if (job.generation < 0) continue;
+    std::vector<std::string> silent;
+    for (const Member& m : job.members) {
+      const std::string& instance = m.instance();
+      if (job.joining.count(instance) || job.gone.count(instance) || job.removing.count(instance)) continue;
+      // Outside a regroup only members that heartbeat are judged (bootstrap-only users of the
+      // rendezvous, like the comm conformance suite, never talk to it again).
+      if (!job.forming && !job.heartbeating.count(instance)) continue;
+      auto seen = job.seen.find(instance);
+      absl::Time last = seen == job.seen.end() ? job.touched : seen->second;
+      if (job.forming) last = std::max(last, job.forming_since);
+      if (now - last > timeout) silent.push_back(instance);
+    }
+    for (const std::string& instance : silent) {
+      MarkGoneLocked(key, job, instance,
+                     absl::StrCat(job.forming ? "did not rejoin the regroup" : "silent", " (no sign of life for ",
+                                  absl::FormatDuration(timeout), ")"));
+      out.push_back(job.lost.back());
+    }
+    if (!silent.empty()) {
+      StartRegroupLocked(job, true, absl::StrCat(silent.size(), " member(s) lost: no sign of life for ", absl::FormatDuration(timeout)));
+      MaybeFormLocked(job);
+      cv_.notify_all();
+    }
+  }
+  return out;
+}
+
+void Rendezvous::Adopt(const std::string& job_key, const std::string& job_id, int world_size, int64_t generation,
+                       const std::vector<control::JobMember>& members) {
+  if (job_key.empty() || job_key.size() > kMaxKeyBytes || members.empty() || generation < 0 || world_size < 1 ||
+      static_cast<int>(members.size()) > world_size) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (jobs_.count(job_key) || static_cast<int>(jobs_.size()) >= kMaxJobs) return;  // known, or no room
+  Job job;
+  job.world_size = world_size;
+  job.job_id = job_id;
+  job.generation = generation;
+  job.members = members;
+  job.touched = Now();
+  for (const Member& m : members) {  // each gets a full timeout to show up
+    job.seen[m.instance()] = job.touched;
+    job.heartbeating.insert(m.instance());
+  }
+  jobs_.emplace(job_key, std::move(job));
+}
+
+int64_t Rendezvous::Generation(const std::string& job_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_key);
+  return it == jobs_.end() ? -1 : it->second.generation;
+}
+
+std::vector<LostMember> Rendezvous::Lost(const std::string& job_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_key);
+  return it == jobs_.end() ? std::vector<LostMember>{} : it->second.lost;
 }
 
 void Rendezvous::Stop() {

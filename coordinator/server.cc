@@ -140,7 +140,7 @@ class AdminService final : public admin::Admin::Service {
   }
   grpc::Status Drain(grpc::ServerContext* ctx, const admin::DrainRequest* r, admin::ConstraintsResponse* out) override {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
-    return Reply(core_.Drain(r->rank()), out);
+    return Reply(core_.Drain(r->rank(), r->remove()), out);
   }
   grpc::Status Undrain(grpc::ServerContext* ctx, const admin::DrainRequest* r, admin::ConstraintsResponse* out) override {
     if (grpc::Status auth = Authorize(ctx, token_); !auth.ok()) return auth;
@@ -238,7 +238,7 @@ bool IsLoopbackAddress(absl::string_view listen) {
 }
 
 absl::Status CoordinatorServer::BuildGrpcServer(const std::string& listen) {
-  control_ = std::make_unique<ControlService>(*core_, rendezvous_, options_.auth_token);
+  control_ = std::make_unique<ControlService>(*core_, core_->rendezvous(), options_.auth_token);
   admin_ = std::make_unique<AdminService>(*core_, options_.auth_token, stopping_);
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
@@ -396,7 +396,7 @@ absl::Status CoordinatorServer::StartMetrics() {
 void CoordinatorServer::Shutdown() {
   if (stopping_.exchange(true)) return;
   if (core_) core_->StopWaiters();
-  rendezvous_.Stop();
+  if (core_) core_->rendezvous().Stop();
   {
     std::lock_guard<std::mutex> lock(server_mu_);
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

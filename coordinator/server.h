@@ -67,7 +67,6 @@ class CoordinatorServer {
 
   ServerOptions options_;
   std::unique_ptr<Coordinator> core_;
-  Rendezvous rendezvous_;  // workers started without a launcher meet here (Join, Exchange)
   std::unique_ptr<grpc::Service> control_, admin_;
   std::unique_ptr<grpc::ResourceQuota> quota_;
   std::mutex server_mu_;  // server_ (the watchdog may rebuild it)

@@ -105,6 +105,11 @@ std::optional<control::Orders> ControlClient::TakeOrders() {
   return out;
 }
 
+RegroupOrder ControlClient::regroup() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return regroup_;
+}
+
 ControlStats ControlClient::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -258,6 +263,9 @@ void ControlClient::HeartbeatOnce() {
     request.set_rank(registration_.rank());
     request.set_step(step_);
     request.set_epoch(epoch_);
+    request.set_job_key(registration_.job_key());
+    request.set_instance(registration_.instance());
+    request.set_generation(registration_.generation());
     next_heartbeat_ = absl::Now() + options_.heartbeat_interval;
   }
   control::HeartbeatResponse response;
@@ -265,6 +273,15 @@ void ControlClient::HeartbeatOnce() {
   if (!s.ok()) {
     Backoff(absl::StrCat("heartbeat: ", rpc::FromGrpc(s, options_.address).message()));
     return;
+  }
+  if (response.regroup_generation() > registration_.generation() || response.removed()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    regroup_.generation = response.regroup_generation();
+    regroup_.now = regroup_.now || response.regroup_now();
+    regroup_.removed = regroup_.removed || response.removed();
+    regroup_.reason = response.regroup_reason();
+    regroup_asked_.store(true, std::memory_order_relaxed);
+    if ((regroup_.now || regroup_.removed) && options_.cancel) options_.cancel->store(true);
   }
   if (!response.registered()) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -33,7 +33,7 @@ struct ControlOptions {
   std::string address;      // host:port of the coordinator
   std::string tls_ca_pem;   // empty: plaintext
   std::string token;        // bearer token, when the coordinator has one
-  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration heartbeat_interval = absl::Milliseconds(250);  // the coordinator declares a worker lost after 2 s of silence (default)
   absl::Duration poll_wait = absl::Milliseconds(200);  // long-poll slice for orders (a new report ends it early)
   absl::Duration rpc_timeout = absl::Seconds(3);
   absl::Duration max_backoff = absl::Seconds(2);
@@ -41,6 +41,17 @@ struct ControlOptions {
   // Registrations refused in a row for authentication (wrong or missing token, a TLS
   // mismatch) before the client gives up for good (fatal_error); 0: never.
   int max_auth_failures = 5;
+  // Joined jobs: set when a heartbeat says a member was lost (regroup now) or this worker was
+  // left out: the communicator's waits end (Communicator::set_cancel).
+  std::shared_ptr<std::atomic<bool>> cancel;
+};
+
+// What the coordinator said about a joined job's membership (the last heartbeat's answer).
+struct RegroupOrder {
+  int64_t generation = 0;  // the generation forming (0: none)
+  bool now = false;        // a member was lost: abandon the step in flight
+  bool removed = false;    // this worker is not in the next generation
+  std::string reason;
 };
 
 struct ControlStats {
@@ -88,6 +99,9 @@ class ControlClient {
   std::optional<control::Orders> TakeOrders();
 
   ControlStats stats() const;
+  RegroupOrder regroup() const;
+  // Lock-free, for the step thread every step: a regroup (or this worker's removal) is asked.
+  bool regroup_requested() const { return regroup_asked_.load(std::memory_order_relaxed); }
   // True once the client gave up (max_auth_failures; stats().fatal_error says why). Lock-free:
   // the step thread asks every step.
   bool gave_up() const { return gave_up_.load(std::memory_order_relaxed); }
@@ -119,6 +133,8 @@ class ControlClient {
   int64_t step_ = 0, epoch_ = 0;
   int auth_failures_ = 0;  // registrations refused for authentication, in a row
   std::atomic<bool> gave_up_{false};
+  std::atomic<bool> regroup_asked_{false};
+  RegroupOrder regroup_;
   std::deque<Outgoing> reports_;
   size_t load_reports_ = 0;  // how many of reports_ are load windows (the droppable ones)
   std::optional<control::Orders> orders_;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/hash.h"
 #include "common/status.h"
@@ -93,53 +94,53 @@ Driver::Driver(const ModelConfig& model, comm::Communicator& comm, const Workloa
       options_(std::move(options)),
       layer_(model, comm, weights, std::move(table), options_.cpu_threads) {}
 
-absl::StatusOr<RunReport> Driver::Run() {
+absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
+  RunProgress local;
+  RunProgress& p = progress != nullptr ? *progress : local;
   const int R = comm_.size(), me = comm_.rank();
+  const int64_t origin = options_.origin >= 0 ? options_.origin : me;
   const int64_t T = options_.tokens_per_rank, H = model_.hidden;
   const std::vector<int>& layers = weights_.layer_ids();
   const int L = static_cast<int>(layers.size());
   EpochManager* epochs = epochs_;
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
-  std::vector<double> step_ms, critical_ms, migration_ms;  // the last: the critical path's migration term
-  std::vector<std::vector<double>> step_balance(L);          // per layer, per step
-  std::vector<bool> migrating_step;
-  uint64_t checksum = 0;
-  // Counts of the whole run, of the current log window and of the current load window.
-  std::vector<LayerCounts> whole, log_window, load_window;
-  int64_t load_window_start = 0;
+  if (p.step_balance.empty()) p.step_balance.resize(L);
+  // Counts of the current log window and of the current load window (this call's).
+  std::vector<LayerCounts> log_window, load_window;
+  const int from = std::max(0, p.resume_step);
+  p.next_step = std::max(p.next_step, from);  // a newcomer: the steps before it are not its own
+  if (p.first_step < 0) p.first_step = from;
+  int64_t load_window_start = from;
   std::vector<double> window_ms;
-  std::string step_log;
-  RunReport report;
+  std::vector<double> log_pairs(static_cast<size_t>(L) * R, 0.0);  // per rank, per layer, this log window
   // The per-step exchange: kFixed figures, the vote, then per layer: pairs computed, busy ms,
   // communication ms.
-  enum { kWall, kBusy, kComm, kMigration, kStop, kFixed };
-  const int kPairs = kFixed + StepVote::kSize, kLayerBusy = kPairs + L, kLayerComm = kLayerBusy + L;
-  const int width = kLayerComm + L;
+  enum { kWall, kBusy, kComm, kMigration, kStop, kRegroup, kFixed };
+  const int kPairs = kFixed + StepVote::kSize, kLayerBusy = kPairs + L, kLayerComm = kLayerBusy + L, kChosen = kLayerComm + L;
+  const int width = kChosen + L;
   std::vector<double> row(width), rows(static_cast<size_t>(width) * R);
   double boundary_cpu = 0;  // migration work done by this thread at the last boundary
   layer_.counters().Reset();
   layer_.ResetTimes();
   if (epochs) epochs->TakeTransferCpuSeconds();
-  int steps_run = options_.steps;
-  for (int step = 0; step < options_.steps; ++step) {
+  for (int step = from; step < options_.steps; ++step) {
+    const bool replay = step < p.next_step;  // done here before a regroup: run it again for the others, count nothing
     const bool migrating = epochs != nullptr && epochs->migrating();
     const double busy0 = layer_.times().busy, comm0 = layer_.times().comm;
     const auto start = Clock::now();
-    workload_.Hidden(step, me * T, T, h.data());
+    workload_.Hidden(step, origin * T, T, h.data());
     for (int li = 0; li < L; ++li) {
       const double layer_busy0 = layer_.times().busy, layer_comm0 = layer_.times().comm;
-      workload_.Logits(step, li, me * T, T, logits.data());
+      workload_.Logits(step, li, origin * T, T, logits.data());
       SY_RETURN_IF_ERROR(layer_.Forward(layers[li], h.data(), logits.data(), T, out.data(), static_cast<uint64_t>(step)));
       for (int64_t i = 0; i < T * H; ++i) h[i] = h[i] + out[i];
       row[kLayerBusy + li] = 1e3 * (layer_.times().busy - layer_busy0);
       row[kLayerComm + li] = 1e3 * (layer_.times().comm - layer_comm0);
     }
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    for (int64_t t = 0; t < T; ++t) checksum += TokenHash(step, static_cast<uint64_t>(me * T + t), &h[t * H], H);
+    uint64_t step_hash = 0;
+    for (int64_t t = 0; t < T; ++t) step_hash += TokenHash(step, static_cast<uint64_t>(origin * T + t), &h[t * H], H);
     const std::vector<LayerCounts> counts = layer_.counters().TakeWindow();
-    AddCounts(counts, whole);
-    AddCounts(counts, log_window);
-    AddCounts(counts, load_window);
 
     // The boundary: orders in, budget out, one exchange, the same decision everywhere.
     const double boundary0 = ThreadCpuSeconds();
@@ -156,20 +157,23 @@ absl::StatusOr<RunReport> Driver::Run() {
     row[kComm] = 1e3 * (layer_.times().comm - comm0);
     row[kMigration] = epochs ? 1e3 * (epochs->TakeTransferCpuSeconds() + boundary_cpu + ThreadCpuSeconds() - boundary0) : 0;
     row[kStop] = options_.stop_requested && options_.stop_requested() ? 1 : 0;
+    row[kRegroup] = options_.regroup_requested && options_.regroup_requested() ? 1 : 0;
     const double v[StepVote::kSize] = {vote.epoch,  vote.offer_epoch, vote.offer_hash, vote.ready,
                                        vote.failed, vote.completed,   vote.stalled};
     std::copy(v, v + StepVote::kSize, row.begin() + kFixed);
     for (int li = 0; li < L; ++li) {
-      int64_t n = 0;
+      int64_t n = 0, chosen = 0;
       for (int64_t x : counts[li].processed) n += x;
+      for (int64_t x : counts[li].chosen) chosen += x;
       row[kPairs + li] = static_cast<double>(n);
+      row[kChosen + li] = static_cast<double>(chosen);
     }
     SY_RETURN_IF_ERROR(comm_.AllGather(row.data(), width * static_cast<int64_t>(sizeof(double)), rows.data()));
     // Each layer's collectives make every rank wait for the slowest one: per layer, the
     // busiest rank's busy time plus the least communication time of any rank; summed over
     // layers, plus the most migration work any rank did this step.
     double wall = 0, migration = 0;
-    bool stop = false;  // a rank asked to stop: every rank ends after this step
+    bool stop = false, regroup = false;  // a rank asked to stop / regroup: every rank ends after this step
     std::vector<double> layer_busy(L, 0.0), layer_comm(L, std::numeric_limits<double>::infinity());
     std::vector<StepVote> votes(R);
     for (int r = 0; r < R; ++r) {
@@ -177,80 +181,125 @@ absl::StatusOr<RunReport> Driver::Run() {
       wall = std::max(wall, x[kWall]);  // the step waits for the slowest rank
       migration = std::max(migration, x[kMigration]);
       stop = stop || x[kStop] > 0;
+      regroup = regroup || x[kRegroup] > 0;
       for (int li = 0; li < L; ++li) {
         layer_busy[li] = std::max(layer_busy[li], x[kLayerBusy + li]);
         layer_comm[li] = std::min(layer_comm[li], x[kLayerComm + li]);
+        log_pairs[static_cast<size_t>(r) * L + li] += x[kPairs + li];
       }
       const double* y = x + kFixed;
       votes[r] = {y[0], y[1], y[2], y[3], y[4], y[5], y[6]};
     }
     double critical = migration;
     for (int li = 0; li < L; ++li) critical += layer_busy[li] + layer_comm[li];
-    double worst = 1;
     for (int li = 0; li < L; ++li) {
-      double sum = 0, max = 0;
+      double processed = 0, chosen = 0;
       for (int r = 0; r < R; ++r) {
-        const double x = rows[static_cast<size_t>(r) * width + kPairs + li];
-        sum += x;
-        max = std::max(max, x);
+        processed += rows[static_cast<size_t>(r) * width + kPairs + li];
+        chosen += rows[static_cast<size_t>(r) * width + kChosen + li];
       }
-      const double balance = max > 0 ? sum / R / max : 1.0;
-      step_balance[li].push_back(balance);
-      worst = std::min(worst, balance);
+      p.conserved = p.conserved && processed == chosen;
     }
-    step_ms.push_back(wall);
-    critical_ms.push_back(critical);
-    migration_ms.push_back(migration);
-    migrating_step.push_back(migrating);
-    report.worst_balancedness_by_step.push_back({step, worst});
-    window_ms.push_back(wall);
-    if (!options_.step_log.empty()) {
-      absl::StrAppendFormat(&step_log, "%d,%d,%.3f,%.3f,%.3f,%.3f,%d\n", step, static_cast<int64_t>(vote.epoch), ms, row[kBusy],
-                            row[kComm], row[kMigration], migrating ? 1 : 0);
+    if (!replay) {  // the step is done on this rank: count it
+      double worst = 1;
+      for (int li = 0; li < L; ++li) {
+        double sum = 0, max = 0;
+        for (int r = 0; r < R; ++r) {
+          const double x = rows[static_cast<size_t>(r) * width + kPairs + li];
+          sum += x;
+          max = std::max(max, x);
+        }
+        const double balance = max > 0 ? sum / R / max : 1.0;
+        p.step_balance[li].push_back(balance);
+        worst = std::min(worst, balance);
+      }
+      p.checksum += step_hash;
+      AddCounts(counts, p.whole);
+      AddCounts(counts, log_window);
+      AddCounts(counts, load_window);
+      p.step_ms.push_back(wall);
+      p.critical_ms.push_back(critical);
+      p.migration_ms.push_back(migration);
+      p.migrating_step.push_back(migrating);
+      p.worst_balancedness_by_step.push_back({step, worst});
+      window_ms.push_back(wall);
+      if (!options_.step_log.empty()) {
+        int64_t my_pairs = 0;
+        for (int li = 0; li < L; ++li) my_pairs += static_cast<int64_t>(row[kPairs + li]);
+        absl::StrAppendFormat(&p.step_log, "%d,%d,%.3f,%.3f,%.3f,%.3f,%d,%d,%016x,%.3f,%d\n", step,
+                              epochs ? static_cast<int64_t>(vote.epoch) : layer_.routing_table().epoch(), ms,
+                              row[kBusy], row[kComm], row[kMigration], migrating ? 1 : 0, origin, step_hash,
+                              absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()), my_pairs);
+      }
+      p.next_step = step + 1;
     }
     const double decide0 = ThreadCpuSeconds();
     if (epochs) SY_RETURN_IF_ERROR(epochs->Decide(step + 1, votes));
     boundary_cpu = epochs ? ThreadCpuSeconds() - decide0 : 0;
 
     const bool last = stop || step + 1 == options_.steps;
-    if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || stop)) {
-      if (options_.on_window) {
+    const int64_t epoch_now = epochs ? epochs->epoch() : layer_.routing_table().epoch();
+    if (options_.window_steps > 0 && ((step + 1 - load_window_start) == options_.window_steps || stop || regroup)) {
+      if (options_.on_window && !load_window.empty()) {
         std::vector<std::pair<double, double>> window_balance;
         for (int li = 0; li < L; ++li) {
-          const std::vector<double> recent(step_balance[li].end() - (step + 1 - load_window_start), step_balance[li].end());
+          const std::vector<double>& all = p.step_balance[li];
+          const size_t n = std::min<size_t>(all.size(), static_cast<size_t>(step + 1 - load_window_start));
+          const std::vector<double> recent(all.end() - n, all.end());
           window_balance.push_back({Percentile(recent, 0.5), Percentile(recent, 0.01)});
         }
-        options_.on_window({load_window_start, step + 1, epochs ? epochs->epoch() : layer_.routing_table().epoch(),
-                            std::move(load_window), std::move(window_balance)});
+        options_.on_window({load_window_start, step + 1, epoch_now, std::move(load_window), std::move(window_balance)});
       }
       load_window.clear();
       load_window_start = step + 1;
     }
-    if (options_.on_step) options_.on_step(step + 1, epochs ? epochs->epoch() : layer_.routing_table().epoch());
+    if (options_.on_step) options_.on_step(step + 1, epoch_now);
     const bool log_now = options_.log_every > 0 && ((step + 1) % options_.log_every == 0 || last);
     if (log_now) {
-      SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, log_window));
+      double worst = 1;
+      for (int li = 0; li < L; ++li) {
+        double sum = 0, max = 0;
+        for (int r = 0; r < R; ++r) {
+          sum += log_pairs[static_cast<size_t>(r) * L + li];
+          max = std::max(max, log_pairs[static_cast<size_t>(r) * L + li]);
+        }
+        worst = std::min(worst, max > 0 ? sum / R / max : 1.0);
+      }
+      std::fill(log_pairs.begin(), log_pairs.end(), 0.0);
       log_window.clear();
-      if (me == 0 && options_.log) {
+      if (me == 0 && options_.log && !window_ms.empty()) {
         double total_ms = 0;
         for (double x : window_ms) total_ms += x;
         options_.log(absl::StrFormat(
             "step %4d  epoch %lld  tokens/s %9.0f  step ms p50 %7.2f p99 %7.2f  worst-layer balancedness %.3f", step + 1,
-            static_cast<long long>(epochs ? epochs->epoch() : layer_.routing_table().epoch()), R * T * window_ms.size() / (total_ms / 1e3),
-            Percentile(window_ms, 0.5), Percentile(window_ms, 0.99), *std::min_element(balance.begin(), balance.end())));
+            static_cast<long long>(epoch_now), R * T * window_ms.size() / (total_ms / 1e3), Percentile(window_ms, 0.5),
+            Percentile(window_ms, 0.99), worst));
       }
       window_ms.clear();
     }
     if (stop) {
-      steps_run = step + 1;
+      p.stopped = true;
       if (me == 0 && options_.log) options_.log(absl::StrFormat("stopping after step %d: a rank was asked to stop", step + 1));
       break;
     }
+    if (regroup && step + 1 < options_.steps) {
+      if (epochs) {
+        for (const MigrationRecord& m : epochs->records()) p.migrations.push_back(m);
+      }
+      return absl::AbortedError(kRegroupMessage);
+    }
   }
 
+  RunReport report;
+  const int steps_run = static_cast<int>(p.step_ms.size());
+  const std::vector<double>& step_ms = p.step_ms;
+  const std::vector<double>& critical_ms = p.critical_ms;
+  const std::vector<double>& migration_ms = p.migration_ms;
+  std::vector<bool> migrating_step = p.migrating_step;
+  report.worst_balancedness_by_step = p.worst_balancedness_by_step;
   report.ranks = R;
   report.steps = steps_run;
-  report.stopped_early = steps_run < options_.steps;
+  report.stopped_early = p.stopped;
   report.top_k = model_.top_k;
   report.tokens_per_rank = T;
   double total_ms = 0;
@@ -261,14 +310,17 @@ absl::StatusOr<RunReport> Driver::Run() {
   report.step_ms_p99 = Percentile(step_ms, 0.99);
   report.step_ms_max = Percentile(step_ms, 1.0);
   // Critical path; a migration's steps run from its start to its first step after the switch.
+  report.migrations = p.migrations;
   if (epochs) {
-    report.migrations = epochs->records();
-    for (const MigrationRecord& m : report.migrations) {
-      const int64_t end = m.commit_step >= 0 ? m.commit_step : m.abort_step >= 0 ? m.abort_step : m.start_step;
-      for (int64_t s = m.start_step; s <= end && s < steps_run; ++s) migrating_step[s] = true;
-    }
+    for (const MigrationRecord& m : epochs->records()) report.migrations.push_back(m);
     if (epochs->migrating()) {
       for (int s = steps_run - 1; s >= 0 && !migrating_step[s]; --s) migrating_step[s] = true;
+    }
+  }
+  for (const MigrationRecord& m : report.migrations) {  // index: step - first_step
+    const int64_t end = m.commit_step >= 0 ? m.commit_step : m.abort_step >= 0 ? m.abort_step : m.start_step;
+    for (int64_t s = std::max<int64_t>(m.start_step, p.first_step); s <= end && s - p.first_step < steps_run; ++s) {
+      migrating_step[s - p.first_step] = true;
     }
   }
   double critical_total = 0;
@@ -296,10 +348,14 @@ absl::StatusOr<RunReport> Driver::Run() {
   report.phase_ms_combine = phases[3] * per_step;
   // Checksum: the order-free sum over ranks (unsigned, wrapping).
   std::vector<uint64_t> sums(R);
-  SY_RETURN_IF_ERROR(comm_.AllGather(&checksum, sizeof checksum, sums.data()));
+  SY_RETURN_IF_ERROR(comm_.AllGather(&p.checksum, sizeof p.checksum, sums.data()));
   report.output_checksum = 0;
   for (uint64_t s : sums) report.output_checksum += s;
   // Per-rank processed totals (measured balancedness) and per-expert sums over ranks.
+  std::vector<LayerCounts>& whole = p.whole;
+  if (whole.empty()) {  // no step done here (a newcomer that came for the last step)
+    whole.assign(L, LayerCounts{std::vector<int64_t>(model_.num_experts, 0), std::vector<int64_t>(model_.num_experts, 0)});
+  }
   SY_ASSIGN_OR_RETURN(const std::vector<double> balance, MeasuredBalance(comm_, whole));
   double rows_total = 0;
   for (int li = 0; li < L; ++li) {
@@ -308,22 +364,25 @@ absl::StatusOr<RunReport> Driver::Run() {
   double flops = rows_total * model_.ExpertShape().FlopsPerRow();
   if (model_.shared_ffn > 0) flops += static_cast<double>(T) * steps_run * L * model_.SharedShape().FlopsPerRow();
   SY_RETURN_IF_ERROR(comm_.AllReduce(&flops, 1, comm::ReduceOp::kMax));
-  report.ffn_flops = flops / steps_run;
+  report.ffn_flops = steps_run > 0 ? flops / steps_run : 0;
   report.dispatch_bytes = report.combine_bytes = static_cast<double>(T) * model_.top_k * H * sizeof(float) * L;
-  report.tokens_conserved = true;
+  report.tokens_conserved = p.conserved;
+  // After a regroup the lost rank's counts are gone: the per-step check above stands alone.
+  int64_t regrouped = p.regroups;
+  SY_RETURN_IF_ERROR(comm_.AllReduce(&regrouped, 1, comm::ReduceOp::kMax));
   for (int li = 0; li < L; ++li) {
-    std::vector<int64_t> p = whole[li].processed, c = whole[li].chosen;
-    SY_RETURN_IF_ERROR(comm_.AllReduce(p.data(), model_.num_experts, comm::ReduceOp::kSum));
+    std::vector<int64_t> pr = whole[li].processed, c = whole[li].chosen;
+    SY_RETURN_IF_ERROR(comm_.AllReduce(pr.data(), model_.num_experts, comm::ReduceOp::kSum));
     SY_RETURN_IF_ERROR(comm_.AllReduce(c.data(), model_.num_experts, comm::ReduceOp::kSum));
-    report.tokens_conserved = report.tokens_conserved && p == c;
-    report.layers.push_back({layers[li], balance[li], Percentile(step_balance[li], 0.5), Percentile(step_balance[li], 0.01), p});
+    report.tokens_conserved = report.tokens_conserved && (pr == c || regrouped > 0);
+    report.layers.push_back({layers[li], balance[li], Percentile(p.step_balance[li], 0.5), Percentile(p.step_balance[li], 0.01), pr});
   }
   SY_RETURN_IF_ERROR(CheckWeights(report));
   report.final_epoch = epochs ? epochs->epoch() : layer_.routing_table().epoch();
   report.final_placement = layer_.routing_table().placement();
   if (!options_.step_log.empty()) {
-    SY_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.step_log, ".rank", me, ".csv"),
-                                           "step,epoch,wall_ms,busy_ms,comm_ms,migration_ms,migrating\n" + step_log));
+    SY_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.step_log, ".rank", origin, ".csv"),
+                                           "step,epoch,wall_ms,busy_ms,comm_ms,migration_ms,migrating,origin,output_hash,done_unix_s,pairs\n" + p.step_log));
   }
   return report;
 }

@@ -58,7 +58,10 @@ struct DriverOptions {
   int window_steps = 0;
   std::function<void(LoadWindow)> on_window;
   std::function<void(int64_t, int64_t)> on_step;
-  // Each rank writes PREFIX.rank<R>.csv: one line per step (epoch, times, pairs computed).
+  // Each rank writes PREFIX.rank<ORIGIN>.csv (ORIGIN: the token stream it serves, its rank
+  // unless the job regrouped): one line per step it did — step, epoch, wall/busy/comm/migration
+  // ms, migrating, origin, output_hash (TokenHash summed over its tokens: the step's outputs),
+  // done_unix_s (when the step's exchange returned), pairs (it computed, all layers).
   std::string step_log;
   // Threads of this rank's CPU kernels (the grouped FFN); no output bit depends on it.
   int cpu_threads = 1;
@@ -66,6 +69,39 @@ struct DriverOptions {
   // run after the same step (the request travels in the step's exchange), the last partial
   // load window is handed over, and the report says stopped_early.
   std::function<bool()> stop_requested;
+  // Polled once per step (null: never): when it returns true on any rank, every rank ends
+  // after the same step and Run returns Aborted with kRegroupMessage (a joined job's
+  // membership changes at a step boundary: a newcomer, a removal); Run(progress) continues.
+  std::function<bool()> regroup_requested;
+  // The token stream this rank serves: its tokens are global ids origin * tokens_per_rank + t
+  // (-1: its rank). A joined job's workers keep theirs when ranks change.
+  int origin = -1;
+};
+
+// Run's message when the ranks agreed to regroup (DriverOptions::regroup_requested).
+inline constexpr char kRegroupMessage[] = "the ranks agreed to regroup after this step";
+
+// What a run has done so far, kept by the caller across communicators: a joined job's
+// survivors (a rank lost) or members (a newcomer, a removal) regroup and call Run again with
+// it. A step counts as done on a rank once its step exchange returned there; after a loss the
+// ranks may differ by one step, so the new generation starts at the lowest (`resume_step`)
+// and a rank re-runs a step it already did without counting it twice (its outputs are the
+// same bits: they do not depend on the placement or the rank count).
+struct RunProgress {
+  int resume_step = 0;     // where the next Run starts (set by the caller after a regroup)
+  int first_step = -1;     // the first step this rank ran (a newcomer starts late)
+  int next_step = 0;       // steps before it are done on this rank
+  bool stopped = false;    // a stop was agreed (stop_requested)
+  int regroups = 0;        // the caller counts them: the run's ranks changed
+  bool conserved = true;   // every done step: pairs processed == pairs chosen, per layer, over the ranks
+  uint64_t checksum = 0;   // this rank's part of the output checksum
+  std::vector<double> step_ms, critical_ms, migration_ms;  // per done step
+  std::vector<bool> migrating_step;
+  std::vector<std::vector<double>> step_balance;           // per layer, per done step
+  std::vector<std::pair<int, double>> worst_balancedness_by_step;
+  std::vector<LayerCounts> whole;                           // counts of the done steps
+  std::vector<MigrationRecord> migrations;                  // of earlier generations
+  std::string step_log;
 };
 
 struct LayerReport {
@@ -89,7 +125,9 @@ struct RunReport {
   double dispatch_bytes = 0, combine_bytes = 0, ffn_flops = 0;
   std::vector<LayerReport> layers;
   uint64_t output_checksum = 0;
-  bool tokens_conserved = false;  // processed == chosen per (layer, expert), over all ranks
+  // processed == chosen per (layer, expert) over all ranks and steps; after a regroup (the
+  // lost rank's counts are gone) per layer in every step instead.
+  bool tokens_conserved = false;
   std::string model, backend, placement_policy, workload;
   std::string shares = "epoch";  // ShareModeName of the run
   // The CPU kernel path (kernels::FfnKernelName) and the threads per rank the FFN ran on.
@@ -121,8 +159,11 @@ class Driver {
   Driver(const ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
          std::shared_ptr<const placement::RoutingTable> table, DriverOptions options);
 
-  // Runs the steps; every rank returns the same report.
-  absl::StatusOr<RunReport> Run();
+  // Runs the steps; every rank returns the same report. With `progress` (kept by the caller)
+  // it starts at progress->resume_step and records what it did there, so that a run that
+  // failed (a lost rank: Aborted, DeadlineExceeded, Internal from the communicator) or agreed
+  // to regroup can continue on a new communicator.
+  absl::StatusOr<RunReport> Run(RunProgress* progress = nullptr);
   MoeLayer& layer() { return layer_; }
   // Live rebalancing: the epoch manager of this rank (built on layer()) and where its orders
   // come from (polled at every step boundary). Without one the placement never changes.
@@ -146,7 +187,8 @@ class Driver {
 
 // A fast 64-bit hash of bytes, 8 at a time (weights comparison).
 uint64_t HashBytes(const void* data, size_t bytes);
-// One token's contribution to the order-free output checksum.
+// One token's contribution to the order-free output checksum; a rank's step log records the
+// sum over its tokens per step (output_hash), which names each step's outputs on that rank.
 uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, int64_t width);
 
 }  // namespace switchyard::worker

@@ -300,6 +300,7 @@ absl::StatusOr<placement::Placement> ValidateOrders(const control::Orders& order
 void EpochManager::Offer(const control::Orders& orders) {
   if (!orders.has_placement()) return;
   const int64_t epoch = orders.placement().epoch();
+  highest_seen_ = std::max(highest_seen_, epoch);
   auto drop = [&](const std::string& why) {  // once: the same orders are not checked again
     refused_.push_back(HashOf(orders));
     LogWarning("rank ", comm_.rank(), ": orders for epoch ", epoch, " refused: ", why);

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -118,6 +119,9 @@ class EpochManager {
   double TakeTransferCpuSeconds();
 
   int64_t epoch() const { return epoch_; }
+  // The highest epoch this rank has run or been offered: a regroup's epoch goes above every
+  // epoch the coordinator may have published.
+  int64_t highest_epoch_seen() const { return std::max(epoch_, highest_seen_); }
   const placement::Placement& placement() const { return placement_; }
   bool migrating() const { return active_.has_value(); }
   const std::vector<MigrationRecord>& records() const { return records_; }
@@ -137,6 +141,7 @@ class EpochManager {
   MoeLayer& layer_;
   placement::Placement placement_;
   int64_t epoch_;
+  int64_t highest_seen_ = 0;
   MigrationOptions options_;
   std::optional<control::Orders> offer_;
   uint64_t offer_hash_ = 0;

@@ -198,21 +198,32 @@ WeightStore::WeightStore(const ModelConfig& model, std::vector<int> layer_ids)
       shared_(layer_ids_.size()),
       bias_(layer_ids_.size()) {}
 
-absl::Status WeightStore::Load(const placement::Placement& placement, int rank, WeightSource& source) {
+absl::Status WeightStore::Load(const placement::Placement& placement, int rank, WeightSource& source, int* packed) {
+  if (packed != nullptr) *packed = 0;
+  std::vector<std::vector<Slot>> next(layer_ids_.size());
   for (size_t li = 0; li < layer_ids_.size(); ++li) {
     const int layer_id = layer_ids_[li];
     const placement::LayerPlacement* layer = placement.FindLayer(layer_id);
     if (layer == nullptr) return absl::InvalidArgumentError(absl::StrCat("placement has no layer ", layer_id));
+    if (rank < 0 || rank >= static_cast<int>(layer->ranks.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("placement has no rank ", rank));
+    }
     std::map<int, std::shared_ptr<ExpertBuffer>> loaded;
-    slots_[li].clear();
+    for (const Slot& held : slots_[li]) loaded.emplace(held.expert, held.weights);  // kept across a regroup
     for (const placement::Replica& rep : layer->ranks[rank]) {
       auto& buffer = loaded[rep.expert];
       if (!buffer) {
         SY_ASSIGN_OR_RETURN(buffer, ExpertBuffer::Create(expert_bytes_));
         SY_RETURN_IF_ERROR(source.PackExpert(layer_id, rep.expert, buffer->data()));
+        if (packed != nullptr) ++*packed;
       }
-      slots_[li].push_back({rep.expert, buffer});
+      next[li].push_back({rep.expert, buffer});
     }
+  }
+  for (size_t li = 0; li < layer_ids_.size(); ++li) slots_[li] = std::move(next[li]);
+  if (extras_loaded_) return absl::OkStatus();
+  for (size_t li = 0; li < layer_ids_.size(); ++li) {
+    const int layer_id = layer_ids_[li];
     if (model_.shared_ffn > 0) {
       SY_ASSIGN_OR_RETURN(shared_[li], ExpertBuffer::Create(kernels::PackedExpertBytes(model_.SharedShape())));
       SY_RETURN_IF_ERROR(source.PackShared(layer_id, shared_[li]->data()));
@@ -222,6 +233,7 @@ absl::Status WeightStore::Load(const placement::Placement& placement, int rank, 
       SY_RETURN_IF_ERROR(source.RouterBias(layer_id, bias_[li].data()));
     }
   }
+  extras_loaded_ = true;
   return absl::OkStatus();
 }
 

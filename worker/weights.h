@@ -66,8 +66,10 @@ class WeightStore {
   WeightStore(const ModelConfig& model, std::vector<int> layer_ids);
 
   // Fills this rank's slots as `placement` lays them out (one buffer per distinct expert),
-  // and the shared experts and router bias of every layer.
-  absl::Status Load(const placement::Placement& placement, int rank, WeightSource& source);
+  // and the shared experts and router bias of every layer. Experts the store already holds
+  // keep their buffers (a regroup after a lost rank); the others are packed from `source`,
+  // counted in *packed. On error the slots are unchanged.
+  absl::Status Load(const placement::Placement& placement, int rank, WeightSource& source, int* packed = nullptr);
 
   const ModelConfig& model() const { return model_; }
   const std::vector<int>& layer_ids() const { return layer_ids_; }
@@ -93,6 +95,7 @@ class WeightStore {
   std::vector<std::vector<Slot>> slots_;
   std::vector<std::shared_ptr<ExpertBuffer>> shared_;
   std::vector<std::vector<float>> bias_;
+  bool extras_loaded_ = false;  // shared experts and router bias (the same in every placement)
 };
 
 }  // namespace switchyard::worker

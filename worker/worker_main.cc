@@ -20,6 +20,7 @@
 #include <csignal>
 
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@
 #include "placement/io/placement_json.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
+#include "placement/regroup.h"
 #include "placement/routing.h"
 #include "switchyard/config.h"
 #include "worker/control_client.h"
@@ -103,7 +105,9 @@ ABSL_FLAG(int64_t, migration_bytes_per_step, 4 << 20, "bytes of expert weights a
 ABSL_FLAG(double, migration_timeout_s, 60,
           "stall timeout: a migration in which some rank has transfers in flight and none completes for this many "
           "seconds is aborted on every rank (a slow migration that keeps moving bytes is never aborted)");
-ABSL_FLAG(std::string, step_log, "", "each rank writes PREFIX.rank<R>.csv: step, epoch, wall/busy/comm/migration ms");
+ABSL_FLAG(std::string, step_log, "",
+          "each rank writes PREFIX.rank<ORIGIN>.csv (its rank unless a joined job regrouped): step, epoch, wall/busy/comm/"
+          "migration ms, migrating, origin, output_hash, done_unix_s, pairs");
 
 namespace switchyard::worker {
 namespace {
@@ -135,7 +139,7 @@ struct Setup {
   ModelConfig model;
   std::vector<int> layers;
   std::unique_ptr<Workload> workload;
-  std::shared_ptr<comm::Bootstrap> joined;  // --world-size: the coordinator's rendezvous
+  std::shared_ptr<cluster::JoinedJob> job;  // --world-size: the membership through the coordinator
   cluster::LaunchInfo launch;
   placement::Topology topology;
   std::optional<placement::Placement> placement;  // from --placement
@@ -227,8 +231,8 @@ absl::StatusOr<Setup> Prepare() {
     if (!absl::GetFlag(FLAGS_coordinator_tls_ca).empty()) {
       SY_ASSIGN_OR_RETURN(join.tls_ca_pem, ReadFile(absl::GetFlag(FLAGS_coordinator_tls_ca)));
     }
-    SY_ASSIGN_OR_RETURN(s.joined, cluster::JoinThroughCoordinator(join, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))));
-    s.launch = cluster::JoinedLaunchInfo(*s.joined);
+    SY_ASSIGN_OR_RETURN(s.job, cluster::JoinedJob::Join(join, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))));
+    s.launch = s.job->launch_info();
   }
   const int R = s.launch.size, E = s.model.num_experts;
   int nodes = absl::GetFlag(FLAGS_nodes);
@@ -246,7 +250,9 @@ absl::StatusOr<Setup> Prepare() {
             : absl::StrCat("--nodes ", nodes, ": Slurm gave the nodes different numbers of ranks (", s.launch.nodes_from,
                            "), placement's nodes are equal blocks: leave --nodes out, or launch as many ranks on every node"));
   }
-  const std::string& file = absl::GetFlag(FLAGS_placement);
+  // A newcomer to a running joined job takes the placement its members agree on (Regroup).
+  const bool newcomer = s.job != nullptr && s.job->generation() > 0;
+  const std::string& file = newcomer ? std::string() : absl::GetFlag(FLAGS_placement);
   if (!file.empty()) {
     SY_ASSIGN_OR_RETURN(placement::Placement p, placement::ReadPlacementJson(file));
     if (p.topology.ranks() != R) {
@@ -272,6 +278,7 @@ absl::StatusOr<Setup> Prepare() {
     }
     int slots = absl::GetFlag(FLAGS_slots_per_rank);
     if (slots == 0) slots = (E + R - 1) / R + (policy == "contiguous" ? 0 : 1);
+    if (newcomer) slots = std::max(slots, (E + R - 1) / R);  // a placeholder: the members' placement replaces it
     SY_ASSIGN_OR_RETURN(s.topology, placement::Topology::Create(R, nodes, slots));
     if (R * slots < E) return absl::InvalidArgumentError(absl::StrCat(R, " ranks x ", slots, " slots cannot hold ", E, " experts"));
     s.placement_name = policy;
@@ -327,15 +334,16 @@ absl::StatusOr<Setup> Prepare() {
   return s;
 }
 
-// The same bytes on every rank: rank 0's `value` (the others' are ignored).
-absl::StatusOr<std::string> ShareFromRankZero(comm::Communicator& c, const std::string& value) {
-  int64_t bytes = c.rank() == 0 ? static_cast<int64_t>(value.size()) : 0;
+// The same bytes on every rank: rank `root`'s `value` (the others' are ignored).
+absl::StatusOr<std::string> ShareFromRank(comm::Communicator& c, int root, const std::string& value) {
+  int64_t bytes = c.rank() == root ? static_cast<int64_t>(value.size()) : 0;
   SY_RETURN_IF_ERROR(c.AllReduce(&bytes, 1, comm::ReduceOp::kMax));
   std::vector<char> mine(bytes + 1, 0), all((bytes + 1) * static_cast<size_t>(c.size()));
-  if (c.rank() == 0) std::copy(value.begin(), value.end(), mine.begin());
+  if (c.rank() == root) std::copy(value.begin(), value.end(), mine.begin());
   SY_RETURN_IF_ERROR(c.AllGather(mine.data(), bytes + 1, all.data()));
-  return std::string(all.data(), bytes);
+  return std::string(all.data() + static_cast<size_t>(root) * (bytes + 1), bytes);
 }
+absl::StatusOr<std::string> ShareFromRankZero(comm::Communicator& c, const std::string& value) { return ShareFromRank(c, 0, value); }
 
 // The model's shape as the control API names it (registration, Resume).
 switchyard::types::v1::ModelShape ModelShapeOf(const Setup& s) {
@@ -432,7 +440,12 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
     }
   }
   std::random_device rd;
-  SY_ASSIGN_OR_RETURN(const std::string job_id, ShareFromRankZero(c, absl::StrFormat("%08x%08x", rd(), rd())));
+  std::string job_id;
+  if (s.job) {
+    job_id = s.job->membership().job_id();  // the same in every generation
+  } else {
+    SY_ASSIGN_OR_RETURN(job_id, ShareFromRankZero(c, absl::StrFormat("%08x%08x", rd(), rd())));
+  }
   control::RegisterRequest r;
   r.set_rank(c.rank());
   r.set_world_size(c.size());
@@ -449,8 +462,122 @@ absl::StatusOr<Control> StartControl(Setup& s, comm::Communicator& c, const plac
   r.set_tokens_per_step(absl::GetFlag(FLAGS_tokens_per_rank));
   r.set_resumed(s.resumed);
   r.set_shares(ShareModeName(s.shares));
+  if (s.job) {
+    r.set_job_key(s.job->job_key());
+    r.set_instance(s.job->instance());
+    r.set_generation(s.job->generation());
+    r.set_job_world_size(s.job->membership().job_world_size());
+    *r.mutable_members() = s.job->membership().members();
+  }
   s.control.address = address;
   out.client = std::make_unique<ControlClient>(s.control, std::move(r));
+  return out;
+}
+
+// Every rank must route the same way (the collectives of the two --shares modes differ):
+// collective; BadInput naming the flag when the ranks differ. Run at every (re)connect.
+absl::Status AgreeOnShares(const Setup& s, comm::Communicator& c) {
+  int64_t modes[2] = {s.shares == ShareMode::kStep ? 1 : 0, s.shares == ShareMode::kEpoch ? 1 : 0};
+  SY_RETURN_IF_ERROR(c.AllReduce(modes, 2, comm::ReduceOp::kMax));
+  if (modes[0] == 1 && modes[1] == 1) {
+    return BadInput(absl::InvalidArgumentError(absl::StrCat("the ranks were started with different --shares (this rank: ",
+                                                            ShareModeName(s.shares), "): give every rank the same")));
+  }
+  return absl::OkStatus();
+}
+
+// After a regroup (a rank lost, a newcomer, a removal) the members of the new generation
+// agree, over the new communicator, on where to go on (DESIGN.md section 8):
+//   - the step: the lowest next step of the members that ran the job (ranks may differ by
+//     one: a step's exchange can complete on some ranks and not on others); a rank re-runs a
+//     step it did without counting it twice (RunProgress);
+//   - the placement: the highest epoch any member runs (all who run it hold the same one),
+//     regrouped onto the new ranks (placement/regroup.h: survivors keep their slots, experts
+//     with no replica left are loaded again from the weight source), under an epoch above
+//     every epoch a member ran or was offered;
+//   - the load the orphans are placed by: the members' counts so far.
+struct Regrouped {
+  placement::Placement placement;
+  int64_t epoch = 0;
+  int resume_step = 0;
+  int replaced = 0, evicted = 0;
+  std::string why;
+};
+
+absl::StatusOr<Regrouped> AgreeAfterRegroup(Setup& s, comm::Communicator& c, const placement::Placement* running,
+                                             int64_t running_epoch, int64_t highest_epoch, const RunProgress& progress,
+                                             WeightStore& store, WeightSource& source) {
+  const int R = c.size(), L = static_cast<int>(s.layers.size()), E = s.model.num_experts;
+  // [has state, next step, running epoch, highest epoch]
+  int64_t mine[4] = {running != nullptr ? 1 : 0, progress.next_step, running_epoch, highest_epoch};
+  std::vector<int64_t> all(4 * static_cast<size_t>(R));
+  SY_RETURN_IF_ERROR(c.AllGather(mine, sizeof mine, all.data()));
+  int root = -1;
+  int64_t resume = std::numeric_limits<int64_t>::max(), epoch = 0, newest = -1;
+  for (int r = 0; r < R; ++r) {
+    const int64_t* x = &all[4 * static_cast<size_t>(r)];
+    epoch = std::max({epoch, x[2], x[3]});
+    if (x[0] == 0) continue;
+    resume = std::min(resume, x[1]);
+    if (x[2] > newest) {
+      newest = x[2];
+      root = r;
+    }
+  }
+  if (root < 0) return absl::FailedPreconditionError("regroup: no member of the new generation ran the job (all of them are new)");
+  std::string bytes;
+  if (c.rank() == root) bytes = rpc::ToProto(*running, newest).SerializeAsString();
+  SY_ASSIGN_OR_RETURN(bytes, ShareFromRank(c, root, bytes));
+  switchyard::types::v1::Placement proto;
+  if (!proto.ParseFromString(bytes)) return absl::InternalError("regroup: cannot parse the shared placement");
+  SY_ASSIGN_OR_RETURN(placement::Placement base, rpc::FromProto(proto));
+  // The load so far (pairs chosen per expert over the members' steps), to place orphans by.
+  std::vector<int64_t> load(static_cast<size_t>(L) * E, 0);
+  for (int li = 0; li < L && li < static_cast<int>(progress.whole.size()); ++li) {
+    for (int e = 0; e < E; ++e) load[static_cast<size_t>(li) * E + e] = progress.whole[li].chosen[e];
+  }
+  SY_RETURN_IF_ERROR(c.AllReduce(load.data(), L * E, comm::ReduceOp::kSum));
+  placement::LoadMatrix matrix{s.layers, std::vector<std::vector<double>>(L, std::vector<double>(E))};
+  for (int li = 0; li < L; ++li) {
+    for (int e = 0; e < E; ++e) matrix.values[li][e] = static_cast<double>(load[static_cast<size_t>(li) * E + e]) + 1.0;
+  }
+  const control::JoinResponse& m = s.job->membership();
+  std::vector<int> previous(R, -1);
+  int survivors = 0;
+  for (int q = 0; q < R; ++q) {
+    previous[q] = m.members(q).previous_rank();
+    survivors += previous[q] >= 0;
+  }
+  const int nodes = m.ranks_per_node() > 0 ? m.nodes() : 1;
+  // Without spare slots the survivors cannot hold the lost rank's experts: each rank takes
+  // more (memory permitting) rather than the job ending.
+  int slots = base.topology.slots_per_rank();
+  if (static_cast<int64_t>(R) * slots < E) {
+    const int grown = (E + R - 1) / R;
+    if (c.rank() == 0) {
+      LogWarning("regroup: ", R, " ranks x ", slots, " slots cannot hold the ", E, " experts; each rank now holds up to ", grown,
+                 " (start the job with spare slots, --slots-per-rank, to survive a loss without growing)");
+    }
+    slots = grown;
+  }
+  SY_ASSIGN_OR_RETURN(placement::Topology topology, placement::Topology::Create(R, nodes, slots));
+  s.topology = topology;
+  if (absl::Status memory = CheckMemory(s, absl::GetFlag(FLAGS_tokens_per_rank)); !memory.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("regroup: ", memory.message()));
+  }
+  SY_ASSIGN_OR_RETURN(placement::RegroupResult regrouped, placement::RegroupPlacement(base, previous, topology, &matrix));
+  int packed = 0;
+  if (absl::Status loaded = store.Load(regrouped.placement, c.rank(), source, &packed); !loaded.ok()) {
+    return absl::IsInvalidArgument(loaded) || absl::IsNotFound(loaded) ? BadInput(loaded) : loaded;
+  }
+  s.topology = topology;
+  Regrouped out;
+  out.placement = std::move(regrouped.placement);
+  out.epoch = epoch + 1;
+  out.resume_step = static_cast<int>(resume);
+  out.replaced = regrouped.replaced;
+  out.evicted = regrouped.evicted;
+  out.why = absl::StrCat(survivors, " continue, ", R - survivors, " new, from ", base.topology.ranks());
   return out;
 }
 
@@ -523,11 +650,14 @@ int Main(int argc, char** argv) {
   cluster::ConnectOptions options;
   options.backend = absl::GetFlag(FLAGS_backend);
   options.rendezvous_dir = absl::GetFlag(FLAGS_rendezvous_dir);
-  options.bootstrap = s.joined;
+  if (s.job) options.bootstrap = std::shared_ptr<comm::Bootstrap>(&s.job->bootstrap(), [](comm::Bootstrap*) {});
   options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  options.survive_peer_loss = s.job != nullptr;
   auto comm = cluster::Connect(options);
   if (!comm.ok()) Fail(absl::IsInvalidArgument(comm.status()) ? kExitBadInput : kExitRuntime, comm.status(), false);
-  comm::Communicator& c = **comm;
+  // A joined job replaces its communicator when it regroups; `c` is the first one's.
+  std::unique_ptr<comm::Communicator> current_comm = *std::move(comm);
+  comm::Communicator& c = *current_comm;
   // After the launcher's own set-up, so that these handlers are the ones in force.
   struct sigaction stop_action {};
   stop_action.sa_handler = OnStopSignal;
@@ -543,22 +673,13 @@ int Main(int argc, char** argv) {
              "not by hand in a batch script")),
          true);
   }
-  {  // Every rank must route the same way: the collectives of the two modes differ.
-    int64_t modes[2] = {s.shares == ShareMode::kStep ? 1 : 0, s.shares == ShareMode::kEpoch ? 1 : 0};
-    if (absl::Status agreed = c.AllReduce(modes, 2, comm::ReduceOp::kMax); !agreed.ok()) Fail(kExitRuntime, agreed, true);
-    if (modes[0] == 1 && modes[1] == 1) {
-      Fail(kExitBadInput,
-           absl::InvalidArgumentError(absl::StrCat("the ranks were started with different --shares (this rank: ",
-                                                   ShareModeName(s.shares), "): give every rank the same")),
-           true);
-    }
-  }
+  if (absl::Status agreed = AgreeOnShares(s, c); !agreed.ok()) Fail(IsBadInput(agreed) ? kExitBadInput : kExitRuntime, agreed, true);
   int64_t start_epoch = 0;
-  if (absl::GetFlag(FLAGS_resume)) {
+  if (absl::GetFlag(FLAGS_resume) && !(s.job != nullptr && s.job->generation() > 0)) {  // a newcomer takes the running job's
     auto resumed = ResumePlacement(s, c);
     if (absl::IsCancelled(resumed.status())) {  // scancel before the first step: nothing to end
       if (c.rank() == 0) std::printf("switchyard-worker: %s; no step run\n", std::string(resumed.status().message()).c_str());
-      comm->reset();
+      current_comm.reset();
       return 0;
     }
     if (!resumed.ok()) Fail(IsBadInput(resumed.status()) ? kExitBadInput : kExitRuntime, resumed.status(), true);
@@ -570,7 +691,6 @@ int Main(int argc, char** argv) {
     }
   }
   auto run = [&]() -> absl::StatusOr<RunReport> {
-    SY_ASSIGN_OR_RETURN(placement::RoutingTable table, placement::RoutingTable::Build(*start, start_epoch));
     WeightStore store(s.model, s.layers);
     std::unique_ptr<WeightSource> source;
     if (absl::GetFlag(FLAGS_weights).empty()) {
@@ -580,112 +700,191 @@ int Main(int argc, char** argv) {
       if (!opened.ok()) return BadInput(opened.status());
       source = *std::move(opened);
     }
-    // A checkpoint that is missing, malformed or of another model is the user's input.
-    if (absl::Status loaded = store.Load(*start, c.rank(), *source); !loaded.ok()) {
-      return absl::IsInvalidArgument(loaded) || absl::IsNotFound(loaded) ? BadInput(loaded) : loaded;
+    placement::Placement running = *start;  // the placement and epoch this rank runs
+    int64_t running_epoch = start_epoch, highest_epoch = start_epoch;
+    RunProgress progress;
+    // A newcomer to a running job waits for the members' agreement before it loads anything.
+    const bool agree_first = s.job != nullptr && s.job->generation() > 0;
+    if (!agree_first) {
+      // A checkpoint that is missing, malformed or of another model is the user's input.
+      if (absl::Status loaded = store.Load(running, c.rank(), *source); !loaded.ok()) {
+        return absl::IsInvalidArgument(loaded) || absl::IsNotFound(loaded) ? BadInput(loaded) : loaded;
+      }
     }
-    Control control;
-    if (s.embedded || !s.control.address.empty()) {
-      SY_ASSIGN_OR_RETURN(control, StartControl(s, c, *start, start_epoch));
-    }
-    if (c.rank() == 0) {
-      auto score = placement::ScorePlacement(*start, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
-      std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
-                  "(%s backend, CPU path %s x %d threads), %lld tokens/rank/step, placement %s (expected balancedness %.3f), "
-                  "%s shares\n",
-                  s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
-                  static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), c.size(),
-                  std::string(c.backend()).c_str(), kernels::FfnKernelName(s.cpu_isa, s.model.weights).c_str(), s.cpu_threads,
-                  static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
-                  s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0, ShareModeName(s.shares));
-      std::fflush(stdout);
-    }
-    DriverOptions d;
-    d.steps = absl::GetFlag(FLAGS_steps);
-    d.tokens_per_rank = absl::GetFlag(FLAGS_tokens_per_rank);
-    d.log_every = absl::GetFlag(FLAGS_log_every);
-    d.log = [](const std::string& line) {
-      std::printf("%s\n", line.c_str());
-      std::fflush(stdout);
-    };
-    if (control.client) {
-      ControlClient* client = control.client.get();
-      d.window_steps = absl::GetFlag(FLAGS_window_steps);
-      d.on_window = [client, rank = c.rank(), &s](LoadWindow w) { client->SubmitReport(ToReport(rank, s.layers, w)); };
-      d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
-    }
-    d.step_log = absl::GetFlag(FLAGS_step_log);
-    // SIGTERM/SIGINT/SIGUSR1 (scancel, a signal to mpirun, a time-limit warning) or a coordinator that refuses us: every
-    // rank ends after the same step, reports, says Leave and writes its report.
-    d.stop_requested = [client = control.client.get()] {
-      return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && client->gave_up());
-    };
-    d.cpu_threads = s.cpu_threads;
-    Driver driver(s.model, c, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
-    driver.layer().set_share_mode(s.shares);
-    std::unique_ptr<EpochManager> epochs;
-    if (s.rebalance) {
-      ControlClient* client = control.client.get();
-      epochs = std::make_unique<EpochManager>(c, store, driver.layer(), *start, start_epoch, s.migration);
-      epochs->set_on_update([client, rank = c.rank()](const MigrationUpdate& u) {
-        control::MigrationReport r;
-        r.set_rank(rank);
-        r.set_epoch(u.record.epoch);
-        r.set_phase(u.phase);
-        r.set_step(u.phase == "started" ? u.record.start_step : u.record.commit_step >= 0 ? u.record.commit_step : u.record.abort_step >= 0 ? u.record.abort_step : u.record.start_step);
-        r.set_moved_replicas(u.record.moved_replicas);
-        r.set_bytes(u.record.bytes);
-        r.set_rank_bytes(u.rank_bytes);
-        r.set_seconds(u.seconds);
-        r.set_error(u.record.error);
-        client->SubmitMigration(std::move(r));
-        if (u.phase == "committed") {
-          client->SetPlacement(rpc::ToProto(u.placement, u.record.epoch));
-        } else if (u.phase == "aborted") {
-          client->ResetOrders();  // the coordinator may publish the same epoch number again
+    bool has_state = !agree_first;  // this rank ran the job's steps (a newcomer has none yet)
+    if (agree_first) ++progress.regroups;  // it joins a running job: its counts cover part of the run
+    int failed_regroups = 0;       // regroups in a row that completed no step
+    for (int generation_runs = 0;; ++generation_runs) {
+      comm::Communicator& cc = *current_comm;
+      const auto regroup_started = std::chrono::steady_clock::now();
+      if (s.job != nullptr && (generation_runs > 0 || agree_first)) {
+        SY_ASSIGN_OR_RETURN(const Regrouped agreed,
+                            AgreeAfterRegroup(s, cc, has_state ? &running : nullptr, running_epoch, highest_epoch, progress, store,
+                                              *source));
+        running = agreed.placement;
+        running_epoch = highest_epoch = agreed.epoch;
+        progress.resume_step = agreed.resume_step;
+        has_state = true;
+        if (cc.rank() == 0) {
+          std::printf("switchyard-worker: generation %lld: %d ranks (%s), resuming at step %d under epoch %lld; %d experts had no "
+                      "replica left and were loaded again, %d extra replicas given up (%.0f ms)\n",
+                      static_cast<long long>(s.job->generation()), cc.size(), agreed.why.c_str(), agreed.resume_step,
+                      static_cast<long long>(agreed.epoch), agreed.replaced, agreed.evicted,
+                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - regroup_started).count());
+          std::fflush(stdout);
         }
-      });
-      driver.set_epochs(epochs.get(), [client] { return client->TakeOrders(); });
-    }
-    SY_ASSIGN_OR_RETURN(RunReport report, driver.Run());
-    if (control.client && control.client->gave_up()) {
-      return BadInput(absl::UnauthenticatedError(control.client->stats().fatal_error));
-    }
-    if (report.stopped_early && c.rank() == 0) {
-      std::printf("switchyard-worker: stopped after step %d of %d (signal)\n", report.steps, absl::GetFlag(FLAGS_steps));
-    }
-    if (control.client) {
-      // Deliver the last windows, then let rank 0 stop the embedded coordinator after all
-      // ranks are done with it.
-      control.client->Stop(absl::Seconds(5), /*leave=*/true);
-      const ControlStats stats = control.client->stats();
-      if (stats.reports_dropped > 0 || stats.reports_rejected > 0 || stats.reports_sent == 0) {
-        std::fprintf(stderr, "switchyard-worker: rank %d: %lld load windows sent, %lld dropped, %lld rejected (%s)\n", c.rank(),
-                     static_cast<long long>(stats.reports_sent), static_cast<long long>(stats.reports_dropped),
-                     static_cast<long long>(stats.reports_rejected), stats.last_error.c_str());
       }
-      SY_RETURN_IF_ERROR(c.Barrier());
-      epochs.reset();
-      control.client.reset();
-      if (control.embedded) {
-        const auto status = control.embedded->core().Status();
-        std::printf("embedded coordinator: %lld load windows aggregated, epoch %lld committed\n",
-                    static_cast<long long>(status.windows()), static_cast<long long>(status.committed_epoch()));
-        control.embedded.reset();
+      SY_ASSIGN_OR_RETURN(placement::RoutingTable table, placement::RoutingTable::Build(running, running_epoch));
+      auto cancel = std::make_shared<std::atomic<bool>>(false);
+      if (s.job) cc.set_cancel(cancel);
+      Control control;
+      if (s.embedded || !s.control.address.empty()) {
+        s.control.cancel = cancel;
+        SY_ASSIGN_OR_RETURN(control, StartControl(s, cc, running, running_epoch));
       }
+      if (cc.rank() == 0 && generation_runs == 0) {
+        auto score = placement::ScorePlacement(running, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
+        std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
+                    "(%s backend, CPU path %s x %d threads), %lld tokens/rank/step, placement %s (expected balancedness %.3f), "
+                    "%s shares\n",
+                    s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
+                    static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), cc.size(),
+                    std::string(cc.backend()).c_str(), kernels::FfnKernelName(s.cpu_isa, s.model.weights).c_str(), s.cpu_threads,
+                    static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
+                    agree_first ? "of the running job" : s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0,
+                    ShareModeName(s.shares));
+        std::fflush(stdout);
+      }
+      DriverOptions d;
+      d.steps = absl::GetFlag(FLAGS_steps);
+      d.tokens_per_rank = absl::GetFlag(FLAGS_tokens_per_rank);
+      d.log_every = absl::GetFlag(FLAGS_log_every);
+      d.log = [](const std::string& line) {
+        std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+      };
+      if (control.client) {
+        ControlClient* client = control.client.get();
+        d.window_steps = absl::GetFlag(FLAGS_window_steps);
+        d.on_window = [client, rank = cc.rank(), &s](LoadWindow w) { client->SubmitReport(ToReport(rank, s.layers, w)); };
+        d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
+        if (s.job) d.regroup_requested = [client] { return client->regroup_requested(); };
+      }
+      if (s.job) d.origin = s.job->origin();
+      d.step_log = absl::GetFlag(FLAGS_step_log);
+      // SIGTERM/SIGINT/SIGUSR1 (scancel, a signal to mpirun, a time-limit warning) or a coordinator that refuses us: every
+      // rank ends after the same step, reports, says Leave and writes its report.
+      d.stop_requested = [client = control.client.get()] {
+        return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && client->gave_up());
+      };
+      d.cpu_threads = s.cpu_threads;
+      Driver driver(s.model, cc, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
+      driver.layer().set_share_mode(s.shares);
+      std::unique_ptr<EpochManager> epochs;
+      if (s.rebalance) {
+        ControlClient* client = control.client.get();
+        epochs = std::make_unique<EpochManager>(cc, store, driver.layer(), running, running_epoch, s.migration);
+        epochs->set_on_update([client, rank = cc.rank()](const MigrationUpdate& u) {
+          control::MigrationReport r;
+          r.set_rank(rank);
+          r.set_epoch(u.record.epoch);
+          r.set_phase(u.phase);
+          r.set_step(u.phase == "started" ? u.record.start_step : u.record.commit_step >= 0 ? u.record.commit_step : u.record.abort_step >= 0 ? u.record.abort_step : u.record.start_step);
+          r.set_moved_replicas(u.record.moved_replicas);
+          r.set_bytes(u.record.bytes);
+          r.set_rank_bytes(u.rank_bytes);
+          r.set_seconds(u.seconds);
+          r.set_error(u.record.error);
+          client->SubmitMigration(std::move(r));
+          if (u.phase == "committed") {
+            client->SetPlacement(rpc::ToProto(u.placement, u.record.epoch));
+          } else if (u.phase == "aborted") {
+            client->ResetOrders();  // the coordinator may publish the same epoch number again
+          }
+        });
+        driver.set_epochs(epochs.get(), [client] { return client->TakeOrders(); });
+      }
+      const int done_before = progress.next_step;
+      absl::StatusOr<RunReport> result = driver.Run(&progress);
+      if (!result.ok() && s.job != nullptr && !IsBadInput(result.status())) {
+        // A joined job survives: a rank was lost (the communicator failed or was cancelled) or
+        // the ranks agreed to regroup (a newcomer, a removal). Keep what this rank runs.
+        const RegroupOrder order = control.client ? control.client->regroup() : RegroupOrder{};
+        if (epochs) {
+          running = epochs->placement();
+          running_epoch = epochs->epoch();
+          highest_epoch = std::max(highest_epoch, epochs->highest_epoch_seen());
+        }
+        epochs.reset();
+        if (control.client) control.client->Stop(absl::Milliseconds(500), /*leave=*/order.removed && !order.now);
+        control.client.reset();
+        if (order.removed && absl::IsAborted(result.status()) && result.status().message() == kRegroupMessage) {
+          std::printf("switchyard-worker: origin %d left the job after step %d: removed by the operator\n", s.job->origin(),
+                      progress.next_step);
+          std::fflush(stdout);
+          return absl::CancelledError("removed");
+        }
+        failed_regroups = progress.next_step > done_before ? 0 : failed_regroups + 1;
+        if (failed_regroups > 3) {
+          return absl::UnavailableError(absl::StrCat("gave up: 4 regroups in a row completed no step; the last failure: ",
+                                                     result.status().message()));
+        }
+        const std::string why = std::string(result.status().message());
+        std::fprintf(stderr, "switchyard-worker: origin %d at step %d: %s; regrouping\n", s.job->origin(), progress.next_step,
+                     why.c_str());
+        current_comm.reset();  // before joining again: its endpoints go (short close, peers may be gone)
+        if (absl::Status joined = s.job->Regroup(why, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))); !joined.ok()) {
+          return absl::UnavailableError(absl::StrCat("this worker cannot continue the job: ", joined.message()));
+        }
+        ++progress.regroups;
+        s.launch = s.job->launch_info();
+        cluster::ConnectOptions again = options;
+        again.bootstrap = std::shared_ptr<comm::Bootstrap>(&s.job->bootstrap(), [](comm::Bootstrap*) {});
+        SY_ASSIGN_OR_RETURN(current_comm, cluster::Connect(again));
+        SY_RETURN_IF_ERROR(AgreeOnShares(s, *current_comm));  // as a newcomer does after its first connect
+        continue;
+      }
+      SY_ASSIGN_OR_RETURN(RunReport report, std::move(result));
+      if (control.client && control.client->gave_up()) {
+        return BadInput(absl::UnauthenticatedError(control.client->stats().fatal_error));
+      }
+      if (report.stopped_early && cc.rank() == 0) {
+        std::printf("switchyard-worker: stopped after step %d of %d (signal)\n", progress.next_step, absl::GetFlag(FLAGS_steps));
+      }
+      if (control.client) {
+        // Deliver the last windows, then let rank 0 stop the embedded coordinator after all
+        // ranks are done with it.
+        control.client->Stop(absl::Seconds(5), /*leave=*/true);
+        const ControlStats stats = control.client->stats();
+        if (stats.reports_dropped > 0 || stats.reports_rejected > 0 || stats.reports_sent == 0) {
+          std::fprintf(stderr, "switchyard-worker: rank %d: %lld load windows sent, %lld dropped, %lld rejected (%s)\n", cc.rank(),
+                       static_cast<long long>(stats.reports_sent), static_cast<long long>(stats.reports_dropped),
+                       static_cast<long long>(stats.reports_rejected), stats.last_error.c_str());
+        }
+        SY_RETURN_IF_ERROR(cc.Barrier());
+        epochs.reset();
+        control.client.reset();
+        if (control.embedded) {
+          const auto status = control.embedded->core().Status();
+          std::printf("embedded coordinator: %lld load windows aggregated, epoch %lld committed\n",
+                      static_cast<long long>(status.windows()), static_cast<long long>(status.committed_epoch()));
+          control.embedded.reset();
+        }
+      }
+      report.model = s.model.name;
+      report.backend = std::string(cc.backend());
+      report.placement_policy = s.placement_name;
+      report.shares = ShareModeName(s.shares);
+      report.workload = absl::StrJoin(absl::GetFlag(FLAGS_workload), " ");
+      report.cpu_isa = kernels::FfnKernelName(s.cpu_isa, s.model.weights);
+      report.cpu_threads = s.cpu_threads;
+      return report;
     }
-    report.model = s.model.name;
-    report.backend = std::string(c.backend());
-    report.placement_policy = s.placement_name;
-    report.shares = ShareModeName(s.shares);
-    report.workload = absl::StrJoin(absl::GetFlag(FLAGS_workload), " ");
-    report.cpu_isa = kernels::FfnKernelName(s.cpu_isa, s.model.weights);
-    report.cpu_threads = s.cpu_threads;
-    return report;
   };
   auto report = run();
+  if (absl::IsCancelled(report.status()) && s.job != nullptr) return 0;  // removed by the operator: left cleanly
   if (!report.ok()) Fail(IsBadInput(report.status()) ? kExitBadInput : kExitRuntime, report.status(), true);
-  if (c.rank() == 0) {
+  if (current_comm->rank() == 0) {
     double worst = 1;
     for (const LayerReport& l : report->layers) worst = std::min(worst, l.balancedness);
     std::printf("summary: %.0f tokens/s, step ms p50 %.2f p99 %.2f max %.2f; per step (slowest rank each): gate %.2f dispatch %.2f ffn %.2f "
@@ -711,7 +910,7 @@ int Main(int argc, char** argv) {
       if (!written.ok()) Fail(kExitRuntime, written, true);
     }
   }
-  comm->reset();
+  current_comm.reset();
   return report->tokens_conserved ? 0 : kExitRuntime;
 }
 

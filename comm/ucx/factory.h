@@ -18,6 +18,11 @@ namespace switchyard::comm {
 
 struct UcxOptions {
   int send_window = 4;  // AllToAllV sends in flight per rank
+  // A job that survives a lost rank (workers joined through the coordinator): leave out the
+  // transports that abort this process when a peer dies — CMA (process_vm_readv of a dead
+  // peer is fatal in UCX 1.13) — unless $UCX_TLS chooses the transports. Shared memory
+  // (posix, sysv) and TCP stay; a dead peer then ends our waits by deadline or cancellation.
+  bool survive_peer_loss = false;
 };
 
 // Collective over `bootstrap` (which must outlive the call, not the communicator).

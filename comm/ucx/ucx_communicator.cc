@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -44,17 +45,23 @@ struct Worker {
 struct Resources {
   ucp_context_h context = nullptr;
   Worker coll, p2p;
+  std::shared_ptr<const std::atomic<bool>> cancel;  // Communicator::set_cancel
+  std::atomic<bool> broken{false};                  // a call failed or was cancelled: peers may be gone
+
+  bool cancelled() const { return cancel != nullptr && cancel->load(std::memory_order_relaxed); }
 
   ~Resources() {
+    // Flush-mode close (the endpoints have no peer error handling, see Init); a peer that is
+    // already gone must not keep us here, hence the deadline. Once a call failed or was
+    // cancelled (a lost rank: the survivors build a new communicator) the endpoints are not
+    // flushed at all: destroying the worker releases them without waiting for the dead.
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
     for (Worker* w : {&coll, &p2p}) {
       if (w->worker == nullptr) continue;
-      // Flush-mode close (the endpoints have no peer error handling, see Init); a peer that
-      // is already gone must not keep us here, hence the deadline.
       ucp_request_param_t param;
       param.op_attr_mask = 0;
-      const absl::Time deadline = absl::Now() + absl::Seconds(5);
       for (ucp_ep_h ep : w->eps) {
-        if (ep == nullptr) continue;
+        if (ep == nullptr || broken) continue;
         ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &param);
         if (r == nullptr || UCS_PTR_IS_ERR(r)) continue;
         while (ucp_request_check_status(r) == UCS_INPROGRESS && absl::Now() < deadline) {
@@ -99,15 +106,18 @@ class Pending {
     }
     return s;
   }
-  // Cancels if running and waits for UCX to release it.
+  // Cancels if running and waits (a bounded time) for UCX to release it. A send to a peer
+  // that died may never finish cancelling: it is then abandoned to UCX, which frees it when
+  // the worker is destroyed (the communicator is broken by then and goes next).
   void Cancel(ucp_worker_h worker) {
     if (request_ == nullptr || UCS_PTR_IS_ERR(request_)) {
       request_ = nullptr;
       return;
     }
     ucp_request_cancel(worker, request_);
-    while (ucp_request_check_status(request_) == UCS_INPROGRESS) ucp_worker_progress(worker);
-    ucp_request_free(request_);
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(200);
+    while (ucp_request_check_status(request_) == UCS_INPROGRESS && absl::Now() < deadline) ucp_worker_progress(worker);
+    if (ucp_request_check_status(request_) != UCS_INPROGRESS) ucp_request_free(request_);
     request_ = nullptr;
   }
 
@@ -146,9 +156,13 @@ void ProgressOther(Worker& other) {
   if (lock.owns_lock()) ucp_worker_progress(other.worker);
 }
 
-// Progresses `w` until every pending op is done, or the deadline; cancels them all then.
-// `other` (may be null) is progressed too while waiting (ProgressOther).
-absl::Status Complete(Worker& w, std::vector<Pending>& ops, absl::Time deadline,
+absl::Status CancelledError(absl::string_view call) {
+  return absl::AbortedError(absl::StrCat("ucx ", call, ": cancelled (the job is regrouping: a rank was lost)"));
+}
+
+// Progresses `w` until every pending op is done, the deadline, or res.cancel; cancels them
+// all then. `other` (may be null) is progressed too while waiting (ProgressOther).
+absl::Status Complete(Resources& res, Worker& w, std::vector<Pending>& ops, absl::Time deadline,
                       const std::function<std::string(const std::vector<int>&)>& timed_out,
                       Worker* other = nullptr) {
   int spins = 0;
@@ -172,6 +186,10 @@ absl::Status Complete(Worker& w, std::vector<Pending>& ops, absl::Time deadline,
       continue;
     }
     backoff.Idle();  // ranks may share cores: let the peer we wait for run
+    if ((spins & 15) == 0 && res.cancelled()) {
+      for (Pending& op : ops) op.Cancel(w.worker);
+      return CancelledError("collective");
+    }
     if ((++spins & 15) == 0 && absl::Now() >= deadline) {
       std::vector<int> peers;
       for (Pending& op : ops) {
@@ -229,6 +247,10 @@ class UcxRequest : public Request {
         }
       }
       backoff.Idle();
+      if ((round & 15) == 0 && res_->cancelled()) {
+        res_->broken = true;
+        return CancelledError(what_);
+      }
       if ((round & 15) == 0 && absl::Now() >= deadline) {
         return absl::DeadlineExceededError(absl::StrCat("ucx ", what_, ": timed out"));
       }
@@ -238,7 +260,10 @@ class UcxRequest : public Request {
  private:
   absl::StatusOr<bool> Done(ucs_status_t s) {
     if (s == UCS_INPROGRESS) return false;
-    if (s != UCS_OK) return absl::InternalError(absl::StrCat("ucx ", what_, ": ", ucs_status_string(s)));
+    if (s != UCS_OK) {
+      res_->broken = true;  // a peer failed: closing must not wait for it
+      return absl::InternalError(absl::StrCat("ucx ", what_, ": ", ucs_status_string(s)));
+    }
     return true;
   }
 
@@ -300,10 +325,10 @@ class UcxCommunicator : public Communicator {
         if (running < options_.send_window) break;
         ProgressOther(res_->p2p);
         if (ucp_worker_progress(w.worker) == 0) sched_yield();
-        if (absl::Now() >= deadline) {
+        if (absl::Now() >= deadline || res_->cancelled()) {
           std::vector<Pending> all;
           for (auto* v : {&recvs, &sends}) for (Pending& op : *v) all.push_back(std::move(op));
-          return guard_.Break(Complete(w, all, deadline, timed_out));
+          return Broke(Complete(*res_, w, all, deadline, timed_out));
         }
       }
       sends.emplace_back(Send(w, to, in + send_offsets[to], send_counts[to], MakeTag(seq, rank_)), to);
@@ -311,14 +336,14 @@ class UcxCommunicator : public Communicator {
     // The self part last: copied while the peers pull our data (rendezvous reads).
     if (send_counts[rank_] > 0) std::memmove(out + recv_offsets[rank_], in + send_offsets[rank_], send_counts[rank_]);
     for (Pending& op : sends) recvs.push_back(std::move(op));
-    return guard_.Break(Complete(w, recvs, deadline, timed_out, &res_->p2p));
+    return Broke(Complete(*res_, w, recvs, deadline, timed_out, &res_->p2p));
   }
 
   absl::Status Barrier() override {
     SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "Barrier"));
     char token = 0;
     std::vector<char> all(size_);
-    return guard_.Break(Gather(&token, 1, all.data(), "Barrier"));
+    return Broke(Gather(&token, 1, all.data(), "Barrier"));
   }
 
   absl::Status AllReduce(int64_t* values, int count, ReduceOp op) override { return AllReduceImpl(values, count, op); }
@@ -326,7 +351,12 @@ class UcxCommunicator : public Communicator {
 
   absl::Status AllGather(const void* send, int64_t bytes, void* recv) override {
     SY_RETURN_IF_ERROR(guard_.Start(*this, MemoryKind::kHost, "AllGather"));
-    return guard_.Break(Gather(send, bytes, recv, "AllGather"));
+    return Broke(Gather(send, bytes, recv, "AllGather"));
+  }
+
+  void set_cancel(std::shared_ptr<const std::atomic<bool>> flag) override {
+    Communicator::set_cancel(flag);
+    res_->cancel = std::move(flag);
   }
 
   absl::StatusOr<std::unique_ptr<Request>> Isend(const void* buffer, int64_t bytes, int peer, int tag,
@@ -353,6 +383,12 @@ class UcxCommunicator : public Communicator {
     if (size_ >= (1 << kRankBits)) return absl::InvalidArgumentError("ucx: too many ranks");
     ucp_config_t* config = nullptr;
     SY_UCS_CHECK(ucp_config_read(nullptr, nullptr, &config));
+    if (options_.survive_peer_loss && std::getenv("UCX_TLS") == nullptr) {
+      if (const ucs_status_t modified = ucp_config_modify(config, "TLS", "^cma"); modified != UCS_OK) {
+        ucp_config_release(config);
+        SY_UCS_CHECK(modified);
+      }
+    }
     ucp_params_t params;
     params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
     params.features = UCP_FEATURE_TAG;
@@ -397,6 +433,12 @@ class UcxCommunicator : public Communicator {
     return absl::OkStatus();
   }
 
+  // guard_.Break, and a failed call marks the resources: their close does not wait for peers.
+  absl::Status Broke(absl::Status s) {
+    if (!s.ok()) res_->broken = true;
+    return guard_.Break(std::move(s));
+  }
+
   absl::Status CheckPointToPoint(int peer, int tag, MemoryKind kind, absl::string_view call) {
     SY_RETURN_IF_ERROR(CheckPeer(*this, peer, call));
     SY_RETURN_IF_ERROR(CheckTag(tag, call));
@@ -419,7 +461,7 @@ class UcxCommunicator : public Communicator {
       ops.emplace_back(Send(w, to, send, bytes, MakeTag(seq, rank_)), to);
     }
     return Complete(
-        w, ops, absl::Now() + timeout(),
+        *res_, w, ops, absl::Now() + timeout(),
         [&](const std::vector<int>& peers) {
           return absl::StrCat("ucx ", call, ": rank ", rank_, " timed out after ", absl::FormatDuration(timeout()),
                               " with ranks {", absl::StrJoin(peers, ","), "}");
