@@ -35,6 +35,9 @@ ABSL_FLAG(int, layer, -1, "admin: layer id (-1: every layer)");
 ABSL_FLAG(int, expert, -1, "pin/unpin: expert id");
 ABSL_FLAG(int, rank, -1, "pin/unpin: rank");
 ABSL_FLAG(bool, follow, false, "events: keep streaming new events");
+ABSL_FLAG(bool, remove, false,
+          "drain: retire the rank from a job of workers joined through the coordinator (--world-size): after their step "
+          "the others regroup without it, its experts re-placed on them, and it leaves");
 ABSL_FLAG(double, timeout_s, 10, "admin: seconds to wait for the coordinator (events --follow: stream length, 0: forever)");
 
 namespace switchyard::cli {
@@ -144,6 +147,14 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
                     w.seconds_since_report() < 0 ? "never" : absl::StrFormat("%.1fs", w.seconds_since_report()).c_str());
       }
     }
+    if (s.generation() > 0 || s.lost_size() > 0) {
+      std::printf("membership generation %lld; lost or removed workers (newest last):\n", static_cast<long long>(s.generation()));
+      for (const admin::LostWorker& l : s.lost()) {
+        std::printf("  rank %d (token stream %d) on %s, %.0fs ago: %s%s\n", l.rank(), l.origin(), l.node_name().c_str(),
+                    l.seconds_ago(), l.reason().c_str(),
+                    l.generation() > 0 ? absl::StrCat("; generation ", l.generation(), " formed without it").c_str() : "; regrouping");
+      }
+    }
     if (s.pins_size() > 0 || s.drained_ranks_size() > 0) {
       admin::ConstraintsResponse c;
       *c.mutable_pins() = s.pins();
@@ -230,10 +241,18 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     admin::DrainRequest request;
     request.set_rank(rank);
     SY_RETURN_IF_ERROR(rpc::ValidateRankArgument(rank));
+    if (absl::GetFlag(FLAGS_remove)) {
+      if (command != "drain") return absl::InvalidArgumentError("--remove goes with drain (a removed rank does not come back)");
+      request.set_remove(true);
+    }
     admin::ConstraintsResponse response;
     SY_RETURN_IF_ERROR(check(command == "drain" ? c.stub->Drain(c.Context(timeout).get(), request, &response)
                                                : c.stub->Undrain(c.Context(timeout).get(), request, &response)));
     if (json) return PrintJson(response), absl::OkStatus();
+    if (request.remove()) {
+      std::printf("rank %d leaves after its step; the others regroup without it (switchyard status shows the new generation)\n", rank);
+      return absl::OkStatus();
+    }
     PrintConstraints(response);
     return absl::OkStatus();
   }

@@ -668,6 +668,7 @@ absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
   w.left = true;
   w.step = std::max(w.step, r.step());
   w.epoch = r.epoch();
+  if (!w.info.job_key().empty()) rendezvous_.Leave(w.info.job_key(), w.info.instance());
   ObserveWorkerEpochLocked(r.epoch(), r.rank());
   EventLocked("worker_left", absl::StrCat("rank ", r.rank(), " finished after ", r.step(), " steps at epoch ", r.epoch()),
               r.rank(), r.epoch());

@@ -106,7 +106,10 @@ void Rendezvous::MarkGoneLocked(const std::string& key, Job& job, const std::str
 void Rendezvous::MaybeFormLocked(Job& job) {
   if (!job.forming) return;
   for (const Member& m : job.members) {
-    if (!job.joining.count(m.instance()) && !job.gone.count(m.instance()) && !job.removing.count(m.instance())) return;
+    if (!job.joining.count(m.instance()) && !job.gone.count(m.instance()) && !job.removing.count(m.instance()) &&
+        !job.finished.count(m.instance())) {
+      return;
+    }
   }
   if (job.joining.empty()) return;  // nobody left yet: wait for a newcomer
   // Survivors keep their origins; newcomers take the lowest free ones.
@@ -167,6 +170,7 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
     }
     Job fresh;
     fresh.world_size = r.world_size();
+    fresh.since = now;
     if (asked >= 0) {
       // A member of a formed job this coordinator does not know (it restarted): take the
       // job over from what the member says.
@@ -253,6 +257,9 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
     }
   } else if (MemberRank(job, r.instance()) < 0 && !job.joining.count(r.instance())) {
     // A newcomer to a formed job: it takes the place of a member the job lost.
+    if (!job.finished.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("join: job '", key, "' is finishing: its workers ran their last step"));
+    }
     int next = static_cast<int>(job.joining.size());
     for (const Member& m : job.members) {
       next += !job.joining.count(m.instance()) && !job.gone.count(m.instance()) && !job.removing.count(m.instance());
@@ -348,6 +355,15 @@ void Rendezvous::Touch(const std::string& job_key, const std::string& instance) 
   it->second.touched = Now();
 }
 
+void Rendezvous::Leave(const std::string& job_key, const std::string& instance) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_key);
+  if (it == jobs_.end() || it->second.generation < 0 || MemberRank(it->second, instance) < 0) return;
+  it->second.finished.insert(instance);
+  MaybeFormLocked(it->second);
+  cv_.notify_all();
+}
+
 void Rendezvous::MarkLost(const std::string& job_key, const std::string& instance, int64_t generation, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_key);
@@ -396,11 +412,16 @@ RegroupSignal Rendezvous::Signal(const std::string& job_key, const std::string& 
   auto it = jobs_.find(job_key);
   if (it == jobs_.end() || it->second.generation < 0) return out;
   const Job& job = it->second;
-  out.removed = job.gone.count(instance) > 0 || job.removing.count(instance) > 0;
+  out.removed = job.removing.count(instance) > 0;
   if (job.forming) {
     out.generation = job.generation + 1;
     out.now = job.forming_now;
     out.reason = job.forming_reason;
+  }
+  if (job.gone.count(instance)) {  // lost: its peers went on without it; it must stop at once
+    out.generation = std::max(out.generation, job.generation + 1);
+    out.now = true;
+    out.reason = "this worker was lost: the job regrouped without it";
   }
   return out;
 }
@@ -414,12 +435,14 @@ std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
     std::vector<std::string> silent;
     for (const Member& m : job.members) {
       const std::string& instance = m.instance();
-      if (job.joining.count(instance) || job.gone.count(instance) || job.removing.count(instance)) continue;
+      if (job.joining.count(instance) || job.gone.count(instance) || job.removing.count(instance) || job.finished.count(instance)) {
+        continue;
+      }
       // Outside a regroup only members that heartbeat are judged (bootstrap-only users of the
       // rendezvous, like the comm conformance suite, never talk to it again).
       if (!job.forming && !job.heartbeating.count(instance)) continue;
       auto seen = job.seen.find(instance);
-      absl::Time last = seen == job.seen.end() ? job.touched : seen->second;
+      absl::Time last = seen == job.seen.end() ? job.since : seen->second;
       if (job.forming) last = std::max(last, job.forming_since);
       if (now - last > timeout) silent.push_back(instance);
     }
@@ -451,7 +474,7 @@ void Rendezvous::Adopt(const std::string& job_key, const std::string& job_id, in
   job.job_id = job_id;
   job.generation = generation;
   job.members = members;
-  job.touched = Now();
+  job.touched = job.since = Now();
   for (const Member& m : members) {  // each gets a full timeout to show up
     job.seen[m.instance()] = job.touched;
     job.heartbeating.insert(m.instance());

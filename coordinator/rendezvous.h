@@ -49,7 +49,7 @@ namespace switchyard::coordinator {
 struct RegroupSignal {
   int64_t generation = 0;  // the generation forming (0: none)
   bool now = false;        // a member was lost: abandon the step in flight
-  bool removed = false;    // this member was lost or removed: it is not in the next generation
+  bool removed = false;    // the operator removed this member: it leaves after its step
   std::string reason;
 };
 
@@ -90,6 +90,9 @@ class Rendezvous {
   // The coordinator lost this member of `generation`: the others regroup without it (no-op
   // unless it is a member of the job's current generation that is not joining again).
   void MarkLost(const std::string& job_key, const std::string& instance, int64_t generation, const std::string& reason);
+  // A member finished its run (Leave): no longer judged by its silence; the job takes no
+  // newcomer from now on (its workers are leaving).
+  void Leave(const std::string& job_key, const std::string& instance);
   // An operator retires the member at `rank`: the others regroup without it after their step.
   // NotFound for an unknown job or rank; FailedPrecondition if it is already leaving.
   absl::Status Remove(const std::string& job_key, int rank);
@@ -117,7 +120,9 @@ class Rendezvous {
     absl::Time forming_since;
     std::set<std::string> gone;             // lost or removed instances: refused from now on
     std::set<std::string> removing;         // removal asked: left out of the next generation
+    std::set<std::string> finished;         // members that finished their run (Leave)
     std::map<std::string, absl::Time> seen;
+    absl::Time since;                       // when this coordinator learned of the job
     std::set<std::string> heartbeating;     // members that sent heartbeats (Touch): judged by their silence
     std::map<int, std::vector<std::optional<std::string>>> rounds;  // of the current generation
     std::vector<LostMember> lost;

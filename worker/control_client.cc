@@ -281,7 +281,7 @@ void ControlClient::HeartbeatOnce() {
     regroup_.removed = regroup_.removed || response.removed();
     regroup_.reason = response.regroup_reason();
     regroup_asked_.store(true, std::memory_order_relaxed);
-    if ((regroup_.now || regroup_.removed) && options_.cancel) options_.cancel->store(true);
+    if (regroup_.now && options_.cancel) options_.cancel->store(true);  // a removal waits for the step's end
   }
   if (!response.registered()) {
     std::lock_guard<std::mutex> lock(mu_);

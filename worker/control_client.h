@@ -41,8 +41,8 @@ struct ControlOptions {
   // Registrations refused in a row for authentication (wrong or missing token, a TLS
   // mismatch) before the client gives up for good (fatal_error); 0: never.
   int max_auth_failures = 5;
-  // Joined jobs: set when a heartbeat says a member was lost (regroup now) or this worker was
-  // left out: the communicator's waits end (Communicator::set_cancel).
+  // Joined jobs: set when a heartbeat says a member was lost (regroup now; this worker itself
+  // included, when the job went on without it): the communicator's waits end (set_cancel).
   std::shared_ptr<std::atomic<bool>> cancel;
 };
 
@@ -50,7 +50,7 @@ struct ControlOptions {
 struct RegroupOrder {
   int64_t generation = 0;  // the generation forming (0: none)
   bool now = false;        // a member was lost: abandon the step in flight
-  bool removed = false;    // this worker is not in the next generation
+  bool removed = false;    // the operator removed this worker: it leaves after its step
   std::string reason;
 };
 

@@ -77,7 +77,7 @@ TEST(RendezvousGenerations, ALostMemberMakesTheOthersRegroupKeepingTheirOrigins)
   const RegroupSignal now = rdv.Signal("job", "a");
   EXPECT_EQ(now.generation, 1);
   EXPECT_TRUE(now.now);
-  EXPECT_TRUE(rdv.Signal("job", "b").removed);
+  EXPECT_TRUE(rdv.Signal("job", "b").now);  // lost: stop at once (its Join is refused)
   auto g1 = JoinAll(rdv, {Again(g0["a"], "a"), Again(g0["c"], "c")});
   ASSERT_TRUE(g1[0].ok() && g1[0]->complete()) << g1[0].status();
   ASSERT_TRUE(g1[1].ok() && g1[1]->complete());

@@ -1,0 +1,302 @@
+// A lost rank costs a short hiccup, not the job (issue "survive a lost rank"): real worker
+// processes joined through a real coordinator (--world-size, UCX), killed with SIGKILL or
+// stopped with SIGSTOP by pid, removed by the operator, with the coordinator restarted in the
+// middle of the recovery. Every case compares each surviving token stream's outputs, step by
+// step, with a run of the same job without the failure (the step logs' output_hash).
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "tests/common/cluster_util.h"
+#include "tests/common/subprocess.h"
+
+namespace switchyard {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/../shared/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
+const std::vector<std::string> kEnv = {"UCX_NET_DEVICES=lo"};
+constexpr int kSteps = 200;
+constexpr int kFailAt = 40;  // the failure comes once some rank logged this step
+
+struct StepRow {
+  std::string hash;
+  double done = 0;  // unix seconds
+  int64_t pairs = 0;
+  int64_t epoch = 0;
+};
+using StepLog = std::map<int, StepRow>;  // by step
+
+// PREFIX.rank<ORIGIN>.csv of every origin present.
+std::map<int, StepLog> ReadStepLogs(const std::string& prefix) {
+  std::map<int, StepLog> out;
+  for (int origin = 0; origin < 8; ++origin) {
+    std::ifstream in(absl::StrCat(prefix, ".rank", origin, ".csv"));
+    if (!in) continue;
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      const std::vector<std::string> f = absl::StrSplit(line, ',');
+      if (f.size() < 11) continue;
+      out[origin][std::stoi(f[0])] = {f[8], std::stod(f[9]), std::stoll(f[10]), std::stoll(f[1])};
+    }
+  }
+  return out;
+}
+
+class Job {
+ public:
+  Job(const test::TempDir& dir, const std::string& name, std::string coordinator, std::vector<std::string> extra = {})
+      : dir_(dir), name_(name), coordinator_(std::move(coordinator)), extra_(std::move(extra)) {}
+
+  std::vector<std::string> Args() const {
+    std::vector<std::string> a = {SWITCHYARD_WORKER, "--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload",
+                                  "trace:" + kTrace, "--layers", "2", "--steps", std::to_string(kSteps), "--log-every", "5",
+                                  "--tokens-per-rank", "64", "--threads", "1", "--backend", "ucx", "--coordinator",
+                                  coordinator_, "--world-size", "4", "--job-key", name_, "--slots-per-rank", "96",
+                                  "--step-log", dir_.File(name_), "--timeout-s", "60"};
+    a.insert(a.end(), extra_.begin(), extra_.end());
+    return a;
+  }
+  test::Process& Start() {
+    const int i = static_cast<int>(workers_.size());
+    workers_.push_back(std::make_unique<test::Process>(Args(), Log(i), kEnv));
+    return *workers_.back();
+  }
+  std::string Log(int i) const { return dir_.File(absl::StrCat(name_, ".w", i, ".log")); }
+  test::Process& worker(int i) { return *workers_[i]; }
+  int size() const { return static_cast<int>(workers_.size()); }
+  // Waits until some worker's progress line reached `step` (rank 0 prints every 5 steps).
+  bool WaitForStep(int step, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const std::regex progress(R"(^step +(\d+))");
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (int i = 0; i < size(); ++i) {
+        std::istringstream in(test::Slurp(Log(i)));
+        std::string line;
+        std::smatch m;
+        while (std::getline(in, line)) {
+          if (std::regex_search(line, m, progress) && std::stoi(m[1]) >= step) return true;
+        }
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+  bool WaitForLine(int i, const std::string& text, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (test::Slurp(Log(i)).find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+  // The index of a worker that prints progress (rank 0): killing it shows the loss is not
+  // special to a quiet rank.
+  int Printer() const {
+    for (int i = 0; i < size(); ++i) {
+      if (test::Slurp(Log(i)).find("\nstep ") != std::string::npos) return i;
+    }
+    return 0;
+  }
+  int Wait(int i, bool* timed_out, std::chrono::seconds timeout = 120s) { return workers_[i]->Wait(timeout, timed_out); }
+
+ private:
+  const test::TempDir& dir_;
+  std::string name_, coordinator_;
+  std::vector<std::string> extra_;
+  std::vector<std::unique_ptr<test::Process>> workers_;
+};
+
+double Now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+
+class FaultToleranceTest : public ::testing::Test {
+ protected:
+  // The same job without a failure: each origin's outputs of every step.
+  void SetUp() override {
+    coordinator_ = std::make_unique<test::CoordinatorProcess>(SWITCHYARD_COORDINATOR, dir_, 0, std::vector<std::string>{"--auto-rebalance"});
+    ASSERT_GT(coordinator_->port(), 0) << coordinator_->log();
+    Job ref(dir_, "reference", coordinator_->address());
+    for (int i = 0; i < 4; ++i) ref.Start();
+    for (int i = 0; i < 4; ++i) {
+      bool timed_out = false;
+      ASSERT_EQ(ref.Wait(i, &timed_out), 0) << test::Slurp(ref.Log(i));
+    }
+    reference_ = ReadStepLogs(dir_.File("reference"));
+    ASSERT_EQ(reference_.size(), 4u);
+    for (const auto& [origin, steps] : reference_) ASSERT_EQ(steps.size(), static_cast<size_t>(kSteps)) << origin;
+  }
+
+  // Every step an origin logged has the reference's outputs; returns how many steps matched.
+  int ExpectIdentical(const std::map<int, StepLog>& run, int origin) {
+    int matched = 0;
+    auto it = run.find(origin);
+    if (it == run.end()) {
+      ADD_FAILURE() << "no step log for origin " << origin;
+      return 0;
+    }
+    for (const auto& [step, row] : it->second) {
+      EXPECT_EQ(row.hash, reference_[origin][step].hash) << "origin " << origin << " step " << step;
+      matched += row.hash == reference_[origin][step].hash;
+    }
+    return matched;
+  }
+
+  test::TempDir dir_;
+  std::unique_ptr<test::CoordinatorProcess> coordinator_;
+  std::map<int, StepLog> reference_;
+};
+
+// kill -9 of a worker (the one printing progress): the other three regroup, finish every step
+// with exit 0, their outputs identical to the run without the failure, the first step after
+// the kill done within 10 s (the target is 5 s; docs/benchmarks.md has the figures); then a
+// worker started again rejoins, takes the free token stream and receives replicas (load).
+TEST_F(FaultToleranceTest, KillNineSurvivorsFinishIdenticallyAndARestartedWorkerRejoins) {
+  Job job(dir_, "killed", coordinator_->address(), {"--rebalance", "on"});
+  for (int i = 0; i < 4; ++i) job.Start();
+  ASSERT_TRUE(job.WaitForStep(kFailAt, 120s)) << test::Slurp(job.Log(0));
+  const int victim = job.Printer();
+  ASSERT_EQ(kill(job.worker(victim).pid(), SIGKILL), 0);
+  const double killed_at = Now();
+  bool timed_out = false;
+  EXPECT_EQ(job.Wait(victim, &timed_out, 10s), -1);
+  // The survivors regroup (some survivor prints "generation 1"); then a worker starts again.
+  bool regrouped = false;
+  for (int i = 0; i < 4 && !regrouped; ++i) regrouped = i != victim && job.WaitForLine(i, "generation 1:", i == 0 ? 30s : 1s);
+  for (int i = 0; i < 4 && !regrouped; ++i) regrouped = i != victim && job.WaitForLine(i, "generation 1:", 5s);
+  ASSERT_TRUE(regrouped) << test::Slurp(job.Log((victim + 1) % 4));
+  const int newcomer = job.size();
+  job.Start();
+  for (int i = 0; i < job.size(); ++i) {
+    if (i == victim) continue;
+    EXPECT_EQ(job.Wait(i, &timed_out), 0) << "worker " << i << ":\n" << test::Slurp(job.Log(i));
+    EXPECT_FALSE(timed_out);
+  }
+  const std::map<int, StepLog> run = ReadStepLogs(dir_.File("killed"));
+  ASSERT_EQ(run.size(), 4u);  // three survivors and the newcomer (on the lost worker's stream)
+  int full = 0;
+  for (const auto& [origin, steps] : run) {
+    const int matched = ExpectIdentical(run, origin);
+    if (matched == kSteps) ++full;
+  }
+  EXPECT_EQ(full, 3) << "three survivors ran every step";
+  // Recovery: the first step any survivor completed after the kill.
+  double first_after = 1e300;
+  int newcomer_origin = -1;
+  for (const auto& [origin, steps] : run) {
+    if (static_cast<int>(steps.size()) < kSteps) newcomer_origin = origin;
+    for (const auto& [step, row] : steps) {
+      if (row.done > killed_at) {
+        first_after = std::min(first_after, row.done);
+        break;
+      }
+    }
+  }
+  EXPECT_LT(first_after - killed_at, 10.0) << "the first step after the kill took " << first_after - killed_at << " s";
+  // The newcomer gets load (replicas migrated to it) within 10 s of its first step.
+  ASSERT_GE(newcomer_origin, 0);
+  const StepLog& mine = run.at(newcomer_origin);
+  ASSERT_FALSE(mine.empty());
+  double loaded_at = 0;
+  for (const auto& [step, row] : mine) {
+    if (row.pairs > 0) {
+      loaded_at = row.done;
+      break;
+    }
+  }
+  EXPECT_GT(loaded_at, 0) << "the rejoined worker never computed a pair:\n" << test::Slurp(job.Log(newcomer));
+  if (loaded_at > 0) EXPECT_LT(loaded_at - mine.begin()->second.done, 10.0);
+  // The coordinator saw it all: one loss, two regroups, the lost worker in its status.
+  const nlohmann::json status = test::StatusJson(SWITCHYARD_CLI, coordinator_->address());
+  EXPECT_GE(std::stoll(status.value("generation", std::string("0"))), 2) << status.dump();
+  ASSERT_TRUE(status.contains("lost")) << status.dump();
+  EXPECT_EQ(status["lost"].size(), 1u);
+  const test::RunResult text = test::Cli(SWITCHYARD_CLI, coordinator_->address(), {"status"});
+  EXPECT_NE(text.out.find("lost or removed workers"), std::string::npos) << text.out;
+}
+
+// SIGSTOP: a hung worker is lost after the heartbeat timeout; the others finish identically.
+// Continued later, the stopped worker learns it was left out and exits 1 saying so.
+TEST_F(FaultToleranceTest, AStoppedWorkerIsLostAndExitsWhenContinued) {
+  Job job(dir_, "stopped", coordinator_->address());
+  for (int i = 0; i < 4; ++i) job.Start();
+  ASSERT_TRUE(job.WaitForStep(kFailAt, 120s));
+  const int victim = 2;
+  ASSERT_EQ(kill(job.worker(victim).pid(), SIGSTOP), 0);
+  bool timed_out = false;
+  for (int i = 0; i < 4; ++i) {
+    if (i == victim) continue;
+    EXPECT_EQ(job.Wait(i, &timed_out), 0) << "worker " << i << ":\n" << test::Slurp(job.Log(i));
+    EXPECT_FALSE(timed_out);
+  }
+  ASSERT_EQ(kill(job.worker(victim).pid(), SIGCONT), 0);
+  EXPECT_EQ(job.Wait(victim, &timed_out, 90s), 1) << test::Slurp(job.Log(victim));
+  EXPECT_FALSE(timed_out);
+  EXPECT_NE(test::Slurp(job.Log(victim)).find("cannot continue the job"), std::string::npos) << test::Slurp(job.Log(victim));
+  const std::map<int, StepLog> run = ReadStepLogs(dir_.File("stopped"));
+  int full = 0;
+  for (const auto& [origin, steps] : run) full += ExpectIdentical(run, origin) == kSteps;
+  EXPECT_EQ(full, 3);
+}
+
+// `switchyard drain RANK --remove`: the rank finishes its step and leaves (exit 0); the others
+// regroup without it (its experts re-placed) and finish identically.
+TEST_F(FaultToleranceTest, DrainRemoveRetiresARank) {
+  Job job(dir_, "removed", coordinator_->address());
+  for (int i = 0; i < 4; ++i) job.Start();
+  ASSERT_TRUE(job.WaitForStep(kFailAt, 120s));
+  const test::RunResult drained = test::Cli(SWITCHYARD_CLI, coordinator_->address(), {"drain", "1", "--remove"});
+  ASSERT_EQ(drained.exit_code, 0) << drained.out << drained.err;
+  bool timed_out = false;
+  int removed = -1;
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(job.Wait(i, &timed_out), 0) << "worker " << i << ":\n" << test::Slurp(job.Log(i));
+    if (test::Slurp(job.Log(i)).find("removed by the operator") != std::string::npos) removed = i;
+  }
+  ASSERT_GE(removed, 0);
+  const std::map<int, StepLog> run = ReadStepLogs(dir_.File("removed"));
+  int full = 0;
+  for (const auto& [origin, steps] : run) full += ExpectIdentical(run, origin) == kSteps;
+  EXPECT_EQ(full, 3);
+  // A launcher-started job cannot remove: refused, naming why (the coordinator's job is the
+  // joined one here, so ask for a rank it does not have instead).
+  const test::RunResult bad = test::Cli(SWITCHYARD_CLI, coordinator_->address(), {"drain", "9", "--remove"});
+  EXPECT_NE(bad.exit_code, 0);
+}
+
+// The coordinator dies right after a worker, and comes back on the same port while the
+// survivors regroup: they still finish every step identically.
+TEST_F(FaultToleranceTest, ACoordinatorRestartDuringRecoveryEndsConsistent) {
+  const int port = coordinator_->port();
+  Job job(dir_, "restart", coordinator_->address());
+  for (int i = 0; i < 4; ++i) job.Start();
+  ASSERT_TRUE(job.WaitForStep(kFailAt, 120s));
+  ASSERT_EQ(kill(job.worker(3).pid(), SIGKILL), 0);
+  ASSERT_EQ(kill(coordinator_->pid(), SIGKILL), 0);
+  bool timed_out = false;
+  coordinator_->Wait(5000ms, &timed_out);
+  std::this_thread::sleep_for(1s);
+  coordinator_ = std::make_unique<test::CoordinatorProcess>(SWITCHYARD_COORDINATOR, dir_, port);
+  ASSERT_EQ(coordinator_->port(), port) << coordinator_->log();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(job.Wait(i, &timed_out, 180s), 0) << "worker " << i << ":\n" << test::Slurp(job.Log(i));
+    EXPECT_FALSE(timed_out);
+  }
+  const std::map<int, StepLog> run = ReadStepLogs(dir_.File("restart"));
+  int full = 0;
+  for (const auto& [origin, steps] : run) full += ExpectIdentical(run, origin) == kSteps;
+  EXPECT_EQ(full, 3);
+}
+
+}  // namespace
+}  // namespace switchyard
