@@ -88,6 +88,7 @@ absl::StatusOr<control::JoinResponse> JoinedJob::JoinLoop(control::JoinRequest r
     const grpc::Status s =
         stub_->stub->Join(rpc::CallContext(absl::Milliseconds(kWaitMs) + absl::Seconds(5), join_.token).get(), request, &out);
     if (s.ok() && out.complete()) return out;
+    if (s.ok() && out.removed()) return absl::CancelledError("removed from the job by the operator (drain --remove)");
     if (!s.ok()) {
       last = rpc::FromGrpc(s, join_.address);
       if (!Retry(last)) return last;

@@ -40,7 +40,8 @@ class JoinedJob {
 
   // Joins the next generation; blocks until it formed (every other member joined again or was
   // declared lost) or `timeout`. FailedPrecondition when the coordinator left this process out
-  // (it was lost or removed). The previous bootstrap must no longer be used.
+  // (it was lost); Cancelled when the operator removed it. The previous bootstrap must no
+  // longer be used.
   absl::Status Regroup(const std::string& reason, absl::Duration timeout);
 
   // The current generation's bootstrap (valid until the next Regroup).

@@ -112,6 +112,8 @@ void Rendezvous::MaybeFormLocked(Job& job) {
     }
   }
   if (job.joining.empty()) return;  // nobody left yet: wait for a newcomer
+  const bool survivors = std::any_of(job.joining.begin(), job.joining.end(), [](const auto& j) { return j.second.previous_rank() >= 0; });
+  if (!job.finished.empty() && !survivors) return;  // the job is ending: newcomers alone do not revive it
   // Survivors keep their origins; newcomers take the lowest free ones.
   std::set<int> used;
   for (const auto& [instance, m] : job.joining) {
@@ -132,7 +134,10 @@ void Rendezvous::MaybeFormLocked(Job& job) {
   std::sort(next.begin(), next.end(), [](const Member& a, const Member& b) {
     return std::make_tuple(a.node_name(), a.origin(), a.instance()) < std::make_tuple(b.node_name(), b.origin(), b.instance());
   });
-  for (const std::string& instance : job.removing) job.gone.insert(instance);
+  for (const std::string& instance : job.removing) {
+    job.gone.insert(instance);
+    job.removed.insert(instance);
+  }
   job.removing.clear();
   job.members = std::move(next);
   ++job.generation;
@@ -191,8 +196,13 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
     return absl::FailedPreconditionError(
         absl::StrCat("join: job '", key, "' has world size ", job.world_size, ", this worker says ", r.world_size()));
   }
+  if (job.removed.count(r.instance()) || job.removing.count(r.instance())) {  // not an error: it leaves
+    control::JoinResponse out;
+    out.set_removed(true);
+    return out;
+  }
   if (job.gone.count(r.instance())) {
-    return absl::FailedPreconditionError(absl::StrCat("join: this worker was lost by or removed from job '", key, "' (now at generation ",
+    return absl::FailedPreconditionError(absl::StrCat("join: this worker was lost by job '", key, "' (now at generation ",
                                                       job.generation, "); start it again to join as a new worker"));
   }
   job.seen[r.instance()] = now;
@@ -244,9 +254,6 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
       return absl::FailedPreconditionError(absl::StrCat("join: this worker is not a member of job '", key, "' (generation ",
                                                         job.generation, "): it was left out; start it again to join as a new worker"));
     }
-    if (job.removing.count(r.instance())) {
-      return absl::FailedPreconditionError(absl::StrCat("join: this worker was removed from job '", key, "' by the operator"));
-    }
     if (!job.joining.count(r.instance())) {
       Member m = job.members[rank];
       m.set_previous_rank(rank);
@@ -258,7 +265,8 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
   } else if (MemberRank(job, r.instance()) < 0 && !job.joining.count(r.instance())) {
     // A newcomer to a formed job: it takes the place of a member the job lost.
     if (!job.finished.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat("join: job '", key, "' is finishing: its workers ran their last step"));
+      return absl::FailedPreconditionError(absl::StrCat("join: job '", key,
+                                                        "' finished: its workers ran their last step (give a new job its own --job-key)"));
     }
     int next = static_cast<int>(job.joining.size());
     for (const Member& m : job.members) {
@@ -278,9 +286,14 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
   }
   // Until this instance is a member of a generation newer than the one it asked from.
   cv_.wait_for(lock, absl::ToChronoMilliseconds(wait), [&] {
-    return stopping_ || job.gone.count(r.instance()) || (job.generation > asked && MemberRank(job, r.instance()) >= 0);
+    return stopping_ || job.ended || job.gone.count(r.instance()) || (job.generation > asked && MemberRank(job, r.instance()) >= 0);
   });
   // `job` stays valid: jobs are erased only by ExpireLocked, after kIdleExpiry untouched.
+  if (job.ended && job.joining.count(r.instance())) {  // a newcomer came too late: the job's workers are done
+    job.joining.erase(r.instance());
+    return absl::FailedPreconditionError(absl::StrCat("join: job '", key,
+                                                      "' finished: its workers ran their last step (give a new job its own --job-key)"));
+  }
   if (job.gone.count(r.instance())) {
     return absl::FailedPreconditionError(absl::StrCat("join: this worker was lost by job '", key, "' while it regrouped"));
   }
@@ -359,8 +372,12 @@ void Rendezvous::Leave(const std::string& job_key, const std::string& instance) 
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_key);
   if (it == jobs_.end() || it->second.generation < 0 || MemberRank(it->second, instance) < 0) return;
-  it->second.finished.insert(instance);
-  MaybeFormLocked(it->second);
+  Job& job = it->second;
+  job.finished.insert(instance);
+  MaybeFormLocked(job);
+  job.ended = std::all_of(job.members.begin(), job.members.end(), [&](const Member& m) {
+    return job.finished.count(m.instance()) || job.gone.count(m.instance()) || job.removing.count(m.instance());
+  });
   cv_.notify_all();
 }
 

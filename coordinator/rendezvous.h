@@ -120,7 +120,9 @@ class Rendezvous {
     absl::Time forming_since;
     std::set<std::string> gone;             // lost or removed instances: refused from now on
     std::set<std::string> removing;         // removal asked: left out of the next generation
+    std::set<std::string> removed;          // removed by the operator (also in gone)
     std::set<std::string> finished;         // members that finished their run (Leave)
+    bool ended = false;                     // every member finished or is gone: joins are refused
     std::map<std::string, absl::Time> seen;
     absl::Time since;                       // when this coordinator learned of the job
     std::set<std::string> heartbeating;     // members that sent heartbeats (Touch): judged by their silence

@@ -834,6 +834,12 @@ int Main(int argc, char** argv) {
                      why.c_str());
         current_comm.reset();  // before joining again: its endpoints go (short close, peers may be gone)
         if (absl::Status joined = s.job->Regroup(why, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))); !joined.ok()) {
+          if (absl::IsCancelled(joined)) {  // removed by the operator; its heartbeat had not said so yet
+            std::printf("switchyard-worker: origin %d left the job after step %d: removed by the operator\n", s.job->origin(),
+                        progress.next_step);
+            std::fflush(stdout);
+            return absl::CancelledError("removed");
+          }
           return absl::UnavailableError(absl::StrCat("this worker cannot continue the job: ", joined.message()));
         }
         ++progress.regroups;

@@ -162,6 +162,33 @@ TEST(RendezvousGenerations, RemovalSilenceAndBadJoins) {
   auto g1 = rdv.Join(Again(g0["a"], "a"), absl::ZeroDuration());
   ASSERT_TRUE(g1.ok() && g1->complete()) << g1.status();
   EXPECT_EQ(g1->world_size(), 1);
+  // The removed worker asking to regroup is told it was removed (it leaves cleanly); the
+  // lost one is refused.
+  auto removed = rdv.Join(Again(g0["b"], "b"), absl::ZeroDuration());
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_TRUE(removed->removed());
+  EXPECT_FALSE(removed->complete());
+  EXPECT_EQ(rdv.Join(Again(g0["c"], "c"), absl::ZeroDuration()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Members that finished their run are not judged by their silence, and a newcomer that comes
+// after the last step is refused (instead of forming a job of newcomers alone).
+TEST(RendezvousGenerations, AFinishedJobTakesNoNewcomer) {
+  FakeClock clock;
+  Rendezvous rdv([&] { return clock.Now(); });
+  auto g0 = Form(rdv);
+  for (const char* i : {"a", "b", "c"}) rdv.Touch("job", i);
+  rdv.Leave("job", "a");
+  rdv.MarkLost("job", "b", 0, "gone");  // lost at the very end: c regroups alone and finishes
+  auto g1 = JoinAll(rdv, {Again(g0["c"], "c")});
+  ASSERT_TRUE(g1[0].ok() && g1[0]->complete()) << g1[0].status();
+  EXPECT_EQ(g1[0]->world_size(), 1);
+  rdv.Leave("job", "c");
+  clock.Advance(absl::Seconds(10));
+  EXPECT_TRUE(rdv.Expire(absl::Seconds(2)).empty());
+  auto late = rdv.Join(Fresh("d"), absl::ZeroDuration());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(late.status().message().find("finished"), std::string::npos) << late.status();
 }
 
 TEST(RendezvousGenerations, ASilentMemberThatHeartbeatsIsLostAndARestartedCoordinatorTakesOver) {
