@@ -131,10 +131,10 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     admin::ClusterStatus s;
     SY_RETURN_IF_ERROR(check(c.stub->GetStatus(c.Context(timeout).get(), {}, &s)));
     if (json) return PrintJson(s), absl::OkStatus();
-    std::printf("coordinator %s at %s\njob: %s, %d ranks on %d nodes, %s shares; %d registered, %d healthy\n"
+    std::printf("coordinator %s at %s\njob: %s, %d ranks on %d node%s, %s shares; %d registered, %d healthy\n"
                 "epoch %lld committed, %lld target; step %lld; %lld load windows\n",
                 s.coordinator_id().c_str(), c.address.c_str(), s.model().empty() ? "(none yet)" : s.model().c_str(), s.ranks(),
-                s.nodes(), s.shares().empty() ? "unknown" : s.shares().c_str(), s.registered(), s.healthy(), static_cast<long long>(s.committed_epoch()),
+                s.nodes(), s.nodes() == 1 ? "" : "s", s.shares().empty() ? "unknown" : s.shares().c_str(), s.registered(), s.healthy(), static_cast<long long>(s.committed_epoch()),
                 static_cast<long long>(s.target_epoch()), static_cast<long long>(s.step()), static_cast<long long>(s.windows()));
     if (s.workers_size() > 0) {
       std::printf("%5s  %-16s %-16s  %-7s %8s %6s  %9s  %9s\n", "rank", "node", "host", "health", "step", "epoch", "heartbeat",

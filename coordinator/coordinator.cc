@@ -389,8 +389,14 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     rendezvous_.Touch(r.job_key(), r.instance());
   }
   const bool rejoin = members_.Join(r, Now());
+  std::string joined_as;
+  if (!r.job_key().empty() && r.rank() < r.members_size()) {  // a joined job's member: which worker it is
+    const control::JobMember& m = r.members(r.rank());
+    joined_as = absl::StrCat(" (token stream ", m.origin(), ", generation ", r.generation(),
+                             m.previous_rank() >= 0 ? absl::StrCat(", was rank ", m.previous_rank()) : r.generation() > 0 ? ", new" : "", ")");
+  }
   note(rejoin ? "worker_rejoined" : "worker_joined",
-       absl::StrCat("rank ", r.rank(), " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
+       absl::StrCat("rank ", r.rank(), joined_as, " on node ", EchoValue(r.node_name().empty() ? r.host() : r.node_name()), " (",
                     r.node(), ", host ", EchoValue(r.host()), ", ", r.backend(), ")"),
        r.rank(), r.placement().epoch());
   if (absl::Status persisted = PersistLocked(); !persisted.ok()) {  // nothing half-changed: the worker retries
@@ -1086,7 +1092,7 @@ void Coordinator::Tick() {
   }
   const auto lost = members_.ExpireSilent(now, options_.heartbeat_timeout);
   for (const auto& [rank, silence] : lost) {
-    const std::string why = absl::StrCat("no heartbeat for ", absl::FormatDuration(silence));
+    const std::string why = absl::StrFormat("no heartbeat for %.1f s", absl::ToDoubleSeconds(silence));
     const WorkerState* w = members_.Find(rank);
     const bool joined = w != nullptr && !w->info.job_key().empty();
     EventLocked("worker_lost", absl::StrCat("rank ", rank, ": ", why, joined ? "; the others regroup without it" : ""), rank);

@@ -406,6 +406,9 @@ absl::Status Rendezvous::Remove(const std::string& job_key, int rank) {
     return absl::NotFoundError(absl::StrCat("remove: rank ", rank, ": the job has ranks 0..", job.members.size() - 1));
   }
   const std::string& instance = job.members[rank].instance();
+  if (job.ended || job.finished.count(instance)) {
+    return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " finished its run (the job is ending)"));
+  }
   if (job.gone.count(instance) || job.removing.count(instance)) {
     return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " is already leaving the job"));
   }
@@ -465,12 +468,12 @@ std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
     }
     for (const std::string& instance : silent) {
       MarkGoneLocked(key, job, instance,
-                     absl::StrCat(job.forming ? "did not rejoin the regroup" : "silent", " (no sign of life for ",
-                                  absl::FormatDuration(timeout), ")"));
+                     absl::StrFormat("%s (no sign of life for %.1f s)", job.forming ? "did not rejoin the regroup" : "silent",
+                                     absl::ToDoubleSeconds(timeout)));
       out.push_back(job.lost.back());
     }
     if (!silent.empty()) {
-      StartRegroupLocked(job, true, absl::StrCat(silent.size(), " member(s) lost: no sign of life for ", absl::FormatDuration(timeout)));
+      StartRegroupLocked(job, true, absl::StrFormat("%d member(s) lost: no sign of life for %.1f s", silent.size(), absl::ToDoubleSeconds(timeout)));
       MaybeFormLocked(job);
       cv_.notify_all();
     }

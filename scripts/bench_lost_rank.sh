@@ -19,7 +19,10 @@ while [[ $# -gt 0 ]]; do
 done
 out=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$out"; }
+cleanup() {
+  for p in "${pids[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null || true; done
+  rm -rf "$out"
+}
 trap cleanup EXIT
 export UCX_NET_DEVICES=lo
 build/coordinator/switchyard-coordinator --listen 127.0.0.1:0 --port-file "$out/port" --auto-rebalance >"$out/coordinator.log" 2>&1 &
@@ -49,7 +52,7 @@ until grep -q "generation 1:" "$out"/w?.log 2>/dev/null; do sleep 0.01; done
 worker lost "$out/w4.log" & run+=($!); pids+=($!)
 codes=()
 for i in "${!run[@]}"; do
-  if wait "${run[$i]}"; then codes+=("$i:0"); else codes+=("$i:$?"); fi
+  if wait "${run[$i]}" 2>/dev/null; then codes+=("$i:0"); else codes+=("$i:$?"); fi
 done
 echo "exit codes (worker:code; worker $victim was killed, worker 4 is the restarted one): ${codes[*]}"
 grep -h "generation\|regrouping" "$out"/w?.log | sed 's/^/  /' | sort | uniq -c | sort -rn | head -8

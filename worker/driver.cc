@@ -64,6 +64,12 @@ void AddCounts(const std::vector<LayerCounts>& from, std::vector<LayerCounts>& t
 
 }  // namespace
 
+absl::Status WriteStepLog(const std::string& prefix, int64_t origin, const RunProgress& progress) {
+  return WriteFileAtomically(absl::StrCat(prefix, ".rank", origin, ".csv"),
+                             "step,epoch,wall_ms,busy_ms,comm_ms,migration_ms,migrating,origin,output_hash,done_unix_s,pairs\n" +
+                                 progress.step_log);
+}
+
 uint64_t HashBytes(const void* data, size_t bytes) {
   const auto* p = static_cast<const unsigned char*>(data);
   uint64_t h = kGoldenGamma ^ bytes;
@@ -380,10 +386,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   SY_RETURN_IF_ERROR(CheckWeights(report));
   report.final_epoch = epochs ? epochs->epoch() : layer_.routing_table().epoch();
   report.final_placement = layer_.routing_table().placement();
-  if (!options_.step_log.empty()) {
-    SY_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(options_.step_log, ".rank", origin, ".csv"),
-                                           "step,epoch,wall_ms,busy_ms,comm_ms,migration_ms,migrating,origin,output_hash,done_unix_s,pairs\n" + p.step_log));
-  }
+  if (!options_.step_log.empty()) SY_RETURN_IF_ERROR(WriteStepLog(options_.step_log, origin, p));
   return report;
 }
 

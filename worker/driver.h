@@ -78,6 +78,10 @@ struct DriverOptions {
   int origin = -1;
 };
 
+// Writes PREFIX.rank<ORIGIN>.csv (DriverOptions::step_log) from what a run did so far; Run
+// calls it at the end, a worker leaving a joined job early (removed) calls it itself.
+absl::Status WriteStepLog(const std::string& prefix, int64_t origin, const struct RunProgress& progress);
+
 // Run's message when the ranks agreed to regroup (DriverOptions::regroup_requested).
 inline constexpr char kRegroupMessage[] = "the ranks agreed to regroup after this step";
 

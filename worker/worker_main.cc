@@ -725,6 +725,12 @@ int Main(int argc, char** argv) {
         running_epoch = highest_epoch = agreed.epoch;
         progress.resume_step = agreed.resume_step;
         has_state = true;
+        if (agree_first && generation_runs == 0) {  // a newcomer says where it landed (rank 0 prints the rest)
+          std::printf("switchyard-worker: joined the running job '%s' at step %d: rank %d of %d, token stream %d (generation %lld)\n",
+                      s.job->job_key().c_str(), agreed.resume_step, cc.rank(), cc.size(), s.job->origin(),
+                      static_cast<long long>(s.job->generation()));
+          std::fflush(stdout);
+        }
         if (cc.rank() == 0) {
           std::printf("switchyard-worker: generation %lld: %d ranks (%s), resuming at step %d under epoch %lld; %d experts had no "
                       "replica left and were loaded again, %d extra replicas given up (%.0f ms)\n",
@@ -818,28 +824,27 @@ int Main(int argc, char** argv) {
         epochs.reset();
         if (control.client) control.client->Stop(absl::Milliseconds(500), /*leave=*/order.removed && !order.now);
         control.client.reset();
-        if (order.removed && absl::IsAborted(result.status()) && result.status().message() == kRegroupMessage) {
-          std::printf("switchyard-worker: origin %d left the job after step %d: removed by the operator\n", s.job->origin(),
+        // Removed by the operator: leave after the agreed step (its own heartbeat may not have
+        // said so yet; then the regroup's join does).
+        auto leave_removed = [&]() -> absl::Status {
+          std::printf("switchyard-worker: token stream %d left the job after step %d: removed by the operator\n", s.job->origin(),
                       progress.next_step);
           std::fflush(stdout);
+          if (!absl::GetFlag(FLAGS_step_log).empty()) SY_RETURN_IF_ERROR(WriteStepLog(absl::GetFlag(FLAGS_step_log), s.job->origin(), progress));
           return absl::CancelledError("removed");
-        }
+        };
+        if (order.removed && absl::IsAborted(result.status()) && result.status().message() == kRegroupMessage) return leave_removed();
         failed_regroups = progress.next_step > done_before ? 0 : failed_regroups + 1;
         if (failed_regroups > 3) {
           return absl::UnavailableError(absl::StrCat("gave up: 4 regroups in a row completed no step; the last failure: ",
                                                      result.status().message()));
         }
         const std::string why = std::string(result.status().message());
-        std::fprintf(stderr, "switchyard-worker: origin %d at step %d: %s; regrouping\n", s.job->origin(), progress.next_step,
+        std::fprintf(stderr, "switchyard-worker: token stream %d at step %d: %s; regrouping\n", s.job->origin(), progress.next_step,
                      why.c_str());
         current_comm.reset();  // before joining again: its endpoints go (short close, peers may be gone)
         if (absl::Status joined = s.job->Regroup(why, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))); !joined.ok()) {
-          if (absl::IsCancelled(joined)) {  // removed by the operator; its heartbeat had not said so yet
-            std::printf("switchyard-worker: origin %d left the job after step %d: removed by the operator\n", s.job->origin(),
-                        progress.next_step);
-            std::fflush(stdout);
-            return absl::CancelledError("removed");
-          }
+          if (absl::IsCancelled(joined)) return leave_removed();
           return absl::UnavailableError(absl::StrCat("this worker cannot continue the job: ", joined.message()));
         }
         ++progress.regroups;

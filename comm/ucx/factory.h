@@ -22,6 +22,8 @@ struct UcxOptions {
   // transports that abort this process when a peer dies — CMA (process_vm_readv of a dead
   // peer is fatal in UCX 1.13) — unless $UCX_TLS chooses the transports. Shared memory
   // (posix, sysv) and TCP stay; a dead peer then ends our waits by deadline or cancellation.
+  // UCX's own log goes to level fatal unless $UCX_LOG_LEVEL is set (its complaints about dead
+  // peers are expected in such a job).
   bool survive_peer_loss = false;
 };
 

@@ -1,5 +1,6 @@
 #include <sched.h>
 #include <ucp/api/ucp.h>
+#include <ucs/config/global_opts.h>
 
 #include <algorithm>
 #include <chrono>
@@ -383,6 +384,10 @@ class UcxCommunicator : public Communicator {
     if (size_ >= (1 << kRankBits)) return absl::InvalidArgumentError("ucx: too many ranks");
     ucp_config_t* config = nullptr;
     SY_UCS_CHECK(ucp_config_read(nullptr, nullptr, &config));
+    // A job that survives lost peers would see UCX complain about them at every regroup
+    // (endpoint timeouts while closing, requests left to a dead peer): expected there, and our
+    // own messages say what happened.
+    if (options_.survive_peer_loss && std::getenv("UCX_LOG_LEVEL") == nullptr) (void)ucs_global_opts_set_value("LOG_LEVEL", "fatal");
     if (options_.survive_peer_loss && std::getenv("UCX_TLS") == nullptr) {
       if (const ucs_status_t modified = ucp_config_modify(config, "TLS", "^cma"); modified != UCS_OK) {
         ucp_config_release(config);
