@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<JoinedJob>> JoinedJob::Join(const CoordinatorJoin
   request.set_world_size(join.world_size);
   request.set_instance(job->instance_);
   request.set_node_name(job->node_name_);
+  request.set_fingerprint(join.fingerprint);
   SY_ASSIGN_OR_RETURN(job->membership_, job->JoinLoop(request, timeout));
   job->bootstrap_ = std::make_unique<CoordinatorBootstrap>(job->join_, job->instance_, job->stub_, job->membership_, job->stub_->stub.get());
   return job;
@@ -133,6 +134,7 @@ absl::Status JoinedJob::Regroup(const std::string& reason, absl::Duration timeou
   request.set_node_name(node_name_);
   request.set_generation(membership_.generation());
   request.set_regroup(true);
+  request.set_fingerprint(join_.fingerprint);
   request.set_reason(reason.substr(0, 1024));
   request.set_job_id(membership_.job_id());
   *request.mutable_members() = membership_.members();

@@ -26,6 +26,9 @@ struct CoordinatorJoin {
   std::string job_key;     // the same for the job's workers
   int world_size = 0;      // > 0: join this way
   std::string node_name;   // empty: the host name
+  // What every member must run alike (model, layers, steps, ...): a process with another one
+  // is refused, naming both.
+  std::string fingerprint;
 };
 
 class JoinedJob {

@@ -164,7 +164,9 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
   if (r.members_size() > r.world_size()) {
     return absl::InvalidArgumentError(absl::StrCat("join: ", r.members_size(), " members for world size ", r.world_size()));
   }
-  if (r.reason().size() > 1024 || r.job_id().size() > kMaxKeyBytes) return absl::InvalidArgumentError("join: reason or job id too long");
+  if (r.reason().size() > 1024 || r.job_id().size() > kMaxKeyBytes || r.fingerprint().size() > 4096) {
+    return absl::InvalidArgumentError("join: reason, job id or fingerprint too long");
+  }
   std::unique_lock<std::mutex> lock(mu_);
   const absl::Time now = Now();
   ExpireLocked(now);
@@ -195,6 +197,11 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
   if (job.world_size != r.world_size()) {
     return absl::FailedPreconditionError(
         absl::StrCat("join: job '", key, "' has world size ", job.world_size, ", this worker says ", r.world_size()));
+  }
+  if (job.fingerprint.empty()) job.fingerprint = r.fingerprint();
+  if (!r.fingerprint().empty() && r.fingerprint() != job.fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat("join: job '", key, "' runs ", EchoValue(job.fingerprint, 1024), "; this worker runs ",
+                                                      EchoValue(r.fingerprint(), 1024), ": start it with the job's flags"));
   }
   if (job.removed.count(r.instance()) || job.removing.count(r.instance())) {  // not an error: it leaves
     control::JoinResponse out;

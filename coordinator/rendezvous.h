@@ -111,6 +111,7 @@ class Rendezvous {
   struct Job {
     int world_size = 0;
     std::string job_id;                     // random, set when generation 0 forms
+    std::string fingerprint;                // what every member runs alike (JoinRequest.fingerprint)
     int64_t generation = -1;                // -1: generation 0 is forming
     std::vector<Member> members;            // the current generation's, by rank
     std::map<std::string, Member> joining;  // the next generation's so far, by instance

@@ -223,6 +223,15 @@ absl::StatusOr<Setup> Prepare() {
     cluster::CoordinatorJoin join;
     join.address = coordinator;
     join.world_size = world;
+    // What every member must run alike (the collectives and the outputs depend on it): a
+    // worker started with another one is refused by name instead of breaking the job.
+    join.fingerprint = absl::StrFormat(
+        "model %s (hidden %lld, expert FFN %lld, %d experts, top-%d), layers %s, %s weights %s, %lld tokens/rank, %d steps, "
+        "%s shares, workload %s, seed %llu",
+        s.model.name, static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), s.model.num_experts,
+        s.model.top_k, absl::StrJoin(s.layers, ","), type, absl::GetFlag(FLAGS_weights).empty() ? "seeded" : absl::GetFlag(FLAGS_weights),
+        static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)), absl::GetFlag(FLAGS_steps), absl::GetFlag(FLAGS_shares),
+        absl::StrJoin(absl::GetFlag(FLAGS_workload), " "), static_cast<unsigned long long>(absl::GetFlag(FLAGS_seed)));
     join.job_key = absl::GetFlag(FLAGS_job_key);
     if (join.job_key.empty()) return absl::InvalidArgumentError("--world-size needs --job-key, the same for the job's workers");
     if (!absl::GetFlag(FLAGS_coordinator_token_file).empty()) {
@@ -524,7 +533,7 @@ absl::StatusOr<Regrouped> AgreeAfterRegroup(Setup& s, comm::Communicator& c, con
       root = r;
     }
   }
-  if (root < 0) return absl::FailedPreconditionError("regroup: no member of the new generation ran the job (all of them are new)");
+  if (root < 0) return absl::NotFoundError("regroup: no member of the new generation ran the job (all of them are new)");
   std::string bytes;
   if (c.rank() == root) bytes = rpc::ToProto(*running, newest).SerializeAsString();
   SY_ASSIGN_OR_RETURN(bytes, ShareFromRank(c, root, bytes));
@@ -714,13 +723,52 @@ int Main(int argc, char** argv) {
     bool has_state = !agree_first;  // this rank ran the job's steps (a newcomer has none yet)
     if (agree_first) ++progress.regroups;  // it joins a running job: its counts cover part of the run
     int failed_regroups = 0;       // regroups in a row that completed no step
+    // Removed by the operator: leave after the agreed step (its own heartbeat may not have
+    // said so yet; then the regroup's join does), with the step log of the steps it did.
+    auto leave_removed = [&]() -> absl::Status {
+      std::printf("switchyard-worker: token stream %d left the job after step %d: removed by the operator\n", s.job->origin(),
+                  progress.next_step);
+      std::fflush(stdout);
+      if (!absl::GetFlag(FLAGS_step_log).empty()) SY_RETURN_IF_ERROR(WriteStepLog(absl::GetFlag(FLAGS_step_log), s.job->origin(), progress));
+      return absl::CancelledError("removed");
+    };
+    // Joins the next generation and connects to it (the communicator of the last one is gone
+    // first: its endpoints close without waiting for dead peers). A connection that fails (a
+    // member lost again, the coordinator restarting) joins the one after, a few times.
+    auto join_next_generation = [&](std::string why) -> absl::Status {
+      for (int attempt = 0;; ++attempt) {
+        current_comm.reset();
+        if (absl::Status joined = s.job->Regroup(why, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))); !joined.ok()) {
+          if (absl::IsCancelled(joined)) return leave_removed();
+          return absl::UnavailableError(absl::StrCat("this worker cannot continue the job: ", joined.message()));
+        }
+        ++progress.regroups;
+        s.launch = s.job->launch_info();
+        cluster::ConnectOptions again = options;
+        again.bootstrap = std::shared_ptr<comm::Bootstrap>(&s.job->bootstrap(), [](comm::Bootstrap*) {});
+        absl::StatusOr<std::unique_ptr<comm::Communicator>> connected = cluster::Connect(again);
+        absl::Status ready = connected.ok() ? AgreeOnShares(s, **connected) : connected.status();
+        if (ready.ok()) {
+          current_comm = *std::move(connected);
+          return absl::OkStatus();
+        }
+        if (IsBadInput(ready) || attempt >= 3) return ready;
+        why = std::string(ready.message());
+        std::fprintf(stderr, "switchyard-worker: token stream %d: %s; regrouping again\n", s.job->origin(), why.c_str());
+      }
+    };
     for (int generation_runs = 0;; ++generation_runs) {
       comm::Communicator& cc = *current_comm;
       const auto regroup_started = std::chrono::steady_clock::now();
       if (s.job != nullptr && (generation_runs > 0 || agree_first)) {
-        SY_ASSIGN_OR_RETURN(const Regrouped agreed,
-                            AgreeAfterRegroup(s, cc, has_state ? &running : nullptr, running_epoch, highest_epoch, progress, store,
-                                              *source));
+        absl::StatusOr<Regrouped> agreement =
+            AgreeAfterRegroup(s, cc, has_state ? &running : nullptr, running_epoch, highest_epoch, progress, store, *source);
+        if (!agreement.ok() && !IsBadInput(agreement.status()) && !absl::IsResourceExhausted(agreement.status()) &&
+            !absl::IsNotFound(agreement.status())) {  // a member failed while they agreed: regroup again
+          SY_RETURN_IF_ERROR(join_next_generation(std::string(agreement.status().message())));
+          continue;
+        }
+        SY_ASSIGN_OR_RETURN(const Regrouped agreed, std::move(agreement));
         running = agreed.placement;
         running_epoch = highest_epoch = agreed.epoch;
         progress.resume_step = agreed.resume_step;
@@ -824,35 +872,15 @@ int Main(int argc, char** argv) {
         epochs.reset();
         if (control.client) control.client->Stop(absl::Milliseconds(500), /*leave=*/order.removed && !order.now);
         control.client.reset();
-        // Removed by the operator: leave after the agreed step (its own heartbeat may not have
-        // said so yet; then the regroup's join does).
-        auto leave_removed = [&]() -> absl::Status {
-          std::printf("switchyard-worker: token stream %d left the job after step %d: removed by the operator\n", s.job->origin(),
-                      progress.next_step);
-          std::fflush(stdout);
-          if (!absl::GetFlag(FLAGS_step_log).empty()) SY_RETURN_IF_ERROR(WriteStepLog(absl::GetFlag(FLAGS_step_log), s.job->origin(), progress));
-          return absl::CancelledError("removed");
-        };
         if (order.removed && absl::IsAborted(result.status()) && result.status().message() == kRegroupMessage) return leave_removed();
         failed_regroups = progress.next_step > done_before ? 0 : failed_regroups + 1;
         if (failed_regroups > 3) {
           return absl::UnavailableError(absl::StrCat("gave up: 4 regroups in a row completed no step; the last failure: ",
                                                      result.status().message()));
         }
-        const std::string why = std::string(result.status().message());
         std::fprintf(stderr, "switchyard-worker: token stream %d at step %d: %s; regrouping\n", s.job->origin(), progress.next_step,
-                     why.c_str());
-        current_comm.reset();  // before joining again: its endpoints go (short close, peers may be gone)
-        if (absl::Status joined = s.job->Regroup(why, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))); !joined.ok()) {
-          if (absl::IsCancelled(joined)) return leave_removed();
-          return absl::UnavailableError(absl::StrCat("this worker cannot continue the job: ", joined.message()));
-        }
-        ++progress.regroups;
-        s.launch = s.job->launch_info();
-        cluster::ConnectOptions again = options;
-        again.bootstrap = std::shared_ptr<comm::Bootstrap>(&s.job->bootstrap(), [](comm::Bootstrap*) {});
-        SY_ASSIGN_OR_RETURN(current_comm, cluster::Connect(again));
-        SY_RETURN_IF_ERROR(AgreeOnShares(s, *current_comm));  // as a newcomer does after its first connect
+                     std::string(result.status().message()).c_str());
+        SY_RETURN_IF_ERROR(join_next_generation(std::string(result.status().message())));
         continue;
       }
       SY_ASSIGN_OR_RETURN(RunReport report, std::move(result));

@@ -141,6 +141,18 @@ TEST(RendezvousGenerations, RemovalSilenceAndBadJoins) {
             std::string::npos);
   auto duplicate = rdv.Join(Fresh("a", 3, "elsewhere"), absl::ZeroDuration());
   EXPECT_NE(duplicate.status().message().find("a duplicate worker id"), std::string::npos) << duplicate.status();
+  // A process that runs something else (another model scale, other steps...) is refused by name.
+  control::JoinRequest other = Fresh("y");
+  other.set_fingerprint("model deepseek-v3 x0.125");
+  control::JoinRequest first = Fresh("x");
+  first.set_job_key("fp");
+  first.set_fingerprint("model deepseek-v3 x0.0625");
+  ASSERT_TRUE(rdv.Join(first, absl::ZeroDuration()).ok());
+  other.set_job_key("fp");
+  auto mismatch = rdv.Join(other, absl::ZeroDuration());
+  EXPECT_NE(mismatch.status().message().find("runs model deepseek-v3 x0.0625; this worker runs model deepseek-v3 x0.125"),
+            std::string::npos)
+      << mismatch.status();
   control::JoinRequest future = Again(g0["a"], "a");
   future.set_generation(7);
   EXPECT_EQ(rdv.Join(future, absl::ZeroDuration()).status().code(), absl::StatusCode::kInvalidArgument);
