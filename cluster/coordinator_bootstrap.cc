@@ -95,6 +95,12 @@ absl::StatusOr<control::JoinResponse> JoinedJob::JoinLoop(control::JoinRequest r
       absl::SleepFor(absl::Milliseconds(50));
     }
   }
+  if (request.regroup()) {
+    return absl::DeadlineExceededError(absl::StrCat("regroup of job '", join_.job_key, "' (after generation ", request.generation(),
+                                                    ") at ", join_.address, ": the next generation did not form in ",
+                                                    absl::FormatDuration(timeout),
+                                                    last.ok() ? "" : absl::StrCat(" (", last.message(), ")")));
+  }
   return absl::DeadlineExceededError(absl::StrCat("join job '", join_.job_key, "' at ", join_.address, ": ", out.joined(), " of ",
                                                   join_.world_size, " ranks came in ", absl::FormatDuration(timeout),
                                                   last.ok() ? "" : absl::StrCat(" (", last.message(), ")")));

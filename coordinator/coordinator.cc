@@ -1081,6 +1081,19 @@ absl::StatusOr<types::Policy> Coordinator::SetPolicy(const types::Policy& policy
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = Now();
+  // Ticks come every 200 ms: a longer gap in real time means this process was stopped or
+  // starved, and the workers' silence over it is ours, not theirs.
+  const auto real_now = std::chrono::steady_clock::now();
+  const bool stalled = last_tick_.has_value() &&
+                       real_now - *last_tick_ > absl::ToChronoMilliseconds(options_.heartbeat_timeout / 2);
+  last_tick_ = real_now;
+  if (stalled) {
+    for (const auto& [rank, w] : members_.workers()) members_.Find(rank)->last_heartbeat = now;
+    rendezvous_.Refresh();
+    EventLocked("coordinator_stalled", "no tick for more than half the heartbeat timeout (this process was stopped or starved): "
+                                       "the workers' silence over it is not counted");
+    return;
+  }
   // Members of a joined job that regroups pause their heartbeats while they join again: the
   // rendezvous judges them (Expire), not their silence here.
   for (const auto& [rank, w] : members_.workers()) {

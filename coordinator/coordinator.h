@@ -11,6 +11,7 @@
 // error naming the problem with the state unchanged.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <deque>
@@ -179,6 +180,7 @@ class Coordinator {
   std::string job_key_;
   int64_t generation_ = 0;
   int64_t workers_lost_total_ = 0, regroups_total_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> last_tick_;  // real time of the last Tick
   Rendezvous rendezvous_;
   LoadAggregator load_;
   // The automatic rebalancer: hysteresis streak, cooldown and back-off after failed migrations.

@@ -98,6 +98,12 @@ void Rendezvous::MarkGoneLocked(const std::string& key, Job& job, const std::str
   if (rank < 0 || job.gone.count(instance)) return;
   job.gone.insert(instance);
   job.joining.erase(instance);
+  if (job.removing.erase(instance) > 0) {  // removed, then silent: one record, saying both
+    for (LostMember& l : job.lost) {
+      if (l.instance == instance && l.generation == 0) l.reason = absl::StrCat("removed by the operator, then ", reason);
+    }
+    return;
+  }
   const Member& m = job.members[rank];
   job.lost.push_back({key, instance, m.node_name(), reason, rank, m.origin(), 0, Now()});
   if (job.lost.size() > kMaxLostKept) job.lost.erase(job.lost.begin());
@@ -141,6 +147,12 @@ void Rendezvous::MaybeFormLocked(Job& job) {
   job.removing.clear();
   job.members = std::move(next);
   ++job.generation;
+  // Members of a regrouped job are workers with a control thread: judged by their silence
+  // from now on (a newcomer that dies at once too), each with a full timeout to start.
+  for (const Member& m : job.members) {
+    job.heartbeating.insert(m.instance());
+    job.seen[m.instance()] = Now();
+  }
   for (LostMember& l : job.lost) {
     if (l.generation == 0) l.generation = job.generation;
   }
@@ -419,9 +431,11 @@ absl::Status Rendezvous::Remove(const std::string& job_key, int rank) {
   if (job.gone.count(instance) || job.removing.count(instance)) {
     return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " is already leaving the job"));
   }
-  if (job.members.size() - job.gone.size() <= 1) {
-    return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " is the job's last worker"));
+  int live = 0;
+  for (const Member& m : job.members) {
+    live += !job.gone.count(m.instance()) && !job.removing.count(m.instance()) && !job.finished.count(m.instance());
   }
+  if (live <= 1) return absl::FailedPreconditionError(absl::StrCat("remove: rank ", rank, " is the job's last worker"));
   job.removing.insert(instance);
   job.joining.erase(instance);
   job.lost.push_back({job_key, instance, job.members[rank].node_name(), "removed by the operator", rank,
@@ -462,7 +476,10 @@ std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
     std::vector<std::string> silent;
     for (const Member& m : job.members) {
       const std::string& instance = m.instance();
-      if (job.joining.count(instance) || job.gone.count(instance) || job.removing.count(instance) || job.finished.count(instance)) {
+      // A member being removed still runs its last step: silent, it is lost (the others must
+      // not wait for its step's end).
+      if (job.joining.count(instance) || job.gone.count(instance) || job.finished.count(instance) ||
+          (job.removing.count(instance) && !job.forming)) {
         continue;
       }
       // Outside a regroup only members that heartbeat are judged (bootstrap-only users of the
@@ -486,6 +503,16 @@ std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
     }
   }
   return out;
+}
+
+void Rendezvous::Refresh() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = Now();
+  for (auto& [key, job] : jobs_) {
+    for (auto& [instance, seen] : job.seen) seen = now;
+    if (job.forming) job.forming_since = std::max(job.forming_since, now);
+    job.since = std::max(job.since, now);
+  }
 }
 
 void Rendezvous::Adopt(const std::string& job_key, const std::string& job_id, int world_size, int64_t generation,

@@ -100,6 +100,9 @@ class Rendezvous {
   // Members not seen (Touch, Join, Exchange) for `timeout` — since the regroup began, for one
   // under way — are lost (a formed job then regroups without them); returns those marked now.
   std::vector<LostMember> Expire(absl::Duration timeout);
+  // The coordinator itself stalled (paused, starved): nobody's silence counts; every member
+  // gets a full timeout again.
+  void Refresh();
   // The job's generation (-1 before it formed or when unknown) and the members it lost, oldest first.
   int64_t Generation(const std::string& job_key);
   std::vector<LostMember> Lost(const std::string& job_key);
