@@ -63,7 +63,7 @@ TEST(CoordinatorLaunch, WorkersRegisterReportAndSurviveACoordinatorRestart) {
   // The CLI's table.
   test::RunResult r = Cli(address, {"status"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("4 ranks on 1 nodes, step shares; 4 registered, 4 healthy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("4 ranks on 1 node, step shares; 4 registered, 4 healthy"), std::string::npos) << r.out;
   for (int rank = 0; rank < 4; ++rank) {
     EXPECT_NE(r.out.find(absl::StrFormat("%5d  ", rank)), std::string::npos) << r.out;
   }
