@@ -292,7 +292,8 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
       next += !job.joining.count(m.instance()) && !job.gone.count(m.instance()) && !job.removing.count(m.instance());
     }
     if (next >= job.world_size) {
-      return absl::FailedPreconditionError(absl::StrCat("join: job '", key, "' is full: its ", job.world_size, " ranks are running"));
+      // ResourceExhausted: a place may free up (a member's loss not detected yet).
+      return absl::ResourceExhaustedError(absl::StrCat("join: job '", key, "' is full: its ", job.world_size, " ranks are running"));
     }
     Member m;
     m.set_instance(r.instance());

@@ -75,7 +75,9 @@ class Rendezvous {
   explicit Rendezvous(std::function<absl::Time()> clock = nullptr) : clock_(std::move(clock)) {}
 
   // InvalidArgument for a bad request (sizes, keys, an unknown generation); FailedPrecondition
-  // when the job has another world size, is full, or this instance was lost or removed.
+  // when the job has another world size or fingerprint, finished, or this instance was lost;
+  // ResourceExhausted when a running job has all its members (a newcomer may ask again: a
+  // place frees up once a loss is detected).
   absl::StatusOr<switchyard::control::v1::JoinResponse> Join(const switchyard::control::v1::JoinRequest& request, absl::Duration wait);
   // FailedPrecondition for an instance that is not a member of the request's generation or a
   // generation that is over.

@@ -240,7 +240,18 @@ absl::StatusOr<Setup> Prepare() {
     if (!absl::GetFlag(FLAGS_coordinator_tls_ca).empty()) {
       SY_ASSIGN_OR_RETURN(join.tls_ca_pem, ReadFile(absl::GetFlag(FLAGS_coordinator_tls_ca)));
     }
-    SY_ASSIGN_OR_RETURN(s.job, cluster::JoinedJob::Join(join, absl::Seconds(absl::GetFlag(FLAGS_timeout_s))));
+    // A worker restarted right after its predecessor died finds the job full until the loss
+    // is detected (the heartbeat timeout): it asks again for a while before giving up.
+    const absl::Time give_up = absl::Now() + std::min(absl::Seconds(absl::GetFlag(FLAGS_timeout_s)), absl::Seconds(10));
+    while (true) {
+      auto joined = cluster::JoinedJob::Join(join, absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+      if (joined.ok()) {
+        s.job = *std::move(joined);
+        break;
+      }
+      if (!absl::IsResourceExhausted(joined.status()) || absl::Now() >= give_up || g_stop_signal.load()) return joined.status();
+      absl::SleepFor(absl::Milliseconds(500));
+    }
     s.launch = s.job->launch_info();
   }
   const int R = s.launch.size, E = s.model.num_experts;

@@ -111,7 +111,7 @@ TEST(RendezvousGenerations, ANewcomerTakesTheFreeOriginAtTheMembersNextStep) {
   auto g0 = Form(rdv);
   // Full: a fourth process is refused.
   auto full = rdv.Join(Fresh("d"), absl::ZeroDuration());
-  EXPECT_EQ(full.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(full.status().message().find("is full: its 3 ranks are running"), std::string::npos) << full.status();
   rdv.MarkLost("job", "a", 0, "gone");
   auto g1 = JoinAll(rdv, {Again(g0["b"], "b"), Again(g0["c"], "c")});
