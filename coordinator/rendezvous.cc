@@ -1,7 +1,6 @@
 #include "coordinator/rendezvous.h"
 
 #include <algorithm>
-#include <numeric>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -495,7 +494,12 @@ std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
       MarkGoneLocked(key, job, instance,
                      absl::StrFormat("%s (no sign of life for %.1f s)", job.forming ? "did not rejoin the regroup" : "silent",
                                      absl::ToDoubleSeconds(timeout)));
-      out.push_back(job.lost.back());
+      for (auto l = job.lost.rbegin(); l != job.lost.rend(); ++l) {  // its record (a removal's is older)
+        if (l->instance == instance) {
+          out.push_back(*l);
+          break;
+        }
+      }
     }
     if (!silent.empty()) {
       StartRegroupLocked(job, true, absl::StrFormat("%d member(s) lost: no sign of life for %.1f s", silent.size(), absl::ToDoubleSeconds(timeout)));

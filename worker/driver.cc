@@ -111,8 +111,9 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   EpochManager* epochs = epochs_;
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
   if (p.step_balance.empty()) p.step_balance.resize(L);
-  // Counts of the current log window and of the current load window (this call's).
-  std::vector<LayerCounts> log_window, load_window;
+  // Counts of the current load window (this call's); the log lines' balance comes from the
+  // step exchange's rows (log_pairs).
+  std::vector<LayerCounts> load_window;
   const int from = std::max(0, p.resume_step);
   p.next_step = std::max(p.next_step, from);  // a newcomer: the steps before it are not its own
   if (p.first_step < 0) p.first_step = from;
@@ -221,7 +222,6 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
       }
       p.checksum += step_hash;
       AddCounts(counts, p.whole);
-      AddCounts(counts, log_window);
       AddCounts(counts, load_window);
       p.step_ms.push_back(wall);
       p.critical_ms.push_back(critical);
@@ -272,7 +272,6 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
         worst = std::min(worst, max > 0 ? sum / R / max : 1.0);
       }
       std::fill(log_pairs.begin(), log_pairs.end(), 0.0);
-      log_window.clear();
       if (me == 0 && options_.log && !window_ms.empty()) {
         double total_ms = 0;
         for (double x : window_ms) total_ms += x;

@@ -889,8 +889,9 @@ int Main(int argc, char** argv) {
           return absl::UnavailableError(absl::StrCat("gave up: 4 regroups in a row completed no step; the last failure: ",
                                                      result.status().message()));
         }
-        std::fprintf(stderr, "switchyard-worker: token stream %d at step %d: %s; regrouping\n", s.job->origin(), progress.next_step,
-                     std::string(result.status().message()).c_str());
+        std::fprintf(stderr, "switchyard-worker: token stream %d at step %d: %s%s; regrouping\n", s.job->origin(), progress.next_step,
+                     std::string(result.status().message()).c_str(),
+                     order.reason.empty() ? "" : absl::StrCat(" (coordinator: ", order.reason, ")").c_str());
         SY_RETURN_IF_ERROR(join_next_generation(std::string(result.status().message())));
         continue;
       }

@@ -193,13 +193,6 @@ TEST(CoordinatorHardening, ReportsBeforeReRegistrationAreNotRejections) {
   for (const admin::Event& e : restarted->WaitEvents(0, absl::ZeroDuration())) EXPECT_NE(e.kind(), "report_rejected");
 }
 
-}  // namespace
-}  // namespace switchyard::coordinator
-
-namespace switchyard::coordinator {
-namespace {
-
-using namespace test::job;  // NOLINT: the test job
 
 control::ResumeRequest ResumeOf(const control::RegisterRequest& r) {
   control::ResumeRequest q;
@@ -298,13 +291,6 @@ TEST(CoordinatorResume, StateDirectoryIsLockedAndCheckpointFailuresSaySo) {
   EXPECT_TRUE(after.ok()) << after.status();
 }
 
-}  // namespace
-}  // namespace switchyard::coordinator
-
-namespace switchyard::coordinator {
-namespace {
-
-using namespace test::job;  // NOLINT: the test job
 
 // The workers' per-step balancedness reaches Prometheus per layer; values outside [0, 1] are
 // refused like any other lie.
@@ -333,13 +319,6 @@ TEST(CoordinatorMetrics, StepBalancednessPerLayer) {
   EXPECT_EQ(c->MetricsText().find("switchyard_step_balancedness{"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace switchyard::coordinator
-
-namespace switchyard::coordinator {
-namespace {
-
-using namespace test::job;  // NOLINT: the test job
 
 // A registration whose state cannot be written changes nothing (no member, no job, no event):
 // the worker's retry is the first registration again.
@@ -362,11 +341,6 @@ TEST(CoordinatorHardening, ARegistrationThatCannotBePersistedChangesNothing) {
   EXPECT_EQ(c->Status().registered(), 2);
 }
 
-}  // namespace
-}  // namespace switchyard::coordinator
-
-namespace switchyard::coordinator {
-namespace {
 
 // Workers that join without a launcher get ranks node by node (node name, then id), with
 // local ranks and node indexes to match; the exchange gives every rank every value in rank
