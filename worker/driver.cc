@@ -91,7 +91,7 @@ uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, in
   return h ^ (h >> 27);
 }
 
-Driver::Driver(const ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
+Driver::Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
                std::shared_ptr<const placement::RoutingTable> table, DriverOptions options)
     : model_(model),
       comm_(comm),

@@ -32,7 +32,7 @@
 #include "comm/communicator.h"
 #include "placement/routing.h"
 #include "worker/migration.h"
-#include "worker/model.h"
+#include "model/model.h"
 #include "worker/moe_layer.h"
 #include "worker/weights.h"
 #include "worker/workload.h"
@@ -160,7 +160,7 @@ struct RunReport {
 
 class Driver {
  public:
-  Driver(const ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
+  Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
          std::shared_ptr<const placement::RoutingTable> table, DriverOptions options);
 
   // Runs the steps; every rank returns the same report. With `progress` (kept by the caller)
@@ -179,7 +179,7 @@ class Driver {
  private:
   absl::Status CheckWeights(RunReport& report);
 
-  ModelConfig model_;
+  model::ModelConfig model_;
   comm::Communicator& comm_;
   const Workload& workload_;
   WeightStore& weights_;

@@ -50,7 +50,7 @@ std::vector<LayerCounts> LoadCounters::TakeWindow() {
   return window;
 }
 
-MoeLayer::MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
+MoeLayer::MoeLayer(const model::ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
                    std::shared_ptr<const placement::RoutingTable> table, int cpu_threads)
     : model_(model),
       comm_(comm),

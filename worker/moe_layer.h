@@ -29,7 +29,7 @@
 #include "kernels/ffn.h"
 #include "placement/routing.h"
 #include "placement/step_shares.h"
-#include "worker/model.h"
+#include "model/model.h"
 #include "worker/weights.h"
 
 namespace switchyard::worker {
@@ -76,7 +76,7 @@ class MoeLayer {
   // `table` must place exactly the experts `weights` holds on this rank (same slots). The
   // grouped FFN runs on `cpu_threads` threads (>= 1) with the CPU path kernels::BestCpuIsa();
   // neither changes any output bit.
-  MoeLayer(const ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
+  MoeLayer(const model::ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
            std::shared_ptr<const placement::RoutingTable> table, int cpu_threads = 1);
 
   // hidden, out: [tokens, hidden] fp32; router_logits: [tokens, num_experts]. `out` may alias
@@ -100,7 +100,7 @@ class MoeLayer {
   void ResetTimes() { times_ = {}; }
 
  private:
-  ModelConfig model_;
+  model::ModelConfig model_;
   comm::Communicator& comm_;
   WeightStore& weights_;
   std::shared_ptr<const placement::RoutingTable> table_;

@@ -26,7 +26,7 @@ void Fill(std::vector<float>& out, size_t n, int64_t fan_in, uint64_t stream) {
 
 class Seeded : public WeightSource {
  public:
-  Seeded(const ModelConfig& model, uint64_t seed) : model_(model), seed_(seed) {}
+  Seeded(const model::ModelConfig& model, uint64_t seed) : model_(model), seed_(seed) {}
 
   absl::Status PackExpert(int layer_id, int expert, void* packed) override {
     return Pack(model_.ExpertShape(), Stream(layer_id, expert), packed);
@@ -53,7 +53,7 @@ class Seeded : public WeightSource {
     return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed);
   }
 
-  ModelConfig model_;
+  model::ModelConfig model_;
   uint64_t seed_;
   std::vector<float> gate_, up_, down_;
 };
@@ -65,7 +65,7 @@ struct ExpertNames {
 
 class FromCheckpoint : public WeightSource {
  public:
-  FromCheckpoint(const ModelConfig& model, std::unique_ptr<Checkpoint> ckpt) : model_(model), ckpt_(std::move(ckpt)) {}
+  FromCheckpoint(const model::ModelConfig& model, std::unique_ptr<Checkpoint> ckpt) : model_(model), ckpt_(std::move(ckpt)) {}
 
   absl::Status PackExpert(int layer_id, int expert, void* packed) override {
     return Pack(model_.ExpertShape(), Routed(layer_id, expert), packed);
@@ -165,18 +165,18 @@ class FromCheckpoint : public WeightSource {
     return kernels::PackExpert(shape, gated ? gate_.data() : nullptr, up_.data(), down_.data(), packed);
   }
 
-  ModelConfig model_;
+  model::ModelConfig model_;
   std::unique_ptr<Checkpoint> ckpt_;
   std::vector<float> gate_, up_, down_;
 };
 
 }  // namespace
 
-std::unique_ptr<WeightSource> SeededWeights(const ModelConfig& model, uint64_t seed) {
+std::unique_ptr<WeightSource> SeededWeights(const model::ModelConfig& model, uint64_t seed) {
   return std::make_unique<Seeded>(model, seed);
 }
 
-absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const ModelConfig& model, const std::string& path) {
+absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const model::ModelConfig& model, const std::string& path) {
   SY_ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(path));
   return std::make_unique<FromCheckpoint>(model, std::move(ckpt));
 }
@@ -190,7 +190,7 @@ absl::StatusOr<std::shared_ptr<ExpertBuffer>> ExpertBuffer::Create(size_t bytes)
 }
 ExpertBuffer::~ExpertBuffer() { std::free(data_); }
 
-WeightStore::WeightStore(const ModelConfig& model, std::vector<int> layer_ids)
+WeightStore::WeightStore(const model::ModelConfig& model, std::vector<int> layer_ids)
     : model_(model),
       layer_ids_(std::move(layer_ids)),
       expert_bytes_(kernels::PackedExpertBytes(model.ExpertShape())),

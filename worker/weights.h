@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/ffn.h"
 #include "placement/placement.h"
-#include "worker/model.h"
+#include "model/model.h"
 
 namespace switchyard::worker {
 
@@ -33,11 +33,11 @@ class WeightSource {
 
 // Uniform weights with the variance of a fan-in init, from (seed, layer, expert, matrix);
 // router bias zero.
-std::unique_ptr<WeightSource> SeededWeights(const ModelConfig& model, uint64_t seed);
+std::unique_ptr<WeightSource> SeededWeights(const model::ModelConfig& model, uint64_t seed);
 
 // Tensors of a safetensors checkpoint (file or directory). F32, BF16 and F16 tensors; FP8
 // checkpoints must be converted to bf16 first (the error says so).
-absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const ModelConfig& model,
+absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const model::ModelConfig& model,
                                                                 const std::string& path);
 
 // 64-byte aligned bytes of one packed expert.
@@ -63,7 +63,7 @@ class ExpertBuffer {
 // thread; buffers are shared_ptrs so a slot can be handed over without copying.
 class WeightStore {
  public:
-  WeightStore(const ModelConfig& model, std::vector<int> layer_ids);
+  WeightStore(const model::ModelConfig& model, std::vector<int> layer_ids);
 
   // Fills this rank's slots as `placement` lays them out (one buffer per distinct expert),
   // and the shared experts and router bias of every layer. Experts the store already holds
@@ -71,7 +71,7 @@ class WeightStore {
   // counted in *packed. On error the slots are unchanged.
   absl::Status Load(const placement::Placement& placement, int rank, WeightSource& source, int* packed = nullptr);
 
-  const ModelConfig& model() const { return model_; }
+  const model::ModelConfig& model() const { return model_; }
   const std::vector<int>& layer_ids() const { return layer_ids_; }
   size_t expert_bytes() const { return expert_bytes_; }
   int num_slots(int layer_index) const { return static_cast<int>(slots_[layer_index].size()); }
@@ -89,7 +89,7 @@ class WeightStore {
     int expert = -1;
     std::shared_ptr<ExpertBuffer> weights;
   };
-  ModelConfig model_;
+  model::ModelConfig model_;
   std::vector<int> layer_ids_;
   size_t expert_bytes_;
   std::vector<std::vector<Slot>> slots_;

@@ -50,7 +50,7 @@
 #include "worker/control_client.h"
 #include "worker/migration.h"
 #include "worker/driver.h"
-#include "worker/model.h"
+#include "model/model.h"
 #include "worker/weights.h"
 #include "worker/workload.h"
 #if SWITCHYARD_HAVE_MPI
@@ -136,7 +136,7 @@ std::atomic<bool> g_stop_signal{false};
 }
 
 struct Setup {
-  ModelConfig model;
+  model::ModelConfig model;
   std::vector<int> layers;
   std::unique_ptr<Workload> workload;
   std::shared_ptr<cluster::JoinedJob> job;  // --world-size: the membership through the coordinator
@@ -182,8 +182,8 @@ absl::Status CheckMemory(const Setup& s, int64_t tokens) {
 absl::StatusOr<Setup> Prepare() {
   Setup s;
   if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required (preset:NAME or config.json)");
-  SY_ASSIGN_OR_RETURN(ModelConfig model, LoadModel(absl::GetFlag(FLAGS_model)));
-  SY_ASSIGN_OR_RETURN(s.model, ScaleModel(model, absl::GetFlag(FLAGS_scale)));
+  SY_ASSIGN_OR_RETURN(model::ModelConfig model, model::LoadModel(absl::GetFlag(FLAGS_model)));
+  SY_ASSIGN_OR_RETURN(s.model, model::ScaleModel(model, absl::GetFlag(FLAGS_scale)));
   const std::string type = absl::GetFlag(FLAGS_weight_type);
   if (type != "fp32" && type != "bf16") return absl::InvalidArgumentError(absl::StrCat("--weight-type '", type, "': use fp32 or bf16"));
   s.model.weights = type == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32;

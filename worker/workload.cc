@@ -26,7 +26,7 @@ uint64_t Key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Workload>> Workload::Create(const std::vector<std::string>& specs,
-                                                          const ModelConfig& model,
+                                                          const model::ModelConfig& model,
                                                           const std::vector<int>& layer_ids, uint64_t seed) {
   auto w = std::unique_ptr<Workload>(new Workload(model, layer_ids, seed));
   if (specs.empty()) return absl::InvalidArgumentError("no --workload given");

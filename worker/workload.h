@@ -24,7 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "placement/scenario.h"
-#include "worker/model.h"
+#include "model/model.h"
 
 namespace switchyard::worker {
 
@@ -32,7 +32,7 @@ class Workload {
  public:
   // Parses and loads every spec (traces are read here). Errors name the spec and problem.
   static absl::StatusOr<std::unique_ptr<Workload>> Create(const std::vector<std::string>& specs,
-                                                          const ModelConfig& model,
+                                                          const model::ModelConfig& model,
                                                           const std::vector<int>& layer_ids,
                                                           uint64_t seed);
 
@@ -56,12 +56,12 @@ class Workload {
     std::vector<std::vector<std::vector<double>>> probabilities;
     int drift_every = 0;  // zipf drift
   };
-  Workload(const ModelConfig& model, std::vector<int> layer_ids, uint64_t seed)
+  Workload(const model::ModelConfig& model, std::vector<int> layer_ids, uint64_t seed)
       : model_(model), layer_ids_(std::move(layer_ids)), seed_(seed) {}
   const Phase& PhaseAt(int step) const;
   const std::vector<double>& Probabilities(int step, int layer_index) const;
 
-  ModelConfig model_;
+  model::ModelConfig model_;
   std::vector<int> layer_ids_;
   uint64_t seed_;
   std::vector<Phase> phases_;  // by start step

@@ -2,10 +2,10 @@
 // within the documented ranges (nothing is sized from an unchecked number).
 #include "common/status.h"
 #include "tests/fuzz/fuzz_target.h"
-#include "worker/model.h"
+#include "model/model.h"
 
 SY_FUZZ_TARGET(model_config) {
-  using namespace switchyard::worker;
+  using namespace switchyard::model;
   auto m = ParseHfConfig(std::string(reinterpret_cast<const char*>(data), size), "config.json");
   if (!m.ok()) return 0;
   SY_CHECK(m->Validate().ok());

@@ -26,7 +26,7 @@ constexpr int kRanks = 4, kSteps = 14;
 constexpr int64_t kTokens = 24;
 
 struct World {
-  ModelConfig model;
+  model::ModelConfig model;
   std::vector<int> layers;
   std::unique_ptr<Workload> workload;
   placement::Placement start, target;
@@ -35,7 +35,7 @@ struct World {
 
 World MakeWorld() {
   World w;
-  w.model = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  w.model = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
   w.layers = {w.model.moe_layers[0], w.model.moe_layers[1]};
   w.workload = *Workload::Create({"trace:" + kTrace}, w.model, w.layers, 5);
   const int E = w.model.num_experts;

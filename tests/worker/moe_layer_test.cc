@@ -16,7 +16,7 @@ namespace {
 const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
 
 // Runs the driver on `ranks` in-process ranks with a placement from `make`; returns rank 0's report.
-RunReport RunWorld(const ModelConfig& model, int ranks, int64_t tokens_per_rank, int steps,
+RunReport RunWorld(const model::ModelConfig& model, int ranks, int64_t tokens_per_rank, int steps,
                    const std::function<placement::Placement(const placement::Topology&, const Workload&)>& make,
                    int slots_per_rank, ShareMode shares = ShareMode::kEpoch) {
   const std::vector<int> layers(model.moe_layers.begin(), model.moe_layers.begin() + 2);
@@ -46,11 +46,11 @@ RunReport RunWorld(const ModelConfig& model, int ranks, int64_t tokens_per_rank,
   return reports[0];
 }
 
-placement::Placement Contiguous(const placement::Topology& topo, const Workload&, const ModelConfig& m) {
+placement::Placement Contiguous(const placement::Topology& topo, const Workload&, const model::ModelConfig& m) {
   return *placement::ContiguousPlacement(topo, m.num_experts, {m.moe_layers[0], m.moe_layers[1]});
 }
 
-placement::Placement Planned(const char* policy, const placement::Topology& topo, const Workload& w, const ModelConfig& m) {
+placement::Placement Planned(const char* policy, const placement::Topology& topo, const Workload& w, const model::ModelConfig& m) {
   placement::LoadMatrix load{{m.moe_layers[0], m.moe_layers[1]}, w.Expected(0)};
   for (auto& row : load.values) for (double& x : row) x *= 1e5;
   return *(*placement::CreatePlanner(policy))->Plan({topo, load, nullptr, {}, {}});
@@ -59,7 +59,7 @@ placement::Placement Planned(const char* policy, const placement::Topology& topo
 class MoeLayerIdentityTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(MoeLayerIdentityTest, EveryPlacementAndRankCountGivesTheSameBits) {
-  const ModelConfig model = *ScaleModel(*PresetModel(GetParam()), GetParam() == "mixtral-8x7b" ? 1.0 / 64 : 0.0625);
+  const model::ModelConfig model = *model::ScaleModel(*model::PresetModel(GetParam()), GetParam() == "mixtral-8x7b" ? 1.0 / 64 : 0.0625);
   const int E = model.num_experts;
   const int64_t total = 96;
   auto contiguous = [&](auto& t, auto& w) { return Contiguous(t, w, model); };
@@ -98,7 +98,7 @@ INSTANTIATE_TEST_SUITE_P(Models, MoeLayerIdentityTest,
                          ::testing::Values("deepseek-v3", "nemotron-3-nano-30b-a3b"));
 
 TEST(MoeLayerTest, RejectsALayerItDoesNotRun) {
-  const ModelConfig model = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  const model::ModelConfig model = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
   auto world = comm::CreateInProcessWorld(1);
   const auto topo = *placement::Topology::Create(1, 1, 256);
   auto p = *placement::ContiguousPlacement(topo, 256, {3});

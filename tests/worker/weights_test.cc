@@ -45,7 +45,7 @@ class CheckpointTest : public ::testing::TestWithParam<std::tuple<std::string, s
 
 TEST_P(CheckpointTest, PacksTheSameBytesAsTheMatrices) {
   const auto [type, dtype] = GetParam();
-  ModelConfig model;
+  model::ModelConfig model;
   model.name = type;
   model.model_type = type;
   model.num_experts = 3, model.top_k = 2, model.hidden = 40, model.expert_ffn = 24;
@@ -93,7 +93,7 @@ INSTANTIATE_TEST_SUITE_P(ModelTypes, CheckpointTest,
                                             ::testing::Values("F32", "BF16")));
 
 TEST(CheckpointErrorsTest, ShapesDtypesAndFiles) {
-  ModelConfig model = *PresetModel("mixtral-8x7b");
+  model::ModelConfig model = *model::PresetModel("mixtral-8x7b");
   model.hidden = 16, model.expert_ffn = 8;
   test::TempDir dir;
   const std::vector<float> wrong(16 * 16, 0.0f);
@@ -175,7 +175,7 @@ TEST(CheckpointErrorsTest, HeadersOfTheWrongShapeAreNamed) {
 }
 
 TEST(SeededWeightsTest, SameExpertSameBytesEverywhere) {
-  ModelConfig model = *ScaleModel(*PresetModel("qwen3-30b-a3b"), 0.125);
+  model::ModelConfig model = *model::ScaleModel(*model::PresetModel("qwen3-30b-a3b"), 0.125);
   auto a = SeededWeights(model, 5), b = SeededWeights(model, 5), c = SeededWeights(model, 6);
   const size_t bytes = kernels::PackedExpertBytes(model.ExpertShape());
   std::vector<char> x(bytes), y(bytes), z(bytes), w(bytes);

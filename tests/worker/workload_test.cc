@@ -14,7 +14,7 @@ namespace {
 const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_prefill_in4096.csv";
 
 // Share of the gate's choices per expert over `tokens` generated tokens.
-std::vector<double> Frequencies(const Workload& w, const ModelConfig& m, int step, int64_t tokens) {
+std::vector<double> Frequencies(const Workload& w, const model::ModelConfig& m, int step, int64_t tokens) {
   std::vector<float> logits(tokens * m.num_experts), weights(tokens * m.top_k);
   std::vector<int32_t> ids(tokens * m.top_k);
   w.Logits(step, 0, 0, tokens, logits.data());
@@ -25,7 +25,7 @@ std::vector<double> Frequencies(const Workload& w, const ModelConfig& m, int ste
 }
 
 TEST(WorkloadTest, GateChoicesFollowTheTrace) {
-  ModelConfig m = *PresetModel("qwen3-30b-a3b");  // softmax top-8: the Gumbel trick is exact
+  model::ModelConfig m = *model::PresetModel("qwen3-30b-a3b");  // softmax top-8: the Gumbel trick is exact
   m.num_experts = 256;  // the DeepSeek trace has 256 experts
   auto w = Workload::Create({"trace:" + kTrace}, m, {3}, 1);
   ASSERT_TRUE(w.ok()) << w.status();
@@ -41,7 +41,7 @@ TEST(WorkloadTest, GateChoicesFollowTheTrace) {
 }
 
 TEST(WorkloadTest, DeterministicByGlobalTokenId) {
-  ModelConfig m = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  model::ModelConfig m = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
   auto w = *Workload::Create({"zipf:1.1"}, m, {3, 4}, 9);
   std::vector<float> all(40 * 256), part(10 * 256), h_all(40 * m.hidden), h_part(10 * m.hidden);
   w->Logits(5, 1, 0, 40, all.data());
@@ -57,7 +57,7 @@ TEST(WorkloadTest, DeterministicByGlobalTokenId) {
 }
 
 TEST(WorkloadTest, PhasesSwitchAtTheirStepAndZipfDrifts) {
-  ModelConfig m = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  model::ModelConfig m = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
   auto w = *Workload::Create({"zipf:1.2:10", "uniform@50", "trace:" + kTrace + "@80"}, m, {3}, 1);
   EXPECT_EQ(w->SpecAt(49), "zipf:1.2:10");
   EXPECT_EQ(w->SpecAt(50), "uniform@50");
@@ -70,7 +70,7 @@ TEST(WorkloadTest, PhasesSwitchAtTheirStepAndZipfDrifts) {
 }
 
 TEST(WorkloadTest, PerStepTraceUsesOneStepPerRunStep) {
-  ModelConfig m = *PresetModel("qwen3-30b-a3b");
+  model::ModelConfig m = *model::PresetModel("qwen3-30b-a3b");
   m.num_experts = 60;
   m.top_k = 4;
   const std::string qwen = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/qwen15moe_gsm8k_steps.csv";
@@ -87,7 +87,7 @@ TEST(WorkloadTest, PerStepTraceUsesOneStepPerRunStep) {
 // choices; every rank (any token range) and every run draws the same hot experts; before and
 // after it the trace runs unchanged.
 TEST(WorkloadTest, BurstInjectsTheSameCollapseOnEveryRank) {
-  ModelConfig m = *PresetModel("qwen3-30b-a3b");
+  model::ModelConfig m = *model::PresetModel("qwen3-30b-a3b");
   m.num_experts = 256;
   auto w = Workload::Create({"trace:" + kTrace, "burst:3:0.35@10..20"}, m, {3, 4}, 5);
   ASSERT_TRUE(w.ok()) << w.status();
@@ -115,7 +115,7 @@ TEST(WorkloadTest, BurstInjectsTheSameCollapseOnEveryRank) {
 }
 
 TEST(WorkloadTest, BadSpecsAreRejected) {
-  ModelConfig m = *ScaleModel(*PresetModel("deepseek-v3"), 0.0625);
+  model::ModelConfig m = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
   struct Case {
     std::vector<std::string> specs;
     const char* message;

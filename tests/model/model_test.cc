@@ -1,12 +1,12 @@
 // Model shapes: presets carry the published values; Hugging Face config.json files parse
 // for every supported model type; bad configs name the key.
-#include "worker/model.h"
+#include "model/model.h"
 
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-namespace switchyard::worker {
+namespace switchyard::model {
 namespace {
 
 TEST(ModelTest, PresetsCarryThePublishedShapes) {
@@ -169,4 +169,4 @@ TEST(ModelTest, ScaleShrinksOnlyWidths) {
 }
 
 }  // namespace
-}  // namespace switchyard::worker
+}  // namespace switchyard::model

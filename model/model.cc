@@ -1,4 +1,4 @@
-#include "worker/model.h"
+#include "model/model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include "common/json_reader.h"
 #include "common/status.h"
 
-namespace switchyard::worker {
+namespace switchyard::model {
 namespace {
 
 using kernels::Activation;
@@ -267,4 +267,4 @@ absl::StatusOr<ModelConfig> ScaleModel(const ModelConfig& model, double scale) {
   return m;
 }
 
-}  // namespace switchyard::worker
+}  // namespace switchyard::model

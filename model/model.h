@@ -11,7 +11,7 @@
 #include "kernels/gating.h"
 #include "placement/placement.h"
 
-namespace switchyard::worker {
+namespace switchyard::model {
 
 // Ranges a model shape must lie in (config.json values outside are refused before anything
 // is allocated from them): beyond every published MoE model, small enough that the arrays
@@ -65,4 +65,4 @@ absl::StatusOr<ModelConfig> LoadModel(const std::string& spec);
 // top-k and groups unchanged. InvalidArgument unless 0 < scale <= 1.
 absl::StatusOr<ModelConfig> ScaleModel(const ModelConfig& model, double scale);
 
-}  // namespace switchyard::worker
+}  // namespace switchyard::model
