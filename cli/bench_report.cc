@@ -11,7 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/ascii.h"
 
-ABSL_FLAG(bool, json, false, "bench: print results as JSON (a list of objects)");
+ABSL_FLAG(bool, json, false, "bench, sim: print results as JSON (a list of objects)");
 ABSL_FLAG(std::string, traces_dir, "",
           "bench: directory of the expert-load traces (default: $SWITCHYARD_TRACES, then the "
           "source tree's data/traces)");

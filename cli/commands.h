@@ -16,6 +16,9 @@ int RunPlan(const std::vector<std::string>& args);
 // `switchyard trace synth`: sampled load windows with bursts and drift, as a per-step CSV.
 int RunTrace(const std::vector<std::string>& args);
 
+// `switchyard sim`: replay a load trace on a simulated cluster under each rebalance policy.
+int RunSim(const std::vector<std::string>& args);
+
 // `switchyard bench <what>`: project benchmarks; `what` is args[0].
 int RunBench(const std::vector<std::string>& args);
 

@@ -21,6 +21,8 @@ constexpr char kUsage[] =
     "  plan    place experts from an expert-load trace (CSV) and print the placement (JSON)\n"
     "  bench   run a benchmark: bench plan | bench kernels | bench a2a (under mpirun) | bench shares\n"
     "  trace synth  write sampled load windows (bursts: --burst K:SHARE@A..B, drift) as a CSV\n"
+    "  sim     replay a load trace on a simulated cluster (--ranks, --nodes, --hardware) under\n"
+    "          each rebalance policy (--compare static,eplb,incremental): step time, balance, moves\n"
     "  env     the environment variables Switchyard reads, and their values here\n"
     "  version print the version\n"
     "\n"
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
   if (command == "plan") return switchyard::cli::RunPlan(args);
   if (command == "bench") return switchyard::cli::RunBench(args);
   if (command == "trace") return switchyard::cli::RunTrace(args);
+  if (command == "sim") return switchyard::cli::RunSim(args);
   if (switchyard::cli::IsAdminCommand(command)) return switchyard::cli::RunAdmin(command, args);
   if (command == "env") {
     for (const switchyard::SettingInfo& s : switchyard::Settings()) {

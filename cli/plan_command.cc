@@ -18,14 +18,14 @@
 
 ABSL_FLAG(std::string, loads, "", "plan: expert-load CSV (layer,expert,tokens [after step|workload])");
 ABSL_FLAG(std::string, select, "", "plan: keep only the rows whose step/workload equals this");
-ABSL_FLAG(int, ranks, 0, "plan: number of ranks (R)");
-ABSL_FLAG(int, nodes, 1, "plan: number of nodes (must divide ranks)");
-ABSL_FLAG(int, slots_per_rank, 0, "plan: expert slots per rank per layer (S); R*S >= experts");
-ABSL_FLAG(std::string, policy, "incremental", "plan: placement policy: incremental or eplb");
+ABSL_FLAG(int, ranks, 0, "plan, sim: number of ranks (R)");
+ABSL_FLAG(int, nodes, 1, "plan, sim: number of nodes (must divide ranks)");
+ABSL_FLAG(int, slots_per_rank, 0, "plan, sim: expert slots per rank per layer (S); R*S >= experts (sim: 0 = ceil(E/R) + 1)");
+ABSL_FLAG(std::string, policy, "", "plan: placement policy: incremental (default) or eplb; sim: static, eplb or incremental (default)");
 ABSL_FLAG(int, groups, 1, "plan: expert groups for eplb's hierarchical policy (DeepSeek-V3: 8)");
 ABSL_FLAG(std::string, current, "", "plan: the placement in force (switchyard.placement/v1)");
 ABSL_FLAG(int, max_moves, -1,
-          "budget of moved replicas; plan: against --current (-1: none); rebalance: -1 or 0: the coordinator's policy");
+          "budget of moved replicas; plan: against --current (-1: none); rebalance: -1 or 0: the coordinator's policy; sim: per plan (-1 or 0: none)");
 ABSL_FLAG(double, min_gain_per_move, 0.001,
           "plan: incremental: least gain per moved replica, as a fraction of mean rank load");
 ABSL_FLAG(double, noise_z, 2.0,
@@ -36,6 +36,12 @@ ABSL_FLAG(std::string, format, "json",
 
 namespace switchyard::cli {
 namespace {
+
+// --policy, empty when not given: the incremental planner.
+std::string PlanPolicy() {
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  return policy.empty() ? std::string(placement::kDefaultPolicy) : policy;
+}
 
 using placement::LoadMatrix;
 using placement::Placement;
@@ -50,7 +56,7 @@ struct PlanResult {
 
 absl::StatusOr<PlanResult> Plan(const LoadMatrix& load, const placement::Topology& topo,
                                 const std::optional<Placement>& current) {
-  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(absl::GetFlag(FLAGS_policy)));
+  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(PlanPolicy()));
   placement::PlanRequest request{topo, load, current ? &*current : nullptr, {}, {}};
   request.options.max_moves = absl::GetFlag(FLAGS_max_moves);
   request.options.min_gain_per_move = absl::GetFlag(FLAGS_min_gain_per_move);
@@ -84,7 +90,7 @@ std::string Table(const PlanResult& r, const LoadMatrix& load, const placement::
                   bool all_layers) {
   std::string out = absl::StrFormat(
       "policy %s: %d layers x %d experts on %d ranks x %d slots (%d node%s)\n",
-      absl::GetFlag(FLAGS_policy), load.num_layers(), load.num_experts(), topo.ranks(),
+      PlanPolicy(), load.num_layers(), load.num_experts(), topo.ranks(),
       topo.slots_per_rank(), topo.nodes(), topo.nodes() > 1 ? "s" : "");
   absl::StrAppendFormat(&out, "  balancedness    mean %.4f  min %.4f", r.score.balancedness_mean,
                         r.score.balancedness_min);
@@ -171,7 +177,7 @@ int RunPlan(const std::vector<std::string>& args) {
     }
     SY_ASSIGN_OR_RETURN(PlanResult result, Plan(load, topo, current));
     const std::string json =
-        placement::PlacementToJson(result.placement, absl::GetFlag(FLAGS_policy), result.summary);
+        placement::PlacementToJson(result.placement, PlanPolicy(), result.summary);
     const std::string table = Table(result, load, topo, format == "table");
     if (!absl::GetFlag(FLAGS_out).empty()) {
       SY_RETURN_IF_ERROR(WriteFileAtomically(absl::GetFlag(FLAGS_out), json));

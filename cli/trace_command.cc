@@ -20,8 +20,8 @@ ABSL_FLAG(int, windows, 50, "trace synth: number of windows (steps of the CSV)")
 ABSL_FLAG(int64_t, tokens, 8192, "trace synth: tokens per window and layer");
 ABSL_FLAG(int, top_k, 8, "trace synth: experts each token picks (distinct)");
 ABSL_FLAG(std::vector<std::string>, burst, {}, "trace synth: EXPERTS:SHARE@START..END, repeatable (comma-separated): a collapse burst");
-ABSL_FLAG(int, first_layers, 0, "trace synth: keep only the profile's first N layers (0: all)");
-ABSL_FLAG(uint64_t, seed, 1, "trace synth: seed of the draws and of the hot experts");
+ABSL_FLAG(int, first_layers, 0, "trace synth, sim: keep only the first N layers of the profile or trace (0: all)");
+ABSL_FLAG(uint64_t, seed, 1, "trace synth, sim: seed of the draws and of the hot experts");
 ABSL_DECLARE_FLAG(std::string, out);
 
 namespace switchyard::cli {

@@ -43,18 +43,6 @@ std::string NewId() {
   return absl::StrFormat("%08x%08x", rd(), rd());
 }
 
-// Sum over layers of the most loaded rank: a step's time in load units.
-double StepCost(const placement::Placement& p, const placement::LoadMatrix& load) {
-  double cost = 0;
-  for (int i = 0; i < load.num_layers(); ++i) {
-    const placement::LayerPlacement* layer = p.FindLayer(load.layer_ids[i]);
-    if (layer == nullptr) continue;
-    const auto ranks = placement::RankLoads(*layer, load.values[i]);
-    cost += *std::max_element(ranks.begin(), ranks.end());
-  }
-  return cost;
-}
-
 }  // namespace
 
 Coordinator::Coordinator(const CoordinatorOptions& options)
@@ -764,13 +752,13 @@ placement::LoadMatrix Coordinator::PlanningLoadLocked() const {
 absl::StatusOr<admin::RebalanceResponse> Coordinator::PlanLocked(const placement::Constraints& constraints, int max_moves) {
   SY_RETURN_IF_ERROR(RequireJobLocked());
   const placement::LoadMatrix load = PlanningLoadLocked();
-  placement::PlanRequest request{committed_->topology, load, &*committed_, constraints, {}};
-  request.options.min_gain_per_move = policy_.min_gain_per_move();
-  request.options.noise_z = policy_.noise_z();
-  const int budget = max_moves == kNoMoveLimit ? 0 : (max_moves > 0 ? max_moves : policy_.max_moves());
-  request.options.max_moves = budget > 0 ? budget : -1;
-  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(policy_.planner()));
-  SY_ASSIGN_OR_RETURN(placement::Placement planned, planner->Plan(request));
+  SY_ASSIGN_OR_RETURN(placement::Placement planned, PlanWithPolicy(policy_, *committed_, load, constraints, max_moves));
+  return DescribePlanLocked(planned, load, constraints);
+}
+
+absl::StatusOr<admin::RebalanceResponse> Coordinator::DescribePlanLocked(const placement::Placement& planned,
+                                                                         const placement::LoadMatrix& load,
+                                                                         const placement::Constraints& constraints) const {
   admin::RebalanceResponse out;
   *out.mutable_placement() = ToProto(planned, committed_epoch_ + 1);
   out.set_moved_replicas(placement::MovedReplicas(*committed_, planned));
@@ -824,21 +812,24 @@ absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, co
 int Coordinator::BackoffMoveLimitLocked() const { return BackoffMoveLimit(policy_, auto_); }
 
 void Coordinator::EvaluateAutoRebalanceLocked() {
-  if (!ShouldPlan(auto_) || !policy_.auto_rebalance() || MigrationInFlightLocked()) return;
-  auto plan = PlanLocked(ConstraintsLocked(), BackoffMoveLimitLocked());
+  if (!model_ || !committed_) return;
+  const placement::LoadMatrix load = PlanningLoadLocked();
+  const placement::Constraints constraints = ConstraintsLocked();
+  auto window = AutoRebalanceWindow(policy_, auto_, *committed_, load, constraints, MigrationInFlightLocked());
+  if (!window.ok()) {
+    EventLocked("plan_failed", std::string(window.status().message()));
+    return;
+  }
+  if (!window->has_value() || !(*window)->publish) return;
+  auto plan = DescribePlanLocked((*window)->placement, load, constraints);
   if (!plan.ok()) {
     EventLocked("plan_failed", std::string(plan.status().message()));
     return;
   }
-  const placement::LoadMatrix load = PlanningLoadLocked();
-  const double before = StepCost(*committed_, load);
-  const double after = StepCost(*FromProto(plan->placement()), load);
-  const double gain = after > 0 ? before / after - 1 : 0;
-  if (ShouldPublish(policy_, auto_, plan->moved_replicas(), gain)) {
-    if (absl::Status s = PublishLocked(*plan, absl::StrFormat("auto: predicted step time -%.1f%%", 100 * (1 - 1 / (1 + gain))));
-        !s.ok()) {
-      EventLocked("plan_failed", absl::StrCat("cannot persist the plan: ", s.message()));
-    }
+  const double gain = (*window)->gain;
+  if (absl::Status s = PublishLocked(*plan, absl::StrFormat("auto: predicted step time -%.1f%%", 100 * (1 - 1 / (1 + gain))));
+      !s.ok()) {
+    EventLocked("plan_failed", absl::StrCat("cannot persist the plan: ", s.message()));
   }
 }
 

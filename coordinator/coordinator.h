@@ -130,13 +130,16 @@ class Coordinator {
   // before any.
   std::string SharesLocked() const;
   // Plans from the committed placement under `constraints`, moving at most `max_moves`
-  // replicas (0: the policy's budget; kNoMoveLimit: none, for the forced moves of pins and
-  // drains, which the planner keeps to what the constraints need plus worthwhile moves).
-  static constexpr int kNoMoveLimit = -1;
+  // replicas (PlanWithPolicy: kPolicyMoveBudget, kNoMoveLimit or a count).
   // The automatic rebalancer's move limit for its next plan: 0 (the policy's budget) unless
   // migrations failed in a row, then half the last failed one's moves per failure.
   int BackoffMoveLimitLocked() const;
   absl::StatusOr<admin::RebalanceResponse> PlanLocked(const placement::Constraints& constraints, int max_moves);
+  // The admin view of a plan: target epoch, moves, balancedness before and after under `load`,
+  // and the moves EPLB from scratch would make.
+  absl::StatusOr<admin::RebalanceResponse> DescribePlanLocked(const placement::Placement& planned,
+                                                              const placement::LoadMatrix& load,
+                                                              const placement::Constraints& constraints) const;
   // Publishes `plan` as the target epoch. Only one target is in flight at a time: workers
   // migrate from the committed epoch to it, and a target is never replaced before it commits
   // (workers may be copying its replicas).

@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/json_reader.h"
+#include "common/status.h"
+#include "placement/metrics.h"
 #include "placement/planner.h"
 
 namespace switchyard::coordinator {
@@ -75,6 +77,45 @@ int BackoffMoveLimit(const types::Policy& policy, const AutoRebalanceState& stat
   int limit = std::max(1, state.failed_moves >> state.failed_streak);
   if (policy.max_moves() > 0) limit = std::min(limit, policy.max_moves());
   return limit;
+}
+
+absl::StatusOr<placement::Placement> PlanWithPolicy(const types::Policy& policy, const placement::Placement& committed,
+                                                    const placement::LoadMatrix& load,
+                                                    const placement::Constraints& constraints, int max_moves) {
+  placement::PlanRequest request{committed.topology, load, &committed, constraints, {}};
+  request.options.min_gain_per_move = policy.min_gain_per_move();
+  request.options.noise_z = policy.noise_z();
+  const int budget = max_moves == kNoMoveLimit ? 0 : (max_moves > 0 ? max_moves : policy.max_moves());
+  request.options.max_moves = budget > 0 ? budget : -1;
+  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner(policy.planner()));
+  return planner->Plan(request);
+}
+
+double StepCost(const placement::Placement& p, const placement::LoadMatrix& load) {
+  double cost = 0;
+  for (int i = 0; i < load.num_layers(); ++i) {
+    const placement::LayerPlacement* layer = p.FindLayer(load.layer_ids[i]);
+    if (layer == nullptr) continue;
+    const auto ranks = placement::RankLoads(*layer, load.values[i]);
+    cost += *std::max_element(ranks.begin(), ranks.end());
+  }
+  return cost;
+}
+
+absl::StatusOr<std::optional<WindowPlan>> AutoRebalanceWindow(const types::Policy& policy, AutoRebalanceState& state,
+                                                              const placement::Placement& committed,
+                                                              const placement::LoadMatrix& load,
+                                                              const placement::Constraints& constraints,
+                                                              bool migration_in_flight) {
+  if (!ShouldPlan(state) || !policy.auto_rebalance() || migration_in_flight) return std::nullopt;
+  WindowPlan plan;
+  SY_ASSIGN_OR_RETURN(plan.placement,
+                      PlanWithPolicy(policy, committed, load, constraints, BackoffMoveLimit(policy, state)));
+  plan.moved_replicas = placement::MovedReplicas(committed, plan.placement);
+  const double before = StepCost(committed, load), after = StepCost(plan.placement, load);
+  plan.gain = after > 0 ? before / after - 1 : 0;
+  plan.publish = ShouldPublish(policy, state, plan.moved_replicas, plan.gain);
+  return plan;
 }
 
 }  // namespace switchyard::coordinator

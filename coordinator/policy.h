@@ -1,8 +1,15 @@
-// The rebalance policy (types.v1.Policy): its defaults and the ranges each setting must lie
-// in. Pure: shared by the coordinator, its state store, and the CLI's checks.
+// The rebalance policy (types.v1.Policy): its defaults, the ranges each setting must lie in,
+// and the automatic rebalancer's decision at each complete load window. Pure: shared by the
+// coordinator, its state store, the CLI's checks and the simulator (sim/), which therefore
+// plan, gate and back off exactly as the live coordinator does.
 #pragma once
 
+#include <optional>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "placement/load.h"
+#include "placement/placement.h"
 #include "switchyard/types/v1/types.pb.h"
 
 namespace switchyard::coordinator {
@@ -38,5 +45,43 @@ bool ShouldPlan(AutoRebalanceState& state);
 // hysteresis_windows windows in a row; the cooldown then starts). Pure; the coordinator and
 // the simulator call the same function.
 bool ShouldPublish(const switchyard::types::v1::Policy& policy, AutoRebalanceState& state, int moved_replicas, double gain);
+
+// Move limits for PlanWithPolicy: kPolicyMoveBudget is the policy's max_moves; kNoMoveLimit
+// none (the forced moves of pins and drains, which the planner keeps to what the constraints
+// need plus worthwhile moves); > 0 that many replicas.
+inline constexpr int kPolicyMoveBudget = 0;
+inline constexpr int kNoMoveLimit = -1;
+
+// Plans from `committed` under `load` (planning load, token counts) with the policy's planner
+// and settings (min_gain_per_move, noise_z) and the move limit above. Errors: the planner's.
+absl::StatusOr<placement::Placement> PlanWithPolicy(const switchyard::types::v1::Policy& policy,
+                                                    const placement::Placement& committed,
+                                                    const placement::LoadMatrix& load,
+                                                    const placement::Constraints& constraints, int max_moves);
+
+// A step's time in load units: the sum over load layers of the most loaded rank (layers the
+// placement lacks are skipped). The automatic rebalancer's gain is StepCost(before) /
+// StepCost(after) - 1.
+double StepCost(const placement::Placement& placement, const placement::LoadMatrix& load);
+
+// The automatic rebalancer's plan at one complete load window.
+struct WindowPlan {
+  placement::Placement placement;
+  int moved_replicas = 0;
+  double gain = 0;       // predicted step time before / after - 1
+  bool publish = false;  // ShouldPublish's verdict: publish it as the next epoch
+};
+
+// What the coordinator does at each complete window: counts the window against the cooldown
+// (ShouldPlan), then, when automatic rebalancing is on and no migration is in flight, plans
+// from `committed` within the back-off move limit and decides whether to publish. nullopt
+// when it does not plan. Errors: the planner's (the caller reports them; state is updated as
+// for a window without a plan).
+absl::StatusOr<std::optional<WindowPlan>> AutoRebalanceWindow(const switchyard::types::v1::Policy& policy,
+                                                              AutoRebalanceState& state,
+                                                              const placement::Placement& committed,
+                                                              const placement::LoadMatrix& load,
+                                                              const placement::Constraints& constraints,
+                                                              bool migration_in_flight);
 
 }  // namespace switchyard::coordinator

@@ -94,10 +94,23 @@ int RoomOn(const LayerState& s, const LayerRules& rules, int rank, int expert) {
   return best;
 }
 
+// Applies a candidate to a solved state and re-solves the shares where it changed something:
+// the components of the touched ranks and of every holder of the experts whose replicas it
+// moved, added or evicted.
 void Apply(LayerState& s, const Candidate& c) {
+  std::vector<int> touched;
+  auto touch_expert = [&](int e) {
+    if (e < 0) return;
+    for (int slot = s.first_slot_of(e); slot >= 0; slot = s.next_slot_of(slot)) touched.push_back(s.RankOfSlot(slot));
+  };
+  const int displaced = s.expert_at(c.to_slot);
+  touch_expert(displaced);
+  touch_expert(c.expert);
+  if (c.from_slot >= 0) touched.push_back(s.RankOfSlot(c.from_slot));
+  touched.push_back(s.RankOfSlot(c.to_slot));
   switch (c.kind) {
     case Candidate::Kind::kAddReplica:
-      if (s.expert_at(c.to_slot) >= 0) s.Remove(c.to_slot);
+      if (displaced >= 0) s.Remove(c.to_slot);
       s.Add(c.to_slot, c.expert);
       break;
     case Candidate::Kind::kMove:
@@ -105,7 +118,9 @@ void Apply(LayerState& s, const Candidate& c) {
       s.SwapSlots(c.from_slot, c.to_slot);
       break;
   }
-  s.SolveShares();
+  touch_expert(displaced);
+  touch_expert(c.expert);
+  s.SolveSharesNear(touched);
 }
 
 // The best few candidates by estimated gain per moved replica.

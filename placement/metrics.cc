@@ -89,19 +89,28 @@ std::vector<Transfer> PlanTransfers(const Placement& from, const Placement& to) 
   std::vector<Transfer> out;
   const Topology& topo = from.topology;
   std::vector<int> sending(topo.ranks(), 0);
+  std::vector<std::vector<int>> holders(from.num_experts);  // per expert, ascending ranks
   for (const LayerPlacement& layer : to.layers) {
     const LayerPlacement* now = from.FindLayer(layer.layer_id);
     if (now == nullptr) continue;
+    for (auto& h : holders) h.clear();
+    for (int r = 0; r < static_cast<int>(now->ranks.size()); ++r) {
+      for (const Replica& rep : now->ranks[r]) {
+        if (rep.expert >= 0 && rep.expert < from.num_experts && (holders[rep.expert].empty() || holders[rep.expert].back() != r)) {
+          holders[rep.expert].push_back(r);
+        }
+      }
+    }
     auto holds = [&](int rank, int expert) {
       return std::any_of(now->ranks[rank].begin(), now->ranks[rank].end(), [&](const Replica& r) { return r.expert == expert; });
     };
     for (int dst = 0; dst < static_cast<int>(layer.ranks.size()); ++dst) {
       std::set<int> added;
       for (const Replica& rep : layer.ranks[dst]) {
+        if (rep.expert < 0 || rep.expert >= from.num_experts) continue;
         if (holds(dst, rep.expert) || !added.insert(rep.expert).second) continue;
         int best = -1;
-        for (int src = 0; src < topo.ranks(); ++src) {
-          if (!holds(src, rep.expert)) continue;
+        for (int src : holders[rep.expert]) {
           const bool near = topo.NodeOf(src) == topo.NodeOf(dst);
           const bool best_near = best >= 0 && topo.NodeOf(best) == topo.NodeOf(dst);
           if (best < 0 || (near && !best_near) || (near == best_near && sending[src] < sending[best])) best = src;

@@ -173,6 +173,40 @@ void LayerState::ShiftLoad(int expert, int from, int to, double amount) {
 }
 
 void LayerState::SolveShares(double tolerance) {
+  scratch_.settled.assign(ranks(), 0);
+  SolveUnsettled(tolerance);
+}
+
+void LayerState::SolveSharesNear(const std::vector<int>& seeds, double tolerance) {
+  // The component: ranks reachable from the seeds over replicated experts' replicas.
+  auto& settled = scratch_.settled;
+  auto& order = scratch_.bfs_order;
+  settled.assign(ranks(), 1);
+  order.clear();
+  for (int r : seeds) {
+    if (r >= 0 && r < ranks() && settled[r]) {
+      settled[r] = 0;
+      order.push_back(r);
+    }
+  }
+  for (size_t i = 0; i < order.size(); ++i) {
+    const int a = order[i];
+    for (int t = first_slot(a), end = t + slots_per_rank_; t < end; ++t) {
+      const int e = slot_expert_[t];
+      if (e < 0 || count_[e] < 2) continue;
+      for (int x = head_[e]; x >= 0; x = next_[x]) {
+        const int b = RankOfSlot(x);
+        if (settled[b]) {
+          settled[b] = 0;
+          order.push_back(b);
+        }
+      }
+    }
+  }
+  SolveUnsettled(tolerance);
+}
+
+void LayerState::SolveUnsettled(double tolerance) {
   auto& settled = scratch_.settled;
   auto& visited = scratch_.visited;
   auto& movable = scratch_.movable;
@@ -181,7 +215,6 @@ void LayerState::SolveShares(double tolerance) {
   auto& bfs_order = scratch_.bfs_order;
   const int R = ranks();
   const double tol = tolerance * std::max(MeanLoad(), 1e-300);
-  settled.assign(R, 0);
   visited.assign(R, 0);
   tree.assign(R, TreeNode{});
   // movable[r]: r gives work to a replicated expert, so load can leave it. Other ranks
@@ -191,11 +224,20 @@ void LayerState::SolveShares(double tolerance) {
     const int e = slot_expert_[t];
     if (e >= 0 && count_[e] >= 2 && slot_share_[t] > 0 && load_[e] > 0) movable[RankOfSlot(t)] = 1;
   }
+  auto& heap = scratch_.heap;
+  heap.clear();
+  for (int r = 0; r < R; ++r) {
+    if (movable[r] && !settled[r]) heap.emplace_back(rank_load_[r], -r);
+  }
+  std::make_heap(heap.begin(), heap.end());
   const int max_rounds = 64 * R + 1024;
   for (int round = 0; round < max_rounds; ++round) {
-    int u = -1;  // the most loaded unsettled rank that can shed load
-    for (int r = 0; r < R; ++r) {
-      if (!settled[r] && movable[r] && (u < 0 || rank_load_[r] > rank_load_[u])) u = r;
+    int u = -1;  // the most loaded unsettled rank that can shed load (lowest on ties)
+    while (!heap.empty() && u < 0) {
+      const auto [load, neg] = heap.front();
+      std::pop_heap(heap.begin(), heap.end());
+      heap.pop_back();
+      if (!settled[-neg] && movable[-neg] && load == rank_load_[-neg]) u = -neg;
     }
     if (u < 0) break;
     // Breadth-first search over unsettled ranks. A tree edge is a (rank, expert) pair: the
@@ -256,6 +298,13 @@ void LayerState::SolveShares(double tolerance) {
       } else if (surplus < 0) {
         ShiftLoad(edge.expert, edge.from, c, -surplus);
         movable[c] = 1;
+      }
+    }
+    // The tree's loads (and movable flags) changed: its ranks compete again at their new loads.
+    for (int r : bfs_order) {
+      if (!settled[r] && movable[r]) {
+        heap.emplace_back(rank_load_[r], -r);
+        std::push_heap(heap.begin(), heap.end());
       }
     }
   }

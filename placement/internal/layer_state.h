@@ -80,6 +80,11 @@ class LayerState {
   // tolerance, no improving path exists from any of them (the optimality condition of a
   // convex flow) and the whole set is settled at its level.
   void SolveShares(double tolerance = 1e-6);
+  // SolveShares limited to the ranks connected (through replicated experts) to `ranks`, for a
+  // state that was solved before a change touching only those ranks' replicas: the other
+  // components were settled and stay as they are. Same result as SolveShares then, at the
+  // cost of the changed components (the whole layer when its replica graph is connected).
+  void SolveSharesNear(const std::vector<int>& ranks, double tolerance = 1e-6);
 
   double MaxLoad() const;
   double MeanLoad() const;  // over ranks with capacity > 0
@@ -90,6 +95,8 @@ class LayerState {
   // Moves `amount` of `expert`'s load from rank `from` to rank `to` (both hold it), or as
   // much of it as `from` has.
   void ShiftLoad(int expert, int from, int to, double amount);
+  // SolveShares over the ranks not marked settled in scratch_.settled (set by the caller).
+  void SolveUnsettled(double tolerance);
   void Link(int slot, int expert);
   void Unlink(int slot);
 
@@ -123,6 +130,10 @@ class LayerState {
     std::vector<Edge> edges;
     std::vector<TreeNode> tree;
     std::vector<char> settled, visited, movable;
+    // Max-heap of (load, -rank) over unsettled movable ranks; entries whose load is no longer
+    // the rank's are stale and skipped, so the top valid entry is the most loaded such rank
+    // (lowest rank on ties), found in O(log R) instead of a scan of every rank per round.
+    std::vector<std::pair<double, int>> heap;
   };
   Scratch scratch_;
 };

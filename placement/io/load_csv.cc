@@ -59,12 +59,15 @@ absl::Status ForEachLine(absl::string_view text, Fn fn) {
   return absl::OkStatus();
 }
 
-}  // namespace
+using Sums = std::map<int, std::map<int, double>>;  // layer -> expert -> tokens
 
-absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_view file,
-                                        const LoadCsvOptions& options) {
+// Sums the rows per (layer, expert): of the selected key only, of every key together, or
+// (per_key) per key in first-seen order.
+absl::StatusOr<std::vector<std::pair<std::string, Sums>>> ParseSums(absl::string_view text, absl::string_view file,
+                                                                    const LoadCsvOptions& options, bool per_key) {
   std::optional<Header> header;
-  std::map<int, std::map<int, double>> sums;  // layer -> expert -> tokens
+  std::vector<std::pair<std::string, Sums>> windows;
+  std::map<std::string, size_t, std::less<>> index;
   bool select_seen = false;
   SY_RETURN_IF_ERROR(ForEachLine(text, [&](int number, absl::string_view line) -> absl::Status {
     if (!header) {
@@ -83,11 +86,16 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
           absl::StrCat(where, "expected ", want, " fields, got ", f.size()));
     }
     size_t i = 0;
+    absl::string_view key;
     if (header->has_key) {
-      const absl::string_view key = absl::StripAsciiWhitespace(f[i++]);
+      key = absl::StripAsciiWhitespace(f[i++]);
       if (options.select && key != *options.select) return absl::OkStatus();
       select_seen = true;
     }
+    if (!per_key) key = "";
+    auto [slot, added] = index.try_emplace(std::string(key), windows.size());
+    if (added) windows.emplace_back(std::string(key), Sums{});
+    Sums& sums = windows[slot->second].second;
     int layer = 0, expert = 0;
     double tokens = 0;
     const absl::string_view layer_s = absl::StripAsciiWhitespace(f[i]);
@@ -127,8 +135,11 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
     return absl::InvalidArgumentError(absl::StrCat(file, ": no rows with ", header->key_name,
                                                    " '", *options.select, "'"));
   }
-  if (sums.empty()) return absl::InvalidArgumentError(absl::StrCat(file, ": no data rows"));
+  if (windows.empty()) return absl::InvalidArgumentError(absl::StrCat(file, ": no data rows"));
+  return windows;
+}
 
+absl::StatusOr<LoadMatrix> ToMatrix(const Sums& sums, absl::string_view file) {
   LoadMatrix load;
   const int experts = sums.begin()->second.rbegin()->first + 1;
   for (const auto& [layer, row] : sums) {
@@ -152,6 +163,35 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
     for (const auto& [expert, tokens] : row) values.push_back(tokens);
   }
   return load;
+}
+
+}  // namespace
+
+absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_view file,
+                                        const LoadCsvOptions& options) {
+  SY_ASSIGN_OR_RETURN(const auto windows, ParseSums(text, file, options, /*per_key=*/false));
+  return ToMatrix(windows.front().second, file);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, LoadMatrix>>> ParseLoadCsvWindows(absl::string_view text,
+                                                                                   absl::string_view file) {
+  SY_ASSIGN_OR_RETURN(const auto windows, ParseSums(text, file, {}, /*per_key=*/true));
+  std::vector<std::pair<std::string, LoadMatrix>> out;
+  for (const auto& [key, sums] : windows) {
+    const std::string where = key.empty() ? std::string(file) : absl::StrCat(file, " (", key, ")");
+    SY_ASSIGN_OR_RETURN(LoadMatrix load, ToMatrix(sums, where));
+    if (!out.empty() && (load.layer_ids != out.front().second.layer_ids || load.num_experts() != out.front().second.num_experts())) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": layers or experts differ from ", out.front().first,
+                                                     "'s (every window needs the same layers and experts)"));
+    }
+    out.emplace_back(key, std::move(load));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, LoadMatrix>>> ReadLoadCsvWindows(const std::string& path) {
+  SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  return ParseLoadCsvWindows(text, path);
 }
 
 absl::StatusOr<LoadMatrix> ReadLoadCsv(const std::string& path, const LoadCsvOptions& options) {

@@ -8,6 +8,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "placement/load.h"
@@ -23,6 +25,13 @@ absl::StatusOr<LoadMatrix> ParseLoadCsv(absl::string_view text, absl::string_vie
                                         const LoadCsvOptions& options = {});
 absl::StatusOr<LoadMatrix> ReadLoadCsv(const std::string& path,
                                        const LoadCsvOptions& options = {});
+
+// Every window of a per-step (or per-workload) trace, keyed by its step/workload value in
+// first-seen order; a trace without such a column is one window with key "". Every window
+// must have the same layers and experts (the error names the window).
+absl::StatusOr<std::vector<std::pair<std::string, LoadMatrix>>> ParseLoadCsvWindows(absl::string_view text,
+                                                                                   absl::string_view file_name);
+absl::StatusOr<std::vector<std::pair<std::string, LoadMatrix>>> ReadLoadCsvWindows(const std::string& path);
 
 // Values of the step/workload column in first-seen order (empty if the file has none).
 absl::StatusOr<std::vector<std::string>> ReadLoadCsvKeys(const std::string& path);

@@ -1,0 +1,232 @@
+// `switchyard sim`: replays an expert-load trace on a simulated cluster with the coordinator's
+// planner and rebalance policy, and prints what each policy gives (sim/simulator.h).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "common/file_util.h"
+#include "common/json_reader.h"
+#include "common/status.h"
+#include "model/model.h"
+#include "nlohmann/json.hpp"
+#include "placement/io/load_csv.h"
+#include "sim/simulator.h"
+
+ABSL_FLAG(std::string, model, "preset:deepseek-v3", "sim: the model, preset:NAME or a config.json (file or directory)");
+ABSL_FLAG(double, scale, 1.0, "sim: scale the model's hidden and FFN sizes by this (0 < scale <= 1), as the worker's --scale");
+ABSL_FLAG(std::string, trace, "", "sim: expert-load CSV (layer,expert,tokens, optionally with a step/workload column: one window each)");
+ABSL_FLAG(int, steps, 1000, "sim: steps to simulate");
+ABSL_FLAG(std::vector<std::string>, compare, {}, "sim: policies to run side by side on the same trace (static,eplb,incremental)");
+ABSL_FLAG(std::string, hardware, "h200", "sim: hardware preset (h100, h200, cpu) or a JSON file of cost-model fields");
+ABSL_FLAG(double, tokens_per_rank, 128, "sim: tokens each rank routes per step and layer");
+ABSL_FLAG(int, window_steps, 0, "sim: steps per trace window (0: the trace's windows spread evenly over the steps)");
+ABSL_FLAG(int, report_steps, 5, "sim: steps per load window the workers report to the coordinator (worker --window-steps)");
+ABSL_FLAG(std::string, dispatch, "pairs", "sim: pairs (one row per token and expert, today's worker) or dedup (one per token and rank)");
+ABSL_FLAG(std::vector<std::string>, sim_burst, {}, "sim: EXPERTS:SHARE@START..END over steps: a collapse burst on top of the trace (repeatable)");
+ABSL_FLAG(std::string, lose_rank, "", "sim: RANK@STEP: that rank is lost at the start of that step");
+ABSL_FLAG(std::string, steps_out, "", "sim: write per-step, per-layer figures of every policy to this CSV");
+ABSL_DECLARE_FLAG(int, ranks);
+ABSL_DECLARE_FLAG(int, nodes);
+ABSL_DECLARE_FLAG(int, slots_per_rank);
+ABSL_DECLARE_FLAG(std::string, policy);
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(int, first_layers);
+ABSL_DECLARE_FLAG(int, max_moves);
+
+namespace switchyard::cli {
+namespace {
+
+absl::StatusOr<sim::RankLoss> ParseLoss(const std::string& text) {
+  const std::vector<std::string> parts = absl::StrSplit(text, '@');
+  sim::RankLoss loss;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &loss.rank) || !absl::SimpleAtoi(parts[1], &loss.step)) {
+    return absl::InvalidArgumentError(absl::StrCat("--lose-rank '", EchoValue(text), "': expected RANK@STEP (e.g. 3@200)"));
+  }
+  return loss;
+}
+
+absl::StatusOr<sim::Trace> ReadTrace(const std::string& path, int first_layers) {
+  SY_ASSIGN_OR_RETURN(auto windows, placement::ReadLoadCsvWindows(path));
+  sim::Trace trace;
+  for (auto& [key, load] : windows) {
+    if (first_layers > 0 && first_layers < load.num_layers()) {
+      load.layer_ids.resize(first_layers);
+      load.values.resize(first_layers);
+    }
+    trace.windows.push_back(std::move(load));
+  }
+  return trace;
+}
+
+std::string LayerRange(const std::vector<int>& ids) {
+  // "3..60" for a contiguous run, else the list.
+  bool contiguous = true;
+  for (size_t i = 1; i < ids.size(); ++i) contiguous = contiguous && ids[i] == ids[i - 1] + 1;
+  if (contiguous && ids.size() > 2) return absl::StrCat(ids.front(), "..", ids.back());
+  return absl::StrJoin(ids, ",");
+}
+
+nlohmann::json ToJson(const sim::PolicyResult& r) {
+  nlohmann::json j;
+  j["policy"] = r.policy;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["step_ms"] = {{"p50", r.step_p50 * 1e3}, {"p99", r.step_p99 * 1e3}, {"mean", r.step_mean * 1e3}};
+  j["moved_replicas"] = r.moved_replicas;
+  j["moved_bytes"] = r.moved_bytes;
+  j["plans"] = r.plans;
+  j["migrations"] = r.migrations;
+  j["balancedness_mean"] = r.balancedness_mean;
+  nlohmann::json rec = nlohmann::json::array();
+  for (const sim::Recovery& x : r.recoveries) {
+    rec.push_back({{"step", x.step}, {"steps", x.steps < 0 ? nlohmann::json(nullptr) : nlohmann::json(x.steps)},
+                   {"seconds", x.steps < 0 ? nlohmann::json(nullptr) : nlohmann::json(x.seconds)}});
+  }
+  j["recoveries"] = rec;
+  nlohmann::json steps = nlohmann::json::array();
+  for (const sim::StepRecord& s : r.steps) {
+    steps.push_back({{"step", s.step},
+                     {"epoch", s.epoch},
+                     {"step_ms", s.seconds * 1e3},
+                     {"balancedness_min", s.balancedness_min},
+                     {"balancedness_mean", s.balancedness_mean},
+                     {"critical_layer", s.critical_layer},
+                     {"critical_rank", s.critical_rank},
+                     {"dominant_phase", std::string(sim::PhaseName(s.dominant))},
+                     {"intra_bytes", s.intra_bytes},
+                     {"inter_bytes", s.inter_bytes},
+                     {"migration_progress", s.migration_progress < 0 ? nlohmann::json(nullptr) : nlohmann::json(s.migration_progress)},
+                     {"stall_ms", s.stall_seconds * 1e3}});
+  }
+  j["steps"] = steps;
+  return j;
+}
+
+std::string StepsCsv(const std::vector<sim::PolicyResult>& results, const std::vector<int>& layer_ids) {
+  std::string csv =
+      "policy,step,epoch,step_ms,layer,critical_rank,critical_ms,dominant_phase,balancedness,intra_bytes,inter_bytes,"
+      "migration_progress\n";
+  for (const sim::PolicyResult& r : results) {
+    for (const sim::StepRecord& s : r.steps) {
+      for (size_t l = 0; l < s.layers.size(); ++l) {
+        const sim::LayerCost& c = s.layers[l];
+        absl::StrAppendFormat(&csv, "%s,%d,%d,%.4f,%d,%d,%.4f,%s,%.4f,%.0f,%.0f,%s\n", r.policy, s.step, s.epoch,
+                              s.seconds * 1e3, layer_ids[l], c.critical_rank, c.critical_seconds * 1e3,
+                              sim::PhaseName(c.dominant), c.balancedness, c.intra_bytes, c.inter_bytes,
+                              s.migration_progress < 0 ? "" : absl::StrFormat("%.4f", s.migration_progress));
+      }
+    }
+  }
+  return csv;
+}
+
+absl::Status Sim() {
+  sim::SimOptions o;
+  if (absl::GetFlag(FLAGS_trace).empty()) return absl::InvalidArgumentError("--trace LOADS.csv is required");
+  if (absl::GetFlag(FLAGS_ranks) < 1) return absl::InvalidArgumentError("--ranks R is required (>= 1)");
+  if (absl::GetFlag(FLAGS_nodes) < 1) return absl::InvalidArgumentError("--nodes must be >= 1");
+  if (absl::GetFlag(FLAGS_ranks) % absl::GetFlag(FLAGS_nodes) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--ranks ", absl::GetFlag(FLAGS_ranks), " is not divisible by --nodes ",
+                                                   absl::GetFlag(FLAGS_nodes), " (every node holds the same ranks)"));
+  }
+  if (absl::GetFlag(FLAGS_first_layers) < 0) return absl::InvalidArgumentError("--first-layers must be >= 0");
+  const std::string dispatch = absl::GetFlag(FLAGS_dispatch);
+  if (dispatch != "pairs" && dispatch != "dedup") {
+    return absl::InvalidArgumentError(absl::StrCat("--dispatch '", EchoValue(dispatch), "': use pairs or dedup"));
+  }
+  std::vector<std::string> policies = absl::GetFlag(FLAGS_compare);
+  if (!policies.empty() && !absl::GetFlag(FLAGS_policy).empty()) {
+    return absl::InvalidArgumentError("give --policy P or --compare P1,P2,..., not both");
+  }
+  if (policies.empty()) policies = {absl::GetFlag(FLAGS_policy).empty() ? "incremental" : absl::GetFlag(FLAGS_policy)};
+  for (const std::string& p : policies) SY_RETURN_IF_ERROR(sim::SimPolicy(p).status());
+
+  SY_ASSIGN_OR_RETURN(o.model, model::LoadModel(absl::GetFlag(FLAGS_model)));
+  if (absl::GetFlag(FLAGS_scale) != 1.0) {
+    SY_ASSIGN_OR_RETURN(o.model, model::ScaleModel(o.model, absl::GetFlag(FLAGS_scale)));
+  }
+  SY_ASSIGN_OR_RETURN(o.hardware, sim::LoadHardware(absl::GetFlag(FLAGS_hardware)));
+  o.ranks = absl::GetFlag(FLAGS_ranks);
+  o.nodes = absl::GetFlag(FLAGS_nodes);
+  o.slots_per_rank = absl::GetFlag(FLAGS_slots_per_rank);
+  if (o.slots_per_rank == 0) o.slots_per_rank = (o.model.num_experts + o.ranks - 1) / o.ranks + 1;
+  o.steps = absl::GetFlag(FLAGS_steps);
+  o.tokens_per_rank = absl::GetFlag(FLAGS_tokens_per_rank);
+  o.window_steps = absl::GetFlag(FLAGS_window_steps);
+  o.report_steps = absl::GetFlag(FLAGS_report_steps);
+  o.dedup = dispatch == "dedup";
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.max_moves = std::max(0, absl::GetFlag(FLAGS_max_moves));
+  o.keep_layers = !absl::GetFlag(FLAGS_steps_out).empty();
+  for (const std::string& b : absl::GetFlag(FLAGS_sim_burst)) {
+    SY_ASSIGN_OR_RETURN(placement::Burst burst, placement::ParseBurst(b));
+    o.bursts.push_back(burst);
+  }
+  if (!absl::GetFlag(FLAGS_lose_rank).empty()) {
+    SY_ASSIGN_OR_RETURN(o.loss, ParseLoss(absl::GetFlag(FLAGS_lose_rank)));
+  }
+  SY_ASSIGN_OR_RETURN(const sim::Trace trace, ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_first_layers)));
+  SY_RETURN_IF_ERROR(sim::ValidateSim(o, trace));
+
+  const std::vector<int>& layers = trace.windows.front().layer_ids;
+  const int W = static_cast<int>(trace.windows.size());
+  const std::string what = absl::StrFormat(
+      "%s, layers %s (%d of its %d MoE layers), %d ranks on %d node%s x %d slots, %d steps, hardware %s, %g tokens per "
+      "rank, dispatch %s; trace %s: %d window%s, %s",
+      o.model.name, LayerRange(layers), static_cast<int>(layers.size()), static_cast<int>(o.model.moe_layers.size()),
+      o.ranks, o.nodes, o.nodes == 1 ? "" : "s", o.slots_per_rank, o.steps, o.hardware.name, o.tokens_per_rank,
+      dispatch, absl::GetFlag(FLAGS_trace), W, W == 1 ? "" : "s",
+      o.window_steps > 0 ? absl::StrCat(o.window_steps, " steps each") : "spread over the steps");
+
+  std::vector<sim::PolicyResult> results;
+  for (const std::string& p : policies) {
+    SY_ASSIGN_OR_RETURN(sim::PolicyResult r, sim::Simulate(o, trace, p));
+    results.push_back(std::move(r));
+  }
+  if (!absl::GetFlag(FLAGS_steps_out).empty()) {
+    SY_RETURN_IF_ERROR(WriteFileAtomically(absl::GetFlag(FLAGS_steps_out), StepsCsv(results, layers)));
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const sim::PolicyResult& r : results) {
+      nlohmann::json j = ToJson(r);
+      j["simulated"] = what;
+      j["layers"] = layers;
+      out.push_back(std::move(j));
+    }
+    std::printf("%s\n", out.dump().c_str());
+    return absl::OkStatus();
+  }
+  std::printf("switchyard sim: %s\n\n", what.c_str());
+  std::printf("| policy | tokens/s | step p50 ms | p99 ms | balancedness | plans | moved replicas | moved GiB | recovery steps |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  for (const sim::PolicyResult& r : results) {
+    std::vector<std::string> rec;
+    for (const sim::Recovery& x : r.recoveries) rec.push_back(x.steps < 0 ? absl::StrCat("@", x.step, ": never") : absl::StrCat("@", x.step, ": ", x.steps));
+    std::printf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %d | %.2f | %s |\n", r.policy.c_str(), r.tokens_per_s,
+                r.step_p50 * 1e3, r.step_p99 * 1e3, r.balancedness_mean, r.plans, r.moved_replicas,
+                r.moved_bytes / (1 << 30), rec.empty() ? "no shift" : absl::StrJoin(rec, " ").c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunSim(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    return ReportError("sim", absl::InvalidArgumentError(absl::StrCat("unexpected argument '", EchoValue(args[0]),
+                                                                      "' (all options are flags: --trace, --ranks, ...)")));
+  }
+  if (absl::Status status = Sim(); !status.ok()) return ReportError("sim", status);
+  return 0;
+}
+
+}  // namespace switchyard::cli

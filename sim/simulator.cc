@@ -1,0 +1,447 @@
+#include "sim/simulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/hash.h"
+#include "common/json_reader.h"
+#include "common/status.h"
+#include "coordinator/load_aggregator.h"
+#include "coordinator/policy.h"
+#include "placement/metrics.h"
+#include "placement/planner.h"
+#include "placement/regroup.h"
+#include "placement/topology.h"
+
+namespace switchyard::sim {
+namespace {
+
+namespace types = switchyard::types::v1;
+
+constexpr double kShiftDistance = 0.1;    // mean total-variation distance that counts as a load shift
+constexpr double kRecoveredFraction = 0.95;
+constexpr int kMaxSteps = 1000000;
+
+// Draws from SplitMix64's sequence.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t Next() { return SplitMix64(state_ += kGoldenGamma); }
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  // Standard normal (Box-Muller; one value per call).
+  double Normal() {
+    const double u = 1.0 - Uniform(), v = Uniform();
+    return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+  }
+  // Poisson(mean): exact (inversion) below 30, the normal approximation above.
+  double Poisson(double mean) {
+    if (mean <= 0) return 0;
+    if (mean >= 30) return std::max(0.0, std::round(mean + std::sqrt(mean) * Normal()));
+    const double limit = std::exp(-mean);
+    double p = Uniform(), k = 0;
+    while (p > limit) {
+      p *= Uniform();
+      ++k;
+    }
+    return k;
+  }
+
+ private:
+  uint64_t state_;
+};
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(std::ceil(q * v.size())) - (q > 0 ? 1 : 0));
+  return v[i];
+}
+
+// One migration in flight: the bytes each rank still has to move (sent + received), per link
+// class, and when it started.
+struct Migration {
+  placement::Placement target;
+  int start_step = 0;
+  int moved_replicas = 0;
+  double bytes = 0;  // of the transfers
+  double total_rank_bytes = 0, moved_rank_bytes = 0;
+  std::vector<double> intra, inter;  // per rank, remaining
+};
+
+Migration StartMigration(const placement::Placement& from, const placement::Placement& to, const Cluster& cluster,
+                         double expert_bytes, int start_step) {
+  Migration m;
+  m.target = to;
+  m.start_step = start_step;
+  m.moved_replicas = placement::MovedReplicas(from, to);
+  m.intra.assign(cluster.ranks(), 0);
+  m.inter.assign(cluster.ranks(), 0);
+  for (const placement::Transfer& t : placement::PlanTransfers(from, to)) {
+    auto& cls = cluster.node_of[t.from] == cluster.node_of[t.to] ? m.intra : m.inter;
+    cls[t.from] += expert_bytes;
+    cls[t.to] += expert_bytes;
+    m.bytes += expert_bytes;
+  }
+  for (int r = 0; r < cluster.ranks(); ++r) m.total_rank_bytes += m.intra[r] + m.inter[r];
+  return m;
+}
+
+// A step of migration: every rank moves up to its budget, intra- and inter-node bytes in
+// proportion. Fills the bytes moved per rank; returns whether every rank is done.
+bool AdvanceMigration(Migration& m, double budget, std::vector<double>& intra, std::vector<double>& inter) {
+  bool done = true;
+  for (size_t r = 0; r < m.intra.size(); ++r) {
+    const double left = m.intra[r] + m.inter[r];
+    const double move = std::min(budget, left);
+    const double fi = left > 0 ? m.intra[r] / left : 0;
+    intra[r] = move * fi;
+    inter[r] = move - intra[r];
+    m.intra[r] -= intra[r];
+    m.inter[r] -= inter[r];
+    m.moved_rank_bytes += move;
+    if (m.intra[r] + m.inter[r] > 1e-6) done = false;
+  }
+  return done;
+}
+
+// The load report the workers send for a window, summed over ranks (the aggregator counts a
+// window once every rank reported it; the simulator reports as one rank).
+control::v1::LoadReport WindowReport(int first_step, int end_step, const std::vector<std::vector<double>>& counts) {
+  control::v1::LoadReport r;
+  r.set_rank(0);
+  r.set_first_step(first_step);
+  r.set_end_step(end_step);
+  for (const auto& row : counts) {
+    types::LayerCounts* layer = r.add_layers();
+    for (double c : row) {
+      layer->add_chosen(static_cast<int64_t>(c));
+      layer->add_processed(static_cast<int64_t>(c));
+    }
+  }
+  return r;
+}
+
+// Mean over layers of the total-variation distance between two windows' distributions.
+double ShiftDistance(const std::vector<std::vector<double>>& a, const std::vector<std::vector<double>>& b) {
+  double sum = 0;
+  for (size_t l = 0; l < a.size(); ++l) {
+    double d = 0;
+    for (size_t e = 0; e < a[l].size(); ++e) d += std::abs(a[l][e] - b[l][e]);
+    sum += d / 2;
+  }
+  return a.empty() ? 0 : sum / a.size();
+}
+
+// Every policy starts from the same placement: EPLB's global policy on the first window's
+// expected load (the worker's --policy eplb start, without expert groups: the hierarchical
+// policy packs whole groups per node and is capped far below 1 when group loads differ).
+absl::StatusOr<placement::Placement> StartPlacement(const placement::Topology& topology, const placement::LoadMatrix& expected) {
+  SY_ASSIGN_OR_RETURN(auto planner, placement::CreatePlanner("eplb"));
+  return planner->Plan(placement::PlanRequest{topology, expected, nullptr, {}, {}});
+}
+
+}  // namespace
+
+std::vector<std::string> SimPolicyNames() { return {"static", "eplb", "incremental"}; }
+
+absl::StatusOr<types::Policy> SimPolicy(const std::string& name) {
+  types::Policy p = coordinator::DefaultPolicy();
+  if (name == "static") {
+    p.set_auto_rebalance(false);
+  } else if (name == "eplb") {
+    p.set_auto_rebalance(true);
+    p.set_planner("eplb");
+    p.set_min_gain(0);
+    p.set_hysteresis_windows(1);
+    p.set_cooldown_windows(0);
+  } else if (name == "incremental") {
+    p.set_auto_rebalance(true);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown policy '", EchoValue(name), "' (policies: ",
+                                                   absl::StrJoin(SimPolicyNames(), ", "), ")"));
+  }
+  return p;
+}
+
+absl::Status ValidateSim(const SimOptions& o, const Trace& trace) {
+  SY_RETURN_IF_ERROR(o.model.Validate());
+  SY_RETURN_IF_ERROR(ValidateHardware(o.hardware));
+  if (trace.windows.empty()) return absl::InvalidArgumentError("the trace has no windows");
+  SY_RETURN_IF_ERROR(placement::Topology::Create(o.ranks, o.nodes, o.slots_per_rank).status());
+  const placement::LoadMatrix& first = trace.windows.front();
+  SY_RETURN_IF_ERROR(first.Validate());
+  if (first.num_experts() != o.model.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("the trace has ", first.num_experts(), " experts per layer, the model (",
+                                                   o.model.name, ") has ", o.model.num_experts));
+  }
+  for (int id : first.layer_ids) {
+    if (std::find(o.model.moe_layers.begin(), o.model.moe_layers.end(), id) == o.model.moe_layers.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("the trace's layer ", id, " is not a MoE layer of ", o.model.name,
+                                                     " (its MoE layers: ", o.model.moe_layers.front(), "..",
+                                                     o.model.moe_layers.back(), ")"));
+    }
+  }
+  if (static_cast<int64_t>(o.ranks) * o.slots_per_rank < o.model.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat(o.ranks, " ranks x ", o.slots_per_rank, " slots cannot hold ",
+                                                   o.model.num_experts, " experts"));
+  }
+  if (o.steps < 1 || o.steps > kMaxSteps) return absl::InvalidArgumentError(absl::StrCat("steps must be in 1..", kMaxSteps));
+  if (!(o.tokens_per_rank >= 1 && o.tokens_per_rank <= (1 << 24))) {
+    return absl::InvalidArgumentError("tokens per rank must be in 1..16777216");
+  }
+  if (o.window_steps < 0 || o.window_steps > kMaxSteps) return absl::InvalidArgumentError("window steps must be >= 0");
+  if (o.report_steps < 1 || o.report_steps > kMaxSteps) return absl::InvalidArgumentError("report steps must be >= 1");
+  if (o.max_moves < 0) return absl::InvalidArgumentError("the move budget must be >= 0 (0: none)");
+  if (o.bursts.size() > 16) return absl::InvalidArgumentError("at most 16 bursts");
+  for (const placement::Burst& b : o.bursts) {
+    if (b.experts > o.model.num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("a burst of ", b.experts, " hot experts: the model has ", o.model.num_experts));
+    }
+  }
+  if (o.loss) {
+    if (o.ranks < 2) return absl::InvalidArgumentError("a rank loss needs at least 2 ranks");
+    if (o.loss->rank < 0 || o.loss->rank >= o.ranks) {
+      return absl::InvalidArgumentError(absl::StrCat("lost rank ", o.loss->rank, " is not in 0..", o.ranks - 1));
+    }
+    if (o.loss->step < 0 || o.loss->step >= o.steps) {
+      return absl::InvalidArgumentError(absl::StrCat("loss step ", o.loss->step, " is not in 0..", o.steps - 1));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, const std::string& policy_name) {
+  SY_RETURN_IF_ERROR(ValidateSim(o, trace));
+  SY_ASSIGN_OR_RETURN(types::Policy policy, SimPolicy(policy_name));
+  policy.set_max_moves(o.max_moves);
+  const ModelShape shape = ShapeOf(o.model);
+  const Hardware& hw = o.hardware;
+  const int L = trace.windows.front().num_layers(), E = shape.num_experts, W = static_cast<int>(trace.windows.size());
+  const std::vector<int>& layer_ids = trace.windows.front().layer_ids;
+  const double expert_bytes = shape.ExpertBytes(hw.weight_bytes);
+
+  // Each window's distribution per layer.
+  std::vector<std::vector<std::vector<double>>> dist(W);
+  for (int w = 0; w < W; ++w) {
+    for (const auto& row : trace.windows[w].values) dist[w].push_back(placement::Probabilities(row));
+  }
+  auto window_of = [&](int step) {
+    if (o.window_steps > 0) return std::min(W - 1, step / o.window_steps);
+    return static_cast<int>(static_cast<int64_t>(step) * W / o.steps);
+  };
+  // The distribution a step draws from: its window's, under the bursts active then (cached
+  // per window and set of active bursts).
+  std::vector<std::vector<std::vector<int>>> hot(o.bursts.size());
+  for (size_t b = 0; b < o.bursts.size(); ++b) {
+    for (int l = 0; l < L; ++l) {
+      SY_ASSIGN_OR_RETURN(std::vector<int> experts, placement::HotExperts(o.bursts[b], E, l, o.seed));
+      hot[b].push_back(std::move(experts));
+    }
+  }
+  std::map<std::pair<int, uint32_t>, std::vector<std::vector<double>>> burst_dist;
+  auto dist_at = [&](int step) -> const std::vector<std::vector<double>>& {
+    const int w = window_of(step);
+    uint32_t active = 0;
+    for (size_t b = 0; b < o.bursts.size(); ++b) active |= o.bursts[b].ActiveAt(step) ? 1u << b : 0u;
+    if (active == 0) return dist[w];
+    auto [it, added] = burst_dist.try_emplace({w, active});
+    if (added) {
+      it->second = dist[w];
+      for (size_t b = 0; b < o.bursts.size(); ++b) {
+        if (!(active & (1u << b))) continue;
+        for (int l = 0; l < L; ++l) it->second[l] = placement::ApplyBurst(it->second[l], hot[b][l], o.bursts[b].share);
+      }
+    }
+    return it->second;
+  };
+
+  SY_ASSIGN_OR_RETURN(placement::Topology topology, placement::Topology::Create(o.ranks, o.nodes, o.slots_per_rank));
+  Cluster cluster = Cluster::Contiguous(o.ranks, o.nodes);
+  double pairs_per_step = o.ranks * o.tokens_per_rank * shape.top_k;
+  placement::LoadMatrix expected{layer_ids, dist[0]};
+  for (auto& row : expected.values) {
+    for (double& x : row) x *= pairs_per_step;
+  }
+  SY_ASSIGN_OR_RETURN(placement::Placement committed, StartPlacement(topology, expected));
+
+  coordinator::LoadAggregator aggregator;
+  aggregator.Reset(L, E);
+  coordinator::AutoRebalanceState auto_state;
+  std::optional<Migration> migration;
+  int64_t epoch = 0;
+
+  PolicyResult result;
+  result.policy = policy_name;
+  result.steps.reserve(o.steps);
+  Rng rng(o.seed);
+  std::vector<std::vector<double>> counts(L, std::vector<double>(E)), window_counts(L, std::vector<double>(E, 0));
+  std::vector<double> mig_intra, mig_inter, layer_intra, layer_inter;
+  int window_first = 0;
+  for (int step = 0; step < o.steps; ++step) {
+    StepRecord rec;
+    rec.step = step;
+    rec.epoch = epoch;
+    // A lost rank: the step stalls for the detection and the regroup, the orphans are read
+    // from the weight source, and the step re-runs on the survivors.
+    if (o.loss && o.loss->step == step) {
+      const int R = cluster.ranks();
+      std::vector<int> previous;
+      for (int r = 0; r < R; ++r) {
+        if (r != o.loss->rank) previous.push_back(r);
+      }
+      const int survivors = R - 1;
+      const int nodes = survivors % o.nodes == 0 ? o.nodes : 1;  // as the workers' regroup
+      int slots = committed.topology.slots_per_rank();
+      if (static_cast<int64_t>(survivors) * slots < E) slots = (E + survivors - 1) / survivors;
+      SY_ASSIGN_OR_RETURN(const placement::Topology next, placement::Topology::Create(survivors, nodes, slots));
+      placement::LoadMatrix seen = aggregator.PlanningLoad(layer_ids, policy.smoothing());
+      SY_ASSIGN_OR_RETURN(placement::RegroupResult regrouped, placement::RegroupPlacement(committed, previous, next, &seen));
+      Cluster kept;
+      kept.num_nodes = cluster.num_nodes;
+      for (int r : previous) kept.node_of.push_back(cluster.node_of[r]);
+      cluster = std::move(kept);
+      committed = std::move(regrouped.placement);
+      // The orphans: each re-placed expert's rank reads its weights; ranks read in parallel.
+      const double per_rank = regrouped.replaced > 0 ? expert_bytes * std::ceil(static_cast<double>(regrouped.replaced) / survivors) : 0;
+      rec.stall_seconds = hw.detect_seconds + hw.regroup_seconds + per_rank / hw.reload_bandwidth;
+      migration.reset();  // the workers drop a migration in flight and agree on the committed epoch
+      ++epoch;
+      rec.epoch = epoch;
+      aggregator.Reset(L, E);  // a new generation reports afresh
+      std::fill(window_counts.begin(), window_counts.end(), std::vector<double>(E, 0));
+      window_first = step;
+      pairs_per_step = survivors * o.tokens_per_rank * shape.top_k;
+    }
+    const int R = cluster.ranks();
+    // This step's batch: pairs per expert drawn from the window's distribution.
+    const auto& d = dist_at(step);
+    for (int l = 0; l < L; ++l) {
+      for (int e = 0; e < E; ++e) counts[l][e] = rng.Poisson(pairs_per_step * d[l][e]);
+    }
+    // Migration bytes on the links this step, spread over the layers.
+    const bool migrating = migration && step >= migration->start_step;
+    bool migration_done = false;
+    if (migrating) {
+      mig_intra.assign(R, 0);
+      mig_inter.assign(R, 0);
+      migration_done = AdvanceMigration(*migration, hw.migration_bytes_per_step, mig_intra, mig_inter);
+      layer_intra.resize(R);
+      layer_inter.resize(R);
+      for (int r = 0; r < R; ++r) {
+        layer_intra[r] = mig_intra[r] / L;
+        layer_inter[r] = mig_inter[r] / L;
+      }
+      rec.migration_progress = migration->total_rank_bytes > 0 ? migration->moved_rank_bytes / migration->total_rank_bytes : 1;
+    }
+    double worst_layer = -1, balance_sum = 0;
+    rec.balancedness_min = 1;
+    for (int l = 0; l < L; ++l) {
+      LayerInputs in;
+      in.layer = committed.FindLayer(layer_ids[l]);
+      in.expert_pairs = counts[l];
+      in.tokens_per_rank = o.tokens_per_rank;
+      if (migrating) {
+        in.migration_intra = &layer_intra;
+        in.migration_inter = &layer_inter;
+      }
+      const LayerCost c = CostLayer(hw, shape, cluster, in, o.dedup);
+      rec.seconds += c.total();
+      rec.intra_bytes += c.intra_bytes;
+      rec.inter_bytes += c.inter_bytes;
+      rec.balancedness_min = std::min(rec.balancedness_min, c.balancedness);
+      balance_sum += c.balancedness;
+      if (c.total() > worst_layer) {
+        worst_layer = c.total();
+        rec.critical_layer = layer_ids[l];
+        rec.critical_rank = c.critical_rank;
+        rec.dominant = c.dominant;
+      }
+      if (o.keep_layers) rec.layers.push_back(c);
+    }
+    rec.balancedness_mean = balance_sum / L;
+    if (rec.stall_seconds > 0) rec.seconds += rec.stall_seconds + rec.seconds;  // the step runs again
+    for (int l = 0; l < L; ++l) {
+      for (int e = 0; e < E; ++e) window_counts[l][e] += counts[l][e];
+    }
+    // The migration commits at this step's boundary: the next step runs the target.
+    if (migration_done) {
+      committed = std::move(migration->target);
+      migration.reset();
+      ++epoch;
+      ++result.migrations;
+      coordinator::OnMigrationCommitted(auto_state);
+    }
+    // A complete load window: the coordinator's aggregation and automatic rebalancer.
+    if (step + 1 - window_first >= o.report_steps) {
+      aggregator.Add(WindowReport(window_first, step + 1, window_counts));
+      aggregator.CompleteReady(1, 1, policy.smoothing(), [](int) { return false; });
+      for (auto& row : window_counts) std::fill(row.begin(), row.end(), 0);
+      window_first = step + 1;
+      const placement::LoadMatrix load = aggregator.PlanningLoad(layer_ids, policy.smoothing());
+      SY_ASSIGN_OR_RETURN(const auto window, coordinator::AutoRebalanceWindow(policy, auto_state, committed, load, {},
+                                                                              migration.has_value()));
+      if (window && window->publish) {
+        // Orders reach the workers with their next heartbeat; all ranks start at one boundary.
+        migration = StartMigration(committed, window->placement, cluster, expert_bytes, step + 2);
+        ++result.plans;
+        result.moved_replicas += migration->moved_replicas;
+        result.moved_bytes += migration->bytes;
+        if (migration->total_rank_bytes == 0) {  // shares only: nothing to copy
+          committed = std::move(migration->target);
+          migration.reset();
+          ++epoch;
+          ++result.migrations;
+          coordinator::OnMigrationCommitted(auto_state);
+        }
+      }
+    }
+    result.steps.push_back(std::move(rec));
+  }
+
+  // Summary.
+  std::vector<double> times;
+  double total = 0, balance = 0, tokens = 0;
+  for (const StepRecord& s : result.steps) {
+    times.push_back(s.seconds);
+    total += s.seconds;
+    balance += s.balancedness_mean;
+  }
+  // Tokens: every surviving rank's batch per step.
+  for (int step = 0; step < o.steps; ++step) {
+    const bool after_loss = o.loss && step >= o.loss->step;
+    tokens += (after_loss ? o.ranks - 1 : o.ranks) * o.tokens_per_rank;
+  }
+  result.step_mean = total / o.steps;
+  result.step_p50 = Percentile(times, 0.5);
+  result.step_p99 = Percentile(times, 0.99);
+  result.tokens_per_s = total > 0 ? tokens / total : 0;
+  result.balancedness_mean = balance / o.steps;
+
+  // Load shifts and recovery.
+  for (int step = 1; step < o.steps; ++step) {
+    const auto& a = dist_at(step - 1);
+    const auto& b = dist_at(step);
+    if (&a == &b || ShiftDistance(a, b) < kShiftDistance) continue;
+    Recovery rec;
+    rec.step = step;
+    double before = 0;
+    int n = 0;
+    for (int s = std::max(0, step - o.report_steps); s < step; ++s, ++n) before += result.steps[s].balancedness_mean;
+    const double target = kRecoveredFraction * before / std::max(1, n);
+    for (int s = step; s < o.steps; ++s) {
+      rec.seconds += result.steps[s].seconds;
+      if (result.steps[s].balancedness_mean >= target) {
+        rec.steps = s - step;
+        break;
+      }
+    }
+    result.recoveries.push_back(rec);
+  }
+  return result;
+}
+
+}  // namespace switchyard::sim
