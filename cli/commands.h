@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace switchyard::cli {
 
@@ -26,6 +27,10 @@ int RunBench(const std::vector<std::string>& args);
 // undrain, policy, events).
 bool IsAdminCommand(const std::string& command);
 int RunAdmin(const std::string& command, const std::vector<std::string>& args);
+
+// InvalidArgument naming the first flag set on the command line (differing from its default)
+// that is another subcommand's: `own` lists the command's flags (names with underscores).
+absl::Status OnlyOwnFlags(absl::string_view command, const std::vector<absl::string_view>& own);
 
 // Prints `message` as "switchyard <command>: <message>" on stderr and returns the exit code
 // for the status' kind (2 for bad input, 1 otherwise).

@@ -1,15 +1,20 @@
 // `switchyard plan`: reads an expert-load CSV, plans a placement with a policy (optionally
 // from the current placement) and writes it as switchyard.placement/v1 JSON.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <optional>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "cli/commands.h"
 #include "common/file_util.h"
 #include "common/flags.h"
+#include "common/json_reader.h"
 #include "common/status.h"
 #include "placement/io/load_csv.h"
 #include "placement/io/placement_json.h"
@@ -132,9 +137,28 @@ std::string Table(const PlanResult& r, const LoadMatrix& load, const placement::
 
 }  // namespace
 
+absl::Status OnlyOwnFlags(absl::string_view command, const std::vector<absl::string_view>& own) {
+  // Every subcommand's flags live in one registry; a flag of another command (trace synth's
+  // --burst given to sim) would otherwise be accepted and ignored.
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::StrContains(flag->Filename(), "cli/") || std::find(own.begin(), own.end(), name) != own.end()) continue;
+    if (flag->CurrentValue() == flag->DefaultValue()) continue;
+    std::string dashed(name);
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    std::string hint;
+    for (absl::string_view mine : own) {
+      if (absl::EndsWith(mine, absl::StrCat("_", name))) hint = absl::StrCat(" (did you mean --", absl::StrReplaceAll(mine, {{"_", "-"}}), "?)");
+    }
+    return absl::InvalidArgumentError(absl::StrCat("--", dashed, " is not a flag of switchyard ", command, hint,
+                                                   "; 'switchyard ", command, " --help' lists them"));
+  }
+  return absl::OkStatus();
+}
+
 int ReportError(absl::string_view command, const absl::Status& status) {
+  // One line, whatever the message quotes (a path or value with a newline is escaped).
   std::fprintf(stderr, "switchyard %s: %s\n", std::string(command).c_str(),
-               std::string(status.message()).c_str());
+               EchoValue(status.message(), 8192).c_str());
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
@@ -152,8 +176,10 @@ int ReportError(absl::string_view command, const absl::Status& status) {
 int RunPlan(const std::vector<std::string>& args) {
   auto run = [&]() -> absl::Status {
     if (!args.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args[0], "'"));
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", EchoValue(args[0]), "'"));
     }
+    SY_RETURN_IF_ERROR(OnlyOwnFlags("plan", {"loads", "select", "ranks", "nodes", "slots_per_rank", "policy", "groups",
+                                             "current", "max_moves", "min_gain_per_move", "noise_z", "out", "format"}));
     const std::string format = absl::GetFlag(FLAGS_format);
     if (format != "json" && format != "table") {
       return absl::InvalidArgumentError(

@@ -1,6 +1,8 @@
 // `switchyard sim`: replays an expert-load trace on a simulated cluster with the coordinator's
 // planner and rebalance policy, and prints what each policy gives (sim/simulator.h).
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -31,7 +33,7 @@ ABSL_FLAG(int, window_steps, 0, "sim: steps per trace window (0: the trace's win
 ABSL_FLAG(int, report_steps, 5, "sim: steps per load window the workers report to the coordinator (worker --window-steps)");
 ABSL_FLAG(std::string, dispatch, "pairs", "sim: pairs (one row per token and expert, today's worker) or dedup (one per token and rank)");
 ABSL_FLAG(std::vector<std::string>, sim_burst, {}, "sim: EXPERTS:SHARE@START..END over steps: a collapse burst on top of the trace (repeatable)");
-ABSL_FLAG(std::string, lose_rank, "", "sim: RANK@STEP: that rank is lost at the start of that step");
+ABSL_FLAG(std::vector<std::string>, lose_rank, {}, "sim: RANK@STEP: that rank is lost at the start of that step (one per run)");
 ABSL_FLAG(std::string, steps_out, "", "sim: write per-step, per-layer figures of every policy to this CSV");
 ABSL_DECLARE_FLAG(int, ranks);
 ABSL_DECLARE_FLAG(int, nodes);
@@ -75,6 +77,7 @@ std::string LayerRange(const std::vector<int>& ids) {
   return absl::StrJoin(ids, ",");
 }
 
+// A policy's summary for --json (its steps are streamed after it: StepJson).
 nlohmann::json ToJson(const sim::PolicyResult& r) {
   nlohmann::json j;
   j["policy"] = r.policy;
@@ -85,41 +88,59 @@ nlohmann::json ToJson(const sim::PolicyResult& r) {
   j["plans"] = r.plans;
   j["migrations"] = r.migrations;
   j["balancedness_mean"] = r.balancedness_mean;
+  double gate = 0, dispatch = 0, ffn = 0, combine = 0, overhead = 0, stall = 0;
+  for (const sim::StepRecord& s : r.steps) {
+    gate += s.phases.gate;
+    dispatch += s.phases.dispatch;
+    ffn += s.phases.ffn;
+    combine += s.phases.combine;
+    overhead += s.phases.overhead;
+    stall += s.seconds - s.phases.total();
+  }
+  const double n = std::max<size_t>(1, r.steps.size()) / 1e3;
+  // Mean per step; they add up to step_ms.mean (stall: a loss's stall and re-run step).
+  j["phase_ms"] = {{"gate", gate / n},         {"dispatch", dispatch / n}, {"ffn", ffn / n},
+                   {"combine", combine / n},   {"overhead", overhead / n}, {"stall", stall / n}};
   nlohmann::json rec = nlohmann::json::array();
   for (const sim::Recovery& x : r.recoveries) {
-    rec.push_back({{"step", x.step}, {"steps", x.steps < 0 ? nlohmann::json(nullptr) : nlohmann::json(x.steps)},
+    rec.push_back({{"step", x.step}, {"event", x.event}, {"target", x.target},
+                   {"steps", x.steps < 0 ? nlohmann::json(nullptr) : nlohmann::json(x.steps)},
                    {"seconds", x.steps < 0 ? nlohmann::json(nullptr) : nlohmann::json(x.seconds)}});
   }
   j["recoveries"] = rec;
-  nlohmann::json steps = nlohmann::json::array();
-  for (const sim::StepRecord& s : r.steps) {
-    steps.push_back({{"step", s.step},
-                     {"epoch", s.epoch},
-                     {"step_ms", s.seconds * 1e3},
-                     {"balancedness_min", s.balancedness_min},
-                     {"balancedness_mean", s.balancedness_mean},
-                     {"critical_layer", s.critical_layer},
-                     {"critical_rank", s.critical_rank},
-                     {"dominant_phase", std::string(sim::PhaseName(s.dominant))},
-                     {"intra_bytes", s.intra_bytes},
-                     {"inter_bytes", s.inter_bytes},
-                     {"migration_progress", s.migration_progress < 0 ? nlohmann::json(nullptr) : nlohmann::json(s.migration_progress)},
-                     {"stall_ms", s.stall_seconds * 1e3}});
-  }
-  j["steps"] = steps;
   return j;
+}
+
+// One step of --json.
+nlohmann::json StepJson(const sim::StepRecord& s) {
+  return nlohmann::json({{"step", s.step},
+                        {"epoch", s.epoch},
+                        {"step_ms", s.seconds * 1e3},
+                        {"phase_ms", {{"gate", s.phases.gate * 1e3}, {"dispatch", s.phases.dispatch * 1e3},
+                                      {"ffn", s.phases.ffn * 1e3}, {"combine", s.phases.combine * 1e3},
+                                      {"overhead", s.phases.overhead * 1e3}}},
+                        {"balancedness_min", s.balancedness_min},
+                        {"balancedness_mean", s.balancedness_mean},
+                        {"critical_layer", s.critical_layer},
+                        {"critical_rank", s.critical_rank},
+                        {"dominant_phase", std::string(sim::PhaseName(s.dominant))},
+                        {"intra_bytes", s.intra_bytes},
+                        {"inter_bytes", s.inter_bytes},
+                        {"migration_progress", s.migration_progress < 0 ? nlohmann::json(nullptr) : nlohmann::json(s.migration_progress)},
+                        {"stall_ms", s.stall_seconds * 1e3}});
 }
 
 std::string StepsCsv(const std::vector<sim::PolicyResult>& results, const std::vector<int>& layer_ids) {
   std::string csv =
-      "policy,step,epoch,step_ms,layer,critical_rank,critical_ms,dominant_phase,balancedness,intra_bytes,inter_bytes,"
-      "migration_progress\n";
+      "policy,step,epoch,step_ms,stall_ms,layer,gate_ms,dispatch_ms,ffn_ms,combine_ms,critical_rank,critical_ms,"
+      "dominant_phase,balancedness,intra_bytes,inter_bytes,migration_progress\n";
   for (const sim::PolicyResult& r : results) {
     for (const sim::StepRecord& s : r.steps) {
       for (size_t l = 0; l < s.layers.size(); ++l) {
         const sim::LayerCost& c = s.layers[l];
-        absl::StrAppendFormat(&csv, "%s,%d,%d,%.4f,%d,%d,%.4f,%s,%.4f,%.0f,%.0f,%s\n", r.policy, s.step, s.epoch,
-                              s.seconds * 1e3, layer_ids[l], c.critical_rank, c.critical_seconds * 1e3,
+        absl::StrAppendFormat(&csv, "%s,%d,%d,%.4f,%.4f,%d,%.4f,%.4f,%.4f,%.4f,%d,%.4f,%s,%.4f,%.0f,%.0f,%s\n", r.policy,
+                              s.step, s.epoch, s.seconds * 1e3, s.stall_seconds * 1e3, layer_ids[l], c.gate * 1e3, c.dispatch * 1e3, c.ffn * 1e3,
+                              c.combine * 1e3, c.critical_rank, c.critical_seconds * 1e3,
                               sim::PhaseName(c.dominant), c.balancedness, c.intra_bytes, c.inter_bytes,
                               s.migration_progress < 0 ? "" : absl::StrFormat("%.4f", s.migration_progress));
       }
@@ -147,7 +168,19 @@ absl::Status Sim() {
     return absl::InvalidArgumentError("give --policy P or --compare P1,P2,..., not both");
   }
   if (policies.empty()) policies = {absl::GetFlag(FLAGS_policy).empty() ? "incremental" : absl::GetFlag(FLAGS_policy)};
-  for (const std::string& p : policies) SY_RETURN_IF_ERROR(sim::SimPolicy(p).status());
+  for (size_t i = 0; i < policies.size(); ++i) {
+    SY_RETURN_IF_ERROR(sim::SimPolicy(policies[i]).status());
+    if (std::find(policies.begin(), policies.begin() + i, policies[i]) != policies.begin() + i) {
+      return absl::InvalidArgumentError(absl::StrCat("--compare names '", policies[i], "' twice"));
+    }
+  }
+  const std::string steps_out = absl::GetFlag(FLAGS_steps_out);
+  if (!steps_out.empty()) {
+    std::error_code ec;
+    if (std::filesystem::equivalent(steps_out, absl::GetFlag(FLAGS_trace), ec)) {
+      return absl::InvalidArgumentError(absl::StrCat("--steps-out '", EchoValue(steps_out, 1024), "' is the trace itself"));
+    }
+  }
 
   SY_ASSIGN_OR_RETURN(o.model, model::LoadModel(absl::GetFlag(FLAGS_model)));
   if (absl::GetFlag(FLAGS_scale) != 1.0) {
@@ -164,14 +197,21 @@ absl::Status Sim() {
   o.report_steps = absl::GetFlag(FLAGS_report_steps);
   o.dedup = dispatch == "dedup";
   o.seed = absl::GetFlag(FLAGS_seed);
+  if (absl::GetFlag(FLAGS_max_moves) < -1) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-moves ", absl::GetFlag(FLAGS_max_moves), ": use a count, or -1 or 0 for none"));
+  }
   o.max_moves = std::max(0, absl::GetFlag(FLAGS_max_moves));
   o.keep_layers = !absl::GetFlag(FLAGS_steps_out).empty();
   for (const std::string& b : absl::GetFlag(FLAGS_sim_burst)) {
     SY_ASSIGN_OR_RETURN(placement::Burst burst, placement::ParseBurst(b));
     o.bursts.push_back(burst);
   }
-  if (!absl::GetFlag(FLAGS_lose_rank).empty()) {
-    SY_ASSIGN_OR_RETURN(o.loss, ParseLoss(absl::GetFlag(FLAGS_lose_rank)));
+  const std::vector<std::string> losses = absl::GetFlag(FLAGS_lose_rank);
+  if (losses.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--lose-rank given ", losses.size(), " times: one loss per run"));
+  }
+  if (!losses.empty()) {
+    SY_ASSIGN_OR_RETURN(o.loss, ParseLoss(losses.front()));
   }
   SY_ASSIGN_OR_RETURN(const sim::Trace trace, ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_first_layers)));
   SY_RETURN_IF_ERROR(sim::ValidateSim(o, trace));
@@ -182,8 +222,8 @@ absl::Status Sim() {
       "%s, layers %s (%d of its %d MoE layers), %d ranks on %d node%s x %d slots, %d steps, hardware %s, %g tokens per "
       "rank, dispatch %s; trace %s: %d window%s, %s",
       o.model.name, LayerRange(layers), static_cast<int>(layers.size()), static_cast<int>(o.model.moe_layers.size()),
-      o.ranks, o.nodes, o.nodes == 1 ? "" : "s", o.slots_per_rank, o.steps, o.hardware.name, o.tokens_per_rank,
-      dispatch, absl::GetFlag(FLAGS_trace), W, W == 1 ? "" : "s",
+      o.ranks, o.nodes, o.nodes == 1 ? "" : "s", o.slots_per_rank, o.steps, EchoValue(o.hardware.name, 256), o.tokens_per_rank,
+      dispatch, EchoValue(absl::GetFlag(FLAGS_trace), 1024), W, W == 1 ? "" : "s",
       o.window_steps > 0 ? absl::StrCat(o.window_steps, " steps each") : "spread over the steps");
 
   std::vector<sim::PolicyResult> results;
@@ -195,14 +235,21 @@ absl::Status Sim() {
     SY_RETURN_IF_ERROR(WriteFileAtomically(absl::GetFlag(FLAGS_steps_out), StepsCsv(results, layers)));
   }
   if (absl::GetFlag(FLAGS_json)) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const sim::PolicyResult& r : results) {
-      nlohmann::json j = ToJson(r);
+    // Streamed, one step at a time: a long run's document is never held whole.
+    std::fputs("[", stdout);
+    for (size_t i = 0; i < results.size(); ++i) {
+      nlohmann::json j = ToJson(results[i]);
       j["simulated"] = what;
       j["layers"] = layers;
-      out.push_back(std::move(j));
+      std::string head = j.dump();
+      head.pop_back();  // the closing brace: "steps" follows
+      std::printf("%s%s,\"steps\":[", i ? "," : "", head.c_str());
+      for (size_t k = 0; k < results[i].steps.size(); ++k) {
+        std::printf("%s%s", k ? "," : "", StepJson(results[i].steps[k]).dump().c_str());
+      }
+      std::fputs("]}", stdout);
     }
-    std::printf("%s\n", out.dump().c_str());
+    std::fputs("]\n", stdout);
     return absl::OkStatus();
   }
   std::printf("switchyard sim: %s\n\n", what.c_str());
@@ -210,7 +257,9 @@ absl::Status Sim() {
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const sim::PolicyResult& r : results) {
     std::vector<std::string> rec;
-    for (const sim::Recovery& x : r.recoveries) rec.push_back(x.steps < 0 ? absl::StrCat("@", x.step, ": never") : absl::StrCat("@", x.step, ": ", x.steps));
+    for (const sim::Recovery& x : r.recoveries) {
+      rec.push_back(absl::StrCat("@", x.step, x.event == "loss" ? " (loss)" : "", ": ", x.steps < 0 ? "never" : absl::StrCat(x.steps)));
+    }
     std::printf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %d | %.2f | %s |\n", r.policy.c_str(), r.tokens_per_s,
                 r.step_p50 * 1e3, r.step_p99 * 1e3, r.balancedness_mean, r.plans, r.moved_replicas,
                 r.moved_bytes / (1 << 30), rec.empty() ? "no shift" : absl::StrJoin(rec, " ").c_str());
@@ -225,7 +274,12 @@ int RunSim(const std::vector<std::string>& args) {
     return ReportError("sim", absl::InvalidArgumentError(absl::StrCat("unexpected argument '", EchoValue(args[0]),
                                                                       "' (all options are flags: --trace, --ranks, ...)")));
   }
-  if (absl::Status status = Sim(); !status.ok()) return ReportError("sim", status);
+  absl::Status status = OnlyOwnFlags(
+      "sim", {"model", "scale", "trace", "steps", "compare", "hardware", "tokens_per_rank", "window_steps", "report_steps",
+              "dispatch", "sim_burst", "lose_rank", "steps_out", "ranks", "nodes", "slots_per_rank", "policy", "json",
+              "seed", "first_layers", "max_moves"});
+  if (status.ok()) status = Sim();
+  if (!status.ok()) return ReportError("sim", status);
   return 0;
 }
 

@@ -1,5 +1,7 @@
 #include "common/file_util.h"
 
+#include "common/json_reader.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,7 +17,7 @@ namespace switchyard {
 namespace {
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path, int err) {
-  const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
+  const std::string message = absl::StrCat(what, " ", EchoValue(path, 1024), ": ", std::strerror(err));
   switch (err) {
     case ENOENT:
       return absl::NotFoundError(message);
@@ -49,10 +51,19 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return ErrnoError("cannot read", path, EISDIR);
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoError("cannot open", path, errno);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
+  // In chunks, up to kMaxReadBytes: a device or pipe that never ends (/dev/zero) is an error,
+  // not an exhausted machine.
+  std::string out;
+  char chunk[1 << 16];
+  while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+    if (out.size() + static_cast<size_t>(in.gcount()) > kMaxReadBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot read '", EchoValue(path), "': larger than ",
+                                                     kMaxReadBytes >> 20, " MiB"));
+    }
+    out.append(chunk, static_cast<size_t>(in.gcount()));
+  }
   if (in.bad()) return ErrnoError("cannot read", path, errno);
-  return buffer.str();
+  return out;
 }
 
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {

@@ -8,8 +8,11 @@
 
 namespace switchyard {
 
-// Reads a file; NotFound / PermissionDenied / InvalidArgument (a directory) / Internal name
-// the path and errno text.
+// Largest file ReadFile reads (traces, configs, placements are far smaller).
+inline constexpr size_t kMaxReadBytes = size_t{1} << 30;
+
+// Reads a file; NotFound / PermissionDenied / InvalidArgument (a directory, or more than
+// kMaxReadBytes) / Internal name the path and errno text.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // Replaces `path` atomically: writes `path.tmp.<pid>`, fsyncs it, renames it over `path`

@@ -139,7 +139,7 @@ absl::StatusOr<ModelConfig> PresetModel(absl::string_view name) {
     m.renormalize = true;
     m.moe_layers = Range(0, 32);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown model preset '", name, "' (choose one of: ",
+    return absl::InvalidArgumentError(absl::StrCat("unknown model preset '", EchoValue(name), "' (choose one of: ",
                                                    absl::StrJoin(PresetNames(), ", "), ")"));
   }
   return m;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/hash.h"
+#include "common/json_reader.h"
 
 namespace switchyard::placement {
 namespace {
@@ -33,7 +34,7 @@ uint64_t Mix(uint64_t seed, uint64_t a, uint64_t b) { return SplitMix64(SplitMix
 
 absl::StatusOr<Burst> ParseBurst(absl::string_view text) {
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("burst '", text, "': ", why,
+    return absl::InvalidArgumentError(absl::StrCat("burst '", EchoValue(text), "': ", why,
                                                    " (expected EXPERTS:SHARE@START..END, e.g. 3:0.35@20..35)"));
   };
   const size_t colon = text.find(':'), at = text.find('@');

@@ -10,7 +10,6 @@
 #include "common/file_util.h"
 #include "common/json_reader.h"
 #include "common/status.h"
-#include "nlohmann/json.hpp"
 
 namespace switchyard::sim {
 namespace {
@@ -37,16 +36,17 @@ Hardware GpuBase(std::string name, double hbm_bytes_per_s) {
   return hw;
 }
 
-// One rank per core of this project's CPU data plane, from docs/benchmarks.md (machine A/B,
-// AVX-512): grouped SwiGLU FFN 150 GFLOP/s per core, memcpy 7.3 GB/s per core, the UCX
+// One rank per core of this project's CPU data plane on the development machine (AMD EPYC,
+// AVX-512; `scripts/bench_worker.sh`'s `bench kernels` figures of 2026-11-30): the grouped
+// SwiGLU FFN at OpenBLAS sgemm's 125 GFLOP/s per core, memcpy 17.4 GB/s per core, the UCX
 // all-to-all within a node about 4 GB/s per rank with ~60 us per phase and ~15 us per peer
 // (`bench a2a`, 4 ranks), fp32 rows and weights (the worker's default), the worker's 4 MiB
 // migration budget per step. Between nodes: 10 Gb/s Ethernet over TCP.
 Hardware Cpu() {
   Hardware hw;
   hw.name = "cpu";
-  hw.flops = 150e9;
-  hw.memory_bandwidth = 7.3e9;
+  hw.flops = 125e9;
+  hw.memory_bandwidth = 17.4e9;
   hw.intra_bandwidth = 4e9;
   hw.intra_latency = 60e-6;
   hw.inter_bandwidth = 1.1e9;
@@ -60,27 +60,28 @@ Hardware Cpu() {
   return hw;
 }
 
-// The fields of Hardware as a table, for JSON files and validation.
+// The fields of Hardware as a table, for JSON files and validation, with the range each must
+// lie in (wide enough for any real machine, narrow enough that every result stays finite).
 struct Field {
   const char* key;
   double Hardware::*member;
-  bool may_be_zero;
+  double lo, hi;
 };
 constexpr Field kFields[] = {
-    {"flops", &Hardware::flops, false},
-    {"memory_bandwidth", &Hardware::memory_bandwidth, false},
-    {"intra_bandwidth", &Hardware::intra_bandwidth, false},
-    {"intra_latency", &Hardware::intra_latency, true},
-    {"inter_bandwidth", &Hardware::inter_bandwidth, false},
-    {"inter_latency", &Hardware::inter_latency, true},
-    {"per_peer", &Hardware::per_peer, true},
-    {"layer_overhead", &Hardware::layer_overhead, true},
-    {"activation_bytes", &Hardware::activation_bytes, false},
-    {"weight_bytes", &Hardware::weight_bytes, false},
-    {"migration_bytes_per_step", &Hardware::migration_bytes_per_step, false},
-    {"detect_seconds", &Hardware::detect_seconds, true},
-    {"regroup_seconds", &Hardware::regroup_seconds, true},
-    {"reload_bandwidth", &Hardware::reload_bandwidth, false},
+    {"flops", &Hardware::flops, 1e6, 1e18},
+    {"memory_bandwidth", &Hardware::memory_bandwidth, 1e3, 1e15},
+    {"intra_bandwidth", &Hardware::intra_bandwidth, 1e3, 1e15},
+    {"intra_latency", &Hardware::intra_latency, 0, 10},
+    {"inter_bandwidth", &Hardware::inter_bandwidth, 1e3, 1e15},
+    {"inter_latency", &Hardware::inter_latency, 0, 10},
+    {"per_peer", &Hardware::per_peer, 0, 1},
+    {"layer_overhead", &Hardware::layer_overhead, 0, 10},
+    {"activation_bytes", &Hardware::activation_bytes, 0.125, 16},
+    {"weight_bytes", &Hardware::weight_bytes, 0.125, 16},
+    {"migration_bytes_per_step", &Hardware::migration_bytes_per_step, 4096, 1e15},
+    {"detect_seconds", &Hardware::detect_seconds, 0, 3600},
+    {"regroup_seconds", &Hardware::regroup_seconds, 0, 3600},
+    {"reload_bandwidth", &Hardware::reload_bandwidth, 1e3, 1e15},
 };
 
 }  // namespace
@@ -99,46 +100,35 @@ absl::StatusOr<Hardware> PresetHardware(absl::string_view name) {
 absl::Status ValidateHardware(const Hardware& hw) {
   for (const Field& f : kFields) {
     const double v = hw.*f.member;
-    if (!std::isfinite(v) || v < 0 || (!f.may_be_zero && v == 0) || v > 1e18) {
-      return absl::InvalidArgumentError(absl::StrCat("hardware '", hw.name, "': ", f.key, " = ", v, " must be ",
-                                                     f.may_be_zero ? ">= 0" : "> 0", " and finite"));
+    if (!(v >= f.lo && v <= f.hi)) {
+      return absl::InvalidArgumentError(absl::StrCat("hardware '", EchoValue(hw.name), "': ", f.key, " = ", v,
+                                                     " must be in [", f.lo, ", ", f.hi, "]"));
     }
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<Hardware> LoadHardware(const std::string& spec) {
-  if (!absl::StrContains(spec, '/') && !absl::StrContains(spec, ".json")) return PresetHardware(spec);
+  if (!absl::StrContains(spec, '/') && !absl::EndsWith(spec, ".json")) return PresetHardware(spec);
   SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(spec));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(spec, ": not a JSON object"));
-  Hardware hw = Cpu();
-  if (j.contains("preset")) {
-    if (!j["preset"].is_string()) return absl::InvalidArgumentError(absl::StrCat(spec, ": \"preset\" must be a string"));
-    SY_ASSIGN_OR_RETURN(hw, PresetHardware(j["preset"].get<std::string>()));
-  } else {
-    hw = Hardware{};
-  }
-  hw.name = spec;
+  SY_ASSIGN_OR_RETURN(const Json j, ParseJson(text, spec));
+  const JsonReader reader(spec);
+  SY_RETURN_IF_ERROR(reader.Object(j, "$"));
+  // The base: the named preset, else the default (h200); the other keys override it.
+  SY_ASSIGN_OR_RETURN(const std::string preset, reader.StringFieldOr(j, "preset", "$", "h200"));
+  auto base = PresetHardware(preset);
+  if (!base.ok()) return reader.Error("$.preset", base.status().message());
+  Hardware hw = *std::move(base);
+  SY_ASSIGN_OR_RETURN(hw.name, reader.StringFieldOr(j, "name", "$", spec));
   for (const auto& [key, value] : j.items()) {
-    if (key == "preset") continue;
-    if (key == "name") {
-      if (!value.is_string()) return absl::InvalidArgumentError(absl::StrCat(spec, ": \"name\" must be a string"));
-      hw.name = value.get<std::string>();
-      continue;
-    }
+    if (key == "preset" || key == "name") continue;
     const Field* field = std::find_if(std::begin(kFields), std::end(kFields), [&](const Field& f) { return key == f.key; });
     if (field == std::end(kFields)) {
       std::vector<std::string> keys;
       for (const Field& f : kFields) keys.push_back(f.key);
-      return absl::InvalidArgumentError(absl::StrCat(spec, ": unknown key '", EchoValue(key), "' (keys: preset, name, ",
-                                                     absl::StrJoin(keys, ", "), ")"));
+      return reader.Error(JsonPath("$", key), absl::StrCat("unknown key (keys: preset, name, ", absl::StrJoin(keys, ", "), ")"));
     }
-    if (!value.is_number()) return absl::InvalidArgumentError(absl::StrCat(spec, ": \"", key, "\" must be a number"));
-    hw.*(field->member) = value.get<double>();
-  }
-  if (absl::Status valid = ValidateHardware(hw); !valid.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(spec, ": ", valid.message()));
+    SY_ASSIGN_OR_RETURN(hw.*(field->member), reader.Number(value, JsonPath("$", key), field->lo, field->hi));
   }
   return hw;
 }
@@ -230,7 +220,7 @@ LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& 
       const double remote = a - local, remote_capacity = capacity[n] - local_units[n];
       const double intra = remote_capacity > 0 ? (std::min(capacity[n], node_ranks[n]) - local_units[n]) * remote / remote_capacity : 0;
       in_intra[r] += intra * u;
-      in_inter[r] += (remote - intra) * u;
+      in_inter[r] += std::max(0.0, remote - intra) * u;
       // Its own sources' unit is served locally: less to send.
       out_intra[r] -= local * u * served_fraction[n];
       out_inter[r] -= local * u * (1 - served_fraction[n]);
@@ -278,7 +268,13 @@ LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& 
   };
 
   LayerCost cost;
-  cost.gate = in.tokens_per_rank * (2 * H * E / hw.flops + 2 * k * H * hw.activation_bytes / hw.memory_bandwidth);
+  // The router logits come with the hidden states (the router GEMM is the caller's): the gate
+  // reads them (fp32) and writes k ids and weights per token.
+  cost.gate = in.tokens_per_rank * (4.0 * E + 8.0 * k) / hw.memory_bandwidth;
+  // Permute gathers each pair's row into the send buffer (read + write); combine reads each
+  // pair's returned row and writes one row per token.
+  const double permute = in.tokens_per_rank * 2 * k * row_bytes / hw.memory_bandwidth;
+  const double reduce = in.tokens_per_rank * (k + 1) * row_bytes / hw.memory_bandwidth;
   cost.overhead = hw.layer_overhead;
   double max_received = 0, sum_received = 0, worst = -1;
   for (int r = 0; r < R; ++r) {
@@ -287,9 +283,9 @@ LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& 
     const double mig_inter = in.migration_inter && !in.migration_inter->empty() ? (*in.migration_inter)[r] : 0;
     const double dispatch = exchange(in_intra[r] * row_factor[r] * row_bytes + mig_intra, out_intra[r] * out_factor * row_bytes + mig_intra,
                                      in_inter[r] * row_factor[r] * row_bytes + mig_inter, out_inter[r] * out_factor * row_bytes + mig_inter,
-                                     peers);
+                                     peers) + permute;
     const double combine = exchange(out_intra[r] * row_bytes, in_intra[r] * row_bytes, out_inter[r] * row_bytes,
-                                    in_inter[r] * row_bytes, peers);
+                                    in_inter[r] * row_bytes, peers) + reduce;
     const double ffn = std::max(received[r] * flops_per_pair / hw.flops,
                                 (active[r] * expert_bytes + received[r] * 2 * row_bytes) / hw.memory_bandwidth);
     cost.dispatch = std::max(cost.dispatch, dispatch);

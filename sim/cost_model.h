@@ -3,19 +3,22 @@
 //
 // Pure functions of named parameters; no clock. Units: seconds, bytes, FLOPs, counts of
 // (token, expert) pairs. Per layer and rank the phases are:
-//   gate      router GEMM (2 H E FLOPs per token) at `flops`, plus reading and writing the
-//             permuted rows (2 k H activation bytes per token) at `memory_bandwidth`;
+//   gate      reading the router logits (fp32; the router GEMM is the caller's, as in
+//             MoeLayer) and writing k expert ids and weights per token, at `memory_bandwidth`;
 //   dispatch  the all-to-all of routed rows: each source sends its pairs to the replicas the
 //             routing table picks (shares first, then own rank, node, the rest: placement/
 //             routing.h), aggregated per expert and node; rows cross NVLink within a node and
 //             RDMA between nodes, which run concurrently, each costing bytes / bandwidth plus
-//             its latency, plus `per_peer` per destination rank. With dedup a token goes once
-//             to each destination rank (the expected distinct ranks of its k pairs);
+//             its latency, plus `per_peer` per destination rank, plus the permute (each
+//             pair's row gathered into the send buffer: 2 k rows per token at
+//             `memory_bandwidth`). With dedup a token goes once to each destination rank (the
+//             expected distinct ranks of its k pairs);
 //   ffn       the rank's grouped GEMM as one roofline: max(FLOPs / flops, bytes / memory
 //             bandwidth), FLOPs = pairs x 2 H I x matrices (3 for SwiGLU, 2 for ReLU^2), bytes =
 //             the weights of every replica that receives a pair plus 2 H activation bytes per
 //             pair;
-//   combine   the return all-to-all: one row per pair, the dispatch's traffic reversed;
+//   combine   the return all-to-all: one row per pair, the dispatch's traffic reversed, plus
+//             the weighted sum (k rows read and one written per token);
 //   overhead  `layer_overhead` per layer (launches, the count exchange, synchronisation).
 // Every all-to-all waits for its slowest rank, so a layer takes gate + max dispatch + max ffn +
 // max combine + overhead. Migration bytes in flight on a rank share its links: they add to

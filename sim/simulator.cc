@@ -24,7 +24,11 @@ namespace types = switchyard::types::v1;
 
 constexpr double kShiftDistance = 0.1;    // mean total-variation distance that counts as a load shift
 constexpr double kRecoveredFraction = 0.95;
-constexpr int kMaxSteps = 1000000;
+constexpr int kMaxSteps = 100000;
+// Sizes whose arrays would not fit: slots per layer (placements are per slot), and kept
+// per-layer records (--steps-out).
+constexpr int64_t kMaxSlots = int64_t{1} << 20;
+constexpr int64_t kMaxLayerRecords = int64_t{1} << 22;
 
 // Draws from SplitMix64's sequence.
 class Rng {
@@ -189,14 +193,26 @@ absl::Status ValidateSim(const SimOptions& o, const Trace& trace) {
     return absl::InvalidArgumentError(absl::StrCat(o.ranks, " ranks x ", o.slots_per_rank, " slots cannot hold ",
                                                    o.model.num_experts, " experts"));
   }
-  if (o.steps < 1 || o.steps > kMaxSteps) return absl::InvalidArgumentError(absl::StrCat("steps must be in 1..", kMaxSteps));
-  if (!(o.tokens_per_rank >= 1 && o.tokens_per_rank <= (1 << 24))) {
-    return absl::InvalidArgumentError("tokens per rank must be in 1..16777216");
+  if (static_cast<int64_t>(o.ranks) * o.slots_per_rank > kMaxSlots) {
+    return absl::InvalidArgumentError(absl::StrCat(o.ranks, " ranks x ", o.slots_per_rank, " slots: at most ", kMaxSlots,
+                                                   " slots per layer"));
   }
-  if (o.window_steps < 0 || o.window_steps > kMaxSteps) return absl::InvalidArgumentError("window steps must be >= 0");
-  if (o.report_steps < 1 || o.report_steps > kMaxSteps) return absl::InvalidArgumentError("report steps must be >= 1");
-  if (o.max_moves < 0) return absl::InvalidArgumentError("the move budget must be >= 0 (0: none)");
-  if (o.bursts.size() > 16) return absl::InvalidArgumentError("at most 16 bursts");
+  if (o.steps < 1 || o.steps > kMaxSteps) return absl::InvalidArgumentError(absl::StrCat("--steps must be in 1..", kMaxSteps));
+  if (o.keep_layers && static_cast<int64_t>(o.steps) * first.num_layers() > kMaxLayerRecords) {
+    return absl::InvalidArgumentError(absl::StrCat("per-layer records of ", o.steps, " steps x ", first.num_layers(),
+                                                   " layers: at most ", kMaxLayerRecords, " (fewer steps or layers)"));
+  }
+  if (!(o.tokens_per_rank >= 1 && o.tokens_per_rank <= (1 << 24))) {
+    return absl::InvalidArgumentError("--tokens-per-rank must be in 1..16777216");
+  }
+  if (o.window_steps < 0 || o.window_steps > kMaxSteps) {
+    return absl::InvalidArgumentError(absl::StrCat("--window-steps must be in 0..", kMaxSteps));
+  }
+  if (o.report_steps < 1 || o.report_steps > kMaxSteps) {
+    return absl::InvalidArgumentError(absl::StrCat("--report-steps must be in 1..", kMaxSteps));
+  }
+  if (o.max_moves < 0) return absl::InvalidArgumentError("--max-moves must be >= 0 (0: none)");
+  if (o.bursts.size() > 16) return absl::InvalidArgumentError("at most 16 --sim-burst");
   for (const placement::Burst& b : o.bursts) {
     if (b.experts > o.model.num_experts) {
       return absl::InvalidArgumentError(absl::StrCat("a burst of ", b.experts, " hot experts: the model has ", o.model.num_experts));
@@ -205,10 +221,18 @@ absl::Status ValidateSim(const SimOptions& o, const Trace& trace) {
   if (o.loss) {
     if (o.ranks < 2) return absl::InvalidArgumentError("a rank loss needs at least 2 ranks");
     if (o.loss->rank < 0 || o.loss->rank >= o.ranks) {
-      return absl::InvalidArgumentError(absl::StrCat("lost rank ", o.loss->rank, " is not in 0..", o.ranks - 1));
+      return absl::InvalidArgumentError(absl::StrCat("--lose-rank: rank ", o.loss->rank, " is not in 0..", o.ranks - 1));
     }
     if (o.loss->step < 0 || o.loss->step >= o.steps) {
-      return absl::InvalidArgumentError(absl::StrCat("loss step ", o.loss->step, " is not in 0..", o.steps - 1));
+      return absl::InvalidArgumentError(absl::StrCat("--lose-rank: step ", o.loss->step, " is not in 0..", o.steps - 1));
+    }
+    // The survivors grow their slots when the spare ones cannot hold the lost rank's experts.
+    const int survivors = o.ranks - 1;
+    if ((o.model.num_experts + survivors - 1) / survivors > placement::kMaxSlotsPerRank) {
+      return absl::InvalidArgumentError(absl::StrCat("after losing a rank, ", survivors, " ranks would need ",
+                                                     (o.model.num_experts + survivors - 1) / survivors,
+                                                     " slots each to hold ", o.model.num_experts, " experts (at most ",
+                                                     placement::kMaxSlotsPerRank, ")"));
     }
   }
   return absl::OkStatus();
@@ -281,6 +305,15 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   std::vector<std::vector<double>> counts(L, std::vector<double>(E)), window_counts(L, std::vector<double>(E, 0));
   std::vector<double> mig_intra, mig_inter, layer_intra, layer_inter;
   int window_first = 0;
+  auto commit = [&] {
+    result.moved_replicas += migration->moved_replicas;
+    result.moved_bytes += migration->bytes;
+    ++result.migrations;
+    committed = std::move(migration->target);
+    migration.reset();
+    ++epoch;
+    coordinator::OnMigrationCommitted(auto_state);
+  };
   for (int step = 0; step < o.steps; ++step) {
     StepRecord rec;
     rec.step = step;
@@ -350,6 +383,11 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
       }
       const LayerCost c = CostLayer(hw, shape, cluster, in, o.dedup);
       rec.seconds += c.total();
+      rec.phases.gate += c.gate;
+      rec.phases.dispatch += c.dispatch;
+      rec.phases.ffn += c.ffn;
+      rec.phases.combine += c.combine;
+      rec.phases.overhead += c.overhead;
       rec.intra_bytes += c.intra_bytes;
       rec.inter_bytes += c.inter_bytes;
       rec.balancedness_min = std::min(rec.balancedness_min, c.balancedness);
@@ -368,13 +406,7 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
       for (int e = 0; e < E; ++e) window_counts[l][e] += counts[l][e];
     }
     // The migration commits at this step's boundary: the next step runs the target.
-    if (migration_done) {
-      committed = std::move(migration->target);
-      migration.reset();
-      ++epoch;
-      ++result.migrations;
-      coordinator::OnMigrationCommitted(auto_state);
-    }
+    if (migration_done) commit();
     // A complete load window: the coordinator's aggregation and automatic rebalancer.
     if (step + 1 - window_first >= o.report_steps) {
       aggregator.Add(WindowReport(window_first, step + 1, window_counts));
@@ -388,15 +420,7 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
         // Orders reach the workers with their next heartbeat; all ranks start at one boundary.
         migration = StartMigration(committed, window->placement, cluster, expert_bytes, step + 2);
         ++result.plans;
-        result.moved_replicas += migration->moved_replicas;
-        result.moved_bytes += migration->bytes;
-        if (migration->total_rank_bytes == 0) {  // shares only: nothing to copy
-          committed = std::move(migration->target);
-          migration.reset();
-          ++epoch;
-          ++result.migrations;
-          coordinator::OnMigrationCommitted(auto_state);
-        }
+        if (migration->total_rank_bytes == 0) commit();  // shares only: nothing to copy
       }
     }
     result.steps.push_back(std::move(rec));
@@ -421,24 +445,42 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   result.tokens_per_s = total > 0 ? tokens / total : 0;
   result.balancedness_mean = balance / o.steps;
 
-  // Load shifts and recovery.
+  // Load shifts, losses and recovery: against what EPLB from scratch reaches on the new
+  // distribution's expected load (on the cluster of that moment).
+  struct Event {
+    int step;
+    const char* kind;
+  };
+  std::vector<Event> events;
   for (int step = 1; step < o.steps; ++step) {
     const auto& a = dist_at(step - 1);
     const auto& b = dist_at(step);
-    if (&a == &b || ShiftDistance(a, b) < kShiftDistance) continue;
+    if (&a != &b && ShiftDistance(a, b) >= kShiftDistance) events.push_back({step, "shift"});
+    if (o.loss && o.loss->step == step) events.push_back({step, "loss"});
+  }
+  if (o.loss && o.loss->step == 0) events.insert(events.begin(), {0, "loss"});
+  for (size_t i = 0; i < events.size(); ++i) {
     Recovery rec;
-    rec.step = step;
-    double before = 0;
-    int n = 0;
-    for (int s = std::max(0, step - o.report_steps); s < step; ++s, ++n) before += result.steps[s].balancedness_mean;
-    const double target = kRecoveredFraction * before / std::max(1, n);
-    for (int s = step; s < o.steps; ++s) {
+    rec.step = events[i].step;
+    rec.event = events[i].kind;
+    const bool after_loss = o.loss && rec.step >= o.loss->step;
+    const int ranks = after_loss ? o.ranks - 1 : o.ranks;
+    const int nodes = after_loss && (o.ranks - 1) % o.nodes != 0 ? 1 : o.nodes;
+    const int slots = std::max(o.slots_per_rank, after_loss ? (E + ranks - 1) / ranks : 0);
+    SY_ASSIGN_OR_RETURN(const placement::Topology shape, placement::Topology::Create(ranks, nodes, slots));
+    placement::LoadMatrix expected_now{layer_ids, dist_at(rec.step)};
+    SY_ASSIGN_OR_RETURN(const placement::Placement reference, StartPlacement(shape, expected_now));
+    SY_ASSIGN_OR_RETURN(const placement::PlacementScore score, placement::ScorePlacement(reference, expected_now));
+    rec.target = kRecoveredFraction * score.balancedness_mean;
+    const int end = i + 1 < events.size() ? events[i + 1].step : o.steps;
+    for (int s = rec.step; s < end; ++s) {
       rec.seconds += result.steps[s].seconds;
-      if (result.steps[s].balancedness_mean >= target) {
-        rec.steps = s - step;
+      if (result.steps[s].balancedness_mean >= rec.target) {
+        rec.steps = s - rec.step;
         break;
       }
     }
+    if (rec.steps < 0) rec.seconds = 0;
     result.recoveries.push_back(rec);
   }
   return result;

@@ -62,9 +62,10 @@ struct StepRecord {
   int step = 0;
   int64_t epoch = 0;          // the placement epoch the step ran under
   double seconds = 0;         // the step: sum over layers (plus a loss's stall)
+  LayerCost phases;           // gate, dispatch, ffn, combine, overhead summed over layers
   double balancedness_min = 1, balancedness_mean = 1;  // over layers, of pairs per rank
   int critical_layer = 0;     // model layer id of the slowest layer
-  int critical_rank = 0;      // its critical rank
+  int critical_rank = 0;      // its critical rank (numbered among the ranks in the step: after a loss, the survivors')
   Phase dominant = Phase::kFfn;  // its dominant phase
   double intra_bytes = 0, inter_bytes = 0;  // all layers, dispatch + combine + migration
   double migration_progress = -1;           // bytes moved / bytes of the migration in flight; -1: none
@@ -72,13 +73,17 @@ struct StepRecord {
   std::vector<LayerCost> layers;            // with keep_layers, in trace layer order
 };
 
-// A load shift (the trace's distribution moves between windows: mean total-variation distance
-// over layers >= 0.1) and how long the policy took to recover from it: the first step whose
-// mean balancedness is at least 0.95 of the mean over the report window before the shift.
+// A load shift (the distribution a step draws from moves: mean total-variation distance over
+// layers >= 0.1; a burst starting or ending counts) or a lost rank, and how long the policy
+// took to recover from it: the steps until the mean balancedness over layers is at least 0.95
+// of what EPLB planned from scratch for the new distribution reaches (on its expected load),
+// before the next event.
 struct Recovery {
   int step = 0;
-  int steps = -1;          // -1: not recovered within the run
-  double seconds = 0;      // of simulated time from the shift to that step
+  std::string event;       // "shift" or "loss"
+  double target = 0;       // the balancedness to reach
+  int steps = -1;          // -1: not recovered before the next event or the run's end
+  double seconds = 0;      // of simulated time from the event to the recovered step (inclusive)
 };
 
 struct PolicyResult {
@@ -86,10 +91,11 @@ struct PolicyResult {
   std::vector<StepRecord> steps;
   double tokens_per_s = 0;
   double step_p50 = 0, step_p99 = 0, step_mean = 0;  // seconds
+  // Committed migrations: what they moved.
   int moved_replicas = 0;
   double moved_bytes = 0;
-  int migrations = 0;     // committed
-  int plans = 0;          // published
+  int migrations = 0;
+  int plans = 0;          // published (committed, dropped by a loss, or in flight at the end)
   std::vector<Recovery> recoveries;
   double balancedness_mean = 0;  // over steps and layers
 };

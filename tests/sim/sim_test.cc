@@ -62,20 +62,23 @@ TEST(CostModel, TwoRanksOneNodeByHand) {
   in.tokens_per_rank = 200;
   const LayerCost c = CostLayer(Simple(), TwoExperts(1), Cluster::Contiguous(2, 1), in, /*dedup=*/false);
   // Rank 0 receives 50 pairs from rank 1 and sends 150; rank 1 the reverse. Rows of 4 x 2
-  // bytes: max(50, 150) x 8 = 1200 bytes over 1e10 B/s each way, per all-to-all.
-  EXPECT_DOUBLE_EQ(c.dispatch, 1200 / 1e10);
-  EXPECT_DOUBLE_EQ(c.combine, 1200 / 1e10);
+  // bytes: max(50, 150) x 8 = 1200 bytes over 1e10 B/s each way, per all-to-all; plus the
+  // permute (200 tokens x 2 x 1 rows of 8 bytes at 1e11) and the combine's weighted sum
+  // (200 x 2 rows).
+  const double permute = 200 * 2 * 8 / 1e11, reduce = 200 * 2 * 8 / 1e11;
+  EXPECT_DOUBLE_EQ(c.dispatch, 1200 / 1e10 + permute);
+  EXPECT_DOUBLE_EQ(c.combine, 1200 / 1e10 + reduce);
   // Rank 1: 300 pairs x 2 x 4 x 8 x 3 FLOPs = 57600 at 1e12 vs (192 weight bytes + 300 x 16)
   // at 1e11: compute-bound.
   EXPECT_DOUBLE_EQ(c.ffn, 57600 / 1e12);
-  // Gate: 200 tokens x (2 x 4 x 2 FLOPs at 1e12 + 2 x 1 x 4 x 2 bytes at 1e11).
-  EXPECT_DOUBLE_EQ(c.gate, 200 * (16 / 1e12 + 16 / 1e11));
+  // Gate: 200 tokens x (2 fp32 logits read + 1 id and weight written) at 1e11.
+  EXPECT_DOUBLE_EQ(c.gate, 200 * (4.0 * 2 + 8.0) / 1e11);
   EXPECT_EQ(c.critical_rank, 1);
   EXPECT_DOUBLE_EQ(c.balancedness, 200.0 / 300.0);
   EXPECT_DOUBLE_EQ(c.intra_bytes, (50 + 50 + 150 + 150) * 8);
   EXPECT_EQ(c.inter_bytes, 0);
   EXPECT_EQ(c.dominant, Phase::kDispatch);
-  EXPECT_DOUBLE_EQ(c.total(), c.gate + 2 * 1200 / 1e10 + 57600 / 1e12);
+  EXPECT_DOUBLE_EQ(c.total(), c.gate + 2 * 1200 / 1e10 + permute + reduce + 57600 / 1e12);
 }
 
 TEST(CostModel, ACrossNodeExchangeUsesTheNicAndPaysLatencies) {
@@ -89,7 +92,7 @@ TEST(CostModel, ACrossNodeExchangeUsesTheNicAndPaysLatencies) {
   hw.per_peer = 1e-6;
   hw.layer_overhead = 2e-6;
   const LayerCost c = CostLayer(hw, TwoExperts(1), Cluster::Contiguous(2, 2), in, false);
-  EXPECT_DOUBLE_EQ(c.dispatch, 1200 / 1e9 + 5e-6 + 1e-6);  // one peer
+  EXPECT_DOUBLE_EQ(c.dispatch, 1200 / 1e9 + 5e-6 + 1e-6 + 200 * 2 * 8 / 1e11);  // one peer, the permute
   EXPECT_DOUBLE_EQ(c.inter_bytes, (50 + 50 + 150 + 150) * 8);
   EXPECT_EQ(c.intra_bytes, 0);
   EXPECT_DOUBLE_EQ(c.overhead, 2e-6);
@@ -105,8 +108,9 @@ TEST(CostModel, DedupSendsATokenOncePerRank) {
   in.tokens_per_rank = 100;
   const LayerCost pairs = CostLayer(Simple(), TwoExperts(2), Cluster::Contiguous(2, 1), in, false);
   const LayerCost rows = CostLayer(Simple(), TwoExperts(2), Cluster::Contiguous(2, 1), in, true);
-  EXPECT_DOUBLE_EQ(pairs.dispatch, 200 * 8 / 1e10);
-  EXPECT_DOUBLE_EQ(rows.dispatch, 100 * 8 / 1e10);
+  const double permute = 100 * 2 * 2 * 8 / 1e11;
+  EXPECT_DOUBLE_EQ(pairs.dispatch, 200 * 8 / 1e10 + permute);
+  EXPECT_DOUBLE_EQ(rows.dispatch, 100 * 8 / 1e10 + permute);
   EXPECT_DOUBLE_EQ(rows.combine, pairs.combine);  // combine returns one row per pair
   EXPECT_DOUBLE_EQ(rows.balancedness, 0.5);
 }
@@ -139,9 +143,17 @@ TEST(Hardware, PresetsAreValidAndFilesOverrideThem) {
   EXPECT_EQ(hw->inter_bandwidth, 25e9);
   EXPECT_EQ(hw->intra_bandwidth, PresetHardware("h100")->intra_bandwidth);
   std::ofstream(dir.File("bad.json")) << R"({"preset": "h100", "nvlink": 1})";
-  EXPECT_NE(LoadHardware(dir.File("bad.json")).status().message().find("unknown key 'nvlink'"), std::string::npos);
+  EXPECT_NE(LoadHardware(dir.File("bad.json")).status().message().find("$.nvlink: unknown key"), std::string::npos);
   std::ofstream(dir.File("neg.json")) << R"({"preset": "h100", "flops": -1})";
   EXPECT_NE(LoadHardware(dir.File("neg.json")).status().message().find("flops"), std::string::npos);
+  // Values that would make the results infinite are out of range.
+  std::ofstream(dir.File("tiny.json")) << R"({"memory_bandwidth": 1e-300})";
+  EXPECT_NE(LoadHardware(dir.File("tiny.json")).status().message().find("memory_bandwidth"), std::string::npos);
+  // Without a preset the base is the default, h200.
+  std::ofstream(dir.File("plain.json")) << R"({"flops": 1e15})";
+  auto plain = LoadHardware(dir.File("plain.json"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->memory_bandwidth, PresetHardware("h200")->memory_bandwidth);
 }
 
 SimOptions SmallRun() {
@@ -197,6 +209,9 @@ TEST(Simulator, ABurstIsRebalancedAndTheMigrationIsPaced) {
   ASSERT_EQ(moving->recoveries.size(), 1u);
   EXPECT_EQ(moving->recoveries[0].step, 20);
   EXPECT_GE(moving->recoveries[0].steps, 0);  // recovered
+  ASSERT_EQ(fixed->recoveries.size(), 1u);
+  EXPECT_EQ(fixed->recoveries[0].steps, -1);  // a placement that never changes does not
+  EXPECT_GE(moving->plans, moving->migrations);
   EXPECT_LT(moving->step_p50, fixed->step_p50);
   const ModelShape shape = ShapeOf(o.model);
   EXPECT_DOUBLE_EQ(moving->moved_bytes, moving->moved_replicas * shape.ExpertBytes(o.hardware.weight_bytes));
@@ -326,9 +341,15 @@ TEST(SimCli, BadInputExitsTwoWithOneLine) {
       {{"--trace", kDecode}, "--ranks R is required"},
       {{"--ranks", "8"}, "--trace LOADS.csv is required"},
       {{"--trace", dir.File("missing.csv"), "--ranks", "8"}, "missing.csv"},
-      {{"--trace", kDecode, "--ranks", "8", "--lose-rank", "9@3"}, "lost rank 9 is not in 0..7"},
+      {{"--trace", kDecode, "--ranks", "8", "--lose-rank", "9@3"}, "--lose-rank: rank 9 is not in 0..7"},
       {{"--trace", kDecode, "--ranks", "8", "--dispatch", "fast"}, "--dispatch 'fast'"},
       {{"--trace", kDecode, "--ranks", "8", "--steps", "0"}, "steps must be in 1.."},
+      {{"--trace", kDecode, "--ranks", "8", "--burst", "3:0.3@1..4"}, "--burst is not a flag of switchyard sim (did you mean --sim-burst?)"},
+      {{"--trace", kDecode, "--ranks", "8", "--compare", "eplb,eplb"}, "--compare names 'eplb' twice"},
+      {{"--trace", kDecode, "--ranks", "8", "--lose-rank", "1@2", "--lose-rank", "2@3"}, "one loss per run"},
+      {{"--trace", kDecode, "--ranks", "8", "--max-moves", "-5"}, "--max-moves -5"},
+      {{"--trace", kDecode, "--ranks", "8", "--steps-out", kDecode}, "is the trace itself"},
+      {{"--trace", kDecode, "--ranks", "8", "--sim-burst", "3:0.3@1..x\nsecond"}, "burst '3:0.3@1..x\\x0asecond'"},
   };
   for (const auto& [args, want] : cases) {
     std::vector<std::string> argv = {kCli, "sim"};
