@@ -142,6 +142,14 @@ class TopCandidates {
   std::vector<Candidate> best_;  // descending rate
 };
 
+// An expert's replicas seen from a bottleneck group: how many sit in it, and the two most
+// loaded ranks outside it that hold one (load -1: none), with the slots.
+struct OtherHolders {
+  int in_group = 0;
+  double load[2] = {-1, -1};
+  int slot[2] = {-1, -1};
+};
+
 // Destinations tried per improvement step for moves and exchanges: the least loaded ranks
 // outside the group; and the group's replicas tried: the heaviest.
 constexpr int kDestinations = 8;
@@ -194,6 +202,30 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
       on_group[e] += s.contribution(slot);
     }
   }
+  // Per expert, for evicting one of its replicas on a rank outside the group: how many of its
+  // replicas sit in the group, and the two most loaded ranks holding it outside the group
+  // (the evicted slot may be one of them). One pass over the slots instead of one per rank.
+  std::vector<OtherHolders> holders(max_cost >= 1 ? E : 0);
+  if (max_cost >= 1) {
+    for (int r = 0; r < s.ranks(); ++r) {
+      for (int slot = s.first_slot(r), end = slot + s.slots_per_rank(); slot < end; ++slot) {
+        const int e = s.expert_at(slot);
+        if (e < 0) continue;
+        OtherHolders& h = holders[e];
+        if (in_group[r]) {
+          ++h.in_group;
+        } else if (s.rank_load(r) > h.load[0]) {
+          h.load[1] = h.load[0];
+          h.slot[1] = h.slot[0];
+          h.load[0] = s.rank_load(r);
+          h.slot[0] = slot;
+        } else if (s.rank_load(r) > h.load[1]) {
+          h.load[1] = s.rank_load(r);
+          h.slot[1] = slot;
+        }
+      }
+    }
+  }
   // Adding a replica is tried on every rank outside the group (a redundant replica to
   // replace may sit anywhere); moves and exchanges only toward the lightest ranks.
   std::vector<int> dests;
@@ -217,14 +249,14 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
       if (room >= 0) {
         double evicted = 0, group_level = level, raised = 0;
         if (const int x = s.expert_at(room); x >= 0) {
+          // The evicted replica's load spreads over x's other replicas: the group's share
+          // raises its level, the most loaded other holder rises by `each`.
           evicted = s.contribution(room);
           const double each = evicted / (s.replicas(x) - 1);
-          for (int other = s.first_slot_of(x); other >= 0; other = s.next_slot_of(other)) {
-            const int r2 = s.RankOfSlot(other);
-            if (other == room) continue;
-            if (in_group[r2]) group_level += each / g;
-            else raised = std::max(raised, s.rank_load(r2) + each);
-          }
+          const OtherHolders& h = holders[x];
+          for (int i = 0; i < h.in_group; ++i) group_level += each / g;
+          const double top = h.slot[0] != room ? h.load[0] : h.load[1];
+          if (top >= 0) raised = std::max(raised, top + each);
         }
         const double base_d = load_d - evicted;
         for (int h : group_experts) {

@@ -455,8 +455,11 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   for (int step = 1; step < o.steps; ++step) {
     const auto& a = dist_at(step - 1);
     const auto& b = dist_at(step);
-    if (&a != &b && ShiftDistance(a, b) >= kShiftDistance) events.push_back({step, "shift"});
-    if (o.loss && o.loss->step == step) events.push_back({step, "loss"});
+    if (o.loss && o.loss->step == step) {
+      events.push_back({step, "loss"});  // a shift at the same step is part of it
+    } else if (&a != &b && ShiftDistance(a, b) >= kShiftDistance) {
+      events.push_back({step, "shift"});
+    }
   }
   if (o.loss && o.loss->step == 0) events.insert(events.begin(), {0, "loss"});
   for (size_t i = 0; i < events.size(); ++i) {
