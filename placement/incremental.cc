@@ -605,8 +605,10 @@ LayerState AlignedTo(const LayerState& current, const LayerState& fresh, const T
     for (int slot = fresh.first_slot(a), end = slot + fresh.slots_per_rank(); slot < end; ++slot) {
       if (const int e = fresh.expert_at(slot); e >= 0) holds[e] = 1;
     }
-    for (int b = 0; b < R; ++b) {
-      if (fixed[b] || topo.NodeOf(a) != topo.NodeOf(b)) continue;
+    // Candidates: the ranks of a's node (nodes are contiguous blocks), in rank order.
+    const int first = topo.NodeOf(a) * topo.ranks_per_node();
+    for (int b = first; b < first + topo.ranks_per_node(); ++b) {
+      if (fixed[b]) continue;
       int shared = 0;
       for (int slot = current.first_slot(b), end = slot + current.slots_per_rank(); slot < end; ++slot) {
         if (const int e = current.expert_at(slot); e >= 0) shared += holds[e];
