@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "model/model.h"
 #include "nlohmann/json.hpp"
 #include "placement/io/load_csv.h"
+#include "placement/io/placement_json.h"
 #include "sim/simulator.h"
 
 ABSL_FLAG(std::string, model, "preset:deepseek-v3", "sim: the model, preset:NAME or a config.json (file or directory)");
@@ -34,6 +36,7 @@ ABSL_FLAG(int, report_steps, 5, "sim: steps per load window the workers report t
 ABSL_FLAG(std::string, dispatch, "pairs", "sim: pairs (one row per token and expert, today's worker) or dedup (one per token and rank)");
 ABSL_FLAG(std::vector<std::string>, sim_burst, {}, "sim: EXPERTS:SHARE@START..END over steps: a collapse burst on top of the trace (repeatable)");
 ABSL_FLAG(std::vector<std::string>, lose_rank, {}, "sim: RANK@STEP: that rank is lost at the start of that step (one per run)");
+ABSL_FLAG(std::string, start, "", "sim: a placement JSON (switchyard plan output) every policy starts from (default: EPLB on the first window)");
 ABSL_FLAG(std::string, steps_out, "", "sim: write per-step, per-layer figures of every policy to this CSV");
 ABSL_DECLARE_FLAG(int, ranks);
 ABSL_DECLARE_FLAG(int, nodes);
@@ -214,6 +217,11 @@ absl::Status Sim() {
     SY_ASSIGN_OR_RETURN(o.loss, ParseLoss(losses.front()));
   }
   SY_ASSIGN_OR_RETURN(const sim::Trace trace, ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_first_layers)));
+  std::optional<placement::Placement> start;
+  if (!absl::GetFlag(FLAGS_start).empty()) {
+    SY_ASSIGN_OR_RETURN(start, placement::ReadPlacementJson(absl::GetFlag(FLAGS_start)));
+    o.start = &*start;
+  }
   SY_RETURN_IF_ERROR(sim::ValidateSim(o, trace));
 
   const std::vector<int>& layers = trace.windows.front().layer_ids;
@@ -277,7 +285,7 @@ int RunSim(const std::vector<std::string>& args) {
   absl::Status status = OnlyOwnFlags(
       "sim", {"model", "scale", "trace", "steps", "compare", "hardware", "tokens_per_rank", "window_steps", "report_steps",
               "dispatch", "sim_burst", "lose_rank", "steps_out", "ranks", "nodes", "slots_per_rank", "policy", "json",
-              "seed", "first_layers", "max_moves"});
+              "seed", "first_layers", "max_moves", "start"});
   if (status.ok()) status = Sim();
   if (!status.ok()) return ReportError("sim", status);
   return 0;

@@ -212,6 +212,23 @@ absl::Status ValidateSim(const SimOptions& o, const Trace& trace) {
     return absl::InvalidArgumentError(absl::StrCat("--report-steps must be in 1..", kMaxSteps));
   }
   if (o.max_moves < 0) return absl::InvalidArgumentError("--max-moves must be >= 0 (0: none)");
+  if (o.start != nullptr) {
+    const placement::Placement& p = *o.start;
+    if (p.topology.ranks() != o.ranks || p.topology.nodes() != o.nodes || p.topology.slots_per_rank() != o.slots_per_rank) {
+      return absl::InvalidArgumentError(absl::StrCat("--start: the placement is for ", p.topology.ranks(), " ranks on ",
+                                                     p.topology.nodes(), " nodes x ", p.topology.slots_per_rank(),
+                                                     " slots, the simulation has ", o.ranks, " on ", o.nodes, " x ",
+                                                     o.slots_per_rank));
+    }
+    if (p.num_experts != o.model.num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("--start: the placement has ", p.num_experts, " experts, the model ",
+                                                     o.model.num_experts));
+    }
+    for (int id : first.layer_ids) {
+      if (p.FindLayer(id) == nullptr) return absl::InvalidArgumentError(absl::StrCat("--start: the placement has no layer ", id));
+    }
+    SY_RETURN_IF_ERROR(placement::ValidatePlacement(p));
+  }
   if (o.bursts.size() > 16) return absl::InvalidArgumentError("at most 16 --sim-burst");
   for (const placement::Burst& b : o.bursts) {
     if (b.experts > o.model.num_experts) {
@@ -290,7 +307,15 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   for (auto& row : expected.values) {
     for (double& x : row) x *= pairs_per_step;
   }
-  SY_ASSIGN_OR_RETURN(placement::Placement committed, StartPlacement(topology, expected));
+  placement::Placement committed;
+  if (o.start != nullptr) {
+    committed = *o.start;
+    std::erase_if(committed.layers, [&](const placement::LayerPlacement& l) {
+      return std::find(layer_ids.begin(), layer_ids.end(), l.layer_id) == layer_ids.end();
+    });
+  } else {
+    SY_ASSIGN_OR_RETURN(committed, StartPlacement(topology, expected));
+  }
 
   coordinator::LoadAggregator aggregator;
   aggregator.Reset(L, E);

@@ -49,6 +49,10 @@ struct SimOptions {
   // from the seed), at most 16.
   std::vector<placement::Burst> bursts;
   bool keep_layers = false;  // keep per-layer costs in each StepRecord
+  // The placement every policy starts from (e.g. `switchyard plan` output); null: EPLB's
+  // global policy on the first window's expected load. Must match the ranks, nodes, slots,
+  // experts, and hold every trace layer.
+  const placement::Placement* start = nullptr;
 };
 
 // The policies `--policy` / `--compare` name, as the coordinator's Policy: "static" (no

@@ -328,6 +328,30 @@ TEST(SimCli, ComparesPoliciesAsJson) {
   EXPECT_NE(table.out.find("layers 3,4 (2 of its 58 MoE layers)"), std::string::npos) << table.out;
 }
 
+// A placement from `switchyard plan` as the start: EPLB's hierarchical policy (8 groups on 4
+// nodes) is capped near 0.87 on the prefill trace; the incremental policy starting from it
+// rebalances, and static keeps it.
+TEST(SimCli, StartsFromAPlanFile) {
+  test::TempDir dir;
+  const std::string trace = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_prefill_in1024.csv";
+  auto plan = RunCommand({kCli, "plan", "--loads", trace, "--ranks", "32", "--nodes", "4", "--slots-per-rank", "9",
+                          "--policy", "eplb", "--groups", "8", "--out", dir.File("hier.json")});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  auto r = RunCommand({kCli, "sim", "--trace", trace, "--first-layers", "6", "--ranks", "32", "--nodes", "4",
+                       "--slots-per-rank", "9", "--steps", "40", "--tokens-per-rank", "1024", "--start",
+                       dir.File("hier.json"), "--compare", "static,incremental", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j[0]["moved_replicas"], 0);
+  EXPECT_GT(j[1]["moved_replicas"].get<int>(), 0);
+  EXPECT_GT(j[1]["steps"][39]["balancedness_mean"].get<double>(), j[0]["steps"][39]["balancedness_mean"].get<double>() + 0.02);
+  // A placement for another cluster is refused by name.
+  auto bad = RunCommand({kCli, "sim", "--trace", trace, "--ranks", "32", "--nodes", "8", "--slots-per-rank", "9",
+                         "--start", dir.File("hier.json")});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--start: the placement is for 32 ranks on 4 nodes x 9 slots, the simulation has 32 on 8 x 9"), std::string::npos) << bad.err;
+}
+
 TEST(SimCli, BadInputExitsTwoWithOneLine) {
   test::TempDir dir;
   std::ofstream(dir.File("mixtral.csv")) << "layer,expert,tokens\n0,0,5\n0,1,7\n";
