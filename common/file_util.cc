@@ -1,7 +1,5 @@
 #include "common/file_util.h"
 
-#include "common/json_reader.h"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,9 +7,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_reader.h"
 
 namespace switchyard {
 namespace {
@@ -57,7 +55,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   char chunk[1 << 16];
   while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
     if (out.size() + static_cast<size_t>(in.gcount()) > kMaxReadBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot read '", EchoValue(path), "': larger than ",
+      return absl::InvalidArgumentError(absl::StrCat("cannot read ", EchoValue(path, 1024), ": larger than ",
                                                      kMaxReadBytes >> 20, " MiB"));
     }
     out.append(chunk, static_cast<size_t>(in.gcount()));

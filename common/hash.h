@@ -20,6 +20,18 @@ inline uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// The SplitMix64 stream seeded with `seed`: Next() returns its values in order from the
+// 0th; Uniform() is the next value as a double in [0, 1).
+class SplitMix64Stream {
+ public:
+  explicit SplitMix64Stream(uint64_t seed) : seed_(seed) {}
+  uint64_t Next() { return SplitMix64(seed_ + (i_++) * kGoldenGamma); }
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+
+ private:
+  uint64_t seed_, i_ = 0;
+};
+
 // FNV-1a of `bytes` bytes, continuing from `h`.
 inline uint64_t Fnv1a(const void* data, size_t bytes, uint64_t h = kFnvOffsetBasis) {
   const auto* p = static_cast<const unsigned char*>(data);

@@ -13,16 +13,7 @@
 namespace switchyard::placement {
 namespace {
 
-// The i-th value of the SplitMix64 stream seeded with `seed`.
-class Stream {
- public:
-  explicit Stream(uint64_t seed) : seed_(seed) {}
-  uint64_t Next() { return SplitMix64(seed_ + (i_++) * kGoldenGamma); }
-  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }  // [0, 1)
-
- private:
-  uint64_t seed_, i_ = 0;
-};
+using Stream = SplitMix64Stream;
 
 constexpr double kMaxDraws = 1e9;
 constexpr int kMaxMisses = 16;

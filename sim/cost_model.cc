@@ -279,8 +279,8 @@ LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& 
   double max_received = 0, sum_received = 0, worst = -1;
   for (int r = 0; r < R; ++r) {
     const double peers = std::max(0, active_ranks - (received[r] > 0 ? 1 : 0));
-    const double mig_intra = in.migration_intra && !in.migration_intra->empty() ? (*in.migration_intra)[r] : 0;
-    const double mig_inter = in.migration_inter && !in.migration_inter->empty() ? (*in.migration_inter)[r] : 0;
+    const double mig_intra = in.migration_intra.empty() ? 0 : in.migration_intra[r];
+    const double mig_inter = in.migration_inter.empty() ? 0 : in.migration_inter[r];
     const double dispatch = exchange(in_intra[r] * row_factor[r] * row_bytes + mig_intra, out_intra[r] * out_factor * row_bytes + mig_intra,
                                      in_inter[r] * row_factor[r] * row_bytes + mig_inter, out_inter[r] * out_factor * row_bytes + mig_inter,
                                      peers) + permute;

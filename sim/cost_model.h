@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -111,11 +112,10 @@ struct LayerCost {
 
 struct LayerInputs {
   const placement::LayerPlacement* layer = nullptr;
-  std::vector<double> expert_pairs;  // pairs each expert receives this step (all sources)
+  std::span<const double> expert_pairs;  // [experts]: pairs each expert receives this step (all sources)
   double tokens_per_rank = 0;
-  // Migration bytes each rank moves during this layer (empty: none), split by link class.
-  const std::vector<double>* migration_intra = nullptr;
-  const std::vector<double>* migration_inter = nullptr;
+  // [ranks]: migration bytes each rank moves during this layer, by link class (empty: none).
+  std::span<const double> migration_intra, migration_inter;
 };
 
 // The cost of one layer step. `dedup`: dispatch sends a token once per destination rank.

@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/hash.h"
 #include "common/json_reader.h"
+#include "common/stats.h"
 #include "common/status.h"
 #include "coordinator/load_aggregator.h"
 #include "coordinator/policy.h"
@@ -30,39 +30,23 @@ constexpr int kMaxSteps = 100000;
 constexpr int64_t kMaxSlots = int64_t{1} << 20;
 constexpr int64_t kMaxLayerRecords = int64_t{1} << 22;
 
-// Draws from SplitMix64's sequence.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t Next() { return SplitMix64(state_ += kGoldenGamma); }
-  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }  // [0, 1)
-  // Standard normal (Box-Muller; one value per call).
-  double Normal() {
-    const double u = 1.0 - Uniform(), v = Uniform();
-    return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
-  }
-  // Poisson(mean): exact (inversion) below 30, the normal approximation above.
-  double Poisson(double mean) {
-    if (mean <= 0) return 0;
-    if (mean >= 30) return std::max(0.0, std::round(mean + std::sqrt(mean) * Normal()));
-    const double limit = std::exp(-mean);
-    double p = Uniform(), k = 0;
-    while (p > limit) {
-      p *= Uniform();
-      ++k;
-    }
-    return k;
-  }
+// Standard normal (Box-Muller; one value per call).
+double Normal(SplitMix64Stream& rng) {
+  const double u = 1.0 - rng.Uniform(), v = rng.Uniform();
+  return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+}
 
- private:
-  uint64_t state_;
-};
-
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(std::ceil(q * v.size())) - (q > 0 ? 1 : 0));
-  return v[i];
+// Poisson(mean): exact (inversion) below 30, the normal approximation above.
+double Poisson(SplitMix64Stream& rng, double mean) {
+  if (mean <= 0) return 0;
+  if (mean >= 30) return std::max(0.0, std::round(mean + std::sqrt(mean) * Normal(rng)));
+  const double limit = std::exp(-mean);
+  double p = rng.Uniform(), k = 0;
+  while (p > limit) {
+    p *= rng.Uniform();
+    ++k;
+  }
+  return k;
 }
 
 // One migration in flight: the bytes each rank still has to move (sent + received), per link
@@ -303,10 +287,6 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   SY_ASSIGN_OR_RETURN(placement::Topology topology, placement::Topology::Create(o.ranks, o.nodes, o.slots_per_rank));
   Cluster cluster = Cluster::Contiguous(o.ranks, o.nodes);
   double pairs_per_step = o.ranks * o.tokens_per_rank * shape.top_k;
-  placement::LoadMatrix expected{layer_ids, dist[0]};
-  for (auto& row : expected.values) {
-    for (double& x : row) x *= pairs_per_step;
-  }
   placement::Placement committed;
   if (o.start != nullptr) {
     committed = *o.start;
@@ -314,6 +294,10 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
       return std::find(layer_ids.begin(), layer_ids.end(), l.layer_id) == layer_ids.end();
     });
   } else {
+    placement::LoadMatrix expected{layer_ids, dist[0]};  // pairs per step, count units
+    for (auto& row : expected.values) {
+      for (double& x : row) x *= pairs_per_step;
+    }
     SY_ASSIGN_OR_RETURN(committed, StartPlacement(topology, expected));
   }
 
@@ -326,10 +310,11 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   PolicyResult result;
   result.policy = policy_name;
   result.steps.reserve(o.steps);
-  Rng rng(o.seed);
+  SplitMix64Stream rng(o.seed + kGoldenGamma);  // the draws start at the stream's value 1
   std::vector<std::vector<double>> counts(L, std::vector<double>(E)), window_counts(L, std::vector<double>(E, 0));
-  std::vector<double> mig_intra, mig_inter, layer_intra, layer_inter;
+  std::vector<double> mig_intra, mig_inter;  // migration bytes per rank in each layer of this step
   int window_first = 0;
+  double tokens = 0;  // every rank's batch, each step
   auto commit = [&] {
     result.moved_replicas += migration->moved_replicas;
     result.moved_bytes += migration->bytes;
@@ -375,10 +360,11 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
       pairs_per_step = survivors * o.tokens_per_rank * shape.top_k;
     }
     const int R = cluster.ranks();
+    tokens += R * o.tokens_per_rank;
     // This step's batch: pairs per expert drawn from the window's distribution.
     const auto& d = dist_at(step);
     for (int l = 0; l < L; ++l) {
-      for (int e = 0; e < E; ++e) counts[l][e] = rng.Poisson(pairs_per_step * d[l][e]);
+      for (int e = 0; e < E; ++e) counts[l][e] = Poisson(rng, pairs_per_step * d[l][e]);
     }
     // Migration bytes on the links this step, spread over the layers.
     const bool migrating = migration && step >= migration->start_step;
@@ -387,11 +373,9 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
       mig_intra.assign(R, 0);
       mig_inter.assign(R, 0);
       migration_done = AdvanceMigration(*migration, hw.migration_bytes_per_step, mig_intra, mig_inter);
-      layer_intra.resize(R);
-      layer_inter.resize(R);
       for (int r = 0; r < R; ++r) {
-        layer_intra[r] = mig_intra[r] / L;
-        layer_inter[r] = mig_inter[r] / L;
+        mig_intra[r] /= L;
+        mig_inter[r] /= L;
       }
       rec.migration_progress = migration->total_rank_bytes > 0 ? migration->moved_rank_bytes / migration->total_rank_bytes : 1;
     }
@@ -403,8 +387,8 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
       in.expert_pairs = counts[l];
       in.tokens_per_rank = o.tokens_per_rank;
       if (migrating) {
-        in.migration_intra = &layer_intra;
-        in.migration_inter = &layer_inter;
+        in.migration_intra = mig_intra;
+        in.migration_inter = mig_inter;
       }
       const LayerCost c = CostLayer(hw, shape, cluster, in, o.dedup);
       rec.seconds += c.total();
@@ -453,16 +437,11 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
 
   // Summary.
   std::vector<double> times;
-  double total = 0, balance = 0, tokens = 0;
+  double total = 0, balance = 0;
   for (const StepRecord& s : result.steps) {
     times.push_back(s.seconds);
     total += s.seconds;
     balance += s.balancedness_mean;
-  }
-  // Tokens: every surviving rank's batch per step.
-  for (int step = 0; step < o.steps; ++step) {
-    const bool after_loss = o.loss && step >= o.loss->step;
-    tokens += (after_loss ? o.ranks - 1 : o.ranks) * o.tokens_per_rank;
   }
   result.step_mean = total / o.steps;
   result.step_p50 = Percentile(times, 0.5);

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/hash.h"
+#include "common/stats.h"
 #include "common/status.h"
 #include "placement/io/placement_json.h"
 
@@ -21,13 +22,6 @@ namespace switchyard::worker {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = static_cast<size_t>(std::ceil(q * v.size())) - (q > 0 ? 1 : 0);
-  return v[std::min(i, v.size() - 1)];
-}
 
 // Balancedness of pairs processed per rank, for each layer.
 absl::StatusOr<std::vector<double>> MeasuredBalance(comm::Communicator& comm, const std::vector<LayerCounts>& window) {

@@ -58,7 +58,8 @@ TEST(CostModel, TwoRanksOneNodeByHand) {
   const placement::LayerPlacement layer = OnePerRank();
   LayerInputs in;
   in.layer = &layer;
-  in.expert_pairs = {100, 300};  // 400 tokens, top-1
+  const std::vector<double> pairs = {100, 300};  // 400 tokens, top-1
+  in.expert_pairs = pairs;
   in.tokens_per_rank = 200;
   const LayerCost c = CostLayer(Simple(), TwoExperts(1), Cluster::Contiguous(2, 1), in, /*dedup=*/false);
   // Rank 0 receives 50 pairs from rank 1 and sends 150; rank 1 the reverse. Rows of 4 x 2
@@ -85,7 +86,8 @@ TEST(CostModel, ACrossNodeExchangeUsesTheNicAndPaysLatencies) {
   const placement::LayerPlacement layer = OnePerRank();
   LayerInputs in;
   in.layer = &layer;
-  in.expert_pairs = {100, 300};
+  const std::vector<double> pairs = {100, 300};
+  in.expert_pairs = pairs;
   in.tokens_per_rank = 200;
   Hardware hw = Simple();
   hw.inter_latency = 5e-6;
@@ -104,7 +106,8 @@ TEST(CostModel, DedupSendsATokenOncePerRank) {
   layer.ranks = {{}, {{0, 1.0}, {1, 1.0}}};
   LayerInputs in;
   in.layer = &layer;
-  in.expert_pairs = {200, 200};
+  const std::vector<double> counts = {200, 200};
+  in.expert_pairs = counts;
   in.tokens_per_rank = 100;
   const LayerCost pairs = CostLayer(Simple(), TwoExperts(2), Cluster::Contiguous(2, 1), in, false);
   const LayerCost rows = CostLayer(Simple(), TwoExperts(2), Cluster::Contiguous(2, 1), in, true);
@@ -122,7 +125,8 @@ TEST(CostModel, SharesSplitAReplicatedExpertAndLocalPairsStayHome) {
   layer.ranks = {{{0, 0.5}}, {{0, 0.5}, {1, 1.0}}};
   LayerInputs in;
   in.layer = &layer;
-  in.expert_pairs = {200, 100};
+  const std::vector<double> counts = {200, 100};
+  in.expert_pairs = counts;
   in.tokens_per_rank = 150;
   const LayerCost c = CostLayer(Simple(), TwoExperts(1), Cluster::Contiguous(2, 1), in, false);
   EXPECT_DOUBLE_EQ(c.intra_bytes, 2 * 50 * 8);  // dispatch + combine of expert 1's 50 pairs
