@@ -42,4 +42,17 @@ absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t to
   return absl::OkStatus();
 }
 
+absl::Status SharedExpertGateCpu(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size, float* scale,
+                                 CpuIsa isa) {
+  if (tokens < 0 || hidden_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("shared expert gate: tokens ", tokens, ", hidden size ", hidden_size));
+  }
+  if (!CpuSupports(isa)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shared expert gate: the ", CpuIsaName(isa), " path is not available on this CPU"));
+  }
+  internal::SharedGateFor(isa)(hidden, gate, tokens, hidden_size, scale);
+  return absl::OkStatus();
+}
+
 }  // namespace switchyard::kernels

@@ -51,4 +51,11 @@ struct GatingConfig {
 absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t tokens,
                      int32_t* expert_ids, float* weights, CpuIsa isa = BestCpuIsa());
 
+// The gate of a gated shared expert (Qwen2-MoE, Qwen3.5-MoE): scale[t] =
+// sigmoid(hidden[t] . gate) for hidden [tokens, hidden_size], gate [hidden_size]. The dot is
+// one fused multiply-add per element in ascending order, the sigmoid the gating kernels' own:
+// the same bits on every ISA path.
+absl::Status SharedExpertGateCpu(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size,
+                                 float* scale, CpuIsa isa = BestCpuIsa());
+
 }  // namespace switchyard::kernels

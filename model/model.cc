@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 
@@ -41,27 +42,57 @@ constexpr absl::string_view kNemotron3NanoPattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*
 // its range before it is narrowed.
 class Keys {
  public:
-  Keys(const Json& j, absl::string_view file) : j_(j), rd_(file) {}
+  Keys(const Json& j, absl::string_view file, std::string path = "$") : j_(j), rd_(file), path_(std::move(path)) {}
   bool Has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
-  absl::StatusOr<int64_t> Int(const char* key, int64_t lo, int64_t hi) const { return rd_.IntField(j_, key, "$", lo, hi); }
+  absl::StatusOr<int64_t> Int(const char* key, int64_t lo, int64_t hi) const { return rd_.IntField(j_, key, path_, lo, hi); }
   absl::StatusOr<int64_t> IntOr(const char* key, int64_t fallback, int64_t lo, int64_t hi) const {
-    return rd_.IntFieldOr(j_, key, "$", fallback, lo, hi);
+    return rd_.IntFieldOr(j_, key, path_, fallback, lo, hi);
   }
   absl::StatusOr<double> NumberOr(const char* key, double fallback, double lo, double hi) const {
-    return rd_.NumberFieldOr(j_, key, "$", fallback, lo, hi);
+    return rd_.NumberFieldOr(j_, key, path_, fallback, lo, hi);
   }
-  absl::StatusOr<bool> BoolOr(const char* key, bool fallback) const { return rd_.BoolFieldOr(j_, key, "$", fallback); }
+  absl::StatusOr<bool> BoolOr(const char* key, bool fallback) const { return rd_.BoolFieldOr(j_, key, path_, fallback); }
   absl::StatusOr<std::string> StringOr(const char* key, const std::string& fallback) const {
-    return rd_.StringFieldOr(j_, key, "$", fallback);
+    return rd_.StringFieldOr(j_, key, path_, fallback);
   }
-  absl::StatusOr<const Json*> ArrayOr(const char* key) const { return rd_.ArrayFieldOr(j_, key, "$"); }
+  absl::StatusOr<const Json*> ArrayOr(const char* key) const { return rd_.ArrayFieldOr(j_, key, path_); }
   const JsonReader& reader() const { return rd_; }
-  absl::Status Error(absl::string_view key, absl::string_view problem) const { return rd_.Error(JsonPath("$", key), problem); }
+  const std::string& path() const { return path_; }
+  absl::Status Error(absl::string_view key, absl::string_view problem) const { return rd_.Error(JsonPath(path_, key), problem); }
 
  private:
   const Json& j_;
   JsonReader rd_;
+  std::string path_;
 };
+
+// The quantization_config's FP8 block size (weight_block_size [rows, cols]), when given.
+absl::Status ReadFp8Block(const Json& j, absl::string_view file, ModelConfig& m) {
+  if (!j.contains("quantization_config") || !j["quantization_config"].is_object()) return absl::OkStatus();
+  const Keys q(j["quantization_config"], file, "$.quantization_config");
+  SY_ASSIGN_OR_RETURN(const Json* block, q.ArrayOr("weight_block_size"));
+  if (block == nullptr) return absl::OkStatus();
+  if (block->size() != 2) return q.Error("weight_block_size", "expected [rows, cols]");
+  SY_ASSIGN_OR_RETURN(const int64_t rows, q.reader().Int((*block)[0], JsonPath("$.quantization_config.weight_block_size", 0), 1, kMaxFfn));
+  SY_ASSIGN_OR_RETURN(const int64_t cols, q.reader().Int((*block)[1], JsonPath("$.quantization_config.weight_block_size", 1), 1, kMaxFfn));
+  m.fp8_block_rows = static_cast<int>(rows);
+  m.fp8_block_cols = static_cast<int>(cols);
+  return absl::OkStatus();
+}
+
+constexpr std::array<absl::string_view, 12> kModelTypes = {
+    "deepseek_v2", "deepseek_v3", "kimi_k2", "glm4_moe", "glm_moe_dsa", "qwen2_moe",
+    "qwen3_moe",   "qwen3_5_moe", "minimax_m2", "gpt_oss", "mixtral",     "nemotron_h"};
+
+absl::Status UnsupportedType(absl::string_view type, absl::string_view file) {
+  return absl::InvalidArgumentError(absl::StrCat(file, ": model_type '", EchoValue(type),
+                                                 "' is not a supported MoE model (supported: ", absl::StrJoin(kModelTypes, ", "),
+                                                 ")"));
+}
+
+constexpr absl::string_view kGptOssGap =
+    "gpt_oss experts (SwiGLU clamped at swiglu_limit with alpha 1.702, and expert biases) are not supported by the CPU "
+    "data plane yet; switchyard plan, sim and bench support this model";
 
 }  // namespace
 
@@ -95,8 +126,9 @@ kernels::GatingConfig ModelConfig::Gating(const float* bias) const {
 }
 
 std::vector<std::string> PresetNames() {
-  return {"deepseek-v3", "deepseek-v2", "qwen3-235b-a22b", "qwen3-30b-a3b", "nemotron-3-nano-30b-a3b",
-          "nemotron-cascade-2-30b-a3b", "mixtral-8x7b"};
+  return {"deepseek-v3", "deepseek-v2", "kimi-k2", "glm-5", "glm-4.5", "qwen3.5-397b-a17b", "qwen3-235b-a22b",
+          "qwen3-30b-a3b", "minimax-m2", "gpt-oss-120b", "nemotron-3-nano-30b-a3b", "nemotron-cascade-2-30b-a3b",
+          "mixtral-8x7b"};
 }
 
 // Values from the models' published config.json files.
@@ -109,6 +141,38 @@ absl::StatusOr<ModelConfig> PresetModel(absl::string_view name) {
     m.score = ScoreFunction::kSigmoid, m.renormalize = true, m.num_groups = 8, m.top_groups = 4;
     m.routed_scaling_factor = 2.5f, m.router_bias = true;
     m.moe_layers = Range(3, 61);  // 61 layers, first_k_dense_replace 3
+  } else if (name == "kimi-k2") {  // moonshotai/Kimi-K2-Instruct (DeepSeek-V3 architecture, 384 experts)
+    m.model_type = "kimi_k2";
+    m.num_experts = 384, m.top_k = 8, m.hidden = 7168, m.expert_ffn = 2048, m.shared_ffn = 2048;
+    m.score = ScoreFunction::kSigmoid, m.renormalize = true;  // n_group 1, topk_group 1
+    m.routed_scaling_factor = 2.827f, m.router_bias = true;
+    m.moe_layers = Range(1, 61);  // 61 layers, first_k_dense_replace 1
+  } else if (name == "glm-5") {  // zai-org/GLM-5 (glm_moe_dsa)
+    m.model_type = "glm_moe_dsa";
+    m.num_experts = 256, m.top_k = 8, m.hidden = 6144, m.expert_ffn = 2048, m.shared_ffn = 2048;
+    m.score = ScoreFunction::kSigmoid, m.renormalize = true, m.routed_scaling_factor = 2.5f, m.router_bias = true;
+    m.moe_layers = Range(3, 78);  // 78 layers, first_k_dense_replace 3
+  } else if (name == "glm-4.5") {  // zai-org/GLM-4.5 (glm4_moe)
+    m.model_type = "glm4_moe";
+    m.num_experts = 160, m.top_k = 8, m.hidden = 5120, m.expert_ffn = 1536, m.shared_ffn = 1536;
+    m.score = ScoreFunction::kSigmoid, m.renormalize = true, m.routed_scaling_factor = 2.5f, m.router_bias = true;
+    m.moe_layers = Range(3, 92);  // 92 layers, first_k_dense_replace 3
+  } else if (name == "qwen3.5-397b-a17b") {  // Qwen/Qwen3.5-397B-A17B (qwen3_5_moe, text_config)
+    m.model_type = "qwen3_5_moe";
+    m.num_experts = 512, m.top_k = 10, m.hidden = 4096, m.expert_ffn = 1024, m.shared_ffn = 1024;
+    m.renormalize = true, m.shared_gate = true;
+    m.moe_layers = Range(0, 60);  // every layer's FFN is MoE (attention alternates, not ours)
+  } else if (name == "minimax-m2") {  // MiniMaxAI/MiniMax-M2
+    m.model_type = "minimax_m2";
+    m.num_experts = 256, m.top_k = 8, m.hidden = 3072, m.expert_ffn = 1536;
+    m.score = ScoreFunction::kSigmoid, m.renormalize = true, m.router_bias = true;
+    m.moe_layers = Range(0, 62);
+  } else if (name == "gpt-oss-120b") {  // openai/gpt-oss-120b
+    m.model_type = "gpt_oss";
+    m.num_experts = 128, m.top_k = 4, m.hidden = 2880, m.expert_ffn = 2880;
+    m.renormalize = true;  // softmax over the top-k logits
+    m.moe_layers = Range(0, 36);
+    m.data_plane_gap = std::string(kGptOssGap);
   } else if (name == "deepseek-v2") {  // deepseek-ai/DeepSeek-V2
     m.model_type = "deepseek_v2";
     m.num_experts = 160, m.top_k = 6, m.hidden = 5120, m.expert_ffn = 1536, m.shared_ffn = 2 * 1536;
@@ -146,13 +210,19 @@ absl::StatusOr<ModelConfig> PresetModel(absl::string_view name) {
 }
 
 absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_view file) {
-  SY_ASSIGN_OR_RETURN(const Json j, ParseJson(text, file));
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(file, ": expected a JSON object"));
-  const Keys k(j, file);
+  SY_ASSIGN_OR_RETURN(const Json top, ParseJson(text, file));
+  if (!top.is_object()) return absl::InvalidArgumentError(absl::StrCat(file, ": expected a JSON object"));
   ModelConfig m;
   m.name = std::string(file);
-  SY_ASSIGN_OR_RETURN(m.model_type, k.StringOr("model_type", ""));
+  SY_ASSIGN_OR_RETURN(m.model_type, Keys(top, file).StringOr("model_type", ""));
   const std::string& type = m.model_type;
+  if (std::find(kModelTypes.begin(), kModelTypes.end(), type) == kModelTypes.end()) return UnsupportedType(type, file);
+  SY_RETURN_IF_ERROR(ReadFp8Block(top, file, m));
+  // Multimodal configs (Qwen3.5) keep the language model's keys under text_config.
+  const bool nested = type == "qwen3_5_moe" && top.contains("text_config");
+  if (nested && !top["text_config"].is_object()) return Keys(top, file).Error("text_config", "expected an object");
+  const Json& j = nested ? top["text_config"] : top;
+  const Keys k(j, file, nested ? "$.text_config" : "$");
   SY_ASSIGN_OR_RETURN(m.hidden, k.Int("hidden_size", 1, kMaxHidden));
   SY_ASSIGN_OR_RETURN(const int64_t layers, k.Int("num_hidden_layers", 1, kMaxLayers));
   SY_ASSIGN_OR_RETURN(const int64_t top_k, k.Int("num_experts_per_tok", 1, kMaxTopK));
@@ -168,18 +238,20 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
     m.routed_scaling_factor = static_cast<float>(scaling);
     return absl::OkStatus();
   };
-  if (type == "deepseek_v3" || type == "deepseek_v2") {
+  // DeepSeek-V3's architecture: DeepSeek-V3/V3.2, Kimi K2, GLM-4.5 (glm4_moe), GLM-5 (glm_moe_dsa).
+  const bool v3_family = type == "deepseek_v3" || type == "kimi_k2" || type == "glm4_moe" || type == "glm_moe_dsa";
+  if (v3_family || type == "deepseek_v2") {
     SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("n_routed_experts", 1, kMaxExperts));
     SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size", 1, kMaxFfn));
     SY_ASSIGN_OR_RETURN(const int64_t shared, k.IntOr("n_shared_experts", 0, 0, kMaxFfn / m.expert_ffn));
     m.shared_ffn = shared * m.expert_ffn;
-    SY_ASSIGN_OR_RETURN(const std::string scoring, k.StringOr("scoring_func", "softmax"));
+    SY_ASSIGN_OR_RETURN(const std::string scoring, k.StringOr("scoring_func", v3_family ? "sigmoid" : "softmax"));
     if (scoring != "softmax" && scoring != "sigmoid") {
       return k.Error("scoring_func", absl::StrCat("expected softmax or sigmoid, got '", EchoValue(scoring), "'"));
     }
     m.score = scoring == "sigmoid" ? ScoreFunction::kSigmoid : ScoreFunction::kSoftmax;
     SY_RETURN_IF_ERROR(read_groups());
-    SY_ASSIGN_OR_RETURN(const std::string method, k.StringOr("topk_method", type == "deepseek_v3" ? "noaux_tc" : "greedy"));
+    SY_ASSIGN_OR_RETURN(const std::string method, k.StringOr("topk_method", v3_family ? "noaux_tc" : "greedy"));
     if (method != "greedy" && method != "group_limited_greedy" && method != "noaux_tc") {
       return k.Error("topk_method", absl::StrCat("expected greedy, group_limited_greedy or noaux_tc, got '", EchoValue(method), "'"));
     }
@@ -191,10 +263,14 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
     for (int64_t l = dense; l < layers; ++l) {
       if (l % freq == 0) m.moe_layers.push_back(static_cast<int>(l));
     }
-  } else if (type == "qwen3_moe" || type == "qwen2_moe") {
+  } else if (type == "qwen3_moe" || type == "qwen2_moe" || type == "qwen3_5_moe") {
     SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_experts", 1, kMaxExperts));
     SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("moe_intermediate_size", 1, kMaxFfn));
     SY_ASSIGN_OR_RETURN(m.shared_ffn, k.IntOr("shared_expert_intermediate_size", 0, 0, kMaxFfn));
+    m.shared_gate = m.shared_ffn > 0;  // Qwen's shared expert has a sigmoid gate (shared_expert_gate)
+    if (type == "qwen3_5_moe") {  // its router always renormalises the top-k
+      SY_ASSIGN_OR_RETURN(m.renormalize, k.BoolOr("norm_topk_prob", true));
+    }
     SY_ASSIGN_OR_RETURN(const int64_t step, k.IntOr("decoder_sparse_step", 1, 1, layers));
     std::vector<int64_t> mlp_only;
     SY_ASSIGN_OR_RETURN(const Json* listed, k.ArrayOr("mlp_only_layers"));
@@ -208,6 +284,27 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
         m.moe_layers.push_back(static_cast<int>(l));
       }
     }
+  } else if (type == "minimax_m2") {
+    SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_local_experts", 1, kMaxExperts));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size", 1, kMaxFfn));
+    SY_ASSIGN_OR_RETURN(const int64_t shared, k.IntOr("shared_intermediate_size", 0, 0, kMaxFfn));
+    if (shared > 0) return k.Error("shared_intermediate_size", "shared experts are not supported for minimax_m2 (MiniMax M2 has none)");
+    SY_ASSIGN_OR_RETURN(const std::string scoring, k.StringOr("scoring_func", "sigmoid"));
+    if (scoring != "softmax" && scoring != "sigmoid") {
+      return k.Error("scoring_func", absl::StrCat("expected softmax or sigmoid, got '", EchoValue(scoring), "'"));
+    }
+    m.score = scoring == "sigmoid" ? ScoreFunction::kSigmoid : ScoreFunction::kSoftmax;
+    SY_ASSIGN_OR_RETURN(m.router_bias, k.BoolOr("use_routing_bias", true));
+    SY_ASSIGN_OR_RETURN(const double scaling, k.NumberOr("routed_scaling_factor", 1.0, 1e-6, 1e6));
+    m.routed_scaling_factor = static_cast<float>(scaling);
+    m.renormalize = true;
+    m.moe_layers = Range(0, static_cast<int>(layers));
+  } else if (type == "gpt_oss") {
+    SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_local_experts", 1, kMaxExperts));
+    SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size", 1, kMaxFfn));
+    m.renormalize = true;  // softmax over the top-k logits
+    m.moe_layers = Range(0, static_cast<int>(layers));
+    m.data_plane_gap = std::string(kGptOssGap);
   } else if (type == "mixtral") {
     SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_local_experts", 1, kMaxExperts));
     SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size", 1, kMaxFfn));
@@ -233,9 +330,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
     }
     m.moe_layers = PatternLayers(pattern);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file, ": model_type '", EchoValue(type),
-        "' is not a supported MoE model (deepseek_v2, deepseek_v3, qwen2_moe, qwen3_moe, mixtral, nemotron_h)"));
+    return UnsupportedType(type, file);
   }
   if (absl::Status valid = m.Validate(); !valid.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(file, ": ", valid.message()));

@@ -38,8 +38,17 @@ struct ModelConfig {
   int top_groups = 1;
   float routed_scaling_factor = 1.0f;
   bool router_bias = false;           // e_score_correction_bias (selection-only)
+  // The shared experts' output is scaled per token by sigmoid(hidden . shared_expert_gate)
+  // (Qwen2-MoE, Qwen3.5-MoE); otherwise it is added as is.
+  bool shared_gate = false;
   std::vector<int> moe_layers;        // model layer ids that are MoE, ascending
   kernels::WeightType weights = kernels::WeightType::kF32;
+  // FP8 checkpoints: the block of weights one weight_scale_inv entry covers
+  // (quantization_config.weight_block_size; DeepSeek-V3, MiniMax M2: 128 x 128).
+  int fp8_block_rows = 128, fp8_block_cols = 128;
+  // Non-empty when the CPU data plane cannot run this model's experts (a different activation,
+  // expert biases): planning and simulation work, a worker or MoeLayer refuses with this reason.
+  std::string data_plane_gap;
 
   // InvalidArgument naming the field (e.g. top_k > experts, groups not dividing experts).
   absl::Status Validate() const;
@@ -49,13 +58,16 @@ struct ModelConfig {
   kernels::GatingConfig Gating(const float* bias) const;
 };
 
-// "deepseek-v3", "deepseek-v2", "qwen3-235b-a22b", "qwen3-30b-a3b", "nemotron-3-nano-30b-a3b"
-// (alias "nemotron-cascade-2-30b-a3b"), "mixtral-8x7b".
+// "deepseek-v3", "deepseek-v2", "kimi-k2", "glm-5", "glm-4.5", "qwen3.5-397b-a17b",
+// "qwen3-235b-a22b", "qwen3-30b-a3b", "minimax-m2", "gpt-oss-120b", "nemotron-3-nano-30b-a3b"
+// (alias "nemotron-cascade-2-30b-a3b"), "mixtral-8x7b". Sources: docs/worker.md.
 absl::StatusOr<ModelConfig> PresetModel(absl::string_view name);
 std::vector<std::string> PresetNames();
 
-// A Hugging Face config.json (model_type deepseek_v2/v3, qwen2_moe, qwen3_moe, mixtral,
-// nemotron_h). Errors name the file and the missing or bad key.
+// A Hugging Face config.json (model_type deepseek_v2, deepseek_v3, kimi_k2, glm4_moe,
+// glm_moe_dsa, qwen2_moe, qwen3_moe, qwen3_5_moe (its text_config), minimax_m2, gpt_oss,
+// mixtral, nemotron_h). Errors name the file and the missing or bad key; an unsupported
+// model_type names it and the supported ones.
 absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json, absl::string_view file);
 
 // "preset:NAME", or a path to config.json (or to the directory holding it).

@@ -300,6 +300,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   report.steps = steps_run;
   report.stopped_early = p.stopped;
   report.top_k = model_.top_k;
+  report.experts = model_.num_experts;
   report.tokens_per_rank = T;
   double total_ms = 0;
   for (double x : step_ms) total_ms += x;
@@ -438,6 +439,7 @@ std::string RunReport::ToJson() const {
                       {"steps", steps},
                       {"stopped_early", stopped_early},
                       {"tokens_per_rank", tokens_per_rank},
+                      {"experts", experts},
                       {"top_k", top_k},
                       {"model", model},
                       {"backend", backend},

@@ -119,6 +119,7 @@ struct LayerReport {
 
 struct RunReport {
   int ranks = 0, steps = 0, top_k = 0;  // steps: run (fewer than asked when stopped early)
+  int experts = 0;                       // the model's routed experts per layer
   bool stopped_early = false;
   int64_t tokens_per_rank = 0;
   double tokens_per_s = 0;

@@ -221,6 +221,13 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
     const void* w = weights_.shared_weights(li);
     const int64_t zero = 0;
     SY_RETURN_IF_ERROR(kernels::GroupedFfnCpu(model_.SharedShape(), &w, &zero, &tokens, 1, hidden, shared_out_.data(), ffn_ws_));
+    if (const float* gate = weights_.shared_gate(li); gate != nullptr) {  // Qwen: x sigmoid(hidden . gate) per token
+      shared_scale_.resize(tokens);
+      SY_RETURN_IF_ERROR(kernels::SharedExpertGateCpu(hidden, gate, tokens, H, shared_scale_.data()));
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t i = 0; i < H; ++i) shared_out_[t * H + i] *= shared_scale_[t];
+      }
+    }
   }
   kernels::Combine(returned_.data(), position_.data(), weights_buf_.data(), tokens, k, H, out, threads);
   if (shared) {

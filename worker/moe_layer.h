@@ -124,6 +124,7 @@ class MoeLayer {
 
   // Buffers reused across calls.
   std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;
+  std::vector<float> shared_scale_;  // gated shared experts: per token
   std::vector<float> weights_buf_, send_rows_, recv_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
   std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;
   std::vector<int64_t> slot_counts_, slot_offsets_;

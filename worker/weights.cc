@@ -1,5 +1,6 @@
 #include "worker/weights.h"
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +39,11 @@ class Seeded : public WeightSource {
     std::fill(bias, bias + model_.num_experts, 0.0f);
     return absl::OkStatus();
   }
+  absl::Status SharedGate(int layer_id, float* gate) override {
+    Fill(gate_, static_cast<size_t>(model_.hidden), model_.hidden, Stream(layer_id, -2));
+    std::copy(gate_.begin(), gate_.end(), gate);
+    return absl::OkStatus();
+  }
 
  private:
   uint64_t Stream(int layer, int expert) const {
@@ -63,62 +69,107 @@ struct ExpertNames {
   std::string gate, up, down;
 };
 
+// float8 e4m3fn (sign, 4 exponent bits with bias 7, 3 mantissa bits; 0x7f/0xff NaN, no
+// infinities) -> float, exactly.
+float E4m3ToFloat(uint8_t code) {
+  const int exp = (code >> 3) & 0xf, mant = code & 0x7;
+  float v;
+  if ((code & 0x7f) == 0x7f) {
+    v = NAN;
+  } else if (exp == 0) {
+    v = std::ldexp(static_cast<float>(mant), -9);  // subnormal: mant / 8 * 2^-6
+  } else {
+    v = std::ldexp(static_cast<float>(8 + mant), exp - 10);  // (1 + mant / 8) * 2^(exp - 7)
+  }
+  return (code & 0x80) ? -v : v;
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string out;
+  for (int64_t d : shape) absl::StrAppend(&out, out.empty() ? "" : ", ", d);
+  return absl::StrCat("[", out, "]");
+}
+
 class FromCheckpoint : public WeightSource {
  public:
   FromCheckpoint(const model::ModelConfig& model, std::unique_ptr<Checkpoint> ckpt) : model_(model), ckpt_(std::move(ckpt)) {}
 
   absl::Status PackExpert(int layer_id, int expert, void* packed) override {
-    return Pack(model_.ExpertShape(), Routed(layer_id, expert), packed);
+    const kernels::FfnShape shape = model_.ExpertShape();
+    const ExpertNames names = Routed(layer_id, expert);
+    if (model_.model_type == "qwen3_5_moe" && !ckpt_->Tensor(names.up).ok()) {
+      return PackFused(shape, layer_id, expert, packed);  // experts.gate_up_proj / experts.down_proj
+    }
+    return Pack(shape, names, packed);
   }
   absl::Status PackShared(int layer_id, void* packed) override {
     return Pack(model_.SharedShape(), Shared(layer_id), packed);
   }
   absl::Status RouterBias(int layer_id, float* bias) override {
-    const std::string name = Prefix(layer_id) + "gate.e_score_correction_bias";
+    // MiniMax M2 keeps it on the MoE block, the DeepSeek-V3 family on the gate.
+    const std::string name =
+        Prefix(layer_id) + (model_.model_type == "minimax_m2" ? "e_score_correction_bias" : "gate.e_score_correction_bias");
     SY_ASSIGN_OR_RETURN(const TensorView t, ckpt_->Tensor(name));
     if (t.shape.size() != 1 || t.shape[0] != model_.num_experts) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": expected shape [", model_.num_experts, "]"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeText(t.shape), ", expected [", model_.num_experts, "]"));
     }
     return ToFloat(t, name, bias);
+  }
+  absl::Status SharedGate(int layer_id, float* gate) override {
+    const std::string name = Prefix(layer_id) + "shared_expert_gate.weight";
+    SY_ASSIGN_OR_RETURN(const TensorView t, ckpt_->Tensor(name));
+    const bool ok = (t.shape.size() == 2 && t.shape[0] == 1 && t.shape[1] == model_.hidden) ||
+                    (t.shape.size() == 1 && t.shape[0] == model_.hidden);
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeText(t.shape), ", expected [1, ", model_.hidden, "]"));
+    return ToFloat(t, name, gate);
   }
 
  private:
   // The module holding a layer's experts.
   std::string Prefix(int layer) const {
     const std::string& t = model_.model_type;
-    if (t == "mixtral") return absl::StrCat("model.layers.", layer, ".block_sparse_moe.");
+    if (t == "mixtral" || t == "minimax_m2") return absl::StrCat("model.layers.", layer, ".block_sparse_moe.");
     if (t == "nemotron_h") return absl::StrCat("backbone.layers.", layer, ".mixer.");
+    if (t == "qwen3_5_moe") {  // the multimodal checkpoint's language model, or a text-only export
+      const std::string multimodal = absl::StrCat("model.language_model.layers.", layer, ".mlp.");
+      if (ckpt_->Tensor(multimodal + "gate.weight").ok()) return multimodal;
+    }
     return absl::StrCat("model.layers.", layer, ".mlp.");
   }
   ExpertNames Routed(int layer, int e) const {
     const std::string p = absl::StrCat(Prefix(layer), "experts.", e, ".");
-    if (model_.model_type == "mixtral") return {p + "w1.weight", p + "w3.weight", p + "w2.weight"};
-    if (model_.model_type == "nemotron_h") return {"", p + "up_proj.weight", p + "down_proj.weight"};
+    const std::string& t = model_.model_type;
+    if (t == "mixtral" || t == "minimax_m2") return {p + "w1.weight", p + "w3.weight", p + "w2.weight"};
+    if (t == "nemotron_h") return {"", p + "up_proj.weight", p + "down_proj.weight"};
     return {p + "gate_proj.weight", p + "up_proj.weight", p + "down_proj.weight"};
   }
   ExpertNames Shared(int layer) const {
     const std::string& t = model_.model_type;
-    const std::string p = Prefix(layer) + (t == "qwen2_moe" ? "shared_expert." : "shared_experts.");
+    const bool single = t == "qwen2_moe" || t == "qwen3_5_moe";
+    const std::string p = Prefix(layer) + (single ? "shared_expert." : "shared_experts.");
     if (t == "nemotron_h") return {"", p + "up_proj.weight", p + "down_proj.weight"};
     return {p + "gate_proj.weight", p + "up_proj.weight", p + "down_proj.weight"};
   }
 
-  // fp32 copy of a tensor (F32, BF16 or F16).
-  static absl::Status ToFloat(const TensorView& t, const std::string& name, float* out) {
-    size_t n = 1;
-    for (int64_t d : t.shape) n *= static_cast<size_t>(d);
+  // fp32 copy of n elements of a tensor (F32, BF16 or F16) starting at element `first`.
+  static absl::Status ToFloat(const TensorView& t, const std::string& name, float* out, size_t first = 0,
+                              size_t n = SIZE_MAX) {
+    if (n == SIZE_MAX) {
+      n = 1;
+      for (int64_t d : t.shape) n *= static_cast<size_t>(d);
+    }
     if (t.dtype == "F32") {
-      std::memcpy(out, t.data, n * 4);
+      std::memcpy(out, t.data + 4 * first, n * 4);
     } else if (t.dtype == "BF16") {
       for (size_t i = 0; i < n; ++i) {
         kernels::bf16 h;
-        std::memcpy(&h, t.data + 2 * i, 2);
+        std::memcpy(&h, t.data + 2 * (first + i), 2);
         out[i] = kernels::Bf16ToFloat(h);
       }
     } else if (t.dtype == "F16") {
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
-        std::memcpy(&h, t.data + 2 * i, 2);
+        std::memcpy(&h, t.data + 2 * (first + i), 2);
         const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
         float f;
         if (exp == 0) {
@@ -135,25 +186,61 @@ class FromCheckpoint : public WeightSource {
       }
     } else {
       return absl::InvalidArgumentError(absl::StrCat(name, ": dtype ", t.dtype,
-                                                     " is not supported (F32, BF16, F16; convert FP8 checkpoints to bf16)"));
+                                                     " is not supported (F32, BF16, F16, and F8_E4M3 weights with weight_scale_inv)"));
     }
-    // A NaN or infinity in an expert would poison every token routed to it, silently.
+    return CheckFinite(name, out, n);
+  }
+
+  // A NaN or infinity in an expert would poison every token routed to it, silently.
+  static absl::Status CheckFinite(const std::string& name, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) {
-      if (!std::isfinite(out[i])) {
-        return absl::InvalidArgumentError(absl::StrCat(name, ": element ", i, " is ", out[i], " (expert weights must be finite)"));
+      if (!std::isfinite(x[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": element ", i, " is ", x[i], " (expert weights must be finite)"));
       }
     }
     return absl::OkStatus();
   }
 
+  // FP8 [rows, cols] with its block scales `name`_scale_inv [ceil(rows / br), ceil(cols / bc)]:
+  // out = bf16(e4m3 x scale), widened.
+  absl::Status DequantFp8(const TensorView& t, const std::string& name, int64_t rows, int64_t cols, float* out) {
+    const std::string scale_name = name + "_scale_inv";
+    auto scales = ckpt_->Tensor(scale_name);
+    if (!scales.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": an F8_E4M3 weight needs its block scales ", scale_name, " (",
+                                                     scales.status().message(), ")"));
+    }
+    const int64_t br = model_.fp8_block_rows, bc = model_.fp8_block_cols;
+    const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
+    if (scales->shape != std::vector<int64_t>{sr, sc}) {
+      return absl::InvalidArgumentError(absl::StrCat(scale_name, ": shape ", ShapeText(scales->shape), ", expected [", sr, ", ", sc,
+                                                     "] (", br, " x ", bc, " blocks of ", name, " ", ShapeText(t.shape), ")"));
+    }
+    scale_.resize(static_cast<size_t>(sr * sc));
+    SY_RETURN_IF_ERROR(ToFloat(*scales, scale_name, scale_.data()));
+    static const std::array<float, 256> kE4m3 = [] {
+      std::array<float, 256> table{};
+      for (int c = 0; c < 256; ++c) table[c] = E4m3ToFloat(static_cast<uint8_t>(c));
+      return table;
+    }();
+    const auto* codes = reinterpret_cast<const uint8_t*>(t.data);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* srow = &scale_[(r / br) * sc];
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = kE4m3[codes[r * cols + c]] * srow[c / bc];
+        out[r * cols + c] = kernels::Bf16ToFloat(kernels::FloatToBf16(v));
+      }
+    }
+    return CheckFinite(name, out, static_cast<size_t>(rows * cols));
+  }
+
   absl::Status Matrix(const std::string& name, int64_t rows, int64_t cols, std::vector<float>& out) {
     SY_ASSIGN_OR_RETURN(const TensorView t, ckpt_->Tensor(name));
     if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols) {
-      std::string shape;
-      for (int64_t d : t.shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", d);
-      return absl::InvalidArgumentError(absl::StrCat(name, ": shape [", shape, "], the model needs [", rows, ", ", cols, "]"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeText(t.shape), ", the model needs [", rows, ", ", cols, "]"));
     }
     out.resize(static_cast<size_t>(rows * cols));
+    if (t.dtype == "F8_E4M3") return DequantFp8(t, name, rows, cols, out.data());
     return ToFloat(t, name, out.data());
   }
 
@@ -165,9 +252,33 @@ class FromCheckpoint : public WeightSource {
     return kernels::PackExpert(shape, gated ? gate_.data() : nullptr, up_.data(), down_.data(), packed);
   }
 
+  // Qwen3.5's fused experts: gate_up_proj [E, 2F, H] (gate rows first, then up), down_proj [E, H, F].
+  absl::Status PackFused(const kernels::FfnShape& shape, int layer, int e, void* packed) {
+    const std::string gu_name = Prefix(layer) + "experts.gate_up_proj", down_name = Prefix(layer) + "experts.down_proj";
+    const int64_t E = model_.num_experts, F = shape.ffn, H = shape.hidden;
+    auto gu = ckpt_->Tensor(gu_name);
+    if (!gu.ok()) {
+      return absl::NotFoundError(absl::StrCat("neither ", Routed(layer, e).up, " nor ", gu_name, " is in the checkpoint (",
+                                              gu.status().message(), ")"));
+    }
+    SY_ASSIGN_OR_RETURN(const TensorView down, ckpt_->Tensor(down_name));
+    if (gu->shape != std::vector<int64_t>{E, 2 * F, H}) {
+      return absl::InvalidArgumentError(absl::StrCat(gu_name, ": shape ", ShapeText(gu->shape), ", the model needs [", E, ", ", 2 * F, ", ", H, "]"));
+    }
+    if (down.shape != std::vector<int64_t>{E, H, F}) {
+      return absl::InvalidArgumentError(absl::StrCat(down_name, ": shape ", ShapeText(down.shape), ", the model needs [", E, ", ", H, ", ", F, "]"));
+    }
+    const size_t fh = static_cast<size_t>(F * H);
+    gate_.resize(fh), up_.resize(fh), down_.resize(fh);
+    SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name, gate_.data(), e * 2 * fh, fh));
+    SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name, up_.data(), e * 2 * fh + fh, fh));
+    SY_RETURN_IF_ERROR(ToFloat(down, down_name, down_.data(), e * fh, fh));
+    return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed);
+  }
+
   model::ModelConfig model_;
   std::unique_ptr<Checkpoint> ckpt_;
-  std::vector<float> gate_, up_, down_;
+  std::vector<float> gate_, up_, down_, scale_;
 };
 
 }  // namespace
@@ -196,10 +307,14 @@ WeightStore::WeightStore(const model::ModelConfig& model, std::vector<int> layer
       expert_bytes_(kernels::PackedExpertBytes(model.ExpertShape())),
       slots_(layer_ids_.size()),
       shared_(layer_ids_.size()),
-      bias_(layer_ids_.size()) {}
+      bias_(layer_ids_.size()),
+      shared_gate_(layer_ids_.size()) {}
 
 absl::Status WeightStore::Load(const placement::Placement& placement, int rank, WeightSource& source, int* packed) {
   if (packed != nullptr) *packed = 0;
+  if (!model_.data_plane_gap.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("model ", model_.name, ": ", model_.data_plane_gap));
+  }
   std::vector<std::vector<Slot>> next(layer_ids_.size());
   for (size_t li = 0; li < layer_ids_.size(); ++li) {
     const int layer_id = layer_ids_[li];
@@ -232,6 +347,10 @@ absl::Status WeightStore::Load(const placement::Placement& placement, int rank, 
       bias_[li].resize(model_.num_experts);
       SY_RETURN_IF_ERROR(source.RouterBias(layer_id, bias_[li].data()));
     }
+    if (model_.shared_ffn > 0 && model_.shared_gate) {
+      shared_gate_[li].resize(model_.hidden);
+      SY_RETURN_IF_ERROR(source.SharedGate(layer_id, shared_gate_[li].data()));
+    }
   }
   extras_loaded_ = true;
   return absl::OkStatus();
@@ -243,6 +362,10 @@ const void* WeightStore::shared_weights(int layer_index) const {
 
 const float* WeightStore::router_bias(int layer_index) const {
   return bias_[layer_index].empty() ? nullptr : bias_[layer_index].data();
+}
+
+const float* WeightStore::shared_gate(int layer_index) const {
+  return shared_gate_[layer_index].empty() ? nullptr : shared_gate_[layer_index].data();
 }
 
 void WeightStore::SetSlots(int layer_index, std::vector<int> experts, std::vector<std::shared_ptr<ExpertBuffer>> buffers) {

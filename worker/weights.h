@@ -29,14 +29,20 @@ class WeightSource {
   virtual absl::Status PackShared(int layer_id, void* packed) = 0;
   // The router's selection bias, num_experts floats (model.router_bias).
   virtual absl::Status RouterBias(int layer_id, float* bias) = 0;
+  // The shared experts' gate vector, hidden floats (model.shared_gate).
+  virtual absl::Status SharedGate(int layer_id, float* gate) = 0;
 };
 
 // Uniform weights with the variance of a fan-in init, from (seed, layer, expert, matrix);
 // router bias zero.
 std::unique_ptr<WeightSource> SeededWeights(const model::ModelConfig& model, uint64_t seed);
 
-// Tensors of a safetensors checkpoint (file or directory). F32, BF16 and F16 tensors; FP8
-// checkpoints must be converted to bf16 first (the error says so).
+// Tensors of a safetensors checkpoint (file or directory), by the model type's Hugging Face
+// names. F32, BF16 and F16 tensors, and FP8 (F8_E4M3) weights as published with a
+// `<name>_scale_inv` per block (model.fp8_block_rows x cols): dequantised at load time to
+// bf16(e4m3 x scale), the bits DeepSeek's fp8_cast_bf16 gives, so an FP8 checkpoint loads the
+// same weights as its bf16 conversion. Per-expert tensors, or Qwen3.5's fused 3-D
+// experts.gate_up_proj [E, 2F, H] / experts.down_proj [E, H, F].
 absl::StatusOr<std::unique_ptr<WeightSource>> CheckpointWeights(const model::ModelConfig& model,
                                                                 const std::string& path);
 
@@ -80,6 +86,7 @@ class WeightStore {
   std::shared_ptr<ExpertBuffer> slot_buffer(int layer_index, int slot) const { return slots_[layer_index][slot].weights; }
   const void* shared_weights(int layer_index) const;  // null without shared experts
   const float* router_bias(int layer_index) const;    // null without a router bias
+  const float* shared_gate(int layer_index) const;    // null without a shared-expert gate
 
   // Replaces a layer's slots (an epoch switch): slot i holds experts[i] with buffers[i].
   void SetSlots(int layer_index, std::vector<int> experts, std::vector<std::shared_ptr<ExpertBuffer>> buffers);
@@ -95,6 +102,7 @@ class WeightStore {
   std::vector<std::vector<Slot>> slots_;
   std::vector<std::shared_ptr<ExpertBuffer>> shared_;
   std::vector<std::vector<float>> bias_;
+  std::vector<std::vector<float>> shared_gate_;
   bool extras_loaded_ = false;  // shared experts and router bias (the same in every placement)
 };
 

@@ -41,5 +41,7 @@ class TopK {
 using GateFn = void (*)(const GatingConfig& config, const float* logits, int64_t tokens, int32_t* expert_ids,
                         float* weights);
 GateFn GateFor(CpuIsa isa);
+using SharedGateFn = void (*)(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size, float* scale);
+SharedGateFn SharedGateFor(CpuIsa isa);
 
 }  // namespace switchyard::kernels::internal

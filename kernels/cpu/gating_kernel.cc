@@ -237,6 +237,16 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
   }
 }
 
+void SharedGateRows(const float* hidden, const float* gate, int64_t tokens, int64_t H, float* scale) {
+  const D1 d1;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* h = hidden + t * H;
+    auto acc = hn::Zero(d1);
+    for (int64_t i = 0; i < H; ++i) acc = Fma(hn::Set(d1, h[i]), hn::Set(d1, gate[i]), acc);
+    scale[t] = hn::GetLane(Sigmoid(d1, acc));
+  }
+}
+
 }  // namespace switchyard::kernels::internal::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -246,6 +256,7 @@ HWY_AFTER_NAMESPACE();
 namespace switchyard::kernels::internal {
 
 GateFn GateFor(CpuIsa isa) { return SY_CPU_ISA_FUNCTION(isa, GateRows); }
+SharedGateFn SharedGateFor(CpuIsa isa) { return SY_CPU_ISA_FUNCTION(isa, SharedGateRows); }
 
 }  // namespace switchyard::kernels::internal
 #endif  // HWY_ONCE

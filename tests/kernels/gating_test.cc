@@ -186,5 +186,31 @@ TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
   }
 }
 
+// Qwen's gated shared expert: sigmoid(hidden . gate) per token, the same bits on every path.
+TEST(GatingTest, SharedExpertGateIsSigmoidOfTheDotOnEveryPath) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (int64_t H : {1, 7, 64, 448, 1000}) {
+    const int64_t tokens = 33;
+    std::vector<float> hidden(tokens * H), gate(H);
+    for (float& v : hidden) v = n(rng);
+    for (float& v : gate) v = n(rng) / std::sqrt(static_cast<float>(H));
+    std::vector<float> want(tokens);
+    ASSERT_TRUE(SharedExpertGateCpu(hidden.data(), gate.data(), tokens, H, want.data(), CpuIsa::kPortable).ok());
+    for (int64_t t = 0; t < tokens; ++t) {
+      double dot = 0;
+      for (int64_t i = 0; i < H; ++i) dot += static_cast<double>(hidden[t * H + i]) * gate[i];
+      EXPECT_NEAR(want[t], 1.0 / (1.0 + std::exp(-dot)), 1e-5) << "H=" << H << " t=" << t;
+    }
+    for (CpuIsa isa : SupportedCpuIsas()) {
+      std::vector<float> got(tokens);
+      ASSERT_TRUE(SharedExpertGateCpu(hidden.data(), gate.data(), tokens, H, got.data(), isa).ok());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << CpuIsaName(isa) << " H=" << H;
+    }
+  }
+  float out = 0;
+  EXPECT_FALSE(SharedExpertGateCpu(nullptr, nullptr, 1, 0, &out).ok());
+}
+
 }  // namespace
 }  // namespace switchyard::kernels

@@ -50,6 +50,115 @@ TEST(ModelTest, PresetsCarryThePublishedShapes) {
   EXPECT_NE(PresetModel("gpt-5").status().message().find("unknown model preset 'gpt-5'"), absl::string_view::npos);
 }
 
+// The seed models' presets (docs/worker.md cites each value's source).
+TEST(ModelTest, NewPresetsCarryThePublishedShapes) {
+  struct Want {
+    const char* name;
+    const char* type;
+    int experts, top_k;
+    int64_t hidden, ffn, shared;
+    int first_layer, last_layer;
+    kernels::ScoreFunction score;
+    bool bias;
+    float scaling;
+  };
+  using kernels::ScoreFunction;
+  for (const Want& w : {Want{"glm-5", "glm_moe_dsa", 256, 8, 6144, 2048, 2048, 3, 77, ScoreFunction::kSigmoid, true, 2.5f},
+                        Want{"glm-4.5", "glm4_moe", 160, 8, 5120, 1536, 1536, 3, 91, ScoreFunction::kSigmoid, true, 2.5f},
+                        Want{"qwen3.5-397b-a17b", "qwen3_5_moe", 512, 10, 4096, 1024, 1024, 0, 59, ScoreFunction::kSoftmax, false, 1.0f},
+                        Want{"minimax-m2", "minimax_m2", 256, 8, 3072, 1536, 0, 0, 61, ScoreFunction::kSigmoid, true, 1.0f},
+                        Want{"kimi-k2", "kimi_k2", 384, 8, 7168, 2048, 2048, 1, 60, ScoreFunction::kSigmoid, true, 2.827f},
+                        Want{"gpt-oss-120b", "gpt_oss", 128, 4, 2880, 2880, 0, 0, 35, ScoreFunction::kSoftmax, false, 1.0f}}) {
+    SCOPED_TRACE(w.name);
+    auto m = PresetModel(w.name);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->model_type, w.type);
+    EXPECT_EQ(m->num_experts, w.experts);
+    EXPECT_EQ(m->top_k, w.top_k);
+    EXPECT_EQ(m->hidden, w.hidden);
+    EXPECT_EQ(m->expert_ffn, w.ffn);
+    EXPECT_EQ(m->shared_ffn, w.shared);
+    EXPECT_EQ(m->moe_layers.front(), w.first_layer);
+    EXPECT_EQ(m->moe_layers.back(), w.last_layer);
+    EXPECT_EQ(m->moe_layers.size(), static_cast<size_t>(w.last_layer - w.first_layer + 1));
+    EXPECT_EQ(m->score, w.score);
+    EXPECT_EQ(m->router_bias, w.bias);
+    EXPECT_FLOAT_EQ(m->routed_scaling_factor, w.scaling);
+    EXPECT_TRUE(m->renormalize);
+    EXPECT_EQ(m->shared_gate, std::string(w.type) == "qwen3_5_moe");
+    EXPECT_EQ(m->data_plane_gap.empty(), std::string(w.type) != "gpt_oss");
+  }
+}
+
+// Configs shaped like the published ones parse to the presets' MoE shapes.
+TEST(ModelTest, ParsesTheNewModelTypes) {
+  auto same = [](const char* json, const char* preset) {
+    SCOPED_TRACE(preset);
+    auto parsed = ParseHfConfig(json, "config.json");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    const ModelConfig want = *PresetModel(preset);
+    EXPECT_EQ(parsed->model_type, want.model_type);
+    EXPECT_EQ(parsed->num_experts, want.num_experts);
+    EXPECT_EQ(parsed->top_k, want.top_k);
+    EXPECT_EQ(parsed->hidden, want.hidden);
+    EXPECT_EQ(parsed->expert_ffn, want.expert_ffn);
+    EXPECT_EQ(parsed->shared_ffn, want.shared_ffn);
+    EXPECT_EQ(parsed->moe_layers, want.moe_layers);
+    EXPECT_EQ(parsed->score, want.score);
+    EXPECT_EQ(parsed->router_bias, want.router_bias);
+    EXPECT_EQ(parsed->renormalize, want.renormalize);
+    EXPECT_EQ(parsed->num_groups, want.num_groups);
+    EXPECT_FLOAT_EQ(parsed->routed_scaling_factor, want.routed_scaling_factor);
+    EXPECT_EQ(parsed->shared_gate, want.shared_gate);
+    EXPECT_EQ(parsed->data_plane_gap.empty(), want.data_plane_gap.empty());
+  };
+  same(R"({"model_type": "glm_moe_dsa", "hidden_size": 6144, "num_hidden_layers": 78, "n_routed_experts": 256,
+    "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "n_shared_experts": 1, "first_k_dense_replace": 3,
+    "n_group": 1, "topk_group": 1, "norm_topk_prob": true, "routed_scaling_factor": 2.5})", "glm-5");
+  same(R"({"model_type": "glm4_moe", "hidden_size": 5120, "num_hidden_layers": 92, "n_routed_experts": 160,
+    "num_experts_per_tok": 8, "moe_intermediate_size": 1536, "n_shared_experts": 1, "first_k_dense_replace": 3,
+    "n_group": 1, "topk_group": 1, "norm_topk_prob": true, "routed_scaling_factor": 2.5})", "glm-4.5");
+  same(R"({"model_type": "kimi_k2", "hidden_size": 7168, "num_hidden_layers": 61, "n_routed_experts": 384,
+    "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "n_shared_experts": 1, "first_k_dense_replace": 1,
+    "moe_layer_freq": 1, "scoring_func": "sigmoid", "topk_method": "noaux_tc", "n_group": 1, "topk_group": 1,
+    "norm_topk_prob": true, "routed_scaling_factor": 2.827,
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}})", "kimi-k2");
+  same(R"({"model_type": "qwen3_5_moe", "architectures": ["Qwen3_5MoeForConditionalGeneration"],
+    "text_config": {"model_type": "qwen3_5_moe_text", "hidden_size": 4096, "num_hidden_layers": 60, "num_experts": 512,
+    "num_experts_per_tok": 10, "moe_intermediate_size": 1024, "shared_expert_intermediate_size": 1024,
+    "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"]}})", "qwen3.5-397b-a17b");
+  same(R"({"model_type": "minimax_m2", "hidden_size": 3072, "num_hidden_layers": 62, "num_local_experts": 256,
+    "num_experts_per_tok": 8, "intermediate_size": 1536, "scoring_func": "sigmoid", "use_routing_bias": true,
+    "shared_intermediate_size": 0, "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}})",
+       "minimax-m2");
+  same(R"({"model_type": "gpt_oss", "hidden_size": 2880, "num_hidden_layers": 36, "num_local_experts": 128,
+    "num_experts_per_tok": 4, "experts_per_token": 4, "intermediate_size": 2880, "swiglu_limit": 7.0})", "gpt-oss-120b");
+
+  auto block = ParseHfConfig(R"({"model_type": "minimax_m2", "hidden_size": 64, "num_hidden_layers": 2,
+    "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
+    "quantization_config": {"weight_block_size": [64, 32]}})", "c.json");
+  ASSERT_TRUE(block.ok()) << block.status();
+  EXPECT_EQ(block->fp8_block_rows, 64);
+  EXPECT_EQ(block->fp8_block_cols, 32);
+  auto bad_block = ParseHfConfig(R"({"model_type": "minimax_m2", "hidden_size": 64, "num_hidden_layers": 2,
+    "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
+    "quantization_config": {"weight_block_size": [0, 32]}})", "c.json");
+  ASSERT_FALSE(bad_block.ok());
+  EXPECT_NE(bad_block.status().message().find("weight_block_size"), absl::string_view::npos) << bad_block.status();
+}
+
+// An unsupported model_type is named (before any key it lacks), with the supported ones.
+TEST(ModelTest, UnsupportedModelTypeIsNamed) {
+  for (const char* json : {R"({"model_type": "llama", "hidden_size": 4096})", R"({"model_type": "qwen4_moe"})"}) {
+    auto m = ParseHfConfig(json, "dir/config.json");
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(m.status().message());
+    EXPECT_NE(message.find("dir/config.json: model_type '"), std::string::npos) << message;
+    EXPECT_NE(message.find("qwen3_5_moe"), std::string::npos) << message;
+  }
+}
+
 TEST(ModelTest, ParsesHuggingFaceConfigs) {
   auto v3 = ParseHfConfig(R"({"model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
     "num_experts_per_tok": 8, "n_routed_experts": 256, "moe_intermediate_size": 2048, "n_shared_experts": 1,

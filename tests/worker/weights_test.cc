@@ -51,7 +51,8 @@ TEST_P(CheckpointTest, PacksTheSameBytesAsTheMatrices) {
   model.num_experts = 3, model.top_k = 2, model.hidden = 40, model.expert_ffn = 24;
   model.activation = type == "nemotron_h" ? kernels::Activation::kReluSquared : kernels::Activation::kSwiGlu;
   model.moe_layers = {2};
-  const std::string prefix = type == "mixtral" ? "model.layers.2.block_sparse_moe.experts."
+  const bool mixtral = type == "mixtral" || type == "minimax_m2";
+  const std::string prefix = mixtral ? "model.layers.2.block_sparse_moe.experts."
                              : type == "nemotron_h" ? "backbone.layers.2.mixer.experts."
                                                     : "model.layers.2.mlp.experts.";
   std::vector<TensorData> tensors;
@@ -59,7 +60,6 @@ TEST_P(CheckpointTest, PacksTheSameBytesAsTheMatrices) {
   for (int e = 0; e < 3; ++e) {
     experts.push_back(Random(40, 24, e));
     const std::string p = absl::StrCat(prefix, e, ".");
-    const bool mixtral = type == "mixtral";
     if (model.activation == kernels::Activation::kSwiGlu) {
       tensors.push_back({p + (mixtral ? "w1.weight" : "gate_proj.weight"), dtype, {24, 40}, Bytes(experts[e].gate, dtype)});
     }
@@ -89,8 +89,62 @@ TEST_P(CheckpointTest, PacksTheSameBytesAsTheMatrices) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ModelTypes, CheckpointTest,
-                         ::testing::Combine(::testing::Values("deepseek_v3", "mixtral", "nemotron_h", "qwen3_moe"),
+                         ::testing::Combine(::testing::Values("deepseek_v3", "mixtral", "nemotron_h", "qwen3_moe", "glm4_moe",
+                                                              "glm_moe_dsa", "kimi_k2", "minimax_m2", "qwen3_5_moe"),
                                             ::testing::Values("F32", "BF16")));
+
+// FP8 as published (e4m3 + 128 x 128 block scales, here 16 x 8 blocks over ragged edges)
+// packs exactly the bytes of the same weights converted to bf16 (bf16(e4m3 x scale)).
+TEST(CheckpointFp8Test, DequantisesToTheBf16Conversion) {
+  model::ModelConfig model = *model::PresetModel("minimax-m2");
+  model.hidden = 40, model.expert_ffn = 24, model.num_experts = 2, model.top_k = 1;
+  model.fp8_block_rows = 16, model.fp8_block_cols = 8;
+  std::mt19937 rng(3);
+  std::vector<TensorData> fp8, bf16;
+  for (const auto& [name, rows, cols] : {std::tuple<const char*, int64_t, int64_t>{"w1", 24, 40}, {"w3", 24, 40}, {"w2", 40, 24}}) {
+    const std::string weight = absl::StrCat("model.layers.0.block_sparse_moe.experts.1.", name, ".weight");
+    const int64_t sr = (rows + 15) / 16, sc = (cols + 7) / 8;
+    std::string codes(rows * cols, '\0');
+    std::vector<float> scales(sr * sc), converted(rows * cols);
+    for (char& c : codes) {
+      do c = static_cast<char>(rng() & 0xff); while ((c & 0x7f) == 0x7f);  // no NaN codes
+    }
+    for (float& x : scales) x = std::ldexp(1.0f + (rng() % 1000) / 1000.0f, -8 + static_cast<int>(rng() % 6));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const uint8_t code = static_cast<uint8_t>(codes[r * cols + c]);
+        const int exp = (code >> 3) & 0xf, mant = code & 7;
+        float v = exp == 0 ? mant / 8.0f * std::ldexp(1.0f, -6) : (1 + mant / 8.0f) * std::ldexp(1.0f, exp - 7);
+        if (code & 0x80) v = -v;
+        converted[r * cols + c] = v * scales[(r / 16) * sc + c / 8];
+      }
+    }
+    fp8.push_back({weight, "F8_E4M3", {rows, cols}, codes});
+    fp8.push_back({weight + "_scale_inv", "F32", {sr, sc}, Bytes(scales, "F32")});
+    bf16.push_back({weight, "BF16", {rows, cols}, Bytes(converted, "BF16")});
+  }
+  test::TempDir dir;
+  ASSERT_TRUE(WriteSafetensors(dir.File("fp8.safetensors"), fp8).ok());
+  ASSERT_TRUE(WriteSafetensors(dir.File("bf16.safetensors"), bf16).ok());
+  for (kernels::WeightType type : {kernels::WeightType::kF32, kernels::WeightType::kBF16}) {
+    model.weights = type;
+    const size_t bytes = kernels::PackedExpertBytes(model.ExpertShape());
+    std::vector<char> a(bytes), b(bytes);
+    auto from_fp8 = CheckpointWeights(model, dir.File("fp8.safetensors"));
+    auto from_bf16 = CheckpointWeights(model, dir.File("bf16.safetensors"));
+    ASSERT_TRUE(from_fp8.ok() && from_bf16.ok());
+    ASSERT_TRUE((*from_fp8)->PackExpert(0, 1, a.data()).ok());
+    ASSERT_TRUE((*from_bf16)->PackExpert(0, 1, b.data()).ok());
+    EXPECT_EQ(a, b) << "weight type " << static_cast<int>(type);
+  }
+  // Scales of the wrong shape are named with the block size.
+  fp8[1].shape = {1, 5};
+  fp8[1].bytes = Bytes(std::vector<float>(5, 1.0f), "F32");
+  ASSERT_TRUE(WriteSafetensors(dir.File("bad.safetensors"), fp8).ok());
+  std::vector<char> buffer(kernels::PackedExpertBytes(model.ExpertShape()));
+  const absl::Status bad = (*CheckpointWeights(model, dir.File("bad.safetensors")))->PackExpert(0, 1, buffer.data());
+  EXPECT_NE(bad.message().find("w1.weight_scale_inv: shape [1, 5], expected [2, 5] (16 x 8 blocks"), absl::string_view::npos) << bad;
+}
 
 TEST(CheckpointErrorsTest, ShapesDtypesAndFiles) {
   model::ModelConfig model = *model::PresetModel("mixtral-8x7b");
@@ -104,7 +158,8 @@ TEST(CheckpointErrorsTest, ShapesDtypesAndFiles) {
   auto source = *CheckpointWeights(model, dir.File("a.safetensors"));
   std::vector<char> buffer(kernels::PackedExpertBytes(model.ExpertShape()));
   EXPECT_NE(source->PackExpert(0, 0, buffer.data()).message().find("shape [16, 16], the model needs [8, 16]"), absl::string_view::npos);
-  EXPECT_NE(source->PackExpert(0, 1, buffer.data()).message().find("convert FP8 checkpoints to bf16"), absl::string_view::npos);
+  EXPECT_NE(source->PackExpert(0, 1, buffer.data()).message().find("needs its block scales model.layers.0.block_sparse_moe.experts.1.w1.weight_scale_inv"),
+            absl::string_view::npos);
   EXPECT_EQ(CheckpointWeights(model, dir.File("nope.safetensors")).status().code(), absl::StatusCode::kNotFound);
   std::ofstream(dir.File("junk.safetensors")) << "not a safetensors file at all";
   EXPECT_EQ(CheckpointWeights(model, dir.File("junk.safetensors")).status().code(), absl::StatusCode::kInvalidArgument);
