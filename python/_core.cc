@@ -13,6 +13,7 @@
 #include <google/protobuf/message.h>
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -143,7 +144,8 @@ Score Balancedness(const placement::Placement& p, const py::array_t<double, py::
   return {s.balancedness_mean, s.balancedness_min, s.per_layer};
 }
 
-placement::Placement Plan(const py::array_t<double, py::array::c_style | py::array::forcecast>& loads,
+// The placement and the planner's own time in seconds (what `switchyard plan` reports as plan_ms).
+std::pair<placement::Placement, double> Plan(const py::array_t<double, py::array::c_style | py::array::forcecast>& loads,
                           const std::optional<std::vector<int>>& layer_ids, int ranks, int slots_per_rank, int nodes,
                           const std::string& policy, const placement::Placement* current, int max_moves,
                           double min_gain_per_move, double noise_z, int groups) {
@@ -154,10 +156,14 @@ placement::Placement Plan(const py::array_t<double, py::array::c_style | py::arr
   request.options.noise_z = noise_z;
   request.options.eplb_groups = groups;
   auto planner = Take(placement::CreatePlanner(policy));
-  py::gil_scoped_release release;
-  absl::StatusOr<placement::Placement> planned = planner->Plan(request);
-  py::gil_scoped_acquire acquire;
-  return Take(std::move(planned));
+  absl::StatusOr<placement::Placement> planned;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    py::gil_scoped_release release;
+    planned = planner->Plan(request);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {Take(std::move(planned)), seconds};
 }
 
 // ---- Protobuf messages as plain Python objects ---------------------------------------------------

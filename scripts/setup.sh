@@ -15,6 +15,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   openssl
   slurm-wlm munge
+  python3-dev python3-venv pybind11-dev python3-numpy python3-torch python3-pytest
 )
 
 missing=()

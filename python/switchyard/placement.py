@@ -76,6 +76,13 @@ def plan(
     Returns the new :class:`Placement`: the same one, bit for bit, as ``switchyard plan`` with
     the same inputs. Raises ValueError naming a bad argument.
     """
+    return _plan_timed(loads, ranks, slots_per_rank, nodes, policy, current, max_moves, layers=layers,
+                       min_gain_per_move=min_gain_per_move, noise_z=noise_z, groups=groups)[0]
+
+
+def _plan_timed(loads, ranks, slots_per_rank, nodes=1, policy="incremental", current=None, max_moves=None, *, layers=None,
+                min_gain_per_move=0.001, noise_z=2.0, groups=1) -> Tuple[Placement, float]:
+    """plan() and the planner's own seconds (without the binding's conversions), for benchmarks."""
     array = _loads_array(loads)
     for name, value in (("ranks", ranks), ("slots_per_rank", slots_per_rank), ("nodes", nodes), ("groups", groups)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

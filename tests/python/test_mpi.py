@@ -1,0 +1,40 @@
+"""MoeLayer across ranks under mpirun: the example block against plain PyTorch, and Python's
+MoeLayer against the C++ worker on the same weights and inputs (identical outputs)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import BUILD, REPO, python_cmd, run_mpi
+
+HERE = REPO / "tests" / "python"
+
+
+@pytest.mark.parametrize("comm,dtype", [("mpi", "float32"), ("ucx", "float32"), ("mpi", "bfloat16")])
+def test_example_block_matches_plain_pytorch_on_two_ranks(comm, dtype):
+    out = run_mpi(2, python_cmd() + [REPO / "examples" / "python" / "moe_block.py", "--comm", comm, "--dtype", dtype])
+    assert out.returncode == 0, out.stdout + out.stderr
+    errors = [float(x) for x in re.findall(r"max relative error vs plain PyTorch (\S+)", out.stdout)]
+    assert len(errors) == 2, out.stdout
+    assert max(errors) <= (1e-5 if dtype == "float32" else 2e-2)
+    assert "rank 0/2" in out.stdout and "rank 1/2" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_python_layers_give_the_workers_outputs(tmp_path, dtype):
+    model, scale, layers, tokens, steps, seed = "preset:deepseek-v3", "0.0625", 2, 16, 3, 5
+    workload = f"trace:{REPO / 'data' / 'traces' / 'deepseek_v3_sglang_decode_in1000out1000.csv'}"
+    report = tmp_path / "report.json"
+    worker = run_mpi(2, [BUILD / "worker" / "switchyard-worker", "--model", model, "--scale", scale, "--layers", layers,
+                         "--tokens-per-rank", tokens, "--steps", steps, "--seed", seed, "--workload", workload,
+                         "--weight-type", dtype, "--threads", 1, "--report", report, "--log-every", 0])
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    r = json.loads(report.read_text())
+    assert (r["experts"], r["top_k"]) == (256, 8)
+    ours = run_mpi(2, python_cmd() + [HERE / "worker_identity.py", model, scale, layers, tokens, steps, seed, workload, dtype])
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    parts = [int(x) for x in re.findall(r"checksum (\d+)", ours.stdout)]
+    assert len(parts) == 2, ours.stdout
+    assert f"{sum(parts) % 2**64:016x}" == r["output_checksum"]
