@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
@@ -32,17 +33,26 @@ def model_presets() -> List[str]:
     return list(_core.model_presets())
 
 
-def _launch_from_torchrun() -> None:
+def _launch_from_torchrun(rendezvous_dir: Optional[str]) -> Optional[str]:
     """torchrun gives RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE; Switchyard's launch
-    detection (cluster/launch.h) reads SWITCHYARD_* for launchers it does not know."""
+    detection (cluster/launch.h) reads SWITCHYARD_* for launchers it does not know. Returns
+    the rendezvous directory: the given one, or on one node a fresh one per torchrun agent
+    (its workers share the agent's process id)."""
     env = os.environ
     if "OMPI_COMM_WORLD_RANK" in env or "SLURM_PROCID" in env or "PMIX_RANK" in env or "SWITCHYARD_RANK" in env:
-        return
-    if "RANK" in env and "WORLD_SIZE" in env:
-        env["SWITCHYARD_RANK"] = env["RANK"]
-        env["SWITCHYARD_SIZE"] = env["WORLD_SIZE"]
-        env.setdefault("SWITCHYARD_LOCAL_RANK", env.get("LOCAL_RANK", "0"))
-        env.setdefault("SWITCHYARD_LOCAL_SIZE", env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+        return rendezvous_dir
+    if "RANK" not in env or "WORLD_SIZE" not in env or "TORCHELASTIC_RUN_ID" not in env:
+        return rendezvous_dir
+    env["SWITCHYARD_RANK"] = env["RANK"]
+    env["SWITCHYARD_SIZE"] = env["WORLD_SIZE"]
+    env.setdefault("SWITCHYARD_LOCAL_RANK", env.get("LOCAL_RANK", "0"))
+    env.setdefault("SWITCHYARD_LOCAL_SIZE", env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+    if rendezvous_dir:
+        return rendezvous_dir
+    if env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]) != env["WORLD_SIZE"]:
+        raise ValueError("under torchrun on several nodes, pass rendezvous_dir: a fresh directory on a filesystem every "
+                         "node shares")
+    return os.path.join(tempfile.gettempdir(), f"switchyard-torchrun-{env['TORCHELASTIC_RUN_ID']}-{os.getppid()}")
 
 
 class MoeLayer(_Module):
@@ -58,8 +68,8 @@ class MoeLayer(_Module):
             :func:`model_presets`), ``"preset:NAME"``, or a Hugging Face config.json path (or
             its directory).
         layer: the model layer id of this MoE layer (e.g. 3..60 for DeepSeek-V3).
-        comm: "mpi" (under mpirun / srun) or "ucx" (mpirun, srun, or torchrun with
-            ``rendezvous_dir``).
+        comm: "mpi" (under mpirun / srun) or "ucx" (mpirun, srun, or torchrun: on one node
+            without further arguments, across nodes with ``rendezvous_dir``).
         weights: a safetensors checkpoint (file or directory) with Hugging Face tensor names,
             or None for seeded weights (every rank generates the same bytes from ``seed``).
         placement: a :class:`Placement` (or a path to its JSON) holding this layer for the
@@ -107,7 +117,7 @@ class MoeLayer(_Module):
             with open(os.fspath(placement), encoding="utf-8") as f:
                 placement = Placement.from_json(f.read())
         if comm == "ucx":
-            _launch_from_torchrun()
+            rendezvous_dir = _launch_from_torchrun(rendezvous_dir)
         self._layer = _core.Layer(
             str(model), int(layer), comm, "" if weights is None else os.fspath(weights), placement, float(scale),
             int(seed), weight_type, int(threads), shares, rendezvous_dir or "", float(timeout))

@@ -38,3 +38,29 @@ def test_python_layers_give_the_workers_outputs(tmp_path, dtype):
     parts = [int(x) for x in re.findall(r"checksum (\d+)", ours.stdout)]
     assert len(parts) == 2, ours.stdout
     assert f"{sum(parts) % 2**64:016x}" == r["output_checksum"]
+
+
+def test_example_under_torchruns_environment():
+    """torchrun's workers (RANK, WORLD_SIZE, LOCAL_*, TORCHELASTIC_RUN_ID; siblings of one agent
+    process) meet over UCX with no MPI launcher. Debian's torchrun 1.13 fails on Python 3.11
+    before starting any worker, so this starts the workers the way its agent does."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "SLURM_"))}
+    env.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", TORCHELASTIC_RUN_ID=f"pytest{os.getpid()}", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT="29500")
+    workers = [subprocess.Popen(python_cmd() + [str(REPO / "examples" / "python" / "moe_block.py"), "--comm", "ucx"],
+                                env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outputs = []
+    try:
+        for w in workers:
+            outputs.append(w.communicate(timeout=180)[0])
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    assert "rank 0/2" in outputs[0] and "rank 1/2" in outputs[1]
