@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<comm::Communicator>> Connect(const ConnectOptions
     SY_ASSIGN_OR_RETURN(auto bootstrap, MakeBootstrap(options));
     comm::UcxOptions ucx;
     ucx.survive_peer_loss = options.survive_peer_loss;
+    ucx.timeout = options.timeout;
     SY_ASSIGN_OR_RETURN(comm, comm::CreateUcxCommunicator(*bootstrap, ucx));
 #endif
   } else if (options.backend == "nccl" && SWITCHYARD_HAVE_NCCL) {

@@ -67,9 +67,17 @@ class Keys {
 };
 
 // The quantization_config's FP8 block size (weight_block_size [rows, cols]), when given.
+// Other quantisations (AWQ, GPTQ, MXFP4, ...) are refused, naming quant_method, except where the
+// data plane does not load the model anyway (gpt_oss: plan and sim only).
 absl::Status ReadFp8Block(const Json& j, absl::string_view file, ModelConfig& m) {
-  if (!j.contains("quantization_config") || !j["quantization_config"].is_object()) return absl::OkStatus();
+  if (!j.contains("quantization_config") || j["quantization_config"].is_null()) return absl::OkStatus();
+  if (!j["quantization_config"].is_object()) return Keys(j, file).Error("quantization_config", "expected an object");
   const Keys q(j["quantization_config"], file, "$.quantization_config");
+  SY_ASSIGN_OR_RETURN(const std::string method, q.StringOr("quant_method", "fp8"));
+  if (method != "fp8" && m.model_type != "gpt_oss") {
+    return q.Error("quant_method", absl::StrCat("'", EchoValue(method), "' is not supported (fp8 with block scales, or an "
+                                                                        "unquantised checkpoint)"));
+  }
   SY_ASSIGN_OR_RETURN(const Json* block, q.ArrayOr("weight_block_size"));
   if (block == nullptr) return absl::OkStatus();
   if (block->size() != 2) return q.Error("weight_block_size", "expected [rows, cols]");

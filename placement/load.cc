@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "placement/placement.h"
 
 namespace switchyard::placement {
 
@@ -21,6 +22,10 @@ absl::Status LoadMatrix::Validate() const {
   }
   const size_t experts = values[0].size();
   if (experts == 0) return absl::InvalidArgumentError("load has no experts");
+  if (experts > static_cast<size_t>(kMaxExperts)) {
+    return absl::InvalidArgumentError(absl::StrCat("load has ", experts, " experts per layer, at most ", kMaxExperts, " are supported"));
+  }
+  if (layer_ids[0] < 0) return absl::InvalidArgumentError(absl::StrCat("load layer id ", layer_ids[0], " is negative"));
   for (size_t i = 0; i < values.size(); ++i) {
     if (i > 0 && layer_ids[i] <= layer_ids[i - 1]) {
       return absl::InvalidArgumentError(absl::StrCat("load layer ids must ascend: ",

@@ -57,30 +57,41 @@ namespace {
 
 // ---- Errors ------------------------------------------------------------------------------------
 
+// A Status on its way to Python: thrown anywhere (also where the GIL is released), turned
+// into the Python exception by the translator registered in the module (with the GIL held).
+struct PythonError : std::exception {
+  PyObject* type;
+  std::string message;
+  PythonError(PyObject* t, std::string m) : type(t), message(std::move(m)) {}
+  const char* what() const noexcept override { return message.c_str(); }
+};
+
 [[noreturn]] void Raise(const absl::Status& status) {
-  const std::string message(status.message());
+  PyObject* type = PyExc_RuntimeError;
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kAlreadyExists:
     case absl::StatusCode::kNotFound:
-      throw py::value_error(message);
+      type = PyExc_ValueError;
+      break;
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnauthenticated:
-      PyErr_SetString(PyExc_PermissionError, message.c_str());
-      throw py::error_already_set();
+      type = PyExc_PermissionError;
+      break;
     case absl::StatusCode::kUnavailable:
-      PyErr_SetString(PyExc_ConnectionError, message.c_str());
-      throw py::error_already_set();
+      type = PyExc_ConnectionError;
+      break;
     case absl::StatusCode::kDeadlineExceeded:
-      PyErr_SetString(PyExc_TimeoutError, message.c_str());
-      throw py::error_already_set();
+      type = PyExc_TimeoutError;
+      break;
     case absl::StatusCode::kResourceExhausted:
-      PyErr_SetString(PyExc_MemoryError, message.c_str());
-      throw py::error_already_set();
+      type = PyExc_MemoryError;
+      break;
     default:
-      throw std::runtime_error(message);
+      break;
   }
+  throw PythonError(type, std::string(status.message()));
 }
 
 void Check(const absl::Status& status) {
@@ -214,7 +225,10 @@ class AdminClient {
  public:
   AdminClient(std::string address, std::string token, const std::string& tls_ca_file, double timeout_s)
       : address_(std::move(address)), token_(std::move(token)), timeout_s_(timeout_s) {
-    if (!(timeout_s > 0)) throw py::value_error(absl::StrCat("timeout: ", timeout_s, " s must be > 0"));
+    if (!(timeout_s > 0 && timeout_s <= 1e6)) throw py::value_error(absl::StrCat("timeout: ", timeout_s, " s must be in (0, 1e6]"));
+    if (!token_.empty()) {
+      if (absl::Status valid = rpc::ValidateToken(token_); !valid.ok()) throw py::value_error(absl::StrCat("token: ", valid.message()));
+    }
     std::string ca;
     if (!tls_ca_file.empty()) ca = Take(ReadFile(tls_ca_file));
     stub_ = admin::Admin::NewStub(rpc::MakeChannel(address_, ca));
@@ -226,6 +240,20 @@ class AdminClient {
     req.set_layer(layer);
     req.set_all_layers(layer < 0);
     return Call(&admin::Admin::Stub::GetPlacement, req, admin::GetPlacementResponse{});
+  }
+  // The committed placement (every layer) as a Placement, e.g. `current` of a plan.
+  placement::Placement CommittedPlacement() {
+    admin::GetPlacementRequest req;
+    req.set_layer(-1);
+    req.set_all_layers(true);
+    admin::GetPlacementResponse resp;
+    grpc::Status s;
+    {
+      py::gil_scoped_release release;
+      s = stub_->GetPlacement(Context().get(), req, &resp);
+    }
+    Check(rpc::FromGrpc(s, address_));
+    return Take(rpc::FromProto(resp.placement()));
   }
   py::dict Load(int layer) {
     admin::GetLoadRequest req;
@@ -498,6 +526,13 @@ PYBIND11_MODULE(_core, m) {
   using namespace switchyard;
   using namespace switchyard::python;
   m.doc() = "Switchyard's C++ core (use the switchyard package, not this module)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const PythonError& e) {
+      PyErr_SetString(e.type, e.message.c_str());
+    }
+  });
 
   py::class_<Score>(m, "Balancedness")
       .def_readonly("mean", &Score::mean)
@@ -534,7 +569,13 @@ PYBIND11_MODULE(_core, m) {
              }
              return out;
            }, py::arg("layer"))
-      .def(py::self == py::self);
+      .def(py::self == py::self)
+      .def("__repr__", [](const placement::Placement& p) {
+        return absl::StrCat("Placement(ranks=", p.topology.ranks(), ", nodes=", p.topology.nodes(), ", slots_per_rank=",
+                            p.topology.slots_per_rank(), ", experts=", p.num_experts, ", layers=", p.layers.size(), ")");
+      })
+      .def(py::pickle([](const placement::Placement& p) { return placement::PlacementToJson(p, "pickle", std::nullopt); },
+                      [](const std::string& text) { return Take(placement::ParsePlacementJson(text, "pickled placement")); }));
 
   m.def("plan", &Plan, py::arg("loads"), py::arg("layers"), py::arg("ranks"), py::arg("slots_per_rank"), py::arg("nodes"),
         py::arg("policy"), py::arg("current"), py::arg("max_moves"), py::arg("min_gain_per_move"), py::arg("noise_z"),
@@ -542,7 +583,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("read_load_csv", [](const std::string& path, const std::string& select) {
           placement::LoadCsvOptions options;
           if (!select.empty()) options.select = select;
-          const placement::LoadMatrix load = Take(placement::ReadLoadCsv(path, options));
+          absl::StatusOr<placement::LoadMatrix> read;
+          {
+            py::gil_scoped_release release;  // a FIFO or a slow filesystem blocks this call only
+            read = placement::ReadLoadCsv(path, options);
+          }
+          const placement::LoadMatrix load = Take(std::move(read));
           return py::make_tuple(FromLoad(load), load.layer_ids);
         }, py::arg("path"), py::arg("select") = "");
   m.def("planner_names", [] {
@@ -586,6 +632,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("tls_ca_file"), py::arg("timeout_s"))
       .def("status", &AdminClient::Status)
       .def("placement", &AdminClient::Placement, py::arg("layer"))
+      .def("committed_placement", &AdminClient::CommittedPlacement)
       .def("load", &AdminClient::Load, py::arg("layer"))
       .def("rebalance", &AdminClient::Rebalance, py::arg("dry_run"), py::arg("max_moves"))
       .def("pin", &AdminClient::Pin, py::arg("pin"), py::arg("expert"), py::arg("rank"), py::arg("layer"))

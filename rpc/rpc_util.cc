@@ -44,10 +44,25 @@ std::unique_ptr<grpc::ClientContext> CallContext(absl::Duration timeout, const s
   return ctx;
 }
 
+absl::Status ValidateToken(absl::string_view token) {
+  if (token.empty()) return absl::InvalidArgumentError("the token is empty");
+  for (size_t i = 0; i < token.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(token[i]);
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat("the token has byte 0x", absl::Hex(c, absl::kZeroPad2), " at position ", i,
+                                                     ": a bearer token is printable ASCII"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   SY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
   std::string token(absl::StripAsciiWhitespace(text));
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
+  if (absl::Status valid = ValidateToken(token); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": ", valid.message()));
+  }
   return token;
 }
 

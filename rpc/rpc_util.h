@@ -29,5 +29,8 @@ std::unique_ptr<grpc::ClientContext> CallContext(absl::Duration timeout, const s
 
 // The token from a token file (surrounding whitespace dropped); an empty file is an error.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+// OK for a non-empty token of printable ASCII (what an HTTP/2 header value may hold);
+// InvalidArgument naming the first bad byte otherwise.
+absl::Status ValidateToken(absl::string_view token);
 
 }  // namespace switchyard::rpc

@@ -1,5 +1,6 @@
 #include "worker/moe_layer.h"
 
+#include <cmath>
 #include <time.h>
 
 #include <chrono>
@@ -112,8 +113,16 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   const double cpu_start = ThreadCpuSeconds();
   comm_cpu_ = 0;
 
-  // 1. Gate.
+  // 1. Gate. A NaN or infinite logit would pick experts by garbage scores, silently: refused
+  // here, before any collective (this rank's peers then time out in the next one).
   auto t0 = Clock::now();
+  const int E = model_.num_experts;
+  for (int64_t i = 0; i < tokens * E; ++i) {
+    if (!std::isfinite(router_logits[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("MoeLayer: router_logits[", i / E, ", ", i % E, "] is ", router_logits[i],
+                                                     " (logits must be finite)"));
+    }
+  }
   ids_.resize(pairs);
   weights_buf_.resize(pairs);
   SY_RETURN_IF_ERROR(kernels::GateCpu(model_.Gating(weights_.router_bias(li)), router_logits, tokens, ids_.data(),

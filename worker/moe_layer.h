@@ -79,8 +79,8 @@ class MoeLayer {
   MoeLayer(const model::ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
            std::shared_ptr<const placement::RoutingTable> table, int cpu_threads = 1);
 
-  // hidden, out: [tokens, hidden] fp32; router_logits: [tokens, num_experts]. `out` may alias
-  // `hidden`. `draw_key` makes the replica choices of this call deterministic (callers pass
+  // hidden, out: [tokens, hidden] fp32; router_logits: [tokens, num_experts], finite
+  // (InvalidArgument naming the first bad one otherwise). `out` may alias `hidden`. `draw_key` makes the replica choices of this call deterministic (callers pass
   // e.g. the step number).
   absl::Status Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
                        float* out, uint64_t draw_key = 0);

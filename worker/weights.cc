@@ -132,7 +132,9 @@ class FromCheckpoint : public WeightSource {
     if (t == "nemotron_h") return absl::StrCat("backbone.layers.", layer, ".mixer.");
     if (t == "qwen3_5_moe") {  // the multimodal checkpoint's language model, or a text-only export
       const std::string multimodal = absl::StrCat("model.language_model.layers.", layer, ".mlp.");
-      if (ckpt_->Tensor(multimodal + "gate.weight").ok()) return multimodal;
+      for (const char* probe : {"experts.gate_up_proj", "experts.0.up_proj.weight", "shared_expert.up_proj.weight", "gate.weight"}) {
+        if (ckpt_->Tensor(multimodal + probe).ok()) return multimodal;
+      }
     }
     return absl::StrCat("model.layers.", layer, ".mlp.");
   }
@@ -185,17 +187,17 @@ class FromCheckpoint : public WeightSource {
         std::memcpy(&out[i], &bits, 4);
       }
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": dtype ", t.dtype,
-                                                     " is not supported (F32, BF16, F16, and F8_E4M3 weights with weight_scale_inv)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": dtype ", t.dtype, " is not supported here (F32, BF16 or F16; F8_E4M3 only as a 2-D weight with its weight_scale_inv)"));
     }
     return CheckFinite(name, out, n);
   }
 
-  // A NaN or infinity in an expert would poison every token routed to it, silently.
+  // A NaN or infinity in a weight would poison every token routed to it, silently.
   static absl::Status CheckFinite(const std::string& name, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) {
       if (!std::isfinite(x[i])) {
-        return absl::InvalidArgumentError(absl::StrCat(name, ": element ", i, " is ", x[i], " (expert weights must be finite)"));
+        return absl::InvalidArgumentError(absl::StrCat(name, ": element ", i, " is ", x[i], " (weights must be finite)"));
       }
     }
     return absl::OkStatus();
@@ -218,6 +220,11 @@ class FromCheckpoint : public WeightSource {
     }
     scale_.resize(static_cast<size_t>(sr * sc));
     SY_RETURN_IF_ERROR(ToFloat(*scales, scale_name, scale_.data()));
+    for (size_t i = 0; i < scale_.size(); ++i) {
+      if (!(scale_[i] > 0)) {
+        return absl::InvalidArgumentError(absl::StrCat(scale_name, ": block ", i, " has scale ", scale_[i], " (block scales must be > 0)"));
+      }
+    }
     static const std::array<float, 256> kE4m3 = [] {
       std::array<float, 256> table{};
       for (int c = 0; c < 256; ++c) table[c] = E4m3ToFloat(static_cast<uint8_t>(c));
@@ -270,9 +277,10 @@ class FromCheckpoint : public WeightSource {
     }
     const size_t fh = static_cast<size_t>(F * H);
     gate_.resize(fh), up_.resize(fh), down_.resize(fh);
-    SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name, gate_.data(), e * 2 * fh, fh));
-    SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name, up_.data(), e * 2 * fh + fh, fh));
-    SY_RETURN_IF_ERROR(ToFloat(down, down_name, down_.data(), e * fh, fh));
+    const std::string of = absl::StrCat("[", e, "]");  // errors name the expert's slice
+    SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name + of + " (gate)", gate_.data(), e * 2 * fh, fh));
+    SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name + of + " (up)", up_.data(), e * 2 * fh + fh, fh));
+    SY_RETURN_IF_ERROR(ToFloat(down, down_name + of, down_.data(), e * fh, fh));
     return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed);
   }
 

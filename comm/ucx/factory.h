@@ -25,6 +25,8 @@ struct UcxOptions {
   // UCX's own log goes to level fatal unless $UCX_LOG_LEVEL is set (its complaints about dead
   // peers are expected in such a job).
   bool survive_peer_loss = false;
+  // How long calls wait for peers, from the address exchange on (Communicator::timeout).
+  absl::Duration timeout = absl::Seconds(60);
 };
 
 // Collective over `bootstrap` (which must outlive the call, not the communicator).

@@ -278,6 +278,7 @@ class UcxCommunicator : public Communicator {
  public:
   static absl::StatusOr<std::unique_ptr<Communicator>> Create(Bootstrap& bootstrap, const UcxOptions& options) {
     auto comm = std::unique_ptr<UcxCommunicator>(new UcxCommunicator(bootstrap, options));
+    comm->set_timeout(options.timeout);  // the address exchange waits this long for its peers
     SY_RETURN_IF_ERROR(comm->Init(bootstrap));
     return comm;
   }

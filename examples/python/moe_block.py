@@ -1,6 +1,8 @@
 """A DeepSeek-style MoE block in PyTorch whose routed experts run through switchyard.MoeLayer.
 
-    mpirun --allow-run-as-root --oversubscribe -np 2 python3 examples/python/moe_block.py
+    mpirun --allow-run-as-root --oversubscribe -np 2 .venv/bin/python examples/python/moe_block.py
+
+(the Python that has switchyard installed; `--comm ucx` also runs under torchrun on one node).
 
 Every rank builds the same block (same seed): a router (gate projection), 16 routed SwiGLU
 experts with sigmoid scores, a selection-only bias, group-limited top-4 (4 groups, best 2),

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from . import _core
+from ._args import INT32_MAX, UINT64_MAX, existing_path, integer, number, string
 from .placement import Placement
 
 try:  # torch is optional: without it MoeLayer takes and returns numpy arrays
@@ -21,11 +22,22 @@ except ImportError:  # pragma: no cover - exercised only where torch is absent
 Array = Any  # torch.Tensor or numpy.ndarray
 
 
+def _model_spec(model: Any) -> str:
+    """A preset name, "preset:NAME", or an existing config.json path (or its directory)."""
+    if isinstance(model, os.PathLike):
+        return existing_path("model", model)
+    model = string("model", model)
+    if model.startswith("preset:") or ("/" not in model and not model.endswith(".json")):
+        return model
+    return existing_path("model", model)
+
+
 def model_info(model: str, scale: float = 1.0) -> Dict[str, Any]:
     """The MoE shape of a preset name or config.json path: name, model_type, experts, top_k,
     hidden, expert_ffn, shared_ffn (0: none), moe_layers (model layer ids). ValueError naming
-    the file and key (or ``model_type``) when the config is bad or unsupported."""
-    return _core.model_info(str(model), float(scale))
+    the file and key (or ``model_type``) when the config is bad or unsupported;
+    FileNotFoundError for a path that does not exist."""
+    return _core.model_info(_model_spec(model), number("scale", scale, 0, 1, lo_open=True))
 
 
 def model_presets() -> List[str]:
@@ -87,8 +99,11 @@ class MoeLayer(_Module):
         shared experts). Contiguous float32 inputs are used in place (no copy); bfloat16 is
         widened to float32 inside. Inference only: the output carries no autograd graph.
 
-    Raises ValueError / TypeError naming a wrong shape, dtype or device; RuntimeError when a
-    peer fails or times out (every rank raises).
+    Raises ValueError / TypeError naming a wrong argument, shape, dtype or device (a rank that
+    raises before its collectives leaves its peers to time out); FileNotFoundError for a path
+    that does not exist; TimeoutError when a peer does not arrive within ``timeout``;
+    RuntimeError when a peer fails, or for a model whose experts the CPU data plane does not
+    run (gpt-oss).
     """
 
     def __init__(
@@ -111,16 +126,21 @@ class MoeLayer(_Module):
             super().__init__()
         if comm not in ("mpi", "ucx"):
             raise ValueError(f"comm: expected 'mpi' or 'ucx', got {comm!r}")
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layer: expected an int (a model layer id), got {type(layer).__name__}")
+        layer = integer("layer", layer, 0, INT32_MAX)
+        model = _model_spec(model)
+        if weights is not None:
+            weights = existing_path("weights", weights)
         if placement is not None and not isinstance(placement, Placement):
-            with open(os.fspath(placement), encoding="utf-8") as f:
+            with open(existing_path("placement", placement), encoding="utf-8") as f:
                 placement = Placement.from_json(f.read())
+        if rendezvous_dir is not None and not isinstance(rendezvous_dir, (str, os.PathLike)):
+            raise TypeError(f"rendezvous_dir: expected a path, got {type(rendezvous_dir).__name__}")
         if comm == "ucx":
-            rendezvous_dir = _launch_from_torchrun(rendezvous_dir)
+            rendezvous_dir = _launch_from_torchrun(None if rendezvous_dir is None else os.fspath(rendezvous_dir))
         self._layer = _core.Layer(
-            str(model), int(layer), comm, "" if weights is None else os.fspath(weights), placement, float(scale),
-            int(seed), weight_type, int(threads), shares, rendezvous_dir or "", float(timeout))
+            model, layer, comm, weights or "", placement, number("scale", scale, 0, 1, lo_open=True),
+            integer("seed", seed, 0, UINT64_MAX), string("weight_type", weight_type), integer("threads", threads, 0, 1024),
+            string("shares", shares), rendezvous_dir or "", number("timeout", timeout, 0, 1e6, lo_open=True))
         info = self._layer.model
         self.layer_id = int(layer)
         self.hidden_size = int(info["hidden"])
@@ -153,7 +173,19 @@ class MoeLayer(_Module):
         return self._layer.take_counts()
 
     def forward(self, hidden: Array, router_logits: Array, draw_key: Optional[int] = None) -> Array:
-        key = self._calls if draw_key is None else int(draw_key)
+        """Runs this rank's tokens through the layer (collective: every rank calls it, in the same order).
+
+        Args:
+            hidden: [T, H] float32 or bfloat16 torch tensor (numpy: float32), on the CPU.
+            router_logits: [T, E] the router's logits, finite (any float dtype; used as float32).
+            draw_key: makes the replica choices of this call deterministic (default: a per-layer
+                call counter, the same on every rank). Outputs do not depend on it.
+
+        Returns [T, H] in hidden's dtype. ValueError / TypeError naming a bad shape, dtype,
+        device or a non-finite logit; TimeoutError when a peer does not arrive within
+        ``timeout``; RuntimeError when a peer fails.
+        """
+        key = self._calls if draw_key is None else integer("draw_key", draw_key, 0, UINT64_MAX)
         self._calls += 1
         if torch is not None and isinstance(hidden, torch.Tensor):
             return self._forward_torch(hidden, router_logits, key)

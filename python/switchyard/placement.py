@@ -6,11 +6,13 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from ._args import INT32_MAX, existing_path, integer, number, optional_integer, string
 
 Placement = _core.Placement
 Placement.__doc__ = """Which expert sits in which slot of which rank, per MoE layer, with token shares.
 
-Made by :func:`plan` or :meth:`Placement.from_json`; immutable.
+Made by :func:`plan`, :meth:`Placement.from_json` or `AdminClient.committed_placement()`;
+immutable; compares with ==, pickles and copies (through its JSON).
 
 Attributes:
     ranks, nodes, slots_per_rank, experts (int); layers (list[int]: model layer ids,
@@ -32,10 +34,17 @@ Balancedness.__doc__ = "Balancedness of a placement: .mean and .min over layers,
 
 def _loads_array(loads: Any) -> np.ndarray:
     """[layers, experts] float64 C-contiguous copy of a numpy array, torch tensor or nested list."""
-    if hasattr(loads, "detach") and hasattr(loads, "cpu"):  # torch.Tensor, on any device
-        loads = loads.detach().cpu().numpy()
+    if loads is None or isinstance(loads, (str, bytes)):
+        raise TypeError(f"loads: expected an array-like [layers, experts] of token counts, got {type(loads).__name__}")
+    if hasattr(loads, "detach") and hasattr(loads, "cpu"):  # torch.Tensor, on any device, any real dtype
+        if loads.is_complex():
+            raise TypeError(f"loads: dtype {loads.dtype} is complex; token counts are real")
+        loads = loads.detach().cpu().double().numpy()
     try:
-        array = np.ascontiguousarray(np.asarray(loads, dtype=np.float64))
+        raw = np.asarray(loads)
+        if raw.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {raw.dtype} is not a real number type")
+        array = np.ascontiguousarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise TypeError(f"loads: expected an array-like [layers, experts] of token counts ({e})") from None
     if array.ndim != 2:
@@ -84,27 +93,25 @@ def _plan_timed(loads, ranks, slots_per_rank, nodes=1, policy="incremental", cur
                 min_gain_per_move=0.001, noise_z=2.0, groups=1) -> Tuple[Placement, float]:
     """plan() and the planner's own seconds (without the binding's conversions), for benchmarks."""
     array = _loads_array(loads)
-    for name, value in (("ranks", ranks), ("slots_per_rank", slots_per_rank), ("nodes", nodes), ("groups", groups)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if max_moves is not None and (isinstance(max_moves, bool) or not isinstance(max_moves, (int, np.integer)) or max_moves < 0):
-        raise ValueError(f"max_moves: expected None or an int >= 0, got {max_moves!r}")
     if current is not None and not isinstance(current, Placement):
         raise TypeError(f"current: expected a switchyard.Placement or None, got {type(current).__name__}")
-    if not isinstance(policy, str):
-        raise TypeError(f"policy: expected a str, got {type(policy).__name__}")
+    if layers is not None:
+        if isinstance(layers, (str, bytes)):
+            raise TypeError("layers: expected a sequence of ints (model layer ids)")
+        layers = [integer(f"layers[{i}]", x, 0, INT32_MAX) for i, x in enumerate(layers)]
+    max_moves = optional_integer("max_moves", max_moves, 0, INT32_MAX)
     return _core.plan(
         array,
-        None if layers is None else [int(x) for x in layers],
-        int(ranks),
-        int(slots_per_rank),
-        int(nodes),
-        policy,
+        layers,
+        integer("ranks", ranks, 1, INT32_MAX),
+        integer("slots_per_rank", slots_per_rank, 1, INT32_MAX),
+        integer("nodes", nodes, 1, INT32_MAX),
+        string("policy", policy),
         current,
-        -1 if max_moves is None else int(max_moves),
-        float(min_gain_per_move),
-        float(noise_z),
-        int(groups),
+        -1 if max_moves is None else max_moves,
+        number("min_gain_per_move", min_gain_per_move, 0, 1e6),
+        number("noise_z", noise_z, 0, 1e6),
+        integer("groups", groups, 1, INT32_MAX),
     )
 
 
@@ -115,4 +122,8 @@ def read_load_csv(path: str, select: Optional[str] = None) -> Tuple[np.ndarray, 
     step/workload column equals it (as ``switchyard plan --select``). ValueError naming the
     file, line and column of a bad row.
     """
-    return _core.read_load_csv(str(path), select or "")
+    path = existing_path("path", path)
+    try:
+        return _core.read_load_csv(path, "" if select is None else string("select", select))
+    except ValueError as e:  # the CSV reader speaks the CLI's flag names
+        raise ValueError(str(e).replace("--select", "select")) from None

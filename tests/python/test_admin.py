@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 import switchyard
@@ -55,6 +56,11 @@ def test_reads(cluster):
     placement = admin.placement()
     assert placement["ranks"] == 3 and placement["experts"] == 256 and len(placement["layers"]) == 2
     assert len(admin.placement(layer=4)["layers"]) == 1
+    committed = admin.committed_placement()
+    assert (committed.ranks, committed.experts, committed.layers) == (3, 256, [3, 4])
+    loads = np.asarray([layer["smoothed"] for layer in admin.load()["layers"]])
+    replanned = switchyard.plan(loads, 3, 200, current=committed, layers=committed.layers, max_moves=10)
+    assert replanned.moved_replicas(committed) <= 10
     load = admin.load(layer=3)
     assert load["windows"] >= 2 and len(load["layers"][0]["smoothed"]) == 256
     policy = admin.policy()
@@ -102,6 +108,28 @@ def test_bad_requests_are_named(cluster):
         switchyard.AdminClient("")
 
 
+def test_bad_client_arguments_are_named(tmp_path):
+    for kwargs, error, message in [
+        (dict(address="127.0.0.1:99999"), ValueError, "port in 1..65535"),
+        (dict(address="nohost"), ValueError, "HOST:PORT"),
+        (dict(address="127.0.0.1:7070", token="a\nb"), ValueError, "token: the token has byte 0x0a at position 1"),
+        (dict(address="127.0.0.1:7070", token="caf\u00e9"), ValueError, "printable ASCII"),
+        (dict(address="127.0.0.1:7070", timeout=0), ValueError, "timeout"),
+        (dict(address="127.0.0.1:7070", tls_ca=str(tmp_path / "ca.pem")), FileNotFoundError, "tls_ca"),
+    ]:
+        with pytest.raises(error) as e:
+            switchyard.AdminClient(**kwargs)
+        assert message in str(e.value), (kwargs, str(e.value))
+    admin = switchyard.AdminClient("127.0.0.1:7070")
+    for call, error, message in [(lambda: admin.placement(layer=-2), ValueError, "layer: -2"),
+                                 (lambda: admin.pin(2**40, 0), ValueError, "expert"),
+                                 (lambda: admin.events(after_seq=-1), ValueError, "after_seq"),
+                                 (lambda: admin.policy(**{"a=b": 1}), ValueError, "'a=b' is not a policy field")]:
+        with pytest.raises(error) as e:
+            call()
+        assert message in str(e.value)
+
+
 def test_an_unreachable_coordinator_is_a_connection_error():
     import socket
 
@@ -109,6 +137,8 @@ def test_an_unreachable_coordinator_is_a_connection_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     admin = switchyard.AdminClient(f"127.0.0.1:{port}", timeout=2)
-    with pytest.raises((ConnectionError, TimeoutError)) as e:
-        admin.status()
-    assert str(port) in str(e.value)
+    # every call, including those that raise with the GIL released (policy reads, then writes)
+    for call in (admin.status, admin.policy, lambda: admin.policy(min_gain=0.1), admin.events, lambda: admin.pin(1, 0)):
+        with pytest.raises((ConnectionError, TimeoutError)) as e:
+            call()
+        assert str(port) in str(e.value)

@@ -215,6 +215,34 @@ def test_fp8_checkpoints_load_the_bf16_conversion(tmp_path, model_type, block):
     assert np.isfinite(by["fp8", "fp32"]).all()
 
 
+@pytest.mark.parametrize("scale,message", [(-1.0, "block scales must be > 0"), (0.0, "block scales must be > 0"),
+                                           (np.nan, "must be finite")])
+def test_fp8_bad_scales_are_named(tmp_path, scale, message):
+    spec = SPECS["minimax_m2"]
+    weights = make_weights(np.random.default_rng(1))
+    write_model(tmp_path, spec, weights)
+    p = spec.prefix.format(L=spec.layer)
+    tensors = {p + spec.bias: weights["bias"]}
+    for e, mats in enumerate(weights["experts"]):
+        for n, m in zip(spec.names, mats):
+            tensors[f"{p}experts.{e}.{n}.weight"] = ("F8_E4M3", np.zeros(m.shape, np.uint8))
+            tensors[f"{p}experts.{e}.{n}.weight_scale_inv"] = np.full((1, 1), scale, np.float32)
+    write_safetensors(tmp_path / "model.safetensors", tensors)
+    with pytest.raises(ValueError) as e:
+        switchyard.MoeLayer(str(tmp_path), 0, comm="mpi", weights=str(tmp_path))
+    assert "weight_scale_inv" in str(e.value) and message in str(e.value)
+
+
+def test_other_quantisations_are_refused(tmp_path):
+    write_model(tmp_path, SPECS["minimax_m2"], make_weights(np.random.default_rng(1)))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "awq", "bits": 4}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as e:
+        switchyard.model_info(str(tmp_path))
+    assert "$.quantization_config.quant_method" in str(e.value) and "'awq' is not supported" in str(e.value)
+
+
 def test_fp8_without_scales_is_named(tmp_path):
     spec = SPECS["minimax_m2"]
     weights = make_weights(np.random.default_rng(1))

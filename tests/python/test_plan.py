@@ -70,12 +70,19 @@ def test_placement_api(rng):
     assert held == list(range(16))
     for e in range(16):
         assert sum(s for rank in replicas for x, s in rank if x == e) == pytest.approx(1.0)
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(p)) == p and copy.deepcopy(p) == p
+    assert repr(p) == "Placement(ranks=4, nodes=1, slots_per_rank=5, experts=16, layers=3)"
     again = switchyard.Placement.from_json(p.to_json())
     assert again == p and again.moved_replicas(p) == 0
     # torch tensors, integer dtypes and nested lists are the same loads
     assert switchyard.plan(torch.tensor(loads, dtype=torch.int64), 4, 5, policy="eplb") == p
     assert switchyard.plan(loads.tolist(), 4, 5, policy="eplb") == p
     assert switchyard.plan(loads.astype(np.float32), 4, 5, policy="eplb") == p
+    assert switchyard.plan(torch.tensor(loads).to(torch.bfloat16).double(), 4, 5, policy="eplb") == \
+        switchyard.plan(torch.tensor(loads).to(torch.bfloat16), 4, 5, policy="eplb")  # any real torch dtype
 
 
 @pytest.mark.parametrize("call,error,message", [
@@ -97,7 +104,16 @@ def test_placement_api(rng):
     (lambda l: switchyard.plan(l, 4, 5).moved_replicas(switchyard.plan(l, 8, 5)), ValueError, "differ"),
     (lambda l: switchyard.plan(l, 4, 5).replicas(7), ValueError, "no layer 7"),
     (lambda l: switchyard.plan(l, 4, 5).balancedness(l[:, :8]), ValueError, ""),
-    (lambda l: switchyard.read_load_csv("/nonexistent.csv"), ValueError, "/nonexistent.csv"),
+    (lambda l: switchyard.read_load_csv("/nonexistent.csv"), FileNotFoundError, "path: /nonexistent.csv does not exist"),
+    (lambda l: switchyard.plan(l, 4, 5, min_gain_per_move="x"), TypeError, "min_gain_per_move: expected a number"),
+    (lambda l: switchyard.plan(l, 4, 5, layers=[-1, 0, 1]), ValueError, "layers[0]: -1 is out of range"),
+    (lambda l: switchyard.plan(l, 4, 5, layers=[0.5, 1, 2]), TypeError, "layers[0]: expected an int"),
+    (lambda l: switchyard.plan(l, 4, 5, layers="012"), TypeError, "layers: expected a sequence"),
+    (lambda l: switchyard.plan(l, 2**31, 5), ValueError, "ranks: 2147483648 is out of range"),
+    (lambda l: switchyard.plan(l, 4, 5, groups=2**40), ValueError, "groups"),
+    (lambda l: switchyard.plan(l + 1j, 4, 5), TypeError, "complex"),
+    (lambda l: switchyard.plan(None, 4, 5), TypeError, "loads"),
+    (lambda l: switchyard.plan(np.ones((1, 70000)), 64, 2048), ValueError, "70000 experts per layer, at most 65536"),
 ])
 def test_bad_inputs_raise_clear_errors(rng, call, error, message):
     loads = rng.integers(1, 1000, size=(3, 16)).astype(np.float64)
