@@ -4,6 +4,8 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -18,6 +20,7 @@
 #include "rpc/validate.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "cli/commands.h"
 #include "common/file_util.h"
 #include "common/status.h"
@@ -39,6 +42,10 @@ ABSL_FLAG(bool, remove, false,
           "drain: retire the rank from a job of workers joined through the coordinator (--world-size): after their step "
           "the others regroup without it, its experts re-placed on them, and it leaves");
 ABSL_FLAG(double, timeout_s, 10, "admin: seconds to wait for the coordinator (events --follow: stream length, 0: forever)");
+ABSL_FLAG(bool, wait, false,
+          "rebalance, drain: follow the migration to the published epoch with a progress bar (plain lines when stdout is not a "
+          "terminal); exit 0 when it commits, 1 when it aborts");
+ABSL_FLAG(double, wait_timeout_s, 0, "rebalance, drain --wait: give up (exit 1) after this many seconds (0: wait as long as it takes)");
 
 namespace switchyard::cli {
 namespace {
@@ -114,6 +121,86 @@ void PrintPolicy(const types::Policy& p) {
               "smoothing          %.4g\nplanner            %s\n",
               p.auto_rebalance() ? "true" : "false", p.min_gain(), p.hysteresis_windows(), p.cooldown_windows(), p.max_moves(),
               p.max_moves() == 0 ? " (no limit)" : "", p.min_gain_per_move(), p.noise_z(), p.smoothing(), p.planner().c_str());
+}
+
+// The newest event's sequence number (waits start after it).
+absl::StatusOr<int64_t> LastEventSeq(const Client& c, double timeout) {
+  auto ctx = c.Context(timeout);
+  admin::WatchEventsRequest request;
+  auto reader = c.stub->WatchEvents(ctx.get(), request);
+  admin::Event e;
+  int64_t last = 0;
+  while (reader->Read(&e)) last = std::max(last, e.seq());
+  SY_RETURN_IF_ERROR(rpc::FromGrpc(reader->Finish(), c.address));
+  return last;
+}
+
+// Follows the migration to `epoch` until it commits (OK) or aborts (Aborted, with the
+// coordinator's reason), drawing progress: a bar redrawn in place on a terminal, a line per
+// 10% (or state change) otherwise. A later epoch published by the same change (a drain
+// deferred behind a migration in flight) is followed too.
+absl::Status WaitForEpoch(const Client& c, int64_t epoch, int64_t after_seq, double timeout) {
+  const bool tty = ::isatty(STDOUT_FILENO) != 0;
+  const double limit = absl::GetFlag(FLAGS_wait_timeout_s);
+  SY_RETURN_IF_ERROR(CheckFlagRange("wait-timeout-s", limit, 0, 1e7));
+  const absl::Time start = absl::Now();
+  int last_decile = -1;
+  bool last_started = false;
+  std::string last_line;
+  while (true) {
+    // Abort: the coordinator's migration_failed event for this epoch.
+    {
+      auto ctx = c.Context(timeout);
+      admin::WatchEventsRequest request;
+      request.set_after_seq(after_seq);
+      auto reader = c.stub->WatchEvents(ctx.get(), request);
+      admin::Event e;
+      while (reader->Read(&e)) {
+        after_seq = std::max(after_seq, e.seq());
+        if (e.kind() == "migration_failed" && e.epoch() == epoch) {
+          if (tty) std::printf("\n");
+          std::fflush(stdout);
+          return absl::AbortedError(absl::StrCat("the migration to epoch ", epoch, " aborted: ", e.message()));
+        }
+      }
+      SY_RETURN_IF_ERROR(rpc::FromGrpc(reader->Finish(), c.address));
+    }
+    admin::ClusterStatus s;
+    SY_RETURN_IF_ERROR(rpc::FromGrpc(c.stub->GetStatus(c.Context(timeout).get(), {}, &s), c.address));
+    if (s.committed_epoch() >= epoch) {
+      if (s.target_epoch() > s.committed_epoch() && s.migration().epoch() > epoch) {  // the change's next epoch
+        epoch = s.migration().epoch();
+        last_decile = -1;
+        continue;
+      }
+      std::printf("%sepoch %lld committed: %d/%d ranks run it (%.1f s)\n", tty ? "\r\033[K" : "", static_cast<long long>(epoch),
+                  s.ranks(), s.ranks(), absl::ToDoubleSeconds(absl::Now() - start));
+      std::fflush(stdout);
+      return absl::OkStatus();
+    }
+    const admin::MigrationProgress& m = s.migration();
+    const double fraction = m.total_bytes() > 0 ? std::min(1.0, static_cast<double>(m.done_bytes()) / m.total_bytes()) : 0;
+    const std::string line = absl::StrFormat(
+        "epoch %lld: %s %.1f/%.1f MiB (%.0f%%), %d replicas, %d/%d ranks committed, %.1f s", static_cast<long long>(epoch),
+        m.started() ? "moving" : "published, waiting for the ranks to start;", m.done_bytes() / 1048576.0, m.total_bytes() / 1048576.0,
+        100 * fraction, m.moved_replicas(), m.ranks_committed(), m.ranks(), absl::ToDoubleSeconds(absl::Now() - start));
+    if (tty) {
+      const int filled = static_cast<int>(fraction * 30);
+      std::printf("\r\033[K[%s%s] %s", std::string(filled, '#').c_str(), std::string(30 - filled, '.').c_str(), line.c_str());
+      std::fflush(stdout);
+    } else if (static_cast<int>(fraction * 10) != last_decile || m.started() != last_started) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    }
+    last_decile = static_cast<int>(fraction * 10);
+    last_started = m.started();
+    last_line = line;
+    if (limit > 0 && absl::Now() - start > absl::Seconds(limit)) {
+      if (tty) std::printf("\n");
+      return absl::DeadlineExceededError(absl::StrCat("still migrating after --wait-timeout-s ", limit, ": ", last_line));
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+  }
 }
 
 absl::Status Run(const std::string& command, const std::vector<std::string>& args) {
@@ -207,13 +294,24 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     request.set_dry_run(absl::GetFlag(FLAGS_dry_run));
     const int max_moves = absl::GetFlag(FLAGS_max_moves);
     request.set_max_moves(max_moves == -1 ? 0 : max_moves);  // -1 (the default): the policy's budget
+    const bool wait = absl::GetFlag(FLAGS_wait);
+    if (wait && request.dry_run()) return absl::InvalidArgumentError("--wait follows a published epoch: not with --dry-run");
+    int64_t seq = 0;
+    if (wait) {
+      SY_ASSIGN_OR_RETURN(seq, LastEventSeq(c, timeout));
+    }
     admin::RebalanceResponse response;
     SY_RETURN_IF_ERROR(check(c.stub->Rebalance(c.Context(timeout).get(), request, &response)));
-    if (json) return PrintJson(response), absl::OkStatus();
-    std::printf("%s epoch %lld: %d moved replicas; balancedness mean %.4f -> %.4f, worst layer %.4f -> %.4f\n",
-                response.applied() ? "published" : (request.dry_run() ? "plan (dry run) for" : "nothing to publish for"),
-                static_cast<long long>(response.target_epoch()), response.moved_replicas(), response.balancedness_before(),
-                response.balancedness_after(), response.worst_before(), response.worst_after());
+    if (json) {
+      PrintJson(response);
+    } else {
+      std::printf("%s epoch %lld: %d moved replicas; balancedness mean %.4f -> %.4f, worst layer %.4f -> %.4f\n",
+                  response.applied() ? "published" : (request.dry_run() ? "plan (dry run) for" : "nothing to publish for"),
+                  static_cast<long long>(response.target_epoch()), response.moved_replicas(), response.balancedness_before(),
+                  response.balancedness_after(), response.worst_before(), response.worst_after());
+    }
+    std::fflush(stdout);
+    if (wait && response.applied()) return WaitForEpoch(c, response.target_epoch(), seq, timeout);
     return absl::OkStatus();
   }
   if (command == "pin" || command == "unpin") {
@@ -245,16 +343,33 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
       if (command != "drain") return absl::InvalidArgumentError("--remove goes with drain (a removed rank does not come back)");
       request.set_remove(true);
     }
+    const bool wait = absl::GetFlag(FLAGS_wait);
+    if (wait && (command != "drain" || request.remove())) {
+      return absl::InvalidArgumentError("--wait follows the migration a drain starts: drain RANK --wait (not undrain, not --remove)");
+    }
+    int64_t seq = 0;
+    if (wait) {
+      SY_ASSIGN_OR_RETURN(seq, LastEventSeq(c, timeout));
+    }
     admin::ConstraintsResponse response;
     SY_RETURN_IF_ERROR(check(command == "drain" ? c.stub->Drain(c.Context(timeout).get(), request, &response)
                                                : c.stub->Undrain(c.Context(timeout).get(), request, &response)));
-    if (json) return PrintJson(response), absl::OkStatus();
-    if (request.remove()) {
+    if (json) {
+      PrintJson(response);
+    } else if (request.remove()) {
       std::printf("rank %d leaves after its step; the others regroup without it (switchyard status shows the new generation)\n", rank);
+    } else {
+      PrintConstraints(response);
+    }
+    std::fflush(stdout);
+    if (!wait) return absl::OkStatus();
+    admin::ClusterStatus status;
+    SY_RETURN_IF_ERROR(check(c.stub->GetStatus(c.Context(timeout).get(), {}, &status)));
+    if (status.target_epoch() <= status.committed_epoch()) {
+      std::printf("nothing to migrate: rank %d holds no experts at epoch %lld\n", rank, static_cast<long long>(status.committed_epoch()));
       return absl::OkStatus();
     }
-    PrintConstraints(response);
-    return absl::OkStatus();
+    return WaitForEpoch(c, status.target_epoch(), seq, timeout);
   }
   if (command == "policy") {
     types::Policy policy;

@@ -20,6 +20,9 @@ int RunTrace(const std::vector<std::string>& args);
 // `switchyard sim`: replay a load trace on a simulated cluster under each rebalance policy.
 int RunSim(const std::vector<std::string>& args);
 
+// `switchyard report RUN.json`: a worker report's plots as HTML, SVG or PNG.
+int RunReport(const std::vector<std::string>& args);
+
 // `switchyard bench <what>`: project benchmarks; `what` is args[0].
 int RunBench(const std::vector<std::string>& args);
 

@@ -23,6 +23,8 @@ constexpr char kUsage[] =
     "  trace synth  write sampled load windows (bursts: --burst K:SHARE@A..B, drift) as a CSV\n"
     "  sim     replay a load trace on a simulated cluster (--ranks, --nodes, --hardware) under\n"
     "          each rebalance policy (--compare static,eplb,incremental): step time, balance, moves\n"
+    "  report  a worker run's report (--report JSON) as HTML plots (--out report.html), or\n"
+    "          the plots alone (--format svg|png --out DIR)\n"
     "  env     the environment variables Switchyard reads, and their values here\n"
     "  version print the version\n"
     "\n"
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
   if (command == "bench") return switchyard::cli::RunBench(args);
   if (command == "trace") return switchyard::cli::RunTrace(args);
   if (command == "sim") return switchyard::cli::RunSim(args);
+  if (command == "report") return switchyard::cli::RunReport(args);
   if (switchyard::cli::IsAdminCommand(command)) return switchyard::cli::RunAdmin(command, args);
   if (command == "env") {
     for (const switchyard::SettingInfo& s : switchyard::Settings()) {

@@ -35,9 +35,9 @@ ABSL_FLAG(double, min_gain_per_move, 0.001,
           "plan: incremental: least gain per moved replica, as a fraction of mean rank load");
 ABSL_FLAG(double, noise_z, 2.0,
           "plan: incremental: a move must also beat this many std devs of count noise");
-ABSL_FLAG(std::string, out, "", "plan, trace synth: write the output (placement JSON, load CSV) here instead of stdout");
+ABSL_FLAG(std::string, out, "", "plan, trace synth, report: write the output (placement JSON, load CSV, HTML; report --format svg|png: a directory) here instead of stdout");
 ABSL_FLAG(std::string, format, "json",
-          "plan: json (placement on stdout, summary table on stderr) or table (table on stdout)");
+          "plan: json (placement on stdout, summary table on stderr) or table (table on stdout); report: html (default), svg or png");
 
 namespace switchyard::cli {
 namespace {

@@ -445,6 +445,11 @@ absl::StatusOr<control::HeartbeatResponse> Coordinator::Heartbeat(const control:
 
 void Coordinator::ObserveWorkerEpochLocked(int64_t epoch, int rank, const std::string& how) {
   if (!target_ || epoch < target_epoch_) return;
+  if (MigrationSpan* span = CurrentSpanLocked(); span != nullptr) {
+    span->state = "committed";
+    span->ended_ms = absl::ToUnixMillis(Now());
+    span->done_bytes = span->bytes;
+  }
   committed_ = std::move(*target_);
   committed_epoch_ = target_epoch_;
   target_.reset();
@@ -558,6 +563,11 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
   w.step = std::max(w.step, r.end_step());
   w.reported_until = r.end_step();
   load_.Add(r);
+  if (r.rank() == 0) {  // every rank sees the same step times: count them once
+    for (double ms : r.step_ms()) step_seconds_.Observe(ms / 1e3);
+  }
+  alltoall_bytes_intra_node_ += r.alltoall_bytes_intra_node();
+  alltoall_bytes_inter_node_ += r.alltoall_bytes_inter_node();
   step_balance_.resize(r.layers_size(), {0, 0});
   for (int i = 0; i < r.layers_size(); ++i) {  // every rank measures the same: the latest wins
     step_balance_[i] = {r.layers(i).step_balancedness_p50(), r.layers(i).step_balancedness_p99()};
@@ -568,10 +578,47 @@ absl::Status Coordinator::ReportLoad(const control::LoadReport& r) {
 
 void Coordinator::CompleteWindowsLocked() {
   const int ranks = committed_->topology.ranks();
-  const int completed = load_.CompleteReady(ranks, ranks - static_cast<int>(drained_.size()), policy_.smoothing(), [&](int rank) {
+  // Balancedness is over the ranks that compute: those holding experts in the committed
+  // placement. A drain takes effect when its epoch commits, not when it is asked for.
+  int active = 0;
+  for (int r = 0; r < ranks; ++r) {
+    bool holds = false;
+    for (const placement::LayerPlacement& l : committed_->layers) holds = holds || !l.ranks[r].empty();
+    active += holds ? 1 : 0;
+  }
+  const int completed = load_.CompleteReady(ranks, std::max(1, active), policy_.smoothing(), [&](int rank) {
     return members_.Gone(rank);
   });
+  if (completed > 0 && model_) {
+    BalanceSample sample{load_.windows(), absl::ToUnixMillis(Now()), {}};
+    for (int i = 0; i < model_->moe_layers_size(); ++i) sample.per_layer.push_back(load_.layer(i).balancedness);
+    balance_history_.push_back(std::move(sample));
+    while (balance_history_.size() > kHistoryWindows) balance_history_.pop_front();
+  }
   for (int i = 0; i < completed; ++i) EvaluateAutoRebalanceLocked();
+}
+
+Coordinator::MigrationSpan* Coordinator::CurrentSpanLocked() {
+  if (!target_ || migrations_.empty() || migrations_.back().epoch != target_epoch_ || migrations_.back().state != "in_flight") {
+    return nullptr;
+  }
+  return &migrations_.back();
+}
+
+std::vector<Coordinator::BalanceSample> Coordinator::BalanceHistory() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {balance_history_.begin(), balance_history_.end()};
+}
+
+std::vector<Coordinator::MigrationSpan> Coordinator::MigrationHistory() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {migrations_.begin(), migrations_.end()};
+}
+
+std::vector<int> Coordinator::Layers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!model_) return {};
+  return {model_->moe_layers().begin(), model_->moe_layers().end()};
 }
 
 absl::StatusOr<control::Orders> Coordinator::PollOrders(const control::PollOrdersRequest& r) {
@@ -599,15 +646,30 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
   std::lock_guard<std::mutex> lock(mu_);
   WorkerState* worker = members_.Find(r.rank());
   if (worker == nullptr) return absl::FailedPreconditionError(absl::StrCat("rank ", r.rank(), " is not registered"));
-  if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted" && r.phase() != "refused") {
+  if (r.phase() != "started" && r.phase() != "committed" && r.phase() != "aborted" && r.phase() != "refused" &&
+      r.phase() != "progress") {
     return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": unknown phase '", EchoValue(r.phase()), "'"));
   }
-  if (r.epoch() < 1 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0 || !(r.seconds() >= 0 && r.seconds() < 1e9)) {
+  if (r.epoch() < 1 || r.bytes() < 0 || r.rank_bytes() < 0 || r.moved_replicas() < 0 || !(r.seconds() >= 0 && r.seconds() < 1e9) ||
+      r.done_bytes() < 0 || r.done_bytes() > r.bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("migration report of rank ", r.rank(), ": negative, zero or non-finite values"));
   }
   SY_RETURN_IF_ERROR(members_.CheckProgress("migration report", *worker, r.step(), r.epoch(), LatestEpochLocked()));
   const bool current = target_ && r.epoch() == target_epoch_;
+  MigrationSpan* span = current ? CurrentSpanLocked() : nullptr;
+  if (r.phase() == "progress") {
+    if (span != nullptr) {
+      span->bytes = r.bytes();
+      span->done_bytes = std::max(span->done_bytes, r.done_bytes());
+    }
+    return absl::OkStatus();
+  }
   if (r.phase() == "started") {
+    if (span != nullptr && span->started_ms < 0) {
+      span->started_ms = absl::ToUnixMillis(Now());
+      span->bytes = r.bytes();
+      span->moved_replicas = r.moved_replicas();
+    }
     if (current && !target_started_) {
       target_started_ = true;
       EventLocked("migration_started", absl::StrFormat("epoch %d: %d replicas, %d bytes, moving from step %d", r.epoch(),
@@ -621,6 +683,14 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
     if (current) {
       migration_bytes_total_ += r.bytes();
       last_migration_seconds_ = r.seconds();
+      migration_seconds_.Observe(r.seconds());
+      if (span != nullptr) span->seconds = r.seconds(), span->bytes = r.bytes(), span->done_bytes = r.bytes();
+      // By link class: each transfer moves one replica (bytes / replicas) within a node or across.
+      const int per_node = committed_ ? committed_->topology.ranks() / std::max(1, committed_->topology.nodes()) : 1;
+      const int64_t per_replica = r.moved_replicas() > 0 ? r.bytes() / r.moved_replicas() : 0;
+      for (const control::Transfer& t : transfers_) {
+        (t.from() / per_node == t.to() / per_node ? migration_bytes_intra_node_ : migration_bytes_inter_node_) += per_replica;
+      }
       ObserveWorkerEpochLocked(r.epoch(), r.rank(),
                                absl::StrFormat(" at step %d: %d replicas, %d bytes moved in %.2f s", r.step(),
                                                r.moved_replicas(), r.bytes(), r.seconds()));
@@ -628,6 +698,11 @@ absl::Status Coordinator::ReportMigration(const control::MigrationReport& r) {
     return absl::OkStatus();
   }
   if (!current) return absl::OkStatus();  // another rank's report of the same abort came first
+  if (span != nullptr) {
+    span->state = r.phase() == "refused" ? "refused" : "aborted";
+    span->ended_ms = absl::ToUnixMillis(Now());
+    span->error = r.error();
+  }
   target_.reset();
   transfers_.clear();
   target_started_ = false;
@@ -802,6 +877,18 @@ absl::Status Coordinator::PublishLocked(const admin::RebalanceResponse& plan, co
   }
   ++plans_published_;
   moved_replicas_total_ += plan.moved_replicas();
+  if (!migrations_.empty() && migrations_.back().state == "in_flight") {  // replaced before it finished
+    migrations_.back().state = "aborted";
+    migrations_.back().ended_ms = absl::ToUnixMillis(Now());
+    migrations_.back().error = "replaced by a newer plan";
+  }
+  MigrationSpan& span = migrations_.emplace_back();
+  span.epoch = target_epoch_;
+  span.state = "in_flight";
+  span.published_ms = absl::ToUnixMillis(Now());
+  span.moved_replicas = plan.moved_replicas();
+  span.why = why;
+  while (migrations_.size() > kHistoryMigrations) migrations_.pop_front();
   EventLocked("plan_published",
               absl::StrFormat("epoch %d (%s): %d moved replicas, worst-layer balancedness %.3f -> %.3f", target_epoch_, why,
                               plan.moved_replicas(), plan.worst_before(), plan.worst_after()),
@@ -848,6 +935,21 @@ admin::ClusterStatus Coordinator::Status() {
   }
   if (model_) s.set_model(model_->name());
   s.set_shares(SharesLocked());
+  admin::MigrationProgress* m = s.mutable_migration();  // always present: epoch 0 when none is in flight
+  if (target_) {
+    m->set_epoch(target_epoch_);
+    m->set_started(target_started_);
+    m->set_ranks(target_->topology.ranks());
+    int committed = 0;
+    for (const auto& [rank, w] : members_.workers()) committed += w.epoch >= target_epoch_ ? 1 : 0;
+    m->set_ranks_committed(committed);
+    if (const MigrationSpan* span = CurrentSpanLocked(); span != nullptr) {
+      m->set_moved_replicas(span->moved_replicas);
+      m->set_total_bytes(span->bytes);
+      m->set_done_bytes(span->done_bytes);
+      m->set_published_unix_ms(span->published_ms);
+    }
+  }
   int healthy = 0;
   int64_t step = 0;
   const absl::Time now = Now();
@@ -1147,7 +1249,8 @@ std::string Coordinator::MetricsText() {
   }
   header("switchyard_step_balancedness",
          "Per-step balancedness (mean / max pairs per rank in one step) over the last reported window: quantile 0.5 the "
-         "median, 0.01 the 1st percentile (99% of the steps are at least this balanced: the report's p99).");
+         "median, 0.01 the 1st percentile (99% of the steps are at least this balanced: the report's p99).",
+         "summary");  // quantiles of a window's steps (a summary without _sum/_count, which promtool accepts)
   if (model_) {
     for (int i = 0; i < model_->moe_layers_size() && i < static_cast<int>(step_balance_.size()); ++i) {
       if (step_balance_[i].first <= 0) continue;
@@ -1169,6 +1272,19 @@ std::string Coordinator::MetricsText() {
          migration_bytes_total_);
   scalar("switchyard_last_migration_seconds", "Duration of the last committed migration (start to switch).", "gauge",
          absl::StrFormat("%.3f", last_migration_seconds_));
+  step_seconds_.Append(out, "switchyard_step_seconds", "Wall time of a step (the slowest rank's), as the workers report it.");
+  migration_seconds_.Append(out, "switchyard_migration_seconds", "Duration of committed migrations (start to switch).");
+  header("switchyard_migration_link_bytes_total",
+         "Expert weight bytes moved by committed migrations, by link class (intra_node: NVLink/shared memory; inter_node: "
+         "the network).",
+         "counter");
+  absl::StrAppend(&out, "switchyard_migration_link_bytes_total{link=\"intra_node\"} ", migration_bytes_intra_node_, "\n",
+                  "switchyard_migration_link_bytes_total{link=\"inter_node\"} ", migration_bytes_inter_node_, "\n");
+  header("switchyard_alltoall_link_bytes_total",
+         "Bytes the ranks sent in dispatch and combine all-to-alls, by link class (to ranks on their node, to other nodes).",
+         "counter");
+  absl::StrAppend(&out, "switchyard_alltoall_link_bytes_total{link=\"intra_node\"} ", alltoall_bytes_intra_node_, "\n",
+                  "switchyard_alltoall_link_bytes_total{link=\"inter_node\"} ", alltoall_bytes_inter_node_, "\n");
   return out;
 }
 

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/events.h"
+#include "coordinator/histogram.h"
 #include "coordinator/load_aggregator.h"
 #include "coordinator/membership.h"
 #include "coordinator/policy.h"
@@ -103,6 +104,28 @@ class Coordinator {
   Rendezvous& rendezvous() { return rendezvous_; }
   // Prometheus text exposition of the metrics.
   std::string MetricsText();
+
+  // The dashboard's history (bounded: the newest kHistoryWindows windows, kHistoryMigrations
+  // migrations).
+  struct BalanceSample {
+    int64_t window = 0;                 // complete windows so far when measured
+    int64_t unix_ms = 0;
+    std::vector<double> per_layer;      // measured balancedness, in the model's layer order
+  };
+  struct MigrationSpan {
+    int64_t epoch = 0;
+    std::string state;                  // "in_flight", "committed", "aborted", "refused"
+    int64_t published_ms = 0, started_ms = -1, ended_ms = -1;  // unix ms (-1: not yet)
+    int moved_replicas = 0;
+    int64_t bytes = 0, done_bytes = 0;  // bytes: known once started
+    double seconds = 0;                 // committed: the migration's duration as the ranks measured it
+    std::string why, error;
+  };
+  static constexpr size_t kHistoryWindows = 2000, kHistoryMigrations = 200;
+  std::vector<BalanceSample> BalanceHistory();
+  std::vector<MigrationSpan> MigrationHistory();
+  // The model's MoE layer ids (empty before a job).
+  std::vector<int> Layers();
   const std::string& id() const { return id_; }
 
  private:
@@ -196,6 +219,14 @@ class Coordinator {
   int64_t migrations_committed_ = 0, migrations_failed_ = 0;
   int64_t migration_bytes_total_ = 0;
   double last_migration_seconds_ = 0;
+  // Dashboard and metrics: what was measured over time.
+  std::deque<BalanceSample> balance_history_;
+  std::deque<MigrationSpan> migrations_;
+  MigrationSpan* CurrentSpanLocked();  // the target epoch's span, or null
+  Histogram step_seconds_{{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
+  Histogram migration_seconds_{{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}};
+  int64_t migration_bytes_intra_node_ = 0, migration_bytes_inter_node_ = 0;
+  int64_t alltoall_bytes_intra_node_ = 0, alltoall_bytes_inter_node_ = 0;
 };
 
 

@@ -64,12 +64,16 @@ void LoadAggregator::Complete(Pending window, int64_t steps, int active_ranks, d
       s.smoothed[e] += alpha * d;
       s.variance[e] = (1 - alpha) * (s.variance[e] + alpha * d * d);  // exponentially weighted variance
     }
+    // Over the active ranks, and any other rank that computed in the window (a window that
+    // straddles a drain's switch still has the drained rank's pairs): never above 1.
     double sum = 0, max = 0;
+    int computing = 0;
     for (const auto& [rank, per_layer] : window.processed_per_rank) {
       sum += static_cast<double>(per_layer[i]);
       max = std::max(max, static_cast<double>(per_layer[i]));
+      computing += per_layer[i] > 0 ? 1 : 0;
     }
-    s.balancedness = max > 0 ? sum / std::max(1, active_ranks) / max : 1.0;
+    s.balancedness = max > 0 ? sum / std::max({1, active_ranks, computing}) / max : 1.0;
   }
   ++windows_;
   last_window_steps_ = steps;

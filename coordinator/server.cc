@@ -1,5 +1,7 @@
 #include "coordinator/server.h"
 
+#include "coordinator/dashboard.h"
+
 #include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <civetweb.h>
@@ -352,7 +354,8 @@ std::string CoordinatorServer::address() const {
 
 // The HTTP endpoint runs on civetweb: a pool of kMetricsThreads threads, every network read
 // and write bounded by kMetricsTimeoutMs, so a slow or stalled client holds one thread for a
-// while, never the endpoint. GET /metrics answers the exposition text; any other path 404.
+// while, never the endpoint. GET /metrics answers the exposition text; the dashboard page and
+// its API (dashboard.h) the other paths; other methods 405.
 absl::Status CoordinatorServer::StartMetrics() {
   constexpr const char* kMetricsThreads = "8";
   constexpr const char* kMetricsTimeoutMs = "2000";
@@ -374,17 +377,23 @@ absl::Status CoordinatorServer::StartMetrics() {
       [](mg_connection* conn, void* self) {
         const mg_request_info* request = mg_get_request_info(conn);
         const absl::string_view uri = request->local_uri != nullptr ? request->local_uri : "";
-        if (uri != "/metrics" || std::string(request->request_method) != "GET") {
-          static constexpr char kNotFound[] = "not found: try /metrics\n";
-          mg_printf(conn, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                    sizeof kNotFound - 1, kNotFound);
-          return 404;
+        Coordinator& core = static_cast<CoordinatorServer*>(self)->core();
+        HttpResponse response;
+        if (std::string(request->request_method) != "GET") {
+          response = {405, "text/plain; charset=utf-8", "read-only: only GET is served here\n"};
+        } else if (uri == "/metrics") {
+          response = {200, "text/plain; version=0.0.4", core.MetricsText()};
+        } else {
+          response = ServeDashboard(core, uri, request->query_string != nullptr ? request->query_string : "");
         }
-        const std::string body = static_cast<CoordinatorServer*>(self)->core().MetricsText();
-        mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                  body.size());
-        mg_write(conn, body.data(), body.size());
-        return 200;
+        const char* reason = response.status == 200 ? "OK" : response.status == 400 ? "Bad Request" : response.status == 404 ? "Not Found"
+                             : "Method Not Allowed";
+        mg_printf(conn,
+                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+                  "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+                  response.status, reason, response.content_type.c_str(), response.body.size());
+        mg_write(conn, response.body.data(), response.body.size());
+        return response.status;
       },
       this);
   mg_server_port bound[1];

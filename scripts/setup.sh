@@ -16,6 +16,7 @@ packages=(
   openssl
   slurm-wlm munge
   python3-dev python3-venv pybind11-dev python3-numpy python3-torch python3-pytest
+  chromium prometheus
 )
 
 missing=()

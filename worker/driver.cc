@@ -112,7 +112,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   p.next_step = std::max(p.next_step, from);  // a newcomer: the steps before it are not its own
   if (p.first_step < 0) p.first_step = from;
   int64_t load_window_start = from;
-  std::vector<double> window_ms;
+  std::vector<double> window_ms, load_window_ms;  // step wall times of the log / load window
   std::vector<double> log_pairs(static_cast<size_t>(L) * R, 0.0);  // per rank, per layer, this log window
   // The per-step exchange: kFixed figures, the vote, then per layer: pairs computed, busy ms,
   // communication ms.
@@ -160,7 +160,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
     row[kStop] = options_.stop_requested && options_.stop_requested() ? 1 : 0;
     row[kRegroup] = options_.regroup_requested && options_.regroup_requested() ? 1 : 0;
     const double v[StepVote::kSize] = {vote.epoch,  vote.offer_epoch, vote.offer_hash, vote.ready,
-                                       vote.failed, vote.completed,   vote.stalled};
+                                       vote.failed, vote.completed,   vote.stalled,    vote.pieces};
     std::copy(v, v + StepVote::kSize, row.begin() + kFixed);
     for (int li = 0; li < L; ++li) {
       int64_t n = 0, chosen = 0;
@@ -189,7 +189,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
         log_pairs[static_cast<size_t>(r) * L + li] += x[kPairs + li];
       }
       const double* y = x + kFixed;
-      votes[r] = {y[0], y[1], y[2], y[3], y[4], y[5], y[6]};
+      votes[r] = {y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]};
     }
     double critical = migration;
     for (int li = 0; li < L; ++li) critical += layer_busy[li] + layer_comm[li];
@@ -223,6 +223,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
       p.migrating_step.push_back(migrating);
       p.worst_balancedness_by_step.push_back({step, worst});
       window_ms.push_back(wall);
+      load_window_ms.push_back(wall);
       if (!options_.step_log.empty()) {
         int64_t my_pairs = 0;
         for (int li = 0; li < L; ++li) my_pairs += static_cast<int64_t>(row[kPairs + li]);
@@ -248,9 +249,14 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
           const std::vector<double> recent(all.end() - n, all.end());
           window_balance.push_back({Percentile(recent, 0.5), Percentile(recent, 0.01)});
         }
-        options_.on_window({load_window_start, step + 1, epoch_now, std::move(load_window), std::move(window_balance)});
+        LoadWindow w{load_window_start, step + 1, epoch_now, std::move(load_window), std::move(window_balance), load_window_ms};
+        const std::vector<int64_t> sent = layer_.TakeSentBytes();
+        const int per_node = options_.ranks_per_node > 0 ? options_.ranks_per_node : R;
+        for (int r = 0; r < R; ++r) (r / per_node == me / per_node ? w.alltoall_bytes_intra_node : w.alltoall_bytes_inter_node) += sent[r];
+        options_.on_window(std::move(w));
       }
       load_window.clear();
+      load_window_ms.clear();
       load_window_start = step + 1;
     }
     if (options_.on_step) options_.on_step(step + 1, epoch_now);
@@ -338,14 +344,21 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   report.critical_migration_work_ms_p99 = Percentile(moving_work, 0.99);
   report.migration_steps = static_cast<int>(moving.size());
   report.critical_step_ms = critical_ms;
+  // Each rank's phases (the report's per-rank view), and their maxima (the slowest rank's).
   const PhaseTimes& t = layer_.times();
-  std::vector<double> phases = {t.gate, t.dispatch, t.ffn, t.combine};
-  SY_RETURN_IF_ERROR(comm_.AllReduce(phases.data(), 4, comm::ReduceOp::kMax));
+  constexpr int kPhases = 6;
+  const double mine[kPhases] = {t.gate, t.dispatch, t.ffn, t.combine, t.busy, t.comm};
+  std::vector<double> all(static_cast<size_t>(kPhases) * R);
+  SY_RETURN_IF_ERROR(comm_.AllGather(mine, kPhases * static_cast<int64_t>(sizeof(double)), all.data()));
   const double per_step = steps_run > 0 ? 1e3 / steps_run : 0;
-  report.phase_ms_gate = phases[0] * per_step;
-  report.phase_ms_dispatch = phases[1] * per_step;
-  report.phase_ms_ffn = phases[2] * per_step;
-  report.phase_ms_combine = phases[3] * per_step;
+  for (int r = 0; r < R; ++r) {
+    const double* x = &all[static_cast<size_t>(r) * kPhases];
+    report.rank_phase_ms.push_back({x[0] * per_step, x[1] * per_step, x[2] * per_step, x[3] * per_step, x[4] * per_step, x[5] * per_step});
+    report.phase_ms_gate = std::max(report.phase_ms_gate, x[0] * per_step);
+    report.phase_ms_dispatch = std::max(report.phase_ms_dispatch, x[1] * per_step);
+    report.phase_ms_ffn = std::max(report.phase_ms_ffn, x[2] * per_step);
+    report.phase_ms_combine = std::max(report.phase_ms_combine, x[3] * per_step);
+  }
   // Checksum: the order-free sum over ranks (unsigned, wrapping).
   std::vector<uint64_t> sums(R);
   SY_RETURN_IF_ERROR(comm_.AllGather(&p.checksum, sizeof p.checksum, sums.data()));
@@ -375,7 +388,8 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
     SY_RETURN_IF_ERROR(comm_.AllReduce(pr.data(), model_.num_experts, comm::ReduceOp::kSum));
     SY_RETURN_IF_ERROR(comm_.AllReduce(c.data(), model_.num_experts, comm::ReduceOp::kSum));
     report.tokens_conserved = report.tokens_conserved && (pr == c || regrouped > 0);
-    report.layers.push_back({layers[li], balance[li], Percentile(p.step_balance[li], 0.5), Percentile(p.step_balance[li], 0.01), pr});
+    report.layers.push_back({layers[li], balance[li], Percentile(p.step_balance[li], 0.5), Percentile(p.step_balance[li], 0.01), pr,
+                             p.step_balance[li]});
   }
   SY_RETURN_IF_ERROR(CheckWeights(report));
   report.final_epoch = epochs ? epochs->epoch() : layer_.routing_table().epoch();
@@ -425,7 +439,13 @@ std::string RunReport::ToJson() const {
     layers_json.push_back({{"layer", l.layer},
                            {"balancedness", l.balancedness},
                            {"step_balancedness", {{"p50", l.step_balancedness_p50}, {"p99", l.step_balancedness_p99}}},
-                           {"expert_tokens", l.expert_tokens}});
+                           {"expert_tokens", l.expert_tokens},
+                           {"balancedness_by_step", l.balancedness_by_step}});
+  }
+  nlohmann::json rank_phases = nlohmann::json::array();
+  for (const RankPhases& r : rank_phase_ms) {
+    rank_phases.push_back({{"gate", r.gate}, {"dispatch", r.dispatch}, {"ffn", r.ffn}, {"combine", r.combine}, {"busy", r.busy},
+                           {"comm", r.comm}});
   }
   nlohmann::json j = {{"tokens_per_s", tokens_per_s},
                       {"step_ms", {{"p50", step_ms_p50}, {"p90", step_ms_p90}, {"p99", step_ms_p99}, {"max", step_ms_max}}},
@@ -448,6 +468,7 @@ std::string RunReport::ToJson() const {
                       {"workload", workload},
                       {"isa", cpu_isa},
                       {"threads", cpu_threads}};
+  j["rank_phase_ms"] = rank_phases;
   j["critical_path"] = {{"tokens_per_s", critical_tokens_per_s},
                         {"step_ms", {{"p50", critical_step_ms_p50}, {"p99", critical_step_ms_p99}}},
                         {"steady_step_ms", {{"p99", critical_steady_ms_p99}}},

@@ -46,6 +46,9 @@ struct LoadWindow {
   std::vector<LayerCounts> counts;  // in the order of WeightStore::layer_ids()
   // Per layer: per-step balancedness over the window's steps, median and 1st percentile.
   std::vector<std::pair<double, double>> step_balance;
+  std::vector<double> step_ms;  // each step's wall time (the slowest rank's)
+  // Bytes this rank sent in the window's all-to-alls, to its own node's ranks and to others.
+  int64_t alltoall_bytes_intra_node = 0, alltoall_bytes_inter_node = 0;
 };
 
 struct DriverOptions {
@@ -57,6 +60,8 @@ struct DriverOptions {
   // control thread's queue: it must not block). After every step, on_step(steps done, epoch).
   int window_steps = 0;
   std::function<void(LoadWindow)> on_window;
+  // Ranks per node (placement's node blocks), to split all-to-all bytes by link class (0: one node).
+  int ranks_per_node = 0;
   std::function<void(int64_t, int64_t)> on_step;
   // Each rank writes PREFIX.rank<ORIGIN>.csv (ORIGIN: the token stream it serves, its rank
   // unless the job regrouped): one line per step it did — step, epoch, wall/busy/comm/migration
@@ -115,6 +120,13 @@ struct LayerReport {
   // steps reach ("p99", the 1st percentile: balancedness is better when higher).
   double step_balancedness_p50 = 1, step_balancedness_p99 = 1;
   std::vector<int64_t> expert_tokens;  // pairs per expert, summed over ranks and steps
+  std::vector<double> balancedness_by_step;  // per step this rank counted (the report's plots)
+};
+
+// One rank's time per step in each phase (ms, averaged over the run's steps): gate, dispatch,
+// ffn, combine (wall, waiting included), busy (its CPU time outside communication), comm.
+struct RankPhases {
+  double gate = 0, dispatch = 0, ffn = 0, combine = 0, busy = 0, comm = 0;
 };
 
 struct RunReport {
@@ -125,6 +137,7 @@ struct RunReport {
   double tokens_per_s = 0;
   double step_ms_p50 = 0, step_ms_p90 = 0, step_ms_p99 = 0, step_ms_max = 0;
   double phase_ms_gate = 0, phase_ms_dispatch = 0, phase_ms_ffn = 0, phase_ms_combine = 0;  // per step, slowest rank
+  std::vector<RankPhases> rank_phase_ms;  // per rank
   // Work per step, for speed-of-light fractions: bytes each rank dispatches and gets back
   // (rows x hidden x 4 over all layers), and the FFN FLOPs of the busiest rank.
   double dispatch_bytes = 0, combine_bytes = 0, ffn_flops = 0;

@@ -329,6 +329,7 @@ StepVote EpochManager::Vote() const {
     v.ready = active_->job->done && !active_->job->failed ? 1 : 0;
     v.failed = active_->job->failed ? 1 : 0;
     v.completed = static_cast<double>(active_->job->completed.load(std::memory_order_relaxed));
+    v.pieces = static_cast<double>(active_->job->sends.size() + active_->job->recvs.size());
     v.stalled = active_->rounds_unchanged >= 2 && absl::Now() - active_->last_change > options_.timeout ? 1 : 0;
   } else if (offer_ && offer_->placement().epoch() == epoch_ + 1) {
     v.offer_epoch = static_cast<double>(offer_->placement().epoch());
@@ -355,11 +356,20 @@ absl::Status EpochManager::Decide(int64_t next_step, const std::vector<StepVote>
     // votes, so all ranks agree on whether it moved. Any movement resets every rank's clock;
     // otherwise a rank that saw none for the timeout (and two rounds) votes stalled, and all
     // abort at this step. A slow migration that keeps moving bytes never stalls.
-    double completed = 0;
+    double completed = 0, pieces = 0;
     bool stalled = false;
     for (const StepVote& v : votes) {
       completed += v.completed;
+      pieces += v.pieces;
       stalled = stalled || v.stalled != 0;
+    }
+    if (comm_.rank() == 0 && on_update_ && absl::Now() - active_->last_progress >= absl::Milliseconds(500)) {
+      active_->last_progress = absl::Now();
+      const double fraction = pieces > 0 ? std::min(1.0, completed / pieces) : 0;
+      MigrationUpdate update{"progress", active_->record, active_->job->rank_bytes, absl::ToDoubleSeconds(absl::Now() - active_->started),
+                             placement_};
+      update.done_bytes = static_cast<int64_t>(fraction * static_cast<double>(active_->record.bytes));
+      on_update_(update);
     }
     if (completed != active_->last_completed) {
       active_->last_completed = completed;

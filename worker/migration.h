@@ -62,7 +62,8 @@ struct StepVote {
   double failed = 0;       // 1: this rank's transfers failed
   double completed = 0;    // transfers (pieces) this rank has completed in the migration
   double stalled = 0;      // 1: no rank's count moved for the stall timeout, as this rank saw it
-  static constexpr int kSize = 7;
+  double pieces = 0;       // transfers (pieces) this rank has in the migration in all
+  static constexpr int kSize = 8;
 };
 
 // Orders are input from the network: checked before anything acts on them. The target
@@ -87,13 +88,15 @@ struct MigrationRecord {
 };
 
 // A phase change to tell the coordinator about (started, committed, aborted; refused: orders
-// that did not validate, never started).
+// that did not validate, never started), and on rank 0 "progress" about twice a second while
+// bytes move.
 struct MigrationUpdate {
   std::string phase;
   MigrationRecord record;
   int64_t rank_bytes = 0;  // bytes this rank sent + received
-  double seconds = 0;      // committed/aborted: since the start
+  double seconds = 0;      // committed/aborted: since the start; progress: so far
   placement::Placement placement;  // the placement in force after the phase change
+  int64_t done_bytes = 0;  // "progress": of record.bytes, moved so far (the cluster's completed pieces)
 };
 
 class EpochManager {
@@ -157,6 +160,7 @@ class EpochManager {
     double last_completed = -1;
     absl::Time last_change = absl::Now();
     int rounds_unchanged = 0;
+    absl::Time last_progress = absl::InfinitePast();  // rank 0's last "progress" update
   };
   std::optional<Active> active_;
   int attempts_ = 0;  // migrations started (the same on every rank): tags of each differ

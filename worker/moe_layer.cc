@@ -100,6 +100,20 @@ absl::Status MoeLayer::RouteByStepShares(int li) {
   return absl::OkStatus();
 }
 
+void MoeLayer::CountSent(const std::vector<int64_t>& bytes) {
+  sent_bytes_.resize(comm_.size(), 0);
+  for (int r = 0; r < comm_.size(); ++r) {
+    if (r != comm_.rank()) sent_bytes_[r] += bytes[r];
+  }
+}
+
+std::vector<int64_t> MoeLayer::TakeSentBytes() {
+  std::vector<int64_t> out(comm_.size(), 0);
+  if (!sent_bytes_.empty()) out.swap(sent_bytes_);
+  sent_bytes_.assign(comm_.size(), 0);
+  return out;
+}
+
 absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
                                float* out, uint64_t draw_key) {
   const int li = table_->LayerIndex(layer_id);
@@ -186,9 +200,11 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   scale(row_bytes);
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_rows_.data(), rb.data(), ro.data()); }));
+  CountSent(sb);
   scale(sizeof(int32_t));
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(send_slot_.data(), sb.data(), so.data(), recv_slot_.data(), rb.data(), ro.data()); }));
+  CountSent(sb);
   times_.dispatch += Since(t0);
 
   // 4. Group received rows by slot, grouped FFN, back to arrival order.
@@ -224,6 +240,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   }
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(back_rows_.data(), sb.data(), so.data(), returned_.data(), rb.data(), ro.data()); }));
+  CountSent(sb);
   const bool shared = model_.shared_ffn > 0;
   if (shared) {  // computed before `out` is written, as `out` may alias `hidden`
     shared_out_.resize(tokens * H);

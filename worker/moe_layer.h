@@ -95,6 +95,8 @@ class MoeLayer {
   ShareMode share_mode() const { return share_mode_; }
   const placement::RoutingTable& routing_table() const { return *table_; }
 
+  // Bytes this rank sent to each rank (itself: 0) in Forward's all-to-alls since the last call.
+  std::vector<int64_t> TakeSentBytes();
   LoadCounters& counters() { return counters_; }
   const PhaseTimes& times() const { return times_; }
   void ResetTimes() { times_ = {}; }
@@ -125,6 +127,8 @@ class MoeLayer {
   // Buffers reused across calls.
   std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;
   std::vector<float> shared_scale_;  // gated shared experts: per token
+  std::vector<int64_t> sent_bytes_;  // per destination rank, since TakeSentBytes
+  void CountSent(const std::vector<int64_t>& bytes);
   std::vector<float> weights_buf_, send_rows_, recv_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
   std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;
   std::vector<int64_t> slot_counts_, slot_offsets_;

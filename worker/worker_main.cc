@@ -607,6 +607,9 @@ control::LoadReport ToReport(int rank, const std::vector<int>& layers, const Loa
   r.set_epoch(w.epoch);
   r.set_first_step(w.first_step);
   r.set_end_step(w.end_step);
+  r.mutable_step_ms()->Add(w.step_ms.begin(), w.step_ms.end());
+  r.set_alltoall_bytes_intra_node(w.alltoall_bytes_intra_node);
+  r.set_alltoall_bytes_inter_node(w.alltoall_bytes_inter_node);
   for (size_t i = 0; i < layers.size(); ++i) {
     auto* l = r.add_layers();
     l->set_layer(layers[i]);
@@ -831,6 +834,7 @@ int Main(int argc, char** argv) {
       if (control.client) {
         ControlClient* client = control.client.get();
         d.window_steps = absl::GetFlag(FLAGS_window_steps);
+        d.ranks_per_node = running.topology.ranks() / std::max(1, running.topology.nodes());
         d.on_window = [client, rank = cc.rank(), &s](LoadWindow w) { client->SubmitReport(ToReport(rank, s.layers, w)); };
         d.on_step = [client](int64_t step, int64_t epoch) { client->SetProgress(step, epoch); };
         if (s.job) d.regroup_requested = [client] { return client->regroup_requested(); };
@@ -860,6 +864,7 @@ int Main(int argc, char** argv) {
           r.set_rank_bytes(u.rank_bytes);
           r.set_seconds(u.seconds);
           r.set_error(u.record.error);
+          r.set_done_bytes(u.done_bytes);
           client->SubmitMigration(std::move(r));
           if (u.phase == "committed") {
             client->SetPlacement(rpc::ToProto(u.placement, u.record.epoch));

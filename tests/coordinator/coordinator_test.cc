@@ -806,7 +806,11 @@ std::map<std::string, double> ParseMetrics(const std::string& text) {
     double v = 0;
     EXPECT_TRUE(absl::SimpleAtod(line.substr(space + 1), &v)) << line;
     const std::string key(line.substr(0, space));
-    EXPECT_TRUE(typed.count(key.substr(0, key.find('{')))) << "no TYPE line before " << key;
+    std::string family = key.substr(0, key.find('{'));
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {  // a histogram's series
+      if (!typed.count(family) && absl::EndsWith(family, suffix)) family.resize(family.size() - strlen(suffix));
+    }
+    EXPECT_TRUE(typed.count(family)) << "no TYPE line before " << key;
     out[key] = v;
   }
   return out;
