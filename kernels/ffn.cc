@@ -22,7 +22,12 @@ absl::string_view WeightTypeName(WeightType type) {
 }
 
 absl::string_view ActivationName(Activation activation) {
-  return activation == Activation::kSwiGlu ? "swiglu" : "relu2";
+  switch (activation) {
+    case Activation::kSwiGlu: return "swiglu";
+    case Activation::kReluSquared: return "relu2";
+    case Activation::kGptOssSwiGlu: return "gpt_oss_swiglu";
+  }
+  return "?";
 }
 
 absl::Status FfnShape::Validate() const {
@@ -38,7 +43,7 @@ absl::Status FfnShape::Validate() const {
 }
 
 double FfnShape::FlopsPerRow() const {
-  return 2.0 * hidden * ffn * (activation == Activation::kSwiGlu ? 3 : 2);
+  return 2.0 * hidden * ffn * (IsGated(activation) ? 3 : 2);
 }
 
 std::string FfnKernelName(CpuIsa isa, WeightType weights) {
@@ -57,7 +62,7 @@ PackedLayout LayoutOf(const FfnShape& shape) {
   const size_t elem = is_bf16 ? 2 : 4;
   l.k1 = is_bf16 ? shape.hidden + (shape.hidden & 1) : shape.hidden;
   l.k2 = is_bf16 ? shape.ffn + (shape.ffn & 1) : shape.ffn;
-  l.outputs_per_panel1 = shape.activation == Activation::kSwiGlu ? kPanelCols / 2 : kPanelCols;
+  l.outputs_per_panel1 = IsGated(shape.activation) ? kPanelCols / 2 : kPanelCols;
   l.panels1 = (shape.ffn + l.outputs_per_panel1 - 1) / l.outputs_per_panel1;
   l.panels2 = (shape.hidden + kPanelCols - 1) / kPanelCols;
   l.panel1_bytes = static_cast<size_t>(l.k1) * kPanelCols * elem;
@@ -66,6 +71,11 @@ PackedLayout LayoutOf(const FfnShape& shape) {
   l.down_offset = l.first_offset + l.panels1 * l.panel1_bytes;
   l.total_bytes = l.down_offset + l.panels2 * l.panel2_bytes;
   l.total_bytes = (l.total_bytes + 63) / 64 * 64;
+  if (shape.activation == Activation::kGptOssSwiGlu) {
+    l.bias1_offset = l.total_bytes;
+    l.bias2_offset = (l.bias1_offset + l.panels1 * kPanelCols * sizeof(float) + 63) / 64 * 64;
+    l.total_bytes = (l.bias2_offset + l.panels2 * kPanelCols * sizeof(float) + 63) / 64 * 64;
+  }
   return l;
 }
 
@@ -86,11 +96,17 @@ inline float ToFloat(bf16 x) { return Bf16ToFloat(x); }
 
 template <typename Src>
 absl::Status Pack(const FfnShape& shape, const Src* gate, const Src* up, const Src* down,
-                  void* packed) {
+                  void* packed, const ExpertBiases* biases) {
   if (absl::Status valid = shape.Validate(); !valid.ok()) return valid;
-  const bool swiglu = shape.activation == Activation::kSwiGlu;
+  const bool swiglu = IsGated(shape.activation);
   if (up == nullptr || down == nullptr || (swiglu && gate == nullptr)) {
     return absl::InvalidArgumentError("PackExpert: a weight matrix is missing");
+  }
+  const bool biased = shape.activation == Activation::kGptOssSwiGlu;
+  if (biased != (biases != nullptr) ||
+      (biased && (biases->gate == nullptr || biases->up == nullptr || biases->down == nullptr))) {
+    return absl::InvalidArgumentError(biased ? "PackExpert: gpt-oss experts need their gate, up and down biases"
+                                             : "PackExpert: biases belong to gpt-oss experts only");
   }
   const PackedLayout l = internal::LayoutOf(shape);
   const bool is_bf16 = shape.weights == WeightType::kBF16;
@@ -125,19 +141,30 @@ absl::Status Pack(const FfnShape& shape, const Src* gate, const Src* up, const S
       for (int64_t k = 0; k < F; ++k) put(panel, k, c, ToFloat(down[h * F + k]));
     }
   }
+  if (biased) {  // in the panels' column order
+    auto* b1 = reinterpret_cast<float*>(base + l.bias1_offset);
+    for (int64_t p = 0; p < l.panels1; ++p) {
+      for (int c = 0; c < kPanelCols; ++c) {
+        const int64_t f = p * l.outputs_per_panel1 + c % 16;
+        if (f < F) b1[p * kPanelCols + c] = (c < 16 ? biases->gate : biases->up)[f];
+      }
+    }
+    auto* b2 = reinterpret_cast<float*>(base + l.bias2_offset);
+    for (int64_t h = 0; h < H; ++h) b2[h] = biases->down[h];
+  }
   return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::Status PackExpert(const FfnShape& shape, const float* gate, const float* up,
-                        const float* down, void* packed) {
-  return Pack(shape, gate, up, down, packed);
+                        const float* down, void* packed, const ExpertBiases* biases) {
+  return Pack(shape, gate, up, down, packed, biases);
 }
 
 absl::Status PackExpertBf16(const FfnShape& shape, const bf16* gate, const bf16* up,
                             const bf16* down, void* packed) {
-  return Pack(shape, gate, up, down, packed);
+  return Pack(shape, gate, up, down, packed, static_cast<const ExpertBiases*>(nullptr));
 }
 
 absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t bytes) {
@@ -181,8 +208,13 @@ class FfnRunner {
     const internal::GemmFn gemm = internal::GemmFor(ws.isa(), is_bf16);
     const internal::PackedLayout l = internal::LayoutOf(shape);
     const int64_t H = shape.hidden, F = shape.ffn;
-    const auto epilogue = shape.activation == Activation::kSwiGlu ? internal::Epilogue::kSwiGlu
-                                                                  : internal::Epilogue::kReluSquared;
+    const auto epilogue = shape.activation == Activation::kSwiGlu        ? internal::Epilogue::kSwiGlu
+                          : shape.activation == Activation::kGptOssSwiGlu ? internal::Epilogue::kGptOssSwiGlu
+                                                                           : internal::Epilogue::kReluSquared;
+    auto bias_of = [&](int s, size_t offset, int64_t first_panel) -> const float* {
+      if (offset == 0) return nullptr;
+      return reinterpret_cast<const float*>(static_cast<const char*>(slot_weights[s]) + offset) + first_panel * kPanelCols;
+    };
     // Validate every slot and place its rows in the scratch buffers.
     ws.packed_.assign(static_cast<size_t>(std::max(num_slots, 0)), 0);
     int64_t total = 0;
@@ -243,6 +275,7 @@ class FfnRunner {
       g.ldo = act_ld;
       g.out_cols = F - col0;
       g.epilogue = epilogue;
+      g.bias = bias_of(s, l.bias1_offset, task.first_panel);
       g.bf16 = is_bf16;
       g.out_bf16 = is_bf16;
       gemm(g);
@@ -265,6 +298,7 @@ class FfnRunner {
       g.ldo = H;
       g.out_cols = H - col0;
       g.epilogue = internal::Epilogue::kStore;
+      g.bias = bias_of(s, l.bias2_offset, task.first_panel);
       g.bf16 = is_bf16;
       g.out_bf16 = false;
       gemm(g);

@@ -1,6 +1,7 @@
 // Expert FFN over many slots at once (grouped), CPU.
 //
-// SwiGLU: y = down(silu(x Wg^T) * (x Wu^T));  ReLU^2: y = down(relu(x Wu^T)^2). Weights in
+// SwiGLU: y = down(silu(x Wg^T) * (x Wu^T));  ReLU^2: y = down(relu(x Wu^T)^2); gpt-oss:
+// y = down((clamp(x Wu^T + bu) + 1) * g * sigmoid(1.702 g)) + bd, g = min(x Wg^T + bg, 7). Weights in
 // Hugging Face layout (out_features x in_features): gate, up [ffn x hidden]; down
 // [hidden x ffn]. Shared experts are the same FFN run over all local tokens.
 //
@@ -38,7 +39,7 @@ struct FfnShape {
   WeightType weights = WeightType::kF32;
 
   absl::Status Validate() const;
-  // FLOPs per row (multiply-add = 2): 2 * hidden * ffn * (3 for SwiGLU, 2 for ReLU^2).
+  // FLOPs per row (multiply-add = 2): 2 * hidden * ffn * (3 for the SwiGLU kinds, 2 for ReLU^2).
   double FlopsPerRow() const;
   friend bool operator==(const FfnShape&, const FfnShape&) = default;
 };
@@ -49,10 +50,18 @@ std::string FfnKernelName(CpuIsa isa, WeightType weights);
 // Bytes of one packed expert, header included (a multiple of 64).
 size_t PackedExpertBytes(const FfnShape& shape);
 
+// An expert's biases (gpt-oss): gate and up [ffn], down [hidden]; fp32 in every weight type.
+struct ExpertBiases {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  const float* down = nullptr;
+};
+
 // Packs one expert. fp32 sources; for bf16 shapes the values are rounded to bf16 (nearest
-// even). `gate` is ignored (may be null) for ReLU^2. `packed` must hold PackedExpertBytes.
+// even). `gate` is ignored (may be null) for ReLU^2. `biases` is required for kGptOssSwiGlu
+// and refused otherwise. `packed` must hold PackedExpertBytes.
 absl::Status PackExpert(const FfnShape& shape, const float* gate, const float* up,
-                        const float* down, void* packed);
+                        const float* down, void* packed, const ExpertBiases* biases = nullptr);
 // The same from bf16 sources (checkpoints stored in bf16).
 absl::Status PackExpertBf16(const FfnShape& shape, const bf16* gate, const bf16* up,
                             const bf16* down, void* packed);

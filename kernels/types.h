@@ -17,7 +17,15 @@ enum class WeightType {
 enum class Activation {
   kSwiGlu,       // down(silu(x Wg) * (x Wu))        Mixtral, Qwen, DeepSeek
   kReluSquared,  // down(relu(x Wu)^2)               Nemotron-H
+  // gpt-oss: g = min(x Wg + bg, 7), u = clamp(x Wu + bu, -7, 7),
+  // down((u + 1) * g * sigmoid(1.702 g)) + bd. Experts carry biases.
+  kGptOssSwiGlu,
 };
+// gpt-oss's clamped SwiGLU constants (its config's swiglu_limit, and the alpha of its code).
+inline constexpr float kGptOssSwiGluLimit = 7.0f;
+inline constexpr float kGptOssSwiGluAlpha = 1.702f;
+// Gate and up rows in one first-GEMM panel (SwiGLU kinds), else up rows only.
+inline bool IsGated(Activation a) { return a != Activation::kReluSquared; }
 
 absl::string_view WeightTypeName(WeightType type);
 absl::string_view ActivationName(Activation activation);

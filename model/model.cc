@@ -67,14 +67,14 @@ class Keys {
 };
 
 // The quantization_config's FP8 block size (weight_block_size [rows, cols]), when given.
-// Other quantisations (AWQ, GPTQ, MXFP4, ...) are refused, naming quant_method, except where the
-// data plane does not load the model anyway (gpt_oss: plan and sim only).
+// Other quantisations (AWQ, GPTQ, ...) are refused, naming quant_method; gpt_oss's MXFP4 is read
+// by the checkpoint loader.
 absl::Status ReadFp8Block(const Json& j, absl::string_view file, ModelConfig& m) {
   if (!j.contains("quantization_config") || j["quantization_config"].is_null()) return absl::OkStatus();
   if (!j["quantization_config"].is_object()) return Keys(j, file).Error("quantization_config", "expected an object");
   const Keys q(j["quantization_config"], file, "$.quantization_config");
   SY_ASSIGN_OR_RETURN(const std::string method, q.StringOr("quant_method", "fp8"));
-  if (method != "fp8" && m.model_type != "gpt_oss") {
+  if (method != "fp8" && !(method == "mxfp4" && m.model_type == "gpt_oss")) {
     return q.Error("quant_method", absl::StrCat("'", EchoValue(method), "' is not supported (fp8 with block scales, or an "
                                                                         "unquantised checkpoint)"));
   }
@@ -98,9 +98,6 @@ absl::Status UnsupportedType(absl::string_view type, absl::string_view file) {
                                                  ")"));
 }
 
-constexpr absl::string_view kGptOssGap =
-    "gpt_oss experts (SwiGLU clamped at swiglu_limit with alpha 1.702, and expert biases) are not supported by the CPU "
-    "data plane yet; switchyard plan, sim and bench support this model";
 
 }  // namespace
 
@@ -179,8 +176,8 @@ absl::StatusOr<ModelConfig> PresetModel(absl::string_view name) {
     m.model_type = "gpt_oss";
     m.num_experts = 128, m.top_k = 4, m.hidden = 2880, m.expert_ffn = 2880;
     m.renormalize = true;  // softmax over the top-k logits
+    m.activation = Activation::kGptOssSwiGlu;  // clamped at swiglu_limit 7, alpha 1.702, expert biases
     m.moe_layers = Range(0, 36);
-    m.data_plane_gap = std::string(kGptOssGap);
   } else if (name == "deepseek-v2") {  // deepseek-ai/DeepSeek-V2
     m.model_type = "deepseek_v2";
     m.num_experts = 160, m.top_k = 6, m.hidden = 5120, m.expert_ffn = 1536, m.shared_ffn = 2 * 1536;
@@ -311,8 +308,12 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
     SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_local_experts", 1, kMaxExperts));
     SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size", 1, kMaxFfn));
     m.renormalize = true;  // softmax over the top-k logits
+    m.activation = Activation::kGptOssSwiGlu;
+    SY_ASSIGN_OR_RETURN(const double limit, k.NumberOr("swiglu_limit", kernels::kGptOssSwiGluLimit, -1e9, 1e9));
+    if (limit != kernels::kGptOssSwiGluLimit) {
+      return k.Error("swiglu_limit", absl::StrCat(limit, " is not supported (gpt-oss's experts clamp at ", kernels::kGptOssSwiGluLimit, ")"));
+    }
     m.moe_layers = Range(0, static_cast<int>(layers));
-    m.data_plane_gap = std::string(kGptOssGap);
   } else if (type == "mixtral") {
     SY_ASSIGN_OR_RETURN(m.num_experts, k.Int("num_local_experts", 1, kMaxExperts));
     SY_ASSIGN_OR_RETURN(m.expert_ffn, k.Int("intermediate_size", 1, kMaxFfn));

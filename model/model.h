@@ -46,9 +46,6 @@ struct ModelConfig {
   // FP8 checkpoints: the block of weights one weight_scale_inv entry covers
   // (quantization_config.weight_block_size; DeepSeek-V3, MiniMax M2: 128 x 128).
   int fp8_block_rows = 128, fp8_block_cols = 128;
-  // Non-empty when the CPU data plane cannot run this model's experts (a different activation,
-  // expert biases): planning and simulation work, a worker or MoeLayer refuses with this reason.
-  std::string data_plane_gap;
 
   // InvalidArgument naming the field (e.g. top_k > experts, groups not dividing experts).
   absl::Status Validate() const;

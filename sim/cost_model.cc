@@ -139,7 +139,7 @@ ModelShape ShapeOf(const model::ModelConfig& m) {
   s.top_k = m.top_k;
   s.hidden = m.hidden;
   s.expert_ffn = m.expert_ffn;
-  s.matrices = m.activation == kernels::Activation::kSwiGlu ? 3 : 2;
+  s.matrices = kernels::IsGated(m.activation) ? 3 : 2;
   return s;
 }
 

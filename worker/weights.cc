@@ -56,12 +56,19 @@ class Seeded : public WeightSource {
     Fill(gate_, fh, shape.hidden, stream + 1);
     Fill(up_, fh, shape.hidden, stream + 2);
     Fill(down_, fh, shape.ffn, stream + 3);
-    return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed);
+    if (shape.activation != kernels::Activation::kGptOssSwiGlu) {
+      return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed);
+    }
+    Fill(gate_bias_, static_cast<size_t>(shape.ffn), 1, stream + 4);  // uniform in [-sqrt(3), sqrt(3)]
+    Fill(up_bias_, static_cast<size_t>(shape.ffn), 1, stream + 5);
+    Fill(down_bias_, static_cast<size_t>(shape.hidden), 1, stream + 6);
+    const kernels::ExpertBiases biases{gate_bias_.data(), up_bias_.data(), down_bias_.data()};
+    return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed, &biases);
   }
 
   model::ModelConfig model_;
   uint64_t seed_;
-  std::vector<float> gate_, up_, down_;
+  std::vector<float> gate_, up_, down_, gate_bias_, up_bias_, down_bias_;
 };
 
 // Hugging Face tensor names of one expert (gate empty for ReLU^2 experts).
@@ -96,6 +103,7 @@ class FromCheckpoint : public WeightSource {
 
   absl::Status PackExpert(int layer_id, int expert, void* packed) override {
     const kernels::FfnShape shape = model_.ExpertShape();
+    if (model_.model_type == "gpt_oss") return PackGptOss(shape, layer_id, expert, packed);
     const ExpertNames names = Routed(layer_id, expert);
     if (model_.model_type == "qwen3_5_moe" && !ckpt_->Tensor(names.up).ok()) {
       return PackFused(shape, layer_id, expert, packed);  // experts.gate_up_proj / experts.down_proj
@@ -252,7 +260,7 @@ class FromCheckpoint : public WeightSource {
   }
 
   absl::Status Pack(const kernels::FfnShape& shape, const ExpertNames& names, void* packed) {
-    const bool gated = shape.activation == kernels::Activation::kSwiGlu;
+    const bool gated = kernels::IsGated(shape.activation);
     if (gated) SY_RETURN_IF_ERROR(Matrix(names.gate, shape.ffn, shape.hidden, gate_));
     SY_RETURN_IF_ERROR(Matrix(names.up, shape.ffn, shape.hidden, up_));
     SY_RETURN_IF_ERROR(Matrix(names.down, shape.hidden, shape.ffn, down_));
@@ -282,6 +290,89 @@ class FromCheckpoint : public WeightSource {
     SY_RETURN_IF_ERROR(ToFloat(*gu, gu_name + of + " (up)", up_.data(), e * 2 * fh + fh, fh));
     SY_RETURN_IF_ERROR(ToFloat(down, down_name + of, down_.data(), e * fh, fh));
     return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed);
+  }
+
+  // A [E, ...] tensor of exactly `dims`; InvalidArgument naming it otherwise.
+  absl::StatusOr<TensorView> Shaped(const std::string& name, const std::vector<int64_t>& dims, const char* dtype = nullptr) {
+    SY_ASSIGN_OR_RETURN(const TensorView t, ckpt_->Tensor(name));
+    if (t.shape != dims) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": shape ", ShapeText(t.shape), ", the model needs ", ShapeText(dims)));
+    }
+    if (dtype != nullptr && t.dtype != dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": dtype ", t.dtype, ", expected ", dtype));
+    }
+    return t;
+  }
+
+  // MXFP4 rows (transformers' layout): blocks [E, R, C/32, 16] U8, two e2m1 values per byte
+  // (low nibble first), scales [E, R, C/32] U8 (E8M0: 2^(s - 127)). Row r of expert e -> out[C].
+  static void Mxfp4Row(const TensorView& blocks, const TensorView& scales, int64_t e, int64_t rows, int64_t r, int64_t cols,
+                       float* out) {
+    static constexpr float kE2m1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                        -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+    const int64_t groups = cols / 32;
+    const auto* b = reinterpret_cast<const uint8_t*>(blocks.data) + ((e * rows + r) * groups) * 16;
+    const auto* sc = reinterpret_cast<const uint8_t*>(scales.data) + (e * rows + r) * groups;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int exponent = static_cast<int>(sc[g]) - 127;
+      for (int i = 0; i < 16; ++i) {
+        const uint8_t byte = b[g * 16 + i];
+        out[g * 32 + 2 * i] = std::ldexp(kE2m1[byte & 0xf], exponent);
+        out[g * 32 + 2 * i + 1] = std::ldexp(kE2m1[byte >> 4], exponent);
+      }
+    }
+  }
+
+  // gpt-oss's fused experts, as published (MXFP4 *_blocks / *_scales) or dequantised
+  // (gate_up_proj [E, H, 2F] with gate and up interleaved along 2F, down_proj [E, F, H]);
+  // biases gate_up_proj_bias [E, 2F] (interleaved) and down_proj_bias [E, H].
+  absl::Status PackGptOss(const kernels::FfnShape& shape, int layer, int e, void* packed) {
+    const std::string p = Prefix(layer) + "experts.";
+    const int64_t E = model_.num_experts, F = shape.ffn, H = shape.hidden;
+    const size_t fh = static_cast<size_t>(F * H);
+    gate_.resize(fh), up_.resize(fh), down_.resize(fh);
+    const std::string of = absl::StrCat("[", e, "]");
+    if (ckpt_->Tensor(p + "gate_up_proj_blocks").ok()) {
+      if (H % 32 != 0 || F % 32 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(p, "gate_up_proj_blocks: MXFP4 needs hidden and FFN sizes that are multiples of 32 (",
+                                                       H, ", ", F, ")"));
+      }
+      SY_ASSIGN_OR_RETURN(const TensorView gub, Shaped(p + "gate_up_proj_blocks", {E, 2 * F, H / 32, 16}, "U8"));
+      SY_ASSIGN_OR_RETURN(const TensorView gus, Shaped(p + "gate_up_proj_scales", {E, 2 * F, H / 32}, "U8"));
+      SY_ASSIGN_OR_RETURN(const TensorView db, Shaped(p + "down_proj_blocks", {E, H, F / 32, 16}, "U8"));
+      SY_ASSIGN_OR_RETURN(const TensorView ds, Shaped(p + "down_proj_scales", {E, H, F / 32}, "U8"));
+      for (int64_t f = 0; f < F; ++f) {
+        Mxfp4Row(gub, gus, e, 2 * F, 2 * f, H, &gate_[f * H]);
+        Mxfp4Row(gub, gus, e, 2 * F, 2 * f + 1, H, &up_[f * H]);
+      }
+      for (int64_t h = 0; h < H; ++h) Mxfp4Row(db, ds, e, H, h, F, &down_[h * F]);
+      SY_RETURN_IF_ERROR(CheckFinite(p + "gate_up_proj_blocks" + of, gate_.data(), fh));
+      SY_RETURN_IF_ERROR(CheckFinite(p + "gate_up_proj_blocks" + of, up_.data(), fh));
+      SY_RETURN_IF_ERROR(CheckFinite(p + "down_proj_blocks" + of, down_.data(), fh));
+    } else {
+      SY_ASSIGN_OR_RETURN(const TensorView gu, Shaped(p + "gate_up_proj", {E, H, 2 * F}));
+      SY_ASSIGN_OR_RETURN(const TensorView d, Shaped(p + "down_proj", {E, F, H}));
+      scale_.resize(2 * fh);
+      SY_RETURN_IF_ERROR(ToFloat(gu, p + "gate_up_proj" + of, scale_.data(), e * 2 * fh, 2 * fh));
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t f = 0; f < F; ++f) {
+          gate_[f * H + h] = scale_[h * 2 * F + 2 * f];
+          up_[f * H + h] = scale_[h * 2 * F + 2 * f + 1];
+        }
+      }
+      SY_RETURN_IF_ERROR(ToFloat(d, p + "down_proj" + of, scale_.data(), e * fh, fh));
+      for (int64_t f = 0; f < F; ++f) {
+        for (int64_t h = 0; h < H; ++h) down_[h * F + f] = scale_[f * H + h];
+      }
+    }
+    SY_ASSIGN_OR_RETURN(const TensorView gub, Shaped(p + "gate_up_proj_bias", {E, 2 * F}));
+    SY_ASSIGN_OR_RETURN(const TensorView dbias, Shaped(p + "down_proj_bias", {E, H}));
+    std::vector<float> interleaved(2 * F), gate_bias(F), up_bias(F), down_bias(H);
+    SY_RETURN_IF_ERROR(ToFloat(gub, p + "gate_up_proj_bias" + of, interleaved.data(), e * 2 * F, 2 * F));
+    for (int64_t f = 0; f < F; ++f) gate_bias[f] = interleaved[2 * f], up_bias[f] = interleaved[2 * f + 1];
+    SY_RETURN_IF_ERROR(ToFloat(dbias, p + "down_proj_bias" + of, down_bias.data(), e * H, H));
+    const kernels::ExpertBiases biases{gate_bias.data(), up_bias.data(), down_bias.data()};
+    return kernels::PackExpert(shape, gate_.data(), up_.data(), down_.data(), packed, &biases);
   }
 
   model::ModelConfig model_;
@@ -320,9 +411,6 @@ WeightStore::WeightStore(const model::ModelConfig& model, std::vector<int> layer
 
 absl::Status WeightStore::Load(const placement::Placement& placement, int rank, WeightSource& source, int* packed) {
   if (packed != nullptr) *packed = 0;
-  if (!model_.data_plane_gap.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("model ", model_.name, ": ", model_.data_plane_gap));
-  }
   std::vector<std::vector<Slot>> next(layer_ids_.size());
   for (size_t li = 0; li < layer_ids_.size(); ++li) {
     const int layer_id = layer_ids_[li];

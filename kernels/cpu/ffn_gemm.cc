@@ -52,15 +52,34 @@ constexpr int kRowsF32 = 1, kRowsBf16 = 1, kAccBudget = 32;
 #endif
 
 // Writes the epilogue of row `row`, panel `p`, from its 32 accumulators (fp32, in order).
-HWY_INLINE void EpilogueRow(const GemmArgs& g, int64_t row, int64_t p, const float* acc) {
+HWY_INLINE void EpilogueRow(const GemmArgs& g, int64_t row, int64_t p, const float* raw) {
   const DF d;
   HWY_ALIGN float res[kPanelCols];
+  HWY_ALIGN float biased[kPanelCols];
+  const float* acc = raw;
+  if (g.bias != nullptr) {  // one add per lane, before the epilogue
+    const float* b = g.bias + p * kPanelCols;
+    for (int c = 0; c < kPanelCols; c += kLanes) hn::Store(hn::Add(hn::LoadU(d, raw + c), hn::LoadU(d, b + c)), d, biased + c);
+    acc = biased;
+  }
   int64_t col0 = p * kPanelCols;
   int n = kPanelCols;
   switch (g.epilogue) {
     case Epilogue::kStore:
       std::memcpy(res, acc, sizeof res);
       break;
+    case Epilogue::kGptOssSwiGlu: {
+      col0 = p * (kPanelCols / 2);
+      n = kPanelCols / 2;
+      const VF limit = hn::Set(d, kGptOssSwiGluLimit), alpha = hn::Set(d, kGptOssSwiGluAlpha), one = hn::Set(d, 1.0f);
+      for (int c = 0; c < n; c += kLanes) {
+        const VF gate = hn::Min(hn::LoadU(d, acc + c), limit);
+        const VF up = hn::Min(hn::Max(hn::LoadU(d, acc + n + c), hn::Neg(limit)), limit);
+        const VF glu = hn::Mul(gate, Sigmoid(d, hn::Mul(gate, alpha)));
+        hn::Store(hn::Mul(hn::Add(up, one), glu), d, res + c);
+      }
+      break;
+    }
     case Epilogue::kSwiGlu:
       col0 = p * (kPanelCols / 2);
       n = kPanelCols / 2;

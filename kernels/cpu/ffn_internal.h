@@ -8,6 +8,8 @@
 //   First GEMM (K = hidden): SwiGLU panels hold 16 ffn columns as [16 gate | 16 up];
 //   ReLU^2 panels hold 32 up columns. Down GEMM (K = ffn): 32 hidden columns per panel.
 //   Columns beyond the matrix are zero.
+//   gpt-oss experts then hold their biases, fp32, 64-byte aligned: the first GEMM's
+//   [panels1][32] (in its panels' column order) and the down GEMM's [panels2][32].
 #pragma once
 
 #include <cstddef>
@@ -35,6 +37,7 @@ struct PackedLayout {
   int64_t panels1, panels2;       // panel counts of the two GEMMs
   size_t panel1_bytes, panel2_bytes;
   size_t first_offset, down_offset, total_bytes;
+  size_t bias1_offset = 0, bias2_offset = 0;  // 0: no biases
   int64_t outputs_per_panel1;     // ffn columns a first-GEMM panel produces (16 or 32)
 };
 PackedLayout LayoutOf(const FfnShape& shape);
@@ -45,6 +48,7 @@ enum class Epilogue {
   kStore,        // out (fp32) = acc, 32 columns per panel
   kSwiGlu,       // out = silu(acc[0:16]) * acc[16:32], 16 columns per panel
   kReluSquared,  // out = max(acc, 0)^2, 32 columns per panel
+  kGptOssSwiGlu, // gpt-oss's clamped SwiGLU of (acc + bias), 16 columns per panel
 };
 struct GemmArgs {
   const void* a;
@@ -58,6 +62,7 @@ struct GemmArgs {
   int64_t ldo;        // elements
   int64_t out_cols;   // valid output columns (the rest of the last panel is dropped)
   Epilogue epilogue;
+  const float* bias = nullptr;  // [panels_n][32] added to the accumulators first (null: none)
   bool bf16;          // A and panels are bf16
   bool out_bf16;      // write the epilogue's result as bf16 (next GEMM's input)
 };

@@ -235,6 +235,9 @@ absl::StatusOr<std::unique_ptr<CudaFfn>> CudaFfn::Create(const FfnShape& shape, 
   if (shape.weights != WeightType::kBF16) {
     return absl::InvalidArgumentError("CudaFfn runs bf16 weights (cuBLAS bf16 GEMMs)");
   }
+  if (shape.activation == Activation::kGptOssSwiGlu) {
+    return absl::UnimplementedError("CudaFfn: gpt-oss experts (clamped SwiGLU with biases) run on the CPU path only");
+  }
   SY_ASSIGN_OR_RETURN(cublasHandle_t handle, HandleFor(stream));
   return std::make_unique<CublasFfn>(shape, static_cast<cudaStream_t>(stream), handle);
 }

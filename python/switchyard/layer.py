@@ -102,8 +102,7 @@ class MoeLayer(_Module):
     Raises ValueError / TypeError naming a wrong argument, shape, dtype or device (a rank that
     raises before its collectives leaves its peers to time out); FileNotFoundError for a path
     that does not exist; TimeoutError when a peer does not arrive within ``timeout``;
-    RuntimeError when a peer fails, or for a model whose experts the CPU data plane does not
-    run (gpt-oss).
+    RuntimeError when a peer fails.
     """
 
     def __init__(

@@ -21,6 +21,7 @@ namespace {
 
 struct Expert {
   std::vector<float> gate, up, down;  // HF layout
+  std::vector<float> gate_bias, up_bias, down_bias;  // gpt-oss only
   std::vector<char> packed;
 };
 
@@ -35,8 +36,21 @@ Expert MakeExpert(const FfnShape& shape, uint32_t seed) {
   for (float& v : e.gate) v = n(rng);
   for (float& v : e.up) v = n(rng);
   for (float& v : e.down) v = nd(rng);
+  ExpertBiases biases;
+  if (shape.activation == Activation::kGptOssSwiGlu) {  // large enough to reach the clamps
+    std::normal_distribution<float> nb(0, 4.0f);
+    for (auto* v : {&e.gate_bias, &e.up_bias}) {
+      v->resize(shape.ffn);
+      for (float& x : *v) x = nb(rng);
+    }
+    e.down_bias.resize(shape.hidden);
+    for (float& x : e.down_bias) x = nb(rng);
+    biases = {e.gate_bias.data(), e.up_bias.data(), e.down_bias.data()};
+  }
   e.packed.resize(PackedExpertBytes(shape));
-  EXPECT_TRUE(PackExpert(shape, e.gate.data(), e.up.data(), e.down.data(), e.packed.data()).ok());
+  EXPECT_TRUE(PackExpert(shape, e.gate.data(), e.up.data(), e.down.data(), e.packed.data(),
+                         shape.activation == Activation::kGptOssSwiGlu ? &biases : nullptr)
+                  .ok());
   return e;
 }
 
@@ -53,12 +67,19 @@ std::vector<double> Reference(const FfnShape& s, const Expert& e, const float* x
       g += xk * Round(e.gate[f * s.hidden + k], b);
       u += xk * Round(e.up[f * s.hidden + k], b);
     }
-    const double a = s.activation == Activation::kSwiGlu ? g / (1 + std::exp(-g)) * u
-                                                         : std::pow(std::max(u, 0.0), 2);
+    double a;
+    if (s.activation == Activation::kGptOssSwiGlu) {  // biases are fp32 in every weight type
+      g = std::min(g + e.gate_bias[f], 7.0);
+      u = std::clamp(u + e.up_bias[f], -7.0, 7.0);
+      a = (u + 1) * g / (1 + std::exp(-1.702 * g));
+    } else {
+      a = s.activation == Activation::kSwiGlu ? g / (1 + std::exp(-g)) * u : std::pow(std::max(u, 0.0), 2);
+    }
     act[f] = Round(float(a), b);
   }
   for (int64_t h = 0; h < s.hidden; ++h) {
     for (int64_t f = 0; f < s.ffn; ++f) y[h] += act[f] * Round(e.down[h * s.ffn + f], b);
+    if (s.activation == Activation::kGptOssSwiGlu) y[h] += e.down_bias[h];
   }
   return y;
 }
@@ -105,6 +126,20 @@ TEST(FfnTest, ReluSquaredF32MatchesReference) { CheckAgainstReference({128, 64, 
 TEST(FfnTest, OddSizesF32) { CheckAgainstReference({37, 23, Activation::kSwiGlu, WeightType::kF32}, 1e-5); }
 TEST(FfnTest, SwiGluBf16MatchesReference) { CheckAgainstReference({256, 96, Activation::kSwiGlu, WeightType::kBF16}, 2e-2); }
 TEST(FfnTest, OddSizesBf16) { CheckAgainstReference({37, 23, Activation::kReluSquared, WeightType::kBF16}, 2e-2); }
+TEST(FfnTest, GptOssF32MatchesReference) { CheckAgainstReference({96, 40, Activation::kGptOssSwiGlu, WeightType::kF32}, 1e-5); }
+TEST(FfnTest, GptOssBf16MatchesReference) { CheckAgainstReference({37, 23, Activation::kGptOssSwiGlu, WeightType::kBF16}, 2e-2); }
+
+TEST(FfnTest, BiasesOnlyForGptOss) {
+  const float w[16 * 16] = {}, b[16] = {};
+  const ExpertBiases biases{b, b, b};
+  std::vector<char> packed(PackedExpertBytes({16, 16, Activation::kGptOssSwiGlu, WeightType::kF32}));
+  EXPECT_NE(PackExpert({16, 16, Activation::kGptOssSwiGlu, WeightType::kF32}, w, w, w, packed.data()).message().find("need"),
+            absl::string_view::npos);
+  EXPECT_NE(PackExpert({16, 16, Activation::kSwiGlu, WeightType::kF32}, w, w, w, packed.data(), &biases).message().find("only"),
+            absl::string_view::npos);
+  EXPECT_GT(PackedExpertBytes({16, 16, Activation::kGptOssSwiGlu, WeightType::kF32}),
+            PackedExpertBytes({16, 16, Activation::kSwiGlu, WeightType::kF32}));
+}
 
 // A row's bits do not depend on how many rows share the call or on its position.
 TEST(FfnTest, RowResultIndependentOfGroupingAndPosition) {
@@ -164,8 +199,12 @@ struct GroupedCase {
       auto gate = Uniform(shape.ffn * shape.hidden, 100 + e, w);
       auto up = Uniform(shape.ffn * shape.hidden, 200 + e, w);
       auto down = Uniform(shape.hidden * shape.ffn, 300 + e, 1.0f / std::sqrt(static_cast<float>(shape.ffn)));
+      auto gb = Uniform(shape.ffn, 400 + e, 8.0f), ub = Uniform(shape.ffn, 500 + e, 8.0f), db = Uniform(shape.hidden, 600 + e, 1.0f);
+      const ExpertBiases biases{gb.data(), ub.data(), db.data()};
       packed.emplace_back(PackedExpertBytes(shape));
-      EXPECT_TRUE(PackExpert(shape, gate.data(), up.data(), down.data(), packed.back().data()).ok());
+      EXPECT_TRUE(PackExpert(shape, gate.data(), up.data(), down.data(), packed.back().data(),
+                             shape.activation == Activation::kGptOssSwiGlu ? &biases : nullptr)
+                      .ok());
       weights.push_back(counts[e] == 0 ? nullptr : packed.back().data());
       offsets.push_back(rows);
       rows += counts[e];
@@ -190,6 +229,8 @@ const FfnShape kBitShapes[] = {
     {96, 48, Activation::kSwiGlu, WeightType::kBF16},
     {37, 23, Activation::kSwiGlu, WeightType::kBF16},      // odd: bf16 pairs padded
     {33, 70, Activation::kReluSquared, WeightType::kBF16},
+    {37, 70, Activation::kGptOssSwiGlu, WeightType::kF32},   // gpt-oss: biases, clamps, odd sizes
+    {37, 70, Activation::kGptOssSwiGlu, WeightType::kBF16},
 };
 
 // Every path this CPU supports, at 1, 2 and 3 threads, gives the portable path's bits.
@@ -216,6 +257,7 @@ TEST(FfnTest, GoldenBitsOnEveryPath) {
   const uint64_t golden[] = {
       0xc5b2a83e8c55d163ULL, 0x9ea321c6150078beULL, 0xcfc17763e572f8ccULL,
       0x0df49a43db4a03f6ULL, 0xcd2bae91826cfe38ULL, 0x1300910a2b0f2ab9ULL,
+      0xf7c08add21d74e81ULL, 0x465c04db8dba0da6ULL,
   };
   int i = 0;
   for (const FfnShape& shape : kBitShapes) {

@@ -86,7 +86,7 @@ TEST(ModelTest, NewPresetsCarryThePublishedShapes) {
     EXPECT_FLOAT_EQ(m->routed_scaling_factor, w.scaling);
     EXPECT_TRUE(m->renormalize);
     EXPECT_EQ(m->shared_gate, std::string(w.type) == "qwen3_5_moe");
-    EXPECT_EQ(m->data_plane_gap.empty(), std::string(w.type) != "gpt_oss");
+    EXPECT_EQ(m->activation == kernels::Activation::kGptOssSwiGlu, std::string(w.type) == "gpt_oss");
   }
 }
 
@@ -110,7 +110,7 @@ TEST(ModelTest, ParsesTheNewModelTypes) {
     EXPECT_EQ(parsed->num_groups, want.num_groups);
     EXPECT_FLOAT_EQ(parsed->routed_scaling_factor, want.routed_scaling_factor);
     EXPECT_EQ(parsed->shared_gate, want.shared_gate);
-    EXPECT_EQ(parsed->data_plane_gap.empty(), want.data_plane_gap.empty());
+    EXPECT_EQ(parsed->activation, want.activation);
   };
   same(R"({"model_type": "glm_moe_dsa", "hidden_size": 6144, "num_hidden_layers": 78, "n_routed_experts": 256,
     "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "n_shared_experts": 1, "first_k_dense_replace": 3,

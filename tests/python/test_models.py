@@ -264,3 +264,109 @@ def test_bf16_helpers_round_like_torch():
     want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().astype(np.uint16)
     assert np.array_equal(bf16_bits(x), want)
     assert np.array_equal(bf16_values(want), torch.from_numpy(x).to(torch.bfloat16).float().numpy())
+
+
+# ---- gpt-oss: fused, interleaved experts with biases; MXFP4 as published ----------------------
+
+GH, GF, GE, GK = 64, 32, 8, 2
+E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+
+def mxfp4_values(blocks, scales):
+    """[..., G, 16] U8 blocks, [..., G] U8 scales -> [..., G * 32] float32 (low nibble first)."""
+    lo, hi = E2M1[blocks & 0x0F], E2M1[blocks >> 4]
+    values = np.stack([lo, hi], axis=-1).reshape(*blocks.shape[:-1], 32)
+    values = values * np.exp2(scales.astype(np.float32) - 127)[..., None]
+    return values.reshape(*blocks.shape[:-2], -1).astype(np.float32)
+
+
+def gpt_oss_checkpoints(tmp_path, rng):
+    """The same experts twice: MXFP4 blocks/scales as published, and dequantised to BF16."""
+    gu_blocks = rng.integers(0, 256, size=(GE, 2 * GF, GH // 32, 16), dtype=np.uint8)
+    gu_scales = rng.integers(121, 125, size=(GE, 2 * GF, GH // 32), dtype=np.uint8)
+    d_blocks = rng.integers(0, 256, size=(GE, GH, GF // 32, 16), dtype=np.uint8)
+    d_scales = rng.integers(121, 125, size=(GE, GH, GF // 32), dtype=np.uint8)
+    gu = mxfp4_values(gu_blocks, gu_scales)        # [E, 2F (interleaved gate, up), H]: rows are outputs
+    down = mxfp4_values(d_blocks, d_scales)        # [E, H, F]
+    gu_bias = bf16_values(bf16_bits(rng.standard_normal((GE, 2 * GF)) * 2))
+    d_bias = bf16_values(bf16_bits(rng.standard_normal((GE, GH))))
+    router = (rng.standard_normal((GE, GH)) / 8).astype(np.float32)
+    p = "model.layers.1.mlp."
+    common = {p + "router.weight": router, p + "router.bias": np.zeros(GE, np.float32),
+              p + "experts.gate_up_proj_bias": ("BF16", bf16_bits(gu_bias)),
+              p + "experts.down_proj_bias": ("BF16", bf16_bits(d_bias))}
+    config = {"model_type": "gpt_oss", "hidden_size": GH, "num_hidden_layers": 2, "num_local_experts": GE,
+              "num_experts_per_tok": GK, "experts_per_token": GK, "intermediate_size": GF, "swiglu_limit": 7.0}
+    dirs = {}
+    for name in ("mxfp4", "bf16"):
+        d = tmp_path / name
+        d.mkdir()
+        c = dict(config)
+        if name == "mxfp4":
+            c["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.mlp.router"]}
+            tensors = {**common, p + "experts.gate_up_proj_blocks": ("U8", gu_blocks), p + "experts.gate_up_proj_scales": ("U8", gu_scales),
+                       p + "experts.down_proj_blocks": ("U8", d_blocks), p + "experts.down_proj_scales": ("U8", d_scales)}
+        else:  # transformers' dequantised parameters: gate_up_proj [E, H, 2F], down_proj [E, F, H]
+            tensors = {**common, p + "experts.gate_up_proj": ("BF16", bf16_bits(gu.transpose(0, 2, 1))),
+                       p + "experts.down_proj": ("BF16", bf16_bits(down.transpose(0, 2, 1)))}
+        (d / "config.json").write_text(json.dumps(c))
+        write_safetensors(d / "model.safetensors", tensors)
+        dirs[name] = d
+    weights = {"gate": gu[:, 0::2, :], "up": gu[:, 1::2, :], "down": down, "gate_bias": gu_bias[:, 0::2],
+               "up_bias": gu_bias[:, 1::2], "down_bias": d_bias, "router": router}
+    return dirs, weights
+
+
+def gpt_oss_reference(w, x, logits):
+    """gpt-oss's MoE block in float64: softmax over the top-k logits, clamped SwiGLU, biases."""
+    x = x.astype(np.float64)
+    out = np.zeros_like(x)
+    for t in range(len(x)):
+        ids = np.argsort(-logits[t], kind="stable")[:GK]
+        top = logits[t][ids].astype(np.float64)
+        p = np.exp(top - top.max())
+        p /= p.sum()
+        for k, e in enumerate(ids):
+            g = np.minimum(w["gate"][e].astype(np.float64) @ x[t] + w["gate_bias"][e], 7.0)
+            u = np.clip(w["up"][e].astype(np.float64) @ x[t] + w["up_bias"][e], -7.0, 7.0)
+            act = (u + 1) * g / (1 + np.exp(-1.702 * g))
+            out[t] += p[k] * (w["down"][e].astype(np.float64) @ act + w["down_bias"][e])
+    return out
+
+
+def test_gpt_oss_mxfp4_checkpoint_runs_like_the_model(tmp_path):
+    rng = np.random.default_rng(11)
+    dirs, w = gpt_oss_checkpoints(tmp_path, rng)
+    x = rng.standard_normal((48, GH)).astype(np.float32)
+    logits = (x @ w["router"].T).astype(np.float32)
+    outputs = {}
+    for name, d in dirs.items():
+        for weight_type in ("fp32", "bf16"):
+            layer = switchyard.MoeLayer(str(d), 1, comm="mpi", weights=str(d), weight_type=weight_type, threads=1)
+            assert layer.model["model_type"] == "gpt_oss"
+            outputs[name, weight_type] = layer(x, logits)
+    want = gpt_oss_reference(w, x, logits)
+    err = np.abs(outputs["mxfp4", "fp32"] - want).max() / np.abs(want).max()
+    assert err <= 1e-5, f"max relative error {err:.2e}"
+    # MXFP4 values are exact in bf16: the published and the dequantised checkpoint are the same weights
+    assert np.array_equal(outputs["mxfp4", "fp32"], outputs["bf16", "fp32"])
+    assert np.array_equal(outputs["mxfp4", "bf16"], outputs["bf16", "bf16"])
+    # the clamps are exercised: some gate pre-activations exceed the limit
+    g = np.einsum("efh,th->tef", w["gate"], x) + w["gate_bias"][None]
+    assert (g > 7).any() and (g < 7).any()
+
+
+def test_gpt_oss_bad_checkpoints_are_named(tmp_path):
+    rng = np.random.default_rng(12)
+    dirs, _ = gpt_oss_checkpoints(tmp_path, rng)
+    config = json.loads((dirs["mxfp4"] / "config.json").read_text())
+    config["swiglu_limit"] = 10.0
+    (dirs["mxfp4"] / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as e:
+        switchyard.model_info(str(dirs["mxfp4"]))
+    assert "swiglu_limit" in str(e.value) and "10" in str(e.value)
+    p = "model.layers.1.mlp.experts."
+    write_safetensors(dirs["bf16"] / "model.safetensors", {p + "gate_up_proj": np.zeros((GE, GH, GF), np.float32)})
+    with pytest.raises(ValueError) as e:
+        switchyard.MoeLayer(str(dirs["bf16"]), 1, comm="mpi", weights=str(dirs["bf16"]))
+    assert "gate_up_proj: shape [8, 64, 32], the model needs [8, 64, 64]" in str(e.value)
