@@ -136,14 +136,18 @@ absl::StatusOr<int64_t> LastEventSeq(const Client& c, double timeout) {
 }
 
 // Follows the migration to `epoch` until it commits (OK) or aborts (Aborted, with the
-// coordinator's reason), drawing progress: a bar redrawn in place on a terminal, a line per
-// 10% (or state change) otherwise. A later epoch published by the same change (a drain
-// deferred behind a migration in flight) is followed too.
-absl::Status WaitForEpoch(const Client& c, int64_t epoch, int64_t after_seq, double timeout) {
+// coordinator's reason, or when no rank is left to finish it), drawing progress: a bar redrawn
+// in place on a terminal, a line per 10% (or state change) otherwise. With follow_later, an
+// epoch published right after it is followed too (a drain deferred behind a migration in
+// flight publishes its own when that one commits).
+absl::Status WaitForEpoch(const Client& c, int64_t epoch, int64_t after_seq, double timeout, bool follow_later) {
   const bool tty = ::isatty(STDOUT_FILENO) != 0;
-  const double limit = absl::GetFlag(FLAGS_wait_timeout_s);
-  SY_RETURN_IF_ERROR(CheckFlagRange("wait-timeout-s", limit, 0, 1e7));
+  const double limit = absl::GetFlag(FLAGS_wait_timeout_s);  // checked before the change was made
   const absl::Time start = absl::Now();
+  auto lost = [&](const absl::Status& s) {
+    if (tty) std::printf("\n");
+    return absl::Status(s.code(), absl::StrCat("while waiting for epoch ", epoch, ": ", s.message()));
+  };
   int last_decile = -1;
   bool last_started = false;
   std::string last_line;
@@ -163,12 +167,20 @@ absl::Status WaitForEpoch(const Client& c, int64_t epoch, int64_t after_seq, dou
           return absl::AbortedError(absl::StrCat("the migration to epoch ", epoch, " aborted: ", e.message()));
         }
       }
-      SY_RETURN_IF_ERROR(rpc::FromGrpc(reader->Finish(), c.address));
+      if (absl::Status st = rpc::FromGrpc(reader->Finish(), c.address); !st.ok()) return lost(st);
     }
     admin::ClusterStatus s;
-    SY_RETURN_IF_ERROR(rpc::FromGrpc(c.stub->GetStatus(c.Context(timeout).get(), {}, &s), c.address));
+    if (absl::Status st = rpc::FromGrpc(c.stub->GetStatus(c.Context(timeout).get(), {}, &s), c.address); !st.ok()) return lost(st);
+    if (s.committed_epoch() < epoch) {  // a migration needs its ranks: stop when none is left to do it
+      bool any_running = false;
+      for (const admin::WorkerStatus& w : s.workers()) any_running = any_running || (w.healthy() && !w.left());
+      if (!any_running) {
+        if (tty) std::printf("\n");
+        return absl::AbortedError(absl::StrCat("epoch ", epoch, " was not committed: the job's ranks have all left or are lost"));
+      }
+    }
     if (s.committed_epoch() >= epoch) {
-      if (s.target_epoch() > s.committed_epoch() && s.migration().epoch() > epoch) {  // the change's next epoch
+      if (follow_later && s.target_epoch() > s.committed_epoch() && s.migration().epoch() > epoch) {  // the change's next epoch
         epoch = s.migration().epoch();
         last_decile = -1;
         continue;
@@ -296,6 +308,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     request.set_max_moves(max_moves == -1 ? 0 : max_moves);  // -1 (the default): the policy's budget
     const bool wait = absl::GetFlag(FLAGS_wait);
     if (wait && request.dry_run()) return absl::InvalidArgumentError("--wait follows a published epoch: not with --dry-run");
+    SY_RETURN_IF_ERROR(CheckFlagRange("wait-timeout-s", absl::GetFlag(FLAGS_wait_timeout_s), 0, 1e7));
     int64_t seq = 0;
     if (wait) {
       SY_ASSIGN_OR_RETURN(seq, LastEventSeq(c, timeout));
@@ -311,7 +324,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
                   response.balancedness_after(), response.worst_before(), response.worst_after());
     }
     std::fflush(stdout);
-    if (wait && response.applied()) return WaitForEpoch(c, response.target_epoch(), seq, timeout);
+    if (wait && response.applied()) return WaitForEpoch(c, response.target_epoch(), seq, timeout, /*follow_later=*/false);
     return absl::OkStatus();
   }
   if (command == "pin" || command == "unpin") {
@@ -347,6 +360,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
     if (wait && (command != "drain" || request.remove())) {
       return absl::InvalidArgumentError("--wait follows the migration a drain starts: drain RANK --wait (not undrain, not --remove)");
     }
+    SY_RETURN_IF_ERROR(CheckFlagRange("wait-timeout-s", absl::GetFlag(FLAGS_wait_timeout_s), 0, 1e7));
     int64_t seq = 0;
     if (wait) {
       SY_ASSIGN_OR_RETURN(seq, LastEventSeq(c, timeout));
@@ -369,7 +383,7 @@ absl::Status Run(const std::string& command, const std::vector<std::string>& arg
       std::printf("nothing to migrate: rank %d holds no experts at epoch %lld\n", rank, static_cast<long long>(status.committed_epoch()));
       return absl::OkStatus();
     }
-    return WaitForEpoch(c, status.target_epoch(), seq, timeout);
+    return WaitForEpoch(c, status.target_epoch(), seq, timeout, /*follow_later=*/true);
   }
   if (command == "policy") {
     types::Policy policy;

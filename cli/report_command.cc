@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -153,6 +154,16 @@ absl::StatusOr<Run> ReadRun(const std::string& path) {
     if (!parsed.ok()) return parsed.status();
     run.final_placement = *std::move(parsed);
   }
+  for (size_t li = 0; li < run.layer_ids.size(); ++li) {
+    if (std::count(run.layer_ids.begin(), run.layer_ids.end(), run.layer_ids[li]) > 1) {
+      return rd.Error(JsonPath("$.layers", li), absl::StrCat("layer ", run.layer_ids[li], " is listed twice"));
+    }
+    if (run.final_placement && run.expert_tokens[li].size() != static_cast<size_t>(run.final_placement->num_experts)) {
+      return rd.Error(JsonPath(JsonPath("$.layers", li), "expert_tokens"),
+                      absl::StrCat("has ", run.expert_tokens[li].size(), " experts, the final placement places ",
+                                   run.final_placement->num_experts));
+    }
+  }
   return run;
 }
 
@@ -245,7 +256,7 @@ std::string Html(const Run& run, const std::string& source, const std::vector<st
   out += row("CPU path", run.isa);
   out += row("output checksum", run.checksum);
   out += "</table></section>\n";
-  for (const auto& [id, svg] : charts) absl::StrAppend(&out, "<section id=\"", id, "\">\n", svg, "</section>\n");
+  for (const auto& [id, svg] : charts) absl::StrAppend(&out, "<section id=\"plot-", id, "\">\n", svg, "</section>\n");
   out += "</body></html>\n";
   return out;
 }
@@ -276,6 +287,19 @@ int RunProgram(const std::vector<std::string>& argv) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// An absolute path as a file:// URL's path: bytes other than unreserved ones and '/' escaped.
+std::string FileUrlPath(const std::string& path) {
+  std::string out;
+  for (unsigned char c : path) {
+    if (std::isalnum(c) || c == '/' || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      absl::StrAppendFormat(&out, "%%%02X", c);
+    }
+  }
+  return out;
+}
+
 // SVG file -> PNG with the first converter on PATH that succeeds: rsvg-convert, ImageMagick,
 // headless Chromium.
 absl::Status ToPng(const std::string& svg_path, const std::string& svg, const std::string& png_path) {
@@ -286,7 +310,7 @@ absl::Status ToPng(const std::string& svg_path, const std::string& svg, const st
       {"convert", svg_path, png_path},
       {"chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
        absl::StrCat("--window-size=960,", std::clamp(height, 100, 16384)), absl::StrCat("--screenshot=", png_path),
-       absl::StrCat("file://", svg_path)}};
+       absl::StrCat("file://", FileUrlPath(svg_path))}};
   std::vector<std::string> tried;
   for (const auto& argv : converters) {
     if (!OnPath(argv[0])) continue;
@@ -321,7 +345,7 @@ int RunReport(const std::vector<std::string>& args) {
     const auto charts = Charts(report);
     if (format == "html") {
       const std::string html = Html(report, args[0], charts);
-      if (out.empty()) {
+      if (out.empty() || out == "-") {
         std::fwrite(html.data(), 1, html.size(), stdout);
         return absl::OkStatus();
       }
@@ -339,8 +363,9 @@ int RunReport(const std::vector<std::string>& args) {
       if (format == "png") {
         char resolved[PATH_MAX];
         const std::string absolute = ::realpath(svg_path.c_str(), resolved) != nullptr ? resolved : svg_path;
-        SY_RETURN_IF_ERROR(ToPng(absolute, svg, absl::StrCat(out, "/", id, ".png")));
-        ::unlink(svg_path.c_str());
+        const absl::Status converted = ToPng(absolute, svg, absl::StrCat(out, "/", id, ".png"));
+        ::unlink(svg_path.c_str());  // the PNG is the output (or nothing is)
+        SY_RETURN_IF_ERROR(converted);
       }
       std::printf("%s/%s.%s\n", out.c_str(), id.c_str(), format.c_str());
     }

@@ -48,6 +48,21 @@ double TickStep(double span, int ticks) {
   return 10 * p;
 }
 
+// Tick positions over [lo, hi]: about `ticks` of them at "nice" values, at most 50 (a range
+// too large or too narrow for doubles to step through gets its two ends).
+std::vector<double> Ticks(double lo, double hi, int ticks) {
+  std::vector<double> out;
+  if (!std::isfinite(lo) || !std::isfinite(hi) || !(hi > lo)) return out;
+  const double step = TickStep(hi - lo, ticks), first = std::ceil(lo / step);
+  for (int i = 0; i <= 50; ++i) {
+    const double x = (first + i) * step;
+    if (x > hi + step * 1e-9) break;
+    if (!out.empty() && !(x > out.back())) return {lo, hi};  // doubles cannot resolve the step
+    out.push_back(x);
+  }
+  return out;
+}
+
 std::string Number(double v) {
   if (v != 0 && (std::fabs(v) >= 1e6 || std::fabs(v) < 1e-3)) return absl::StrFormat("%.2g", v);
   return absl::StrFormat("%g", std::round(v * 1000) / 1000);
@@ -59,15 +74,13 @@ std::string Axes(int height, double x0, double x1, double y0, double y1, const s
   const int w = kWidth - kLeft - kRight, h = height - kTop - kBottom;
   std::string out = absl::StrFormat("<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", kLeft,
                                     kTop, w, h);
-  const double ys = TickStep(y1 - y0, 5);
-  for (double y = std::ceil(y0 / ys) * ys; y <= y1 + ys * 1e-9; y += ys) {
+  for (double y : Ticks(y0, y1, 5)) {
     const double py = kTop + h - (y - y0) / (y1 - y0) * h;
     absl::StrAppendFormat(&out, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>"
                                 "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
                           kLeft, kLeft + w, py, py, kLeft - 4, py + 4, Number(y));
   }
-  const double xs = TickStep(x1 - x0, 8);
-  for (double x = std::ceil(x0 / xs) * xs; x_ticks && x <= x1 + xs * 1e-9; x += xs) {
+  for (double x : x_ticks ? Ticks(x0, x1, 8) : std::vector<double>()) {
     const double px = kLeft + (x - x0) / (x1 - x0) * w;
     absl::StrAppendFormat(&out, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", px, kTop + h + 15, Number(x));
   }
@@ -115,7 +128,7 @@ std::string EscapeXml(const std::string& text) {
 
 std::string HeatmapSvg(const Heatmap& m) {
   const int rows = std::max(0, m.rows), cols = std::max(0, m.cols);
-  const int w = kWidth - kLeft - kRight - 60;  // room for the colour legend
+  const int w = kWidth - kLeft - kRight - 110;  // room for the colour legend and its labels
   const double cell_w = cols > 0 ? static_cast<double>(w) / cols : 0;
   const double cell_h = rows > 0 ? std::clamp(360.0 / rows, 2.0, 28.0) : 0;
   const int height = kTop + static_cast<int>(std::ceil(cell_h * rows)) + kBottom;
@@ -181,11 +194,15 @@ std::string LineChartSvg(const LineChart& c) {
   out += Axes(height, x0, x1, y0, y1, c.x_label, c.y_label);
   const int w = kWidth - kLeft - kRight, h = height - kTop - kBottom;
   std::vector<std::string> names;
-  for (size_t k = 0; k < c.series.size(); ++k) {
+  for (const Series& s : c.series) names.push_back(s.name);
+  // The first series is drawn last, on top. Long series keep each pixel column's first, lowest
+  // and highest point: the shape survives, the SVG stays small.
+  for (size_t k = c.series.size(); k-- > 0;) {
     const Series& s = c.series[k];
-    names.push_back(s.name);
     std::string path;
     bool pen = false;
+    int column = -1;
+    double lo = 0, hi = 0;
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) {
         pen = false;
@@ -193,6 +210,13 @@ std::string LineChartSvg(const LineChart& c) {
       }
       const double px = kLeft + (s.x[i] - x0) / (x1 - x0) * w;
       const double py = kTop + h - (std::clamp(s.y[i], y0, y1) - y0) / (y1 - y0) * h;
+      const int col = static_cast<int>(px);
+      if (pen && col == column) {
+        if (py >= lo && py <= hi) continue;  // inside what this column drew
+        lo = std::min(lo, py), hi = std::max(hi, py);
+      } else {
+        column = col, lo = hi = py;
+      }
       absl::StrAppendFormat(&path, "%s%.1f,%.1f", pen ? " L" : " M", px, py);
       pen = true;
     }
@@ -271,9 +295,11 @@ std::string TimelineSvg(const Timeline& t) {
     }
     absl::StrAppendFormat(&out, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", std::max(a, b) + 6, y + 12, EscapeXml(s.label));
   }
-  const double xs = TickStep(x1 - x0, 6);
-  for (double x = std::ceil(x0 / xs) * xs; x <= x1 + xs * 1e-9; x += xs) {
+  for (double x : Ticks(x0, x1, 6)) {
     absl::StrAppendFormat(&out, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", px(x), height - 22, Number(x));
+  }
+  if (n == 0) {
+    absl::StrAppendFormat(&out, "<text x=\"%d\" y=\"%d\" fill=\"#666\">none</text>\n", kLeft, kTop + 12);
   }
   absl::StrAppendFormat(&out, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", kLeft + w / 2, height - 6,
                         EscapeXml(t.x_label));

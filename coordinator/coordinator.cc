@@ -238,8 +238,11 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     decltype(drained_) drained;
     std::string job_key;
     int64_t generation;
+    decltype(balance_history_) balance_history;
+    decltype(migrations_) migrations;
   } old{job_id_, model_,   committed_, committed_epoch_, target_, target_started_, transfers_,
-        members_, load_,   step_balance_, auto_,          pins_,   drained_, job_key_, generation_};
+        members_, load_,   step_balance_, auto_,          pins_,   drained_, job_key_, generation_,
+        balance_history_, migrations_};
   std::vector<std::tuple<std::string, std::string, int, int64_t>> events;
   auto note = [&](const std::string& kind, const std::string& message, int rank = -1, int64_t epoch = -1) {
     events.emplace_back(kind, message, rank, epoch);
@@ -318,6 +321,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     members_.Clear();
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
     step_balance_.clear();
+    ClearJobHistoryLocked();
     auto_ = {};
     note("job_resumed",
          absl::StrCat("job ", EchoValue(r.job_id()), ": ", r.model().name(), ", ", r.world_size(), " ranks, resumes epoch ",
@@ -345,6 +349,7 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     members_.Clear();
     load_.Reset(static_cast<int>(layers.size()), r.model().num_experts());
     step_balance_.clear();
+    ClearJobHistoryLocked();
     auto_ = {};
     if (!placement::ValidateConstraints(ConstraintsLocked(), p.topology, p.num_experts, layers).ok()) {
       pins_.clear();
@@ -398,6 +403,8 @@ absl::StatusOr<control::RegisterResponse> Coordinator::Register(const control::R
     members_ = old.members;
     load_ = old.load;
     step_balance_ = old.step_balance;
+    balance_history_ = old.balance_history;
+    migrations_ = old.migrations;
     auto_ = old.auto_state;
     pins_ = old.pins;
     drained_ = old.drained;
@@ -598,6 +605,11 @@ void Coordinator::CompleteWindowsLocked() {
   for (int i = 0; i < completed; ++i) EvaluateAutoRebalanceLocked();
 }
 
+void Coordinator::ClearJobHistoryLocked() {
+  balance_history_.clear();  // a new job starts without the old one's figures
+  migrations_.clear();
+}
+
 Coordinator::MigrationSpan* Coordinator::CurrentSpanLocked() {
   if (!target_ || migrations_.empty() || migrations_.back().epoch != target_epoch_ || migrations_.back().state != "in_flight") {
     return nullptr;
@@ -741,6 +753,15 @@ absl::Status Coordinator::Leave(const control::LeaveRequest& r) {
   ObserveWorkerEpochLocked(r.epoch(), r.rank());
   EventLocked("worker_left", absl::StrCat("rank ", r.rank(), " finished after ", r.step(), " steps at epoch ", r.epoch()),
               r.rank(), r.epoch());
+  if (MigrationSpan* span = CurrentSpanLocked(); span != nullptr) {
+    bool all_left = true;
+    for (const auto& [rank, worker] : members_.workers()) all_left = all_left && worker.left;
+    if (all_left) {  // the job ended before the switch: the migration will not finish
+      span->state = "abandoned";
+      span->ended_ms = absl::ToUnixMillis(Now());
+      span->error = "every rank left before the switch";
+    }
+  }
   CompleteWindowsLocked();
   return absl::OkStatus();
 }
@@ -948,6 +969,8 @@ admin::ClusterStatus Coordinator::Status() {
       m->set_total_bytes(span->bytes);
       m->set_done_bytes(span->done_bytes);
       m->set_published_unix_ms(span->published_ms);
+    } else if (committed_) {  // restored from the state directory: sizes and times not known here
+      m->set_moved_replicas(placement::MovedReplicas(*committed_, *target_));
     }
   }
   int healthy = 0;

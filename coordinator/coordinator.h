@@ -114,7 +114,7 @@ class Coordinator {
   };
   struct MigrationSpan {
     int64_t epoch = 0;
-    std::string state;                  // "in_flight", "committed", "aborted", "refused"
+    std::string state;                  // "in_flight", "committed", "aborted", "refused", "abandoned" (the job ended)
     int64_t published_ms = 0, started_ms = -1, ended_ms = -1;  // unix ms (-1: not yet)
     int moved_replicas = 0;
     int64_t bytes = 0, done_bytes = 0;  // bytes: known once started
@@ -223,6 +223,7 @@ class Coordinator {
   std::deque<BalanceSample> balance_history_;
   std::deque<MigrationSpan> migrations_;
   MigrationSpan* CurrentSpanLocked();  // the target epoch's span, or null
+  void ClearJobHistoryLocked();
   Histogram step_seconds_{{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
   Histogram migration_seconds_{{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}};
   int64_t migration_bytes_intra_node_ = 0, migration_bytes_inter_node_ = 0;

@@ -112,8 +112,11 @@ int Main(int argc, char** argv) {
   }
   std::printf("switchyard-coordinator %s listening on %s%s%s\n", (*server)->core().id().c_str(), (*server)->address().c_str(),
               options.tls_cert_pem.empty() ? "" : " (TLS)",
-              (*server)->metrics_port() >= 0 ? absl::StrCat(", metrics on http://", options.metrics_host, ":",
-                                                            (*server)->metrics_port(), "/metrics").c_str() : "");
+              (*server)->metrics_port() >= 0
+                  ? absl::StrCat(", metrics on http://", options.metrics_host, ":", (*server)->metrics_port(),
+                                 "/metrics, dashboard on http://", options.metrics_host, ":", (*server)->metrics_port(), "/")
+                        .c_str()
+                  : "");
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     auto written = switchyard::WriteFileAtomically(absl::GetFlag(FLAGS_port_file),

@@ -33,12 +33,31 @@ std::string ProtoJson(const Message& m) {
   return out;
 }
 
-// The query's parameters; repeated keys: the last wins.
+// %XX and '+' of a URL query component decoded (a malformed escape stays as is).
+std::string UrlDecode(absl::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    int hi = -1, lo = -1;
+    if (in[i] == '%' && i + 2 < in.size()) {
+      auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+      hi = hex(in[i + 1]), lo = hex(in[i + 2]);
+    }
+    if (hi >= 0 && lo >= 0) {
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += in[i] == '+' ? ' ' : in[i];
+    }
+  }
+  return out;
+}
+
+// The query's parameters, decoded; repeated keys: the last wins.
 std::map<std::string, std::string> Params(absl::string_view query) {
   std::map<std::string, std::string> out;
   for (absl::string_view part : absl::StrSplit(query, '&', absl::SkipEmpty())) {
     const size_t eq = part.find('=');
-    out[std::string(part.substr(0, eq))] = eq == absl::string_view::npos ? "" : std::string(part.substr(eq + 1));
+    out[UrlDecode(part.substr(0, eq))] = eq == absl::string_view::npos ? "" : UrlDecode(part.substr(eq + 1));
   }
   return out;
 }
@@ -49,7 +68,7 @@ absl::StatusOr<std::optional<int>> LayerParam(Coordinator& core, const std::map<
   if (it == params.end() || it->second.empty()) return std::optional<int>();
   int layer = 0;
   if (!absl::SimpleAtoi(it->second, &layer)) {
-    return absl::InvalidArgumentError(absl::StrCat("layer: '", EchoValue(it->second, 64), "' is not an integer"));
+    return absl::InvalidArgumentError(absl::StrCat("layer: '", EchoValue(it->second, 64), "' is not a layer id (an integer)"));
   }
   const std::vector<int> layers = core.Layers();
   if (std::find(layers.begin(), layers.end(), layer) == layers.end()) {

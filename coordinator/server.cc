@@ -379,8 +379,9 @@ absl::Status CoordinatorServer::StartMetrics() {
         const absl::string_view uri = request->local_uri != nullptr ? request->local_uri : "";
         Coordinator& core = static_cast<CoordinatorServer*>(self)->core();
         HttpResponse response;
-        if (std::string(request->request_method) != "GET") {
-          response = {405, "text/plain; charset=utf-8", "read-only: only GET is served here\n"};
+        const std::string method = request->request_method;
+        if (method != "GET" && method != "HEAD") {
+          response = {405, "text/plain; charset=utf-8", "read-only: only GET (and HEAD) are served here\n"};
         } else if (uri == "/metrics") {
           response = {200, "text/plain; version=0.0.4", core.MetricsText()};
         } else {
@@ -390,9 +391,10 @@ absl::Status CoordinatorServer::StartMetrics() {
                              : "Method Not Allowed";
         mg_printf(conn,
                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-                  "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-                  response.status, reason, response.content_type.c_str(), response.body.size());
-        mg_write(conn, response.body.data(), response.body.size());
+                  "X-Content-Type-Options: nosniff\r\n%sConnection: close\r\n\r\n",
+                  response.status, reason, response.content_type.c_str(), response.body.size(),
+                  response.status == 405 ? "Allow: GET, HEAD\r\n" : "");
+        if (method != "HEAD") mg_write(conn, response.body.data(), response.body.size());
         return response.status;
       },
       this);

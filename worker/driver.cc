@@ -319,6 +319,7 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   report.migrations = p.migrations;
   if (epochs) {
     for (const MigrationRecord& m : epochs->records()) report.migrations.push_back(m);
+    if (const MigrationRecord* m = epochs->in_flight()) report.migrations.push_back(*m);  // unfinished at the end
     if (epochs->migrating()) {
       for (int s = steps_run - 1; s >= 0 && !migrating_step[s]; --s) migrating_step[s] = true;
     }

@@ -128,6 +128,8 @@ class EpochManager {
   const placement::Placement& placement() const { return placement_; }
   bool migrating() const { return active_.has_value(); }
   const std::vector<MigrationRecord>& records() const { return records_; }
+  // The migration under way (neither committed nor aborted: commit_step and abort_step -1), if any.
+  const MigrationRecord* in_flight() const { return active_ ? &active_->record : nullptr; }
   void set_on_update(std::function<void(const MigrationUpdate&)> f) { on_update_ = std::move(f); }
 
  private:

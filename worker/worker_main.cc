@@ -948,9 +948,13 @@ int Main(int argc, char** argv) {
                 report->tokens_per_s, report->step_ms_p50, report->step_ms_p99, report->step_ms_max, report->phase_ms_gate,
                 report->phase_ms_dispatch, report->phase_ms_ffn, report->phase_ms_combine, worst,
                 report->tokens_conserved ? "yes" : "NO", static_cast<unsigned long long>(report->output_checksum));
-    std::printf("critical path: %.0f tokens/s, step ms p50 %.2f p99 %.2f (steady p99 %.2f, during migrations p99 %.2f over %d steps)\n",
-                report->critical_tokens_per_s, report->critical_step_ms_p50, report->critical_step_ms_p99,
-                report->critical_steady_ms_p99, report->critical_migration_ms_p99, report->migration_steps);
+    std::printf("critical path: %.0f tokens/s, step ms p50 %.2f p99 %.2f (%s)\n", report->critical_tokens_per_s,
+                report->critical_step_ms_p50, report->critical_step_ms_p99,
+                report->migration_steps > 0
+                    ? absl::StrFormat("steady p99 %.2f, during migrations p99 %.2f over %d steps", report->critical_steady_ms_p99,
+                                      report->critical_migration_ms_p99, report->migration_steps)
+                          .c_str()
+                    : "no migration");
     for (const MigrationRecord& m : report->migrations) {
       const std::string steps =
           m.commit_step >= 0 ? absl::StrCat("steps ", m.start_step, "-", m.commit_step)

@@ -176,7 +176,7 @@ def test_dashboard_api_shapes(observed):
     assert 'data-series="3"' in svg
     _, _, svg = c.get("/api/plot/migrations.svg")
     assert 'data-spans="2"' in svg and svg.count('data-state="committed"') == 2
-    for path, code, message in [("/api/load?layer=99", 404, "layer 99"), ("/api/load?layer=x", 400, "not an integer"),
+    for path, code, message in [("/api/load?layer=99", 404, "layer 99"), ("/api/load?layer=x", 400, "is not a layer id"),
                                 ("/api/load", 400, "layer: required"), ("/api/events?after=-1", 400, "after"),
                                 ("/nope", 404, "not found")]:
         with pytest.raises(urllib.error.HTTPError) as e:
@@ -185,7 +185,10 @@ def test_dashboard_api_shapes(observed):
     request = urllib.request.Request(c.http + "/api/status", method="POST", data=b"x")
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(request, timeout=10)
-    assert e.value.code == 405
+    assert e.value.code == 405 and e.value.headers["Allow"] == "GET, HEAD"
+    with urllib.request.urlopen(urllib.request.Request(c.http + "/api/status", method="HEAD"), timeout=10) as r:
+        assert r.status == 200 and int(r.headers["Content-Length"]) > 0 and r.read() == b""
+    assert json.loads(c.get("/api/load?layer=%34")[2])["layer"] == 4  # percent-decoded
 
 
 def chromium():
@@ -355,6 +358,21 @@ def test_report_with_and_without_migrations(observed, tmp_path):
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, (args, out.stderr)
 
 
+def test_report_survives_huge_axis_values(tmp_path):
+    """Step numbers too large for a tick step to change them (1e17): bounded ticks, no hang."""
+    run = {"model": "m", "ranks": 2, "steps": 10, "layers": [{"layer": 0, "expert_tokens": [1, 2]}],
+           "worst_balancedness_by_step": [[1e17, 0.5], [1.0000000000000002e17, 0.6]],
+           "migrations": [{"epoch": 1, "start_step": 9000000000000000000, "commit_step": 9000000000000002048}]}
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(run))
+    out = subprocess.run([CLI, "report", str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and len(out.stdout) < 200000, out.stderr
+    run["layers"].append({"layer": 0, "expert_tokens": [3, 4]})
+    path.write_text(json.dumps(run))
+    out = subprocess.run([CLI, "report", str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "layer 0 is listed twice" in out.stderr
+
+
 def test_wait_ends_on_abort(tmp_path):
     """A migration that cannot finish (rank 1 posts no transfers) aborts; --wait says so, exit 1."""
     c = Coordinator(tmp_path)
@@ -373,6 +391,17 @@ def test_wait_ends_on_abort(tmp_path):
         assert "drained ranks: 2" in drain.stdout and "aborted" in drain.stderr
         bad = c.cli("rebalance", "--wait", "--dry-run")
         assert bad.returncode == 2 and "not with --dry-run" in bad.stderr
+        bad = c.cli("rebalance", "--wait", "--wait-timeout-s", "-1")
+        assert bad.returncode == 2 and "wait-timeout-s" in bad.stderr and "published" not in bad.stdout  # checked first
+        job.stop()
+        # A new job on the same coordinator starts without the old one's figures.
+        before = json.loads(c.get("/api/migrations")[2])
+        assert len(before) >= 2 and all(m["state"] in ("aborted", "abandoned") for m in before)
+        job = Job(c, tmp_path, steps=12)
+        assert job.finish() == 0
+        assert json.loads(c.get("/api/migrations")[2]) == []
+        windows = [x["window"] for x in json.loads(c.get("/api/balancedness")[2])["samples"]]
+        assert windows == sorted(windows) and windows[0] == 1
     finally:
         if job:
             job.stop()
