@@ -357,7 +357,7 @@ std::string CoordinatorServer::address() const {
 // while, never the endpoint. GET /metrics answers the exposition text; the dashboard page and
 // its API (dashboard.h) the other paths; other methods 405.
 absl::Status CoordinatorServer::StartMetrics() {
-  constexpr const char* kMetricsThreads = "8";
+  constexpr const char* kMetricsThreads = "32";  // dozens of slow clients still leave threads for scrapes
   constexpr const char* kMetricsTimeoutMs = "2000";
   mg_init_library(0);
   const std::string ports = absl::StrCat(options_.metrics_host, ":", options_.metrics_port);
