@@ -120,7 +120,8 @@ def observed(tmp_path_factory):
     c = Coordinator(d)
     job = None
     try:
-        job = Job(c, d, steps=200, extra=["--migration-bytes-per-step", 4 << 20])
+        # 1 MiB per step: the migrations take tens of steps, so --wait sees them move.
+        job = Job(c, d, steps=400, extra=["--migration-bytes-per-step", 1 << 20])
         job.wait_for_windows(c)
         wait = c.cli("rebalance", "--wait")
         drain = c.cli("drain", "3", "--wait")
