@@ -379,7 +379,14 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   if (model_.shared_ffn > 0) flops += static_cast<double>(T) * steps_run * L * model_.SharedShape().FlopsPerRow();
   SY_RETURN_IF_ERROR(comm_.AllReduce(&flops, 1, comm::ReduceOp::kMax));
   report.ffn_flops = steps_run > 0 ? flops / steps_run : 0;
-  report.dispatch_bytes = report.combine_bytes = static_cast<double>(T) * model_.top_k * H * sizeof(float) * L;
+  // Measured per rank and step (mean over ranks): dispatch rows and metadata, combine rows.
+  const MoeLayer::ExchangeBytes& xb = layer_.exchange_bytes();
+  double exchanged[3] = {static_cast<double>(xb.dispatch_rows), static_cast<double>(xb.dispatch_meta), static_cast<double>(xb.combine)};
+  SY_RETURN_IF_ERROR(comm_.AllReduce(exchanged, 3, comm::ReduceOp::kSum));
+  const double per_rank_step = steps_run > 0 ? 1.0 / (static_cast<double>(R) * steps_run) : 0;
+  report.dispatch_bytes = exchanged[0] * per_rank_step;
+  report.dispatch_meta_bytes = exchanged[1] * per_rank_step;
+  report.combine_bytes = exchanged[2] * per_rank_step;
   report.tokens_conserved = p.conserved;
   // After a regroup the lost rank's counts are gone: the per-step check above stands alone.
   int64_t regrouped = p.regroups;
@@ -453,7 +460,7 @@ std::string RunReport::ToJson() const {
                       {"phase_ms",
                        {{"gate", phase_ms_gate}, {"dispatch", phase_ms_dispatch}, {"ffn", phase_ms_ffn}, {"combine", phase_ms_combine}}},
                       {"layers", layers_json},
-                      {"work_per_step", {{"dispatch_bytes", dispatch_bytes}, {"combine_bytes", combine_bytes}, {"ffn_flops", ffn_flops}}},
+                      {"work_per_step", {{"dispatch_bytes", dispatch_bytes}, {"dispatch_meta_bytes", dispatch_meta_bytes}, {"combine_bytes", combine_bytes}, {"ffn_flops", ffn_flops}}},
                       {"output_checksum", absl::StrFormat("%016x", output_checksum)},
                       {"tokens_conserved", tokens_conserved},
                       {"ranks", ranks},

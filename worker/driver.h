@@ -138,9 +138,11 @@ struct RunReport {
   double step_ms_p50 = 0, step_ms_p90 = 0, step_ms_p99 = 0, step_ms_max = 0;
   double phase_ms_gate = 0, phase_ms_dispatch = 0, phase_ms_ffn = 0, phase_ms_combine = 0;  // per step, slowest rank
   std::vector<RankPhases> rank_phase_ms;  // per rank
-  // Work per step, for speed-of-light fractions: bytes each rank dispatches and gets back
-  // (rows x hidden x 4 over all layers), and the FFN FLOPs of the busiest rank.
+  // Work per step, for speed-of-light fractions: bytes a rank's dispatch and combine exchanges
+  // carry (measured, mean over ranks, all layers, itself included: dispatch one row per
+  // (token, destination rank), combine one per pair), and the FFN FLOPs of the busiest rank.
   double dispatch_bytes = 0, combine_bytes = 0, ffn_flops = 0;
+  double dispatch_meta_bytes = 0;  // each pair's (slot, row index), 8 bytes
   std::vector<LayerReport> layers;
   uint64_t output_checksum = 0;
   // processed == chosen per (layer, expert) over all ranks and steps; after a regroup (the

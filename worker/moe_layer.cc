@@ -166,45 +166,94 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   send_offsets_.resize(R);
   recv_counts_.resize(R);
   recv_offsets_.resize(R);
+  for (std::vector<int64_t>* v : {&send_uniq_counts_, &send_uniq_offsets_, &recv_uniq_counts_, &recv_uniq_offsets_}) v->resize(R);
+  count_pairs_.resize(2 * R);
+  recv_count_pairs_.resize(2 * R);
   position_.resize(pairs);
   send_pair_.resize(pairs);
   SY_RETURN_IF_ERROR(kernels::DispatchLayout(dest_rank_.data(), pairs, R, send_counts_.data(), send_offsets_.data(),
                                              position_.data(), send_pair_.data()));
-  SY_RETURN_IF_ERROR(Communicate([&] { return comm_.AllToAll(send_counts_.data(), sizeof(int64_t), recv_counts_.data()); }));
-  int64_t recv_rows = 0;
-  for (int r = 0; r < R; ++r) {
-    recv_offsets_[r] = recv_rows;
-    recv_rows += recv_counts_[r];
-  }
-  send_rows_.resize(pairs * H);
-  send_slot_.resize(pairs);
+  // Dedup: a token goes once to each destination rank; each pair carries its slot and the
+  // index of its token's row in that rank's block. In a block the pairs ascend (DispatchLayout
+  // is stable), so a token's pairs are adjacent. The receiver expands the rows back to one per
+  // pair: everything after (grouping, FFN, return trip, combine) sees what it saw before.
   const int threads = ffn_ws_.threads();
-  kernels::GatherRows(hidden, send_rows_.data(), send_pair_.data(), pairs, row_bytes, k, threads);
-  for (int64_t n = 0; n < pairs; ++n) send_slot_[n] = slot_[send_pair_[n]];
-  recv_rows_.resize(recv_rows * H);
-  recv_slot_.resize(recv_rows);
-  // Byte counts and offsets for rows, then for slot ids.
+  uniq_token_.clear();
+  send_meta_.resize(2 * pairs);
+  for (int r = 0; r < R; ++r) {
+    const int64_t first = static_cast<int64_t>(uniq_token_.size());
+    int32_t last = -1;
+    for (int64_t n = send_offsets_[r]; n < send_offsets_[r] + send_counts_[r]; ++n) {
+      const int32_t t = send_pair_[n] / k;
+      if (t != last) uniq_token_.push_back(t), last = t;
+      send_meta_[2 * n] = slot_[send_pair_[n]];
+      send_meta_[2 * n + 1] = static_cast<int32_t>(static_cast<int64_t>(uniq_token_.size()) - 1 - first);
+    }
+    count_pairs_[2 * r] = send_counts_[r];
+    count_pairs_[2 * r + 1] = static_cast<int64_t>(uniq_token_.size()) - first;
+  }
+  SY_RETURN_IF_ERROR(Communicate([&] { return comm_.AllToAll(count_pairs_.data(), 2 * sizeof(int64_t), recv_count_pairs_.data()); }));
+  int64_t recv_rows = 0, recv_uniq = 0, send_uniq = 0;
+  for (int r = 0; r < R; ++r) {
+    send_uniq_counts_[r] = count_pairs_[2 * r + 1];
+    send_uniq_offsets_[r] = send_uniq;
+    send_uniq += send_uniq_counts_[r];
+    recv_counts_[r] = recv_count_pairs_[2 * r];
+    recv_uniq_counts_[r] = recv_count_pairs_[2 * r + 1];
+    if (recv_counts_[r] < 0 || recv_uniq_counts_[r] < 0 || recv_uniq_counts_[r] > recv_counts_[r]) {
+      return absl::InternalError(absl::StrCat("MoeLayer dispatch: rank ", r, " announced ", recv_counts_[r], " pairs in ",
+                                              recv_uniq_counts_[r], " rows"));
+    }
+    recv_offsets_[r] = recv_rows;
+    recv_uniq_offsets_[r] = recv_uniq;
+    recv_rows += recv_counts_[r];
+    recv_uniq += recv_uniq_counts_[r];
+  }
+  send_rows_.resize(send_uniq * H);
+  kernels::GatherRows(hidden, send_rows_.data(), uniq_token_.data(), send_uniq, row_bytes, 1, threads);
+  recv_uniq_rows_.resize(recv_uniq * H);
+  recv_meta_.resize(2 * recv_rows);
+  // Byte counts and offsets of each exchange, from per-rank element counts and the unit size.
   std::vector<int64_t>& sb = byte_counts_[0];
   std::vector<int64_t>& so = byte_offsets_[0];
   std::vector<int64_t>& rb = byte_counts_[1];
   std::vector<int64_t>& ro = byte_offsets_[1];
   for (std::vector<int64_t>* v : {&sb, &so, &rb, &ro}) v->resize(R);
-  auto scale = [&](size_t unit) {
+  auto scale = [&](const std::vector<int64_t>& send_n, const std::vector<int64_t>& send_at, const std::vector<int64_t>& recv_n,
+                   const std::vector<int64_t>& recv_at, size_t unit) {
     for (int r = 0; r < R; ++r) {
-      sb[r] = send_counts_[r] * static_cast<int64_t>(unit);
-      so[r] = send_offsets_[r] * static_cast<int64_t>(unit);
-      rb[r] = recv_counts_[r] * static_cast<int64_t>(unit);
-      ro[r] = recv_offsets_[r] * static_cast<int64_t>(unit);
+      sb[r] = send_n[r] * static_cast<int64_t>(unit);
+      so[r] = send_at[r] * static_cast<int64_t>(unit);
+      rb[r] = recv_n[r] * static_cast<int64_t>(unit);
+      ro[r] = recv_at[r] * static_cast<int64_t>(unit);
     }
   };
-  scale(row_bytes);
+  scale(send_uniq_counts_, send_uniq_offsets_, recv_uniq_counts_, recv_uniq_offsets_, row_bytes);
   SY_RETURN_IF_ERROR(Communicate(
-      [&] { return comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_rows_.data(), rb.data(), ro.data()); }));
+      [&] { return comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_uniq_rows_.data(), rb.data(), ro.data()); }));
   CountSent(sb);
-  scale(sizeof(int32_t));
+  for (int r = 0; r < R; ++r) bytes_.dispatch_rows += sb[r];
+  scale(send_counts_, send_offsets_, recv_counts_, recv_offsets_, 2 * sizeof(int32_t));
   SY_RETURN_IF_ERROR(Communicate(
-      [&] { return comm_.AllToAllV(send_slot_.data(), sb.data(), so.data(), recv_slot_.data(), rb.data(), ro.data()); }));
+      [&] { return comm_.AllToAllV(send_meta_.data(), sb.data(), so.data(), recv_meta_.data(), rb.data(), ro.data()); }));
   CountSent(sb);
+  for (int r = 0; r < R; ++r) bytes_.dispatch_meta += sb[r];
+  // Expand: pair i of rank r's block uses row recv_uniq_offsets_[r] + its index (checked: the
+  // index comes from a peer).
+  recv_slot_.resize(recv_rows);
+  recv_row_of_.resize(recv_rows);
+  for (int r = 0; r < R; ++r) {
+    for (int64_t i = recv_offsets_[r]; i < recv_offsets_[r] + recv_counts_[r]; ++i) {
+      const int32_t row = recv_meta_[2 * i + 1];
+      if (row < 0 || row >= recv_uniq_counts_[r]) {
+        return absl::InternalError(absl::StrCat("MoeLayer dispatch: rank ", r, " sent row index ", row, " of ", recv_uniq_counts_[r]));
+      }
+      recv_slot_[i] = recv_meta_[2 * i];
+      recv_row_of_[i] = static_cast<int32_t>(recv_uniq_offsets_[r] + row);
+    }
+  }
+  recv_rows_.resize(recv_rows * H);
+  kernels::GatherRows(recv_uniq_rows_.data(), recv_rows_.data(), recv_row_of_.data(), recv_rows, row_bytes, 1, threads);
   times_.dispatch += Since(t0);
 
   // 4. Group received rows by slot, grouped FFN, back to arrival order.
@@ -241,6 +290,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(back_rows_.data(), sb.data(), so.data(), returned_.data(), rb.data(), ro.data()); }));
   CountSent(sb);
+  for (int r = 0; r < R; ++r) bytes_.combine += sb[r];
   const bool shared = model_.shared_ffn > 0;
   if (shared) {  // computed before `out` is written, as `out` may alias `hidden`
     shared_out_.resize(tokens * H);

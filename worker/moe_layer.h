@@ -1,8 +1,9 @@
 // MoeLayer: one rank's part of the distributed MoE layers (DESIGN.md section 4), usable as a
 // library by a host framework: Forward(layer, hidden, router_logits) -> output.
 //
-//   gate -> route each (token, expert) pair to one replica -> exchange row counts (AllToAll)
-//   -> dispatch rows and slot ids (AllToAllV) -> group received rows by slot, grouped FFN ->
+//   gate -> route each (token, expert) pair to one replica -> exchange pair and row counts
+//   (AllToAll) -> dispatch one row per (token, destination rank) and each pair's (slot, row)
+//   (AllToAllV; the receiver expands the rows per pair) -> group received rows by slot, grouped FFN ->
 //   return trip (AllToAllV) -> combine each token's k outputs in k order -> add the shared
 //   expert -> count.
 //
@@ -97,6 +98,13 @@ class MoeLayer {
 
   // Bytes this rank sent to each rank (itself: 0) in Forward's all-to-alls since the last call.
   std::vector<int64_t> TakeSentBytes();
+  // What Forward's exchanges carried from this rank (to every rank, itself included) since
+  // construction: dispatch rows (one per (token, destination rank)), dispatch metadata (slot
+  // and row index per pair, 8 bytes), combine rows (one per pair this rank computed).
+  struct ExchangeBytes {
+    int64_t dispatch_rows = 0, dispatch_meta = 0, combine = 0;
+  };
+  const ExchangeBytes& exchange_bytes() const { return bytes_; }
   LoadCounters& counters() { return counters_; }
   const PhaseTimes& times() const { return times_; }
   void ResetTimes() { times_ = {}; }
@@ -128,6 +136,11 @@ class MoeLayer {
   std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;
   std::vector<float> shared_scale_;  // gated shared experts: per token
   std::vector<int64_t> sent_bytes_;  // per destination rank, since TakeSentBytes
+  ExchangeBytes bytes_;
+  // Dispatch dedup: unique tokens per destination block, per-pair (slot, row) metadata.
+  std::vector<int32_t> uniq_token_, send_meta_, recv_meta_, recv_row_of_;
+  std::vector<int64_t> send_uniq_counts_, send_uniq_offsets_, recv_uniq_counts_, recv_uniq_offsets_, count_pairs_, recv_count_pairs_;
+  std::vector<float> recv_uniq_rows_;
   void CountSent(const std::vector<int64_t>& bytes);
   std::vector<float> weights_buf_, send_rows_, recv_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
   std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;

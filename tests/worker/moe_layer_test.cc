@@ -2,7 +2,11 @@
 // reference for several placements and rank counts, tokens conserved, counters exact.
 #include "worker/moe_layer.h"
 
+#include "kernels/gating.h"
+
 #include <gtest/gtest.h>
+
+#include <set>
 
 #include <thread>
 
@@ -96,6 +100,53 @@ TEST_P(MoeLayerIdentityTest, EveryPlacementAndRankCountGivesTheSameBits) {
 
 INSTANTIATE_TEST_SUITE_P(Models, MoeLayerIdentityTest,
                          ::testing::Values("deepseek-v3", "nemotron-3-nano-30b-a3b"));
+
+// Dispatch sends a token once per destination rank: the rows exchanged are exactly the
+// distinct (token, destination rank) pairs; the metadata is 8 bytes per (token, expert) pair and
+// the combine one row per pair (summed over the ranks that computed them).
+TEST(MoeLayerTest, DispatchSendsATokenOncePerDestinationRank) {
+  const model::ModelConfig model = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
+  const int R = 4, E = model.num_experts, k = model.top_k;
+  const int64_t T = 64, H = model.hidden;
+  auto workload = *Workload::Create({"trace:" + kTrace}, model, {3}, 5);
+  const auto topo = *placement::Topology::Create(R, 1, E / R);
+  const placement::Placement p = *placement::ContiguousPlacement(topo, E, {3});  // expert e on rank e * R / E
+  auto table = std::make_shared<placement::RoutingTable>(*placement::RoutingTable::Build(p, 0));
+  auto world = comm::CreateInProcessWorld(R);
+  std::vector<MoeLayer::ExchangeBytes> bytes(R);
+  std::vector<int64_t> distinct(R, 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < R; ++r) {
+    threads.emplace_back([&, r] {
+      WeightStore store(model, {3});
+      ASSERT_TRUE(store.Load(p, r, *SeededWeights(model, 2)).ok());
+      MoeLayer layer(model, *world[r], store, table);
+      std::vector<float> h(T * H), logits(T * E), out(T * H);
+      workload->Hidden(0, r * T, T, h.data());
+      workload->Logits(0, 0, r * T, T, logits.data());
+      ASSERT_TRUE(layer.Forward(3, h.data(), logits.data(), T, out.data()).ok());
+      bytes[r] = layer.exchange_bytes();
+      std::vector<int32_t> ids(T * k);
+      std::vector<float> w(T * k);
+      ASSERT_TRUE(kernels::GateCpu(model.Gating(store.router_bias(0)), logits.data(), T, ids.data(), w.data()).ok());
+      for (int64_t t = 0; t < T; ++t) {
+        std::set<int> ranks;
+        for (int j = 0; j < k; ++j) ranks.insert(ids[t * k + j] * R / E);
+        distinct[r] += static_cast<int64_t>(ranks.size());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < R; ++r) {
+    SCOPED_TRACE(r);
+    EXPECT_EQ(bytes[r].dispatch_rows, distinct[r] * H * 4);
+    EXPECT_LT(bytes[r].dispatch_rows, T * k * H * 4);  // top-8 over 4 ranks: a token meets some rank twice
+    EXPECT_EQ(bytes[r].dispatch_meta, T * k * 8);
+  }
+  int64_t combined = 0;  // a rank returns the rows it computed: over all ranks, one per pair
+  for (int r = 0; r < R; ++r) combined += bytes[r].combine;
+  EXPECT_EQ(combined, R * T * k * H * 4);
+}
 
 TEST(MoeLayerTest, RejectsALayerItDoesNotRun) {
   const model::ModelConfig model = *model::ScaleModel(*model::PresetModel("deepseek-v3"), 0.0625);
