@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<comm::Communicator>> Connect(const ConnectOptions
 #endif
   } else if (options.backend == "nccl" && SWITCHYARD_HAVE_NCCL) {
 #if SWITCHYARD_HAVE_NCCL
+    SY_RETURN_IF_ERROR(comm::NcclUsable());  // no GPU: say so before looking for peers
     SY_ASSIGN_OR_RETURN(auto bootstrap, MakeBootstrap(options));
     SY_ASSIGN_OR_RETURN(comm, comm::CreateNcclCommunicator(*bootstrap, options.cuda_stream));
 #endif

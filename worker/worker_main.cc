@@ -677,7 +677,11 @@ int Main(int argc, char** argv) {
   options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   options.survive_peer_loss = s.job != nullptr;
   auto comm = cluster::Connect(options);
-  if (!comm.ok()) Fail(absl::IsInvalidArgument(comm.status()) ? kExitBadInput : kExitRuntime, comm.status(), false);
+  // A wrong setting (a backend with no GPU or no way to find its peers) is the user's to fix: exit 2.
+  if (!comm.ok()) {
+    Fail(absl::IsInvalidArgument(comm.status()) || absl::IsFailedPrecondition(comm.status()) ? kExitBadInput : kExitRuntime,
+         comm.status(), false);
+  }
   // A joined job replaces its communicator when it regroups; `c` is the first one's.
   std::unique_ptr<comm::Communicator> current_comm = *std::move(comm);
   comm::Communicator& c = *current_comm;

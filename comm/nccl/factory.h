@@ -21,6 +21,10 @@
 
 namespace switchyard::comm {
 
+// OK when this process sees a CUDA device; FailedPrecondition "nccl backend: no usable GPU on
+// this machine" otherwise (checked before any peer is contacted).
+absl::Status NcclUsable();
+
 // `stream`: the cudaStream_t the step's collectives run on (null: a stream of its own).
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Bootstrap& bootstrap,
                                                                      void* stream = nullptr);

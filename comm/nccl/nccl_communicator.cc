@@ -96,11 +96,9 @@ class NcclRequest : public Request {
 class NcclCommunicator : public Communicator {
  public:
   static absl::StatusOr<std::unique_ptr<Communicator>> Create(Bootstrap& bootstrap, void* stream) {
+    SY_RETURN_IF_ERROR(NcclUsable());
     int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-      cudaGetLastError();
-      return absl::FailedPreconditionError("nccl backend: no usable GPU on this machine");
-    }
+    cudaGetDeviceCount(&devices);
     auto comm = std::unique_ptr<NcclCommunicator>(new NcclCommunicator(bootstrap));
     SY_CUDA_CHECK(cudaSetDevice(bootstrap.local_rank() % devices));
     if (stream != nullptr) {
@@ -249,6 +247,15 @@ class NcclCommunicator : public Communicator {
 };
 
 }  // namespace
+
+absl::Status NcclUsable() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError("nccl backend: no usable GPU on this machine");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Bootstrap& bootstrap, void* stream) {
   return NcclCommunicator::Create(bootstrap, stream);

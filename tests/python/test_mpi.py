@@ -64,3 +64,18 @@ def test_example_under_torchruns_environment():
                 w.wait()
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert "rank 0/2" in outputs[0] and "rank 1/2" in outputs[1]
+
+
+def test_nccl_backend_without_a_gpu_exits_2():
+    """No GPU: one clear line and exit 2, alone and under mpirun, before any peer is sought."""
+    import os
+    import subprocess
+
+    if os.path.exists("/dev/nvidia0"):
+        pytest.skip("this machine has a GPU")
+    worker = BUILD / "worker" / "switchyard-worker"
+    args = ["--model", "preset:deepseek-v3", "--scale", "0.0625", "--backend", "nccl", "--steps", "2", "--workload", "uniform"]
+    alone = subprocess.run([str(worker), *args], capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and alone.stderr.strip() == "switchyard-worker: nccl backend: no usable GPU on this machine", alone.stderr
+    under = run_mpi(2, [worker, *args])
+    assert under.returncode != 0 and under.stderr.count("nccl backend: no usable GPU on this machine") == 2
