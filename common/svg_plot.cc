@@ -126,7 +126,28 @@ std::string EscapeXml(const std::string& text) {
   return out;
 }
 
-std::string HeatmapSvg(const Heatmap& m) {
+std::string HeatmapSvg(const Heatmap& input) {
+  // Large matrices keep the SVG bounded: adjacent columns are summed into bins so that at
+  // most kMaxHeatmapCells cells are drawn (a real cluster's 64 ranks x 256 experts is 16,384).
+  constexpr int64_t kMaxHeatmapCells = 1 << 16;
+  Heatmap binned;
+  int per_bin = 1;
+  if (input.rows > 0 && static_cast<int64_t>(input.rows) * input.cols > kMaxHeatmapCells) {
+    per_bin = static_cast<int>((static_cast<int64_t>(input.rows) * input.cols + kMaxHeatmapCells - 1) / kMaxHeatmapCells);
+    binned = input;
+    binned.cols = (input.cols + per_bin - 1) / per_bin;
+    binned.values.assign(static_cast<size_t>(input.rows) * binned.cols, 0.0);
+    for (int r = 0; r < input.rows; ++r) {
+      for (int c = 0; c < input.cols; ++c) {
+        const size_t i = static_cast<size_t>(r) * input.cols + c;
+        if (i < input.values.size() && std::isfinite(input.values[i])) {
+          binned.values[static_cast<size_t>(r) * binned.cols + c / per_bin] += input.values[i];
+        }
+      }
+    }
+    binned.col_label = absl::StrCat(input.col_label, " bins of ", per_bin);
+  }
+  const Heatmap& m = per_bin > 1 ? binned : input;
   const int rows = std::max(0, m.rows), cols = std::max(0, m.cols);
   const int w = kWidth - kLeft - kRight - 110;  // room for the colour legend and its labels
   const double cell_w = cols > 0 ? static_cast<double>(w) / cols : 0;
@@ -136,7 +157,8 @@ std::string HeatmapSvg(const Heatmap& m) {
   for (double v : m.values) {
     if (std::isfinite(v)) max = std::max(max, v);
   }
-  std::string out = Open("heatmap", m.id, height, absl::StrFormat(" data-rows=\"%d\" data-cols=\"%d\"", rows, cols));
+  std::string out = Open("heatmap", m.id, height,
+                         absl::StrFormat(" data-rows=\"%d\" data-cols=\"%d\" data-per-col=\"%d\"", rows, cols, per_bin));
   out += Title(m.title);
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < cols; ++c) {

@@ -14,6 +14,7 @@
 namespace switchyard::plot {
 
 // rows x cols cells (row-major `values`, NaN: no data), colour from 0 to the largest value.
+// Beyond 65,536 cells, adjacent columns are summed into bins (data-per-col says how many).
 struct Heatmap {
   std::string id, title, row_label, col_label;
   int rows = 0, cols = 0;

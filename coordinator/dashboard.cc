@@ -71,6 +71,7 @@ absl::StatusOr<std::optional<int>> LayerParam(Coordinator& core, const std::map<
     return absl::InvalidArgumentError(absl::StrCat("layer: '", EchoValue(it->second, 64), "' is not a layer id (an integer)"));
   }
   const std::vector<int> layers = core.Layers();
+  if (layers.empty()) return absl::FailedPreconditionError("no job yet: no worker has registered");
   if (std::find(layers.begin(), layers.end(), layer) == layers.end()) {
     return absl::NotFoundError(absl::StrCat("layer ", layer, " is not one of the job's MoE layers"));
   }

@@ -374,6 +374,23 @@ def test_report_survives_huge_axis_values(tmp_path):
     assert out.returncode == 2 and "layer 0 is listed twice" in out.stderr
 
 
+def test_report_heatmaps_stay_bounded_at_scale(tmp_path):
+    """512 ranks x 256 experts (131,072 cells): adjacent experts are summed into bins."""
+    import numpy as np
+
+    import switchyard
+
+    placement = switchyard.plan(np.ones((1, 256)), 512, 1, policy="eplb")
+    run = {"model": "m", "ranks": 512, "steps": 1, "layers": [{"layer": 0, "expert_tokens": list(range(256))}],
+           "final_placement": json.loads(placement.to_json())}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(run))
+    out = subprocess.run([CLI, "report", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert 'data-rows="512" data-cols="128" data-per-col="2"' in out.stdout
+    assert out.stdout.count('class="cell"') == 512 * 128
+
+
 def test_wait_ends_on_abort(tmp_path):
     """A migration that cannot finish (rank 1 posts no transfers) aborts; --wait says so, exit 1."""
     c = Coordinator(tmp_path)
