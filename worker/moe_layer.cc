@@ -252,8 +252,6 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
       recv_row_of_[i] = static_cast<int32_t>(recv_uniq_offsets_[r] + row);
     }
   }
-  recv_rows_.resize(recv_rows * H);
-  kernels::GatherRows(recv_uniq_rows_.data(), recv_rows_.data(), recv_row_of_.data(), recv_rows, row_bytes, 1, threads);
   times_.dispatch += Since(t0);
 
   // 4. Group received rows by slot, grouped FFN, back to arrival order.
@@ -266,7 +264,11 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
                                           slot_offsets_.data(), order_.data()));
   grouped_.resize(recv_rows * H);
   grouped_out_.resize(recv_rows * H);
-  kernels::ScatterRows(recv_rows_.data(), grouped_.data(), order_.data(), recv_rows, row_bytes, threads);
+  // Received pair i goes to grouped row order_[i] and reads received row recv_row_of_[i]: one
+  // gather straight from the deduplicated rows (no per-pair copy in between).
+  grouped_row_.resize(recv_rows);
+  for (int64_t i = 0; i < recv_rows; ++i) grouped_row_[order_[i]] = recv_row_of_[i];
+  kernels::GatherRows(recv_uniq_rows_.data(), grouped_.data(), grouped_row_.data(), recv_rows, row_bytes, 1, threads);
   slot_weights_.resize(slots);
   for (int s = 0; s < slots; ++s) {
     slot_weights_[s] = weights_.slot_weights(li, s);
