@@ -1,9 +1,14 @@
 // CPU gating, written once over Highway and compiled for each target (see gating.h for the
 // routers and gating_internal.h for the bit-identity contract).
 //
-// Per token: scores (softmax or sigmoid) and selection scores (+ bias) as vectors; group
-// scores (best, or best + second best) from lane-wise maxima; the top-k over the allowed
-// experts scans a vector at a time and only looks at lanes above the current k-th value.
+// Per token: scores (softmax or sigmoid) and selection scores (+ bias) as vectors, then the
+// selection. Where the vectors are wide enough (groups <= lanes, groups and the expert count
+// whole vectors, k <= lanes: DeepSeek-V2/V3 and Qwen3 on AVX2 and AVX-512, Mixtral on AVX2)
+// FastSelection keeps most of the selection in registers: group top-2 by lane-wise merges and
+// a lane-halving tree, group ranks and the threshold by comparing a vector with its rotations.
+// Elsewhere (and for a token whose threshold leaves more than kMaxSurvivors, i.e. many ties)
+// GeneralSelection runs. Both pick the same ids, so every path gives the same bits
+// (tests/kernels/gating_test.cc compares them).
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/gating_kernel.cc"
@@ -14,6 +19,7 @@
 #include <limits>
 #include <vector>
 
+#include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
 #include "kernels/cpu/gating_internal.h"
 #include "kernels/cpu/math-inl.h"
@@ -109,17 +115,140 @@ float GroupScoreOf(const GatingConfig& c, const float* v, int n) {
   return best + (ties >= 2 ? best : MaxOf(rest));
 }
 
+// ---- Selection pieces shared by both selections ---------------------------------------
+
+constexpr int kMaxSurvivors = 64;
+constexpr float kPlusInf = std::numeric_limits<float>::infinity();
+
+// The mask's lanes as bits (lane i: bit i). Byte by byte: a wider load of the bytes just
+// stored would wait for the stores to retire (no store-to-load forwarding).
+template <class D, class M>
+HWY_INLINE uint64_t MaskBits(D d, M mask) {
+  uint8_t bytes[8];
+  const size_t written = hn::StoreMaskBits(d, mask, bytes);
+  uint64_t bits = 0;
+  for (size_t i = 0; i < written; ++i) bits |= uint64_t{bytes[i]} << (8 * i);
+  return bits;
+}
+
+// Candidates >= t, appended in id order to (sv, sid). AVX-512: the kept lanes compressed to
+// the vector's front in registers (CompressStore's memory form is microcoded and slow on AMD
+// Zen 4/5) and stored whole at the end of the list, which then grows by their count; the
+// lists need kLanes of slack.
+HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float* sv, int32_t* sid, int& n) {
+  const DF d;
+  const VF v = hn::LoadU(d, row);
+  const auto keep = hn::Ge(v, vt);
+#if HWY_TARGET == HWY_AVX3
+  const DI di;
+  hn::StoreU(hn::Compress(v, keep), d, sv + n);
+  hn::StoreU(hn::Compress(hn::Add(hn::Iota(di, 0), hn::Set(di, first_id)), hn::RebindMask(di, keep)), di, sid + n);
+  n += static_cast<int>(hn::CountTrue(d, keep));
+#else  // Highway's table-driven Compress is slower here than walking the mask bits
+  if (hn::AllFalse(d, keep)) return;
+  for (uint64_t bits = MaskBits(d, keep); bits != 0; bits &= bits - 1) {
+    const int lane = __builtin_ctzll(bits);
+    sv[n] = row[lane];
+    sid[n++] = first_id + lane;
+  }
+#endif
+}
+
+// Ranks over the first N lanes (N a power of two <= kLanes; lanes beyond N, if any, must hold
+// -inf and get meaningless ranks), from v compared with its N - 1 rotations (no sort, no
+// branch). Lane i reads lane (i + r) mod N in rotation r.
+template <int N>
+HWY_INLINE hn::Vec<DI> Rotation(int r) {
+  const DI di;
+  return hn::And(hn::Add(hn::Iota(di, 0), hn::Set(di, r)), hn::Set(di, N - 1));
+}
+
+// greater[i] = #{j: v[j] > v[i]}: with no ties among the N lanes, lane i's place in
+// descending order. Comparisons only (mask logic is slow on AMD's AVX-512).
+template <int N>
+HWY_INLINE hn::Vec<DI> GreaterCounts(VF v) {
+  const DF d;
+  const DI di;
+  auto count = hn::Zero(di);
+  HWY_UNROLL(16)
+  for (int r = 1; r < N; ++r) {
+    const VF other = hn::TableLookupLanes(v, hn::IndicesFromVec(d, Rotation<N>(r)));
+    count = hn::Sub(count, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(other, v))));
+  }
+  return count;
+}
+
+// rank[i] = #{j: v[j] > v[i]} + #{j < i: v[j] == v[i]}: lane i's place in (value desc, lane
+// asc) order, ties included. Cheap when the first N lanes hold no tie (the greater-counts
+// then sum to N(N-1)/2 minus the ties among the -inf padding); else each rotation also
+// counts the equal lanes it brings from below.
+template <int N>
+HWY_INLINE hn::Vec<DI> RanksOf(VF v, int valid) {
+  const DF d;
+  const DI di;
+  const auto greater = GreaterCounts<N>(v);
+  const int64_t padding = N - valid;
+  const int64_t sum = hn::GetLane(hn::SumOfLanes(di, hn::IfThenElseZero(hn::FirstN(di, N), greater)));
+  if (HWY_LIKELY(sum == int64_t{N} * (N - 1) / 2 - padding * (padding - 1) / 2)) return greater;
+  auto rank = greater;
+  const auto lane = hn::Iota(di, 0);
+  HWY_UNROLL(16)
+  for (int r = 1; r < N; ++r) {
+    const VF other = hn::TableLookupLanes(v, hn::IndicesFromVec(d, Rotation<N>(r)));
+    // The partner (i + r) mod N is a lower lane exactly when i >= N - r.
+    const auto from_below = hn::RebindMask(d, hn::Gt(lane, hn::Set(di, N - r - 1)));
+    rank = hn::Sub(rank, hn::VecFromMask(di, hn::RebindMask(di, hn::And(hn::Eq(other, v), from_below))));
+  }
+  return rank;
+}
+
+// RanksOf for n lanes (a power of two <= kLanes) of which `valid` are not -inf padding.
+HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
+  switch (n) {
+    case 2: return RanksOf<std::min(2, kLanes)>(v, valid);
+    case 4: return RanksOf<std::min(4, kLanes)>(v, valid);
+    case 8: return RanksOf<std::min(8, kLanes)>(v, valid);
+    case 16: return RanksOf<std::min(16, kLanes)>(v, valid);
+    default: return hn::Zero(DI());  // n = 1
+  }
+}
+
+// The k best of n <= kMaxSurvivors survivors (sv in id order, -inf padded to whole vectors)
+// into ids, best first: each survivor's rank, and rank < k is its output slot (ranks >= k land
+// in a discarded slot: no branch).
+void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids) {
+  const DF d;
+  const DI di;
+  int32_t out[kMaxSurvivors + 1];
+  if (n <= kLanes) {
+    HWY_ALIGN int32_t rank[kLanes];
+    hn::Store(RanksOf<kLanes>(hn::Load(d, sv), n), di, rank);
+    for (int i = 0; i < n; ++i) out[std::min(rank[i], k)] = sid[i];
+  } else {  // a vector compare per survivor
+    for (int i = 0; i < n; ++i) {
+      const VF vi = hn::Set(d, sv[i]);
+      size_t rank = 0;
+      for (int j = 0; j < n; j += kLanes) {
+        const VF v = hn::Load(d, sv + j);
+        const auto before = hn::FirstN(d, static_cast<size_t>(std::clamp(i - j, 0, kLanes)));
+        rank += hn::CountTrue(d, hn::Or(hn::Gt(v, vi), hn::And(hn::Eq(v, vi), before)));
+      }
+      out[std::min(rank, static_cast<size_t>(k))] = sid[i];
+    }
+  }
+  std::copy_n(out, k, ids);
+}
+
+// ---- The general selection: any config, any target ---------------------------------------
+
 // The k best of `n` candidates (values, padded with -inf to whole vectors) into `ids` (their
 // positions), best first: higher value, then lower position (TopK's order).
 //
 // A threshold first: for k <= 16, with S the power of two >= k, the maxima of the S disjoint
 // sets {positions = j (mod S)} are S candidates, so at least k candidates are >= t = the
 // least of those maxima, and every one of the k best is >= t (lane-wise maxima and a fold;
-// no sort). The few survivors (about 20 of 256 for DeepSeek-V3) are then ranked by counting,
-// without branches: rank(i) = #{j: v_j > v_i} + #{j < i: v_j == v_i}, a vector compare per
-// survivor; rank < k is the output slot. More than kMaxSurvivors (many ties, or k > 16):
-// the scalar keeper over the survivors.
-constexpr int kMaxSurvivors = 64;
+// no sort). The few survivors are then ranked (RankSurvivors). More than kMaxSurvivors (many
+// ties, or k > 16): the scalar keeper over the survivors.
 void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* kept_values) {
   const DF d;
   constexpr int kSets = kSumLanes / kLanes;
@@ -141,34 +270,11 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
     t = maxima[0];
     for (int j = 1; j < sets; ++j) t = std::min(t, maxima[j]);
   }
-  // Survivors in position order. AVX-512: per vector, the kept lanes compressed to its front
-  // in registers (CompressStore's memory form is microcoded and slow on AMD Zen 4/5) and
-  // stored whole at the end of the list, which then grows by their count.
   HWY_ALIGN float sv[kMaxSurvivors + 2 * kLanes];
   HWY_ALIGN int32_t sp[kMaxSurvivors + 2 * kLanes];
-  const DI di;
   int n = 0;
   const VF vt = hn::Set(d, t);
-  for (int e = 0; e < n_padded && n <= kMaxSurvivors; e += kLanes) {
-    const VF v = hn::LoadU(d, values + e);
-    const auto keep = hn::Ge(v, vt);
-#if HWY_TARGET == HWY_AVX3
-    hn::StoreU(hn::Compress(v, keep), d, sv + n);
-    hn::StoreU(hn::Compress(hn::Iota(di, e), hn::RebindMask(di, keep)), di, sp + n);
-    n += static_cast<int>(hn::CountTrue(d, keep));
-#else  // Highway's table-driven Compress is slower here than walking the mask bits
-    if (hn::AllFalse(d, keep)) continue;
-    uint8_t bytes[(kLanes + 7) / 8 + 8] = {};
-    hn::StoreMaskBits(d, keep, bytes);
-    uint64_t bits;
-    std::memcpy(&bits, bytes, sizeof bits);
-    for (; bits != 0; bits &= bits - 1) {
-      const int lane = __builtin_ctzll(bits);
-      sv[n] = values[e + lane];
-      sp[n++] = e + lane;
-    }
-#endif
-  }
+  for (int e = 0; e < n_padded && n <= kMaxSurvivors; e += kLanes) AppendSurvivors(values + e, e, vt, sv, sp, n);
   if (n > kMaxSurvivors) {
     TopK top(k, kept_values, ids);
     for (int e = 0; e < n_padded; ++e) {
@@ -177,58 +283,182 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
     return;
   }
   for (int i = n; i < n + kLanes; ++i) sv[i] = kMinusInf;
-  int32_t ranked_ids[kMaxSurvivors + 1];  // k <= n <= kMaxSurvivors here
-  float ranked_values[kMaxSurvivors + 1];
-  for (int i = 0; i < n; ++i) {
-    const VF vi = hn::Set(d, sv[i]);
-    size_t rank = 0;
-    for (int c = 0; c < n; c += kLanes) {
-      const VF v = hn::Load(d, sv + c);
-      const auto valid = hn::FirstN(d, static_cast<size_t>(n - c));
-      const auto before = hn::FirstN(d, static_cast<size_t>(std::clamp(i - c, 0, kLanes)));
-      rank += hn::CountTrue(d, hn::And(hn::Gt(v, vi), valid));
-      rank += hn::CountTrue(d, hn::And(hn::Eq(v, vi), before));
-    }
-    // Branch-free: ranks >= k land in a discarded slot.
-    const size_t slot = std::min(rank, static_cast<size_t>(k));
-    ranked_ids[slot] = sp[i];
-    ranked_values[slot] = sv[i];
-  }
-  std::copy_n(ranked_ids, k, ids);
-  std::copy_n(ranked_values, k, kept_values);
+  RankSurvivors(sv, sp, n, k, ids);
 }
+
+// Group-limited selection in scalar steps: group scores, the kept groups, their experts.
+struct GeneralSelection {
+  int group_size, candidates, padded;
+  bool grouped;
+  std::vector<float> group_score, group_top_values, top_values, values;
+  std::vector<int32_t> group_top_ids;
+
+  explicit GeneralSelection(const GatingConfig& c)
+      : group_size(c.num_experts / c.num_groups),
+        candidates(c.num_groups > 1 && c.top_groups < c.num_groups ? c.top_groups * group_size : c.num_experts),
+        padded((candidates + kLanes - 1) / kLanes * kLanes),
+        grouped(c.num_groups > 1 && c.top_groups < c.num_groups),
+        group_score(c.num_groups),
+        group_top_values(c.top_groups),
+        top_values(c.top_k),
+        values(padded, kMinusInf),
+        group_top_ids(c.top_groups) {}
+
+  void Select(const GatingConfig& c, const float* choice, int32_t* ids) {
+    // The candidates in ascending expert order: position p is expert first_of(p / group) + p % group.
+    if (grouped) {
+      TopK groups(c.top_groups, group_top_values.data(), group_top_ids.data());
+      // Scores first, then the keeper: the groups' reductions are independent and overlap.
+      for (int g = 0; g < c.num_groups; ++g) group_score[g] = GroupScoreOf(c, choice + g * group_size, group_size);
+      for (int g = 0; g < c.num_groups; ++g) groups.Offer(group_score[g], g);
+      std::sort(group_top_ids.begin(), group_top_ids.end());
+      for (int i = 0; i < c.top_groups; ++i) {
+        std::copy_n(choice + group_top_ids[i] * group_size, group_size, values.data() + i * group_size);
+      }
+    } else {
+      std::copy_n(choice, c.num_experts, values.data());
+    }
+    SelectTopK(values.data(), padded, c.top_k, ids, top_values.data());
+    for (int i = 0; grouped && i < c.top_k; ++i) {
+      ids[i] = group_top_ids[ids[i] / group_size] * group_size + ids[i] % group_size;
+    }
+  }
+};
+
+// ---- The in-register selection -----------------------------------------------------------
+
+// Fits when the groups fit in one vector's lanes and each group (or, ungrouped, the expert
+// row) is whole vectors, and k <= lanes. Not on the one-lane target.
+struct FastSelection {
+  int groups, group_size, padded_groups = 1;
+  bool grouped, group_top_two, fits;
+
+  explicit FastSelection(const GatingConfig& c)
+      : groups(c.num_groups),
+        group_size(c.num_experts / c.num_groups),
+        grouped(c.num_groups > 1 && c.top_groups < c.num_groups),
+        // A group of one expert has no second best (GroupScoreOf).
+        group_top_two(c.group_score == GroupScore::kTopTwoSum && c.num_experts / c.num_groups >= 2),
+        fits(HWY_TARGET != HWY_SCALAR && c.top_k <= kLanes && c.num_experts % kLanes == 0 &&
+             (!grouped || (groups <= kLanes && group_size % kLanes == 0))) {
+    while (padded_groups < groups) padded_groups *= 2;
+  }
+
+  // The k ids for one token from `choice` (aligned rows), in (value desc, id asc) order; false
+  // when the threshold leaves more than kMaxSurvivors candidates (many ties): the caller then
+  // runs the general selection.
+  bool Select(const GatingConfig& c, const float* choice, int32_t* ids) const {
+    const DF d;
+    const DI di;
+    const VF minus_inf = hn::Set(d, kMinusInf);
+    // The candidate ranges: the kept groups in ascending order, or the whole row.
+    int first[kLanes];
+    int ranges = 1, range_size = c.num_experts;
+    first[0] = 0;
+    if (grouped) {
+      const VF score = GroupScores(choice);
+      const auto kept = hn::And(hn::Lt(Ranks(score, padded_groups, groups), hn::Set(di, c.top_groups)), hn::FirstN(di, groups));
+      ranges = 0;
+      for (uint64_t bits = MaskBits(di, kept); bits != 0; bits &= bits - 1) {
+        first[ranges++] = __builtin_ctzll(bits) * group_size;
+      }
+      range_size = group_size;
+    }
+    // Threshold: the lane-wise maxima are kLanes distinct candidates, so the k-th best of them
+    // is <= the k-th best candidate: every one of the k best is >= t.
+    VF m = minus_inf;
+    for (int r = 0; r < ranges; ++r) {
+      for (int e = 0; e < range_size; e += kLanes) m = hn::Max(m, hn::Load(d, choice + first[r] + e));
+    }
+    // The k-th best lane (with multiplicity) is the least of those with fewer than k above.
+    const auto top = hn::RebindMask(d, hn::Lt(GreaterCounts<kLanes>(m), hn::Set(di, c.top_k)));
+    const VF vt = hn::MinOfLanes(d, hn::IfThenElse(top, m, hn::Set(d, kPlusInf)));
+    // Survivors (values >= t) in id order.
+    int n = 0;
+    HWY_ALIGN float survivors[kMaxSurvivors + 2 * kLanes];
+    HWY_ALIGN int32_t survivor_ids[kMaxSurvivors + 2 * kLanes];
+    for (int r = 0; r < ranges; ++r) {
+      for (int e = 0; e < range_size; e += kLanes) {
+        AppendSurvivors(choice + first[r] + e, first[r] + e, vt, survivors, survivor_ids, n);
+        if (n > kMaxSurvivors) return false;
+      }
+    }
+    for (int i = n; i < n + kLanes; ++i) survivors[i] = kMinusInf;
+    RankSurvivors(survivors, survivor_ids, n, c.top_k, ids);
+    return true;
+  }
+
+ private:
+  // Lane g (< groups): group g's score (best, or best + second best); -inf beyond. Each
+  // group's lane-wise (best, second), then a tree that halves the lanes per group and packs
+  // two vectors into one per level (even and odd lanes merged), until lane g holds group g's.
+  // P (the groups padded to a power of two) is a template argument so that the vectors stay
+  // in registers.
+  VF GroupScores(const float* choice) const {
+    switch (padded_groups) {
+      case 2: return GroupScoresOf<std::min(2, kLanes)>(choice);
+      case 4: return GroupScoresOf<std::min(4, kLanes)>(choice);
+      case 8: return GroupScoresOf<std::min(8, kLanes)>(choice);
+      default: return GroupScoresOf<std::min(16, kLanes)>(choice);
+    }
+  }
+
+  // One level of the tree: Count vectors of groups with Per lanes each -> max(Count / 2, 1)
+  // vectors with Per / 2 lanes each (a single vector is paired with itself).
+  template <int Count, int Per>
+  static void MergeLevel(VF* best, VF* second) {
+#if HWY_TARGET != HWY_SCALAR  // one lane: nothing to merge (and no ConcatEven)
+    if constexpr (Per > 1) {
+      const DF d;
+      constexpr int kPairs = Count > 1 ? Count / 2 : 1;
+      for (int i = 0; i < kPairs; ++i) {
+        const int lo = std::min(2 * i, Count - 1), hi = std::min(2 * i + 1, Count - 1);
+        const VF b = hn::ConcatEven(d, best[hi], best[lo]), s = hn::ConcatEven(d, second[hi], second[lo]);
+        const VF ob = hn::ConcatOdd(d, best[hi], best[lo]), os = hn::ConcatOdd(d, second[hi], second[lo]);
+        // Top-2 merge of two (best, second) pairs; a tie counts twice.
+        second[i] = hn::Max(hn::Min(b, ob), hn::Max(s, os));
+        best[i] = hn::Max(b, ob);
+      }
+      MergeLevel<kPairs, Per / 2>(best, second);
+    }
+#endif
+  }
+
+  template <int P>
+  VF GroupScoresOf(const float* choice) const {
+    const DF d;
+    const VF minus_inf = hn::Set(d, kMinusInf);
+    VF best[P], second[P];
+    HWY_UNROLL(16)
+    for (int g = 0; g < P; ++g) {
+      best[g] = second[g] = minus_inf;
+      if (g >= groups) continue;
+      const float* v = choice + g * group_size;
+      best[g] = hn::Load(d, v);
+      for (int e = kLanes; e < group_size; e += kLanes) {
+        const VF x = hn::Load(d, v + e);
+        second[g] = hn::Max(second[g], hn::Min(best[g], x));
+        best[g] = hn::Max(best[g], x);
+      }
+    }
+    MergeLevel<P, kLanes>(best, second);
+    const VF score = group_top_two ? hn::Add(best[0], second[0]) : best[0];
+    return hn::IfThenElse(hn::FirstN(d, groups), score, minus_inf);
+  }
+};
 
 }  // namespace
 
 void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_t* expert_ids, float* weights) {
   const int E = c.num_experts, k = c.top_k;
-  const int group_size = E / c.num_groups;
-  const bool grouped = c.num_groups > 1 && c.top_groups < c.num_groups;
-  const int candidates = grouped ? c.top_groups * group_size : E;  // experts left after the group limit
-  const int padded = (candidates + kLanes - 1) / kLanes * kLanes;
-  std::vector<float> scores(E), choice(E), group_score(c.num_groups), group_top_values(c.top_groups), top_values(k);
-  std::vector<float> values(padded, kMinusInf);
-  std::vector<int32_t> group_top_ids(c.top_groups);
+  const FastSelection fast(c);
+  GeneralSelection general(c);
+  const size_t row = (E + kLanes - 1) / kLanes * kLanes;
+  auto scores = hwy::AllocateAligned<float>(row), choice = hwy::AllocateAligned<float>(row);
   for (int64_t t = 0; t < tokens; ++t) {
-    Scores(c, logits + t * E, scores.data(), choice.data());
+    Scores(c, logits + t * E, scores.get(), choice.get());
     int32_t* ids = expert_ids + t * k;
-    // The candidates in ascending expert order: position p is expert first_of(p / group) + p % group.
-    if (grouped) {
-      TopK groups(c.top_groups, group_top_values.data(), group_top_ids.data());
-      // Scores first, then the keeper: the groups' reductions are independent and overlap.
-      for (int g = 0; g < c.num_groups; ++g) group_score[g] = GroupScoreOf(c, choice.data() + g * group_size, group_size);
-      for (int g = 0; g < c.num_groups; ++g) groups.Offer(group_score[g], g);
-      std::sort(group_top_ids.begin(), group_top_ids.end());
-      for (int i = 0; i < c.top_groups; ++i) {
-        std::copy_n(choice.data() + group_top_ids[i] * group_size, group_size, values.data() + i * group_size);
-      }
-    } else {
-      std::copy_n(choice.data(), E, values.data());
-    }
-    SelectTopK(values.data(), padded, k, ids, top_values.data());
-    for (int i = 0; i < k; ++i) {
-      if (grouped) ids[i] = group_top_ids[ids[i] / group_size] * group_size + ids[i] % group_size;
-    }
+    if (!fast.fits || !fast.Select(c, choice.get(), ids)) general.Select(c, choice.get(), ids);
     float* w = weights + t * k;
     float sum = 0;
     for (int i = 0; i < k; ++i) sum += w[i] = scores[ids[i]];

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -186,6 +188,58 @@ TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
   }
 }
 
+// The in-register selection (AVX2 / AVX-512, where groups and k fit the lanes) against the
+// portable path, which always runs the general selection: router shapes that fit and that
+// do not, group counts that are and are not powers of two, k up to 16, and logits on a coarse
+// grid, so that many tokens tie at the group boundary, among the survivors, or so often that
+// the threshold keeps more than 64 candidates (the general fallback).
+TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
+  std::mt19937 rng(29);
+  std::normal_distribution<float> n(0, 2);
+  struct Case {
+    int experts, top_k, groups, top_groups;
+    ScoreFunction score;
+    GroupScore group_score;
+  };
+  const Case cases[] = {
+      {256, 8, 8, 4, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},  // DeepSeek-V3
+      {160, 6, 8, 3, ScoreFunction::kSoftmax, GroupScore::kMax},         // DeepSeek-V2
+      {128, 8, 1, 1, ScoreFunction::kSoftmax, GroupScore::kTopTwoSum},   // Qwen3
+      {8, 2, 1, 1, ScoreFunction::kSoftmax, GroupScore::kTopTwoSum},     // Mixtral
+      {192, 8, 6, 2, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},   // 6 groups: padded to 8
+      {256, 16, 16, 4, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum}, // k = 16 lanes
+      {64, 4, 2, 1, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},
+      {512, 10, 4, 2, ScoreFunction::kSigmoid, GroupScore::kMax},
+  };
+  for (const Case& c : cases) {
+    for (float grid : {0.0f, 0.5f, 4.0f}) {  // 0: continuous logits
+      const int tokens = 300;
+      std::vector<float> logits(tokens * c.experts), bias(c.experts);
+      for (float& v : logits) v = grid > 0 ? std::round(n(rng) * grid) / grid : n(rng);
+      for (float& v : bias) v = grid > 0 ? std::round(n(rng) * 4) / 64 : n(rng) * 0.05f;
+      std::fill(logits.begin(), logits.begin() + c.experts, 0.25f);  // one token: all tied
+      GatingConfig config{c.experts, c.top_k, c.score, true, c.groups, c.top_groups, 2.5f, bias.data(), c.group_score};
+      for (bool with_bias : {false, true}) {
+        config.expert_bias = with_bias ? bias.data() : nullptr;
+        std::vector<int32_t> want_ids(tokens * c.top_k);
+        std::vector<float> want_w(tokens * c.top_k);
+        ASSERT_TRUE(GateCpu(config, logits.data(), tokens, want_ids.data(), want_w.data(), CpuIsa::kPortable).ok());
+        for (CpuIsa isa : SupportedCpuIsas()) {
+          std::vector<int32_t> ids(tokens * c.top_k);
+          std::vector<float> w(tokens * c.top_k);
+          ASSERT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa).ok());
+          const std::string where = absl::StrCat(CpuIsaName(isa), " E=", c.experts, " k=", c.top_k, " groups=",
+                                                 c.groups, " grid=", grid, " bias=", with_bias);
+          EXPECT_EQ(ids, want_ids) << where;
+          EXPECT_EQ(std::memcmp(w.data(), want_w.data(), w.size() * 4), 0) << where;
+        }
+        // The all-tied token: the lowest groups, and in them the lowest ids, i.e. 0..k-1.
+        for (int i = 0; i < c.top_k && !with_bias; ++i) EXPECT_EQ(want_ids[i], i) << "E=" << c.experts;
+      }
+    }
+  }
+}
+
 // Qwen's gated shared expert: sigmoid(hidden . gate) per token, the same bits on every path.
 TEST(GatingTest, SharedExpertGateIsSigmoidOfTheDotOnEveryPath) {
   std::mt19937 rng(7);
@@ -210,6 +264,30 @@ TEST(GatingTest, SharedExpertGateIsSigmoidOfTheDotOnEveryPath) {
   }
   float out = 0;
   EXPECT_FALSE(SharedExpertGateCpu(nullptr, nullptr, 1, 0, &out).ok());
+}
+
+// The shared sigmoid at the ends of exp's range (H = 1, gate 1: the dot is x itself): e^-x for
+// x <= -88.38 is 2^128 x p, scaled as 2^127 then 2 (finite or +inf, rounded once); beyond the
+// clamp the result saturates. Every path matches the double reference (subnormal results
+// within 2 ulps of the smallest subnormal) and the portable bits.
+TEST(GatingTest, SigmoidAtTheEndsOfTheExpRange) {
+  const std::vector<float> x = {-200.0f, -88.7f, -88.6f, -88.5f, -88.38f, -88.37f, -87.4f, -87.3f, -50.0f,
+                                -1e-30f, 0.0f, 1e-30f, 1.5f, 50.0f, 87.3f, 88.0f, 88.7f, 200.0f};
+  const float gate = 1.0f;
+  std::vector<float> want(x.size());
+  ASSERT_TRUE(SharedExpertGateCpu(x.data(), &gate, x.size(), 1, want.data(), CpuIsa::kPortable).ok());
+  for (size_t i = 0; i < x.size(); ++i) {
+    // exp's own clamp of -x, at its fp32 bounds
+    const double clamped = std::clamp(static_cast<double>(x[i]), double{-88.7f}, double{87.3f});
+    const double reference = 1.0 / (1.0 + std::exp(-clamped));
+    EXPECT_NEAR(want[i], reference, std::max(2e-6 * reference, 3e-45)) << "x=" << x[i];
+    EXPECT_GT(want[i], 0.0f) << "x=" << x[i];
+  }
+  for (CpuIsa isa : SupportedCpuIsas()) {
+    std::vector<float> got(x.size());
+    ASSERT_TRUE(SharedExpertGateCpu(x.data(), &gate, x.size(), 1, got.data(), isa).ok());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << CpuIsaName(isa);
+  }
 }
 
 }  // namespace
