@@ -174,6 +174,8 @@ void LayerState::ShiftLoad(int expert, int from, int to, double amount) {
 
 void LayerState::SolveShares(double tolerance) {
   scratch_.settled.assign(ranks(), 0);
+  scratch_.unsettled.resize(ranks());
+  for (int r = 0; r < ranks(); ++r) scratch_.unsettled[r] = r;
   SolveUnsettled(tolerance);
 }
 
@@ -203,6 +205,7 @@ void LayerState::SolveSharesNear(const std::vector<int>& seeds, double tolerance
       }
     }
   }
+  scratch_.unsettled = order;
   SolveUnsettled(tolerance);
 }
 
@@ -215,20 +218,24 @@ void LayerState::SolveUnsettled(double tolerance) {
   auto& bfs_order = scratch_.bfs_order;
   const int R = ranks();
   const double tol = tolerance * std::max(MeanLoad(), 1e-300);
-  visited.assign(R, 0);
-  tree.assign(R, TreeNode{});
+  // Only the unsettled ranks' entries are read below, and a search clears the visited flags
+  // it sets: the scratch is sized here, not cleared (a small component costs what it holds).
+  visited.resize(R, 0);
+  tree.resize(R);
+  movable.resize(R);
   // movable[r]: r gives work to a replicated expert, so load can leave it. Other ranks
   // can only receive (and become movable when they do).
-  movable.assign(R, 0);
-  for (int t = 0; t < R * slots_per_rank_; ++t) {
-    const int e = slot_expert_[t];
-    if (e >= 0 && count_[e] >= 2 && slot_share_[t] > 0 && load_[e] > 0) movable[RankOfSlot(t)] = 1;
-  }
   auto& heap = scratch_.heap;
   heap.clear();
-  for (int r = 0; r < R; ++r) {
-    if (movable[r] && !settled[r]) heap.emplace_back(rank_load_[r], -r);
+  for (int r : scratch_.unsettled) {
+    movable[r] = 0;
+    for (int t = first_slot(r), end = t + slots_per_rank_; t < end; ++t) {
+      const int e = slot_expert_[t];
+      if (e >= 0 && count_[e] >= 2 && slot_share_[t] > 0 && load_[e] > 0) movable[r] = 1;
+    }
+    if (movable[r]) heap.emplace_back(rank_load_[r], -r);
   }
+  // (load, -rank) keys are unique: the pops come in the same order whatever the build order.
   std::make_heap(heap.begin(), heap.end());
   const int max_rounds = 64 * R + 1024;
   for (int round = 0; round < max_rounds; ++round) {

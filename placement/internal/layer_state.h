@@ -95,7 +95,8 @@ class LayerState {
   // Moves `amount` of `expert`'s load from rank `from` to rank `to` (both hold it), or as
   // much of it as `from` has.
   void ShiftLoad(int expert, int from, int to, double amount);
-  // SolveShares over the ranks not marked settled in scratch_.settled (set by the caller).
+  // SolveShares over scratch_.unsettled, the ranks not marked settled in scratch_.settled
+  // (both set by the caller).
   void SolveUnsettled(double tolerance);
   void Link(int slot, int expert);
   void Unlink(int slot);
@@ -126,7 +127,7 @@ class LayerState {
     Scratch& operator=(const Scratch&) { return *this; }
     Scratch(Scratch&&) = default;
     Scratch& operator=(Scratch&&) = default;
-    std::vector<int> bfs_order;
+    std::vector<int> bfs_order, unsettled;
     std::vector<Edge> edges;
     std::vector<TreeNode> tree;
     std::vector<char> settled, visited, movable;
