@@ -131,25 +131,51 @@ HWY_INLINE uint64_t MaskBits(D d, M mask) {
   return bits;
 }
 
-// Candidates >= t, appended in id order to (sv, sid). AVX-512: the kept lanes compressed to
-// the vector's front in registers (CompressStore's memory form is microcoded and slow on AMD
-// Zen 4/5) and stored whole at the end of the list, which then grows by their count; the
-// lists need kLanes of slack.
+// For 2..8 lanes without AVX-512's compress: per mask, the kept lanes' indices first (the
+// rest: anything). 256 x 8 bytes.
+struct CompressIndices {
+  uint8_t lanes[1 << 8][8] = {};
+  constexpr CompressIndices() {
+    for (int mask = 0; mask < (1 << 8); ++mask) {
+      int j = 0;
+      for (int lane = 0; lane < 8; ++lane) {
+        if (mask >> lane & 1) lanes[mask][j++] = static_cast<uint8_t>(lane);
+      }
+    }
+  }
+};
+constexpr CompressIndices kCompressIndices;
+
+// Candidates >= t, appended in id order to (sv, sid): per vector, the kept lanes moved to its
+// front in registers and stored whole at the end of the list, which then grows by their
+// count (the lists need kLanes of slack). Without a branch per lane: a survivor count that
+// varies per vector mispredicts. AVX-512: its compress (CompressStore's memory form is
+// microcoded and slow on AMD Zen 4/5); 2..8 lanes: a permutation from kCompressIndices
+// (Highway's own Compress is slower here); one lane: the loop.
 HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float* sv, int32_t* sid, int& n) {
   const DF d;
+  const DI di;
   const VF v = hn::LoadU(d, row);
   const auto keep = hn::Ge(v, vt);
+  const auto ids = hn::Add(hn::Iota(di, 0), hn::Set(di, first_id));
 #if HWY_TARGET == HWY_AVX3
-  const DI di;
   hn::StoreU(hn::Compress(v, keep), d, sv + n);
-  hn::StoreU(hn::Compress(hn::Add(hn::Iota(di, 0), hn::Set(di, first_id)), hn::RebindMask(di, keep)), di, sid + n);
+  hn::StoreU(hn::Compress(ids, hn::RebindMask(di, keep)), di, sid + n);
   n += static_cast<int>(hn::CountTrue(d, keep));
-#else  // Highway's table-driven Compress is slower here than walking the mask bits
-  if (hn::AllFalse(d, keep)) return;
-  for (uint64_t bits = MaskBits(d, keep); bits != 0; bits &= bits - 1) {
-    const int lane = __builtin_ctzll(bits);
-    sv[n] = row[lane];
-    sid[n++] = first_id + lane;
+#else
+  const uint64_t bits = MaskBits(d, keep);
+  if constexpr (kLanes >= 2 && kLanes <= 8) {
+    const hn::Rebind<uint8_t, DI> d8;
+    const auto from = hn::PromoteTo(di, hn::LoadU(d8, kCompressIndices.lanes[bits]));
+    hn::StoreU(hn::TableLookupLanes(v, hn::IndicesFromVec(d, from)), d, sv + n);
+    hn::StoreU(hn::TableLookupLanes(ids, hn::IndicesFromVec(di, from)), di, sid + n);
+    n += __builtin_popcountll(bits);
+  } else {
+    for (uint64_t b = bits; b != 0; b &= b - 1) {
+      const int lane = __builtin_ctzll(b);
+      sv[n] = row[lane];
+      sid[n++] = first_id + lane;
+    }
   }
 #endif
 }
@@ -213,6 +239,22 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
   }
 }
 
+// #{j: other[j] ahead of v[i]} for a vector `other` of other ids: all lower (`earlier`: an
+// equal value is ahead) or all higher (it is behind). Every rotation of `other`, compared.
+template <bool earlier>
+HWY_INLINE hn::Vec<DI> AheadIn(VF v, VF other) {
+  const DF d;
+  const DI di;
+  auto count = hn::Zero(di);
+  HWY_UNROLL(16)
+  for (int r = 0; r < kLanes; ++r) {
+    const VF o = hn::TableLookupLanes(other, hn::IndicesFromVec(d, Rotation<kLanes>(r)));
+    const auto ahead = earlier ? hn::Ge(o, v) : hn::Gt(o, v);
+    count = hn::Sub(count, hn::VecFromMask(di, hn::RebindMask(di, ahead)));
+  }
+  return count;
+}
+
 // The k best of n <= kMaxSurvivors survivors (sv in id order, -inf padded to whole vectors)
 // into ids, best first: each survivor's rank, and rank < k is its output slot (ranks >= k land
 // in a discarded slot: no branch).
@@ -223,6 +265,12 @@ void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* i
   if (n <= kLanes) {
     HWY_ALIGN int32_t rank[kLanes];
     hn::Store(RanksOf<kLanes>(hn::Load(d, sv), n), di, rank);
+    for (int i = 0; i < n; ++i) out[std::min(rank[i], k)] = sid[i];
+  } else if (kLanes > 1 && n <= 2 * kLanes) {  // two vectors: each one's ranks, plus the other's
+    const VF first = hn::Load(d, sv), second = hn::Load(d, sv + kLanes);
+    HWY_ALIGN int32_t rank[2 * kLanes];
+    hn::Store(hn::Add(RanksOf<kLanes>(first, kLanes), AheadIn<false>(first, second)), di, rank);
+    hn::Store(hn::Add(RanksOf<kLanes>(second, n - kLanes), AheadIn<true>(second, first)), di, rank + kLanes);
     for (int i = 0; i < n; ++i) out[std::min(rank[i], k)] = sid[i];
   } else {  // a vector compare per survivor
     for (int i = 0; i < n; ++i) {
