@@ -166,7 +166,7 @@ absl::Status FfnCases(BenchReport& report, kernels::CpuIsa isa, int threads) {
   return absl::OkStatus();
 }
 
-absl::Status PermuteCombineCases(BenchReport& report) {
+absl::Status PermuteCombineCases(BenchReport& report, kernels::CpuIsa isa) {
   // One rank's step: T tokens x top-8, hidden 1024 fp32 rows, 16 destination ranks.
   const int64_t T = 2048, k = 8, H = 1024, pairs = T * k;
   const size_t row_bytes = H * sizeof(float);
@@ -192,12 +192,12 @@ absl::Status PermuteCombineCases(BenchReport& report) {
   permute["threads"] = 1;
   report.Add(std::move(permute));
   auto [combine, memcpy2, combine_ratio] = Interleaved(
-      [&] { kernels::Combine(send.data(), position.data(), w.data(), T, k, H, out.data()); },
+      [&] { kernels::Combine(send.data(), position.data(), w.data(), T, k, H, out.data(), 1, isa); },
       [&] { std::memcpy(copy.data(), send.data(), pairs * row_bytes); }, 7);
   auto entry = Case("combine_fp32_h1024_t2048_k8", bytes / combine / 1e9, "GB/s", bytes / memcpy2 / 1e9, combine_ratio);
   entry["bound_name"] = "memcpy_same_bytes";
   entry["target"] = "ratio >= 0.5";
-  entry["isa"] = "generic";
+  entry["isa"] = kernels::CpuIsaName(isa);
   entry["threads"] = 1;
   report.Add(std::move(entry));
   return absl::OkStatus();
@@ -326,7 +326,7 @@ absl::Status RunKernelsBenchmark() {
   }
   if (threads == 0) threads = kernels::DefaultCpuThreads();
   SY_RETURN_IF_ERROR(FfnCases(report, isa, threads));
-  SY_RETURN_IF_ERROR(PermuteCombineCases(report));
+  SY_RETURN_IF_ERROR(PermuteCombineCases(report, isa));
   SY_RETURN_IF_ERROR(GatingCase(report, isa));
 #if SWITCHYARD_HAVE_CUDA
   if (kernels::cuda::DeviceCount() > 0) SY_RETURN_IF_ERROR(GpuCases(report));

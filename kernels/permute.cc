@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/permute_internal.h"
 
 namespace switchyard::kernels {
 
@@ -84,25 +85,11 @@ void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows,
 }
 
 void Combine(const float* rows, const int32_t* position, const float* weights, int64_t tokens,
-             int top_k, int64_t hidden, float* out, int threads) {
-  constexpr int64_t kBlock = 64;
+             int top_k, int64_t hidden, float* out, int threads, CpuIsa isa) {
+  const internal::CombineTokenFn combine = internal::CombineTokenFor(CpuSupports(isa) ? isa : BestCpuIsa());
   const int64_t bytes = tokens * top_k * hidden * static_cast<int64_t>(sizeof(float));
   ForRows(tokens, bytes, threads, [&](int64_t t) {
-    float* o = out + t * hidden;
-    const float* w = weights + t * top_k;
-    const int32_t* pos = position + t * top_k;
-    for (int64_t h0 = 0; h0 < hidden; h0 += kBlock) {
-      const int64_t n = std::min(kBlock, hidden - h0);
-      float acc[kBlock];
-      const float* r0 = rows + static_cast<int64_t>(pos[0]) * hidden + h0;
-      for (int64_t h = 0; h < n; ++h) acc[h] = w[0] * r0[h];
-      for (int j = 1; j < top_k; ++j) {
-        const float* r = rows + static_cast<int64_t>(pos[j]) * hidden + h0;
-        const float wj = w[j];
-        for (int64_t h = 0; h < n; ++h) acc[h] = acc[h] + wj * r[h];
-      }
-      for (int64_t h = 0; h < n; ++h) o[h0 + h] = acc[h];
-    }
+    combine(rows, position + t * top_k, weights + t * top_k, top_k, hidden, out + t * hidden);
   });
 }
 

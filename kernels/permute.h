@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cpu_isa.h"
 
 namespace switchyard::kernels {
 
@@ -48,8 +49,9 @@ void ScatterRows(const void* src, void* dst, const int32_t* index, int64_t rows,
                  int threads = 1);
 
 // out[t, :] = sum_j weights[t, j] * rows[position[t * k + j], :] in j order, for T tokens of
-// `hidden` floats. Overwrites out.
+// `hidden` floats (each term multiplied, then added, both rounded: the same bits on every
+// ISA path). Overwrites out. `isa`: the CPU path (one this CPU lacks: the best it has).
 void Combine(const float* rows, const int32_t* position, const float* weights, int64_t tokens,
-             int top_k, int64_t hidden, float* out, int threads = 1);
+             int top_k, int64_t hidden, float* out, int threads = 1, CpuIsa isa = BestCpuIsa());
 
 }  // namespace switchyard::kernels

@@ -307,7 +307,7 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
       }
     }
   }
-  kernels::Combine(returned_.data(), position_.data(), weights_buf_.data(), tokens, k, H, out, threads);
+  kernels::Combine(returned_.data(), position_.data(), weights_buf_.data(), tokens, k, H, out, threads, ffn_ws_.isa());
   if (shared) {
     for (int64_t i = 0; i < tokens * H; ++i) out[i] = out[i] + shared_out_[i];
   }

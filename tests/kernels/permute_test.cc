@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -54,23 +55,30 @@ TEST(PermuteTest, GroupBySlotAndRoundTripOfRows) {
   EXPECT_FALSE(GroupBySlot(&bad, 1, slots, counts.data(), offsets.data(), order.data()).ok());
 }
 
-TEST(PermuteTest, CombineSumsInKOrderExactly) {
+// Every ISA path against the scalar definition (multiply, then add, in k order), bit for bit:
+// hidden sizes below, at and between the paths' register blocks (4 vectors of 4, 8 or 16).
+TEST(PermuteTest, CombineSumsInKOrderExactlyOnEveryPath) {
   std::mt19937 rng(5);
   std::normal_distribution<float> n(0, 1);
-  for (int k : {1, 2, 8}) {
-    const int tokens = 33, hidden = 67, pairs = tokens * k;
-    std::vector<float> rows(pairs * hidden), w(pairs), out(tokens * hidden);
-    for (float& v : rows) v = n(rng);
-    for (float& v : w) v = n(rng);
-    std::vector<int32_t> position(pairs);
-    for (int p = 0; p < pairs; ++p) position[p] = p;
-    std::shuffle(position.begin(), position.end(), rng);
-    Combine(rows.data(), position.data(), w.data(), tokens, k, hidden, out.data());
-    for (int t = 0; t < tokens; ++t) {
-      for (int h = 0; h < hidden; ++h) {
-        float ref = w[t * k] * rows[position[t * k] * hidden + h];
-        for (int j = 1; j < k; ++j) ref = ref + w[t * k + j] * rows[position[t * k + j] * hidden + h];
-        ASSERT_EQ(std::memcmp(&ref, &out[t * hidden + h], 4), 0) << t << "," << h;
+  for (CpuIsa isa : SupportedCpuIsas()) {
+    for (int k : {1, 2, 8}) {
+      for (int hidden : {1, 7, 64, 67, 1000}) {
+        const int tokens = 33, pairs = tokens * k;
+        std::vector<float> rows(pairs * hidden), w(pairs), out(tokens * hidden);
+        for (float& v : rows) v = n(rng);
+        for (float& v : w) v = n(rng);
+        std::vector<int32_t> position(pairs);
+        for (int p = 0; p < pairs; ++p) position[p] = p;
+        std::shuffle(position.begin(), position.end(), rng);
+        Combine(rows.data(), position.data(), w.data(), tokens, k, hidden, out.data(), 1, isa);
+        for (int t = 0; t < tokens; ++t) {
+          for (int h = 0; h < hidden; ++h) {
+            float ref = w[t * k] * rows[position[t * k] * hidden + h];
+            for (int j = 1; j < k; ++j) ref = ref + w[t * k + j] * rows[position[t * k + j] * hidden + h];
+            ASSERT_EQ(std::memcmp(&ref, &out[t * hidden + h], 4), 0)
+                << CpuIsaName(isa) << " k=" << k << " hidden=" << hidden << " at " << t << "," << h;
+          }
+        }
       }
     }
   }
