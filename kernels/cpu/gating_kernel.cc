@@ -189,19 +189,27 @@ HWY_INLINE hn::Vec<DI> Rotation(int r) {
   return hn::And(hn::Add(hn::Iota(di, 0), hn::Set(di, r)), hn::Set(di, N - 1));
 }
 
-// greater[i] = #{j: v[j] > v[i]}: with no ties among the N lanes, lane i's place in
-// descending order. Comparisons only (mask logic is slow on AMD's AVX-512).
-template <int N>
-HWY_INLINE hn::Vec<DI> GreaterCounts(VF v) {
+// #{r in [first, N): rotation r of `other` is ahead of v, lane-wise}, where ahead is greater
+// (or, `or_equal`, at least equal). Comparisons only (mask logic is slow on AMD's AVX-512).
+template <int N, bool or_equal = false>
+HWY_INLINE hn::Vec<DI> CountAhead(VF v, VF other, int first) {
   const DF d;
   const DI di;
   auto count = hn::Zero(di);
   HWY_UNROLL(16)
-  for (int r = 1; r < N; ++r) {
-    const VF other = hn::TableLookupLanes(v, hn::IndicesFromVec(d, Rotation<N>(r)));
-    count = hn::Sub(count, hn::VecFromMask(di, hn::RebindMask(di, hn::Gt(other, v))));
+  for (int r = first; r < N; ++r) {
+    const VF o = hn::TableLookupLanes(other, hn::IndicesFromVec(d, Rotation<N>(r)));
+    const auto ahead = or_equal ? hn::Ge(o, v) : hn::Gt(o, v);
+    count = hn::Sub(count, hn::VecFromMask(di, hn::RebindMask(di, ahead)));
   }
   return count;
+}
+
+// greater[i] = #{j: v[j] > v[i]}: with no ties among the N lanes, lane i's place in
+// descending order.
+template <int N>
+HWY_INLINE hn::Vec<DI> GreaterCounts(VF v) {
+  return CountAhead<N>(v, v, 1);
 }
 
 // rank[i] = #{j: v[j] > v[i]} + #{j < i: v[j] == v[i]}: lane i's place in (value desc, lane
@@ -239,22 +247,6 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
   }
 }
 
-// #{j: other[j] ahead of v[i]} for a vector `other` of other ids: all lower (`earlier`: an
-// equal value is ahead) or all higher (it is behind). Every rotation of `other`, compared.
-template <bool earlier>
-HWY_INLINE hn::Vec<DI> AheadIn(VF v, VF other) {
-  const DF d;
-  const DI di;
-  auto count = hn::Zero(di);
-  HWY_UNROLL(16)
-  for (int r = 0; r < kLanes; ++r) {
-    const VF o = hn::TableLookupLanes(other, hn::IndicesFromVec(d, Rotation<kLanes>(r)));
-    const auto ahead = earlier ? hn::Ge(o, v) : hn::Gt(o, v);
-    count = hn::Sub(count, hn::VecFromMask(di, hn::RebindMask(di, ahead)));
-  }
-  return count;
-}
-
 // The k best of n <= kMaxSurvivors survivors (sv in id order, -inf padded to whole vectors)
 // into ids, best first: each survivor's rank, and rank < k is its output slot (ranks >= k land
 // in a discarded slot: no branch).
@@ -269,8 +261,9 @@ void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* i
   } else if (kLanes > 1 && n <= 2 * kLanes) {  // two vectors: each one's ranks, plus the other's
     const VF first = hn::Load(d, sv), second = hn::Load(d, sv + kLanes);
     HWY_ALIGN int32_t rank[2 * kLanes];
-    hn::Store(hn::Add(RanksOf<kLanes>(first, kLanes), AheadIn<false>(first, second)), di, rank);
-    hn::Store(hn::Add(RanksOf<kLanes>(second, n - kLanes), AheadIn<true>(second, first)), di, rank + kLanes);
+    // The other vector's lanes are all ahead when greater; the first's also when equal (lower ids).
+    hn::Store(hn::Add(RanksOf<kLanes>(first, kLanes), CountAhead<kLanes>(first, second, 0)), di, rank);
+    hn::Store(hn::Add(RanksOf<kLanes>(second, n - kLanes), CountAhead<kLanes, true>(second, first, 0)), di, rank + kLanes);
     for (int i = 0; i < n; ++i) out[std::min(rank[i], k)] = sid[i];
   } else {  // a vector compare per survivor
     for (int i = 0; i < n; ++i) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string>
 
 namespace switchyard::kernels {
 namespace {
@@ -152,6 +153,23 @@ TEST(GatingTest, InvalidConfigsNameTheField) {
 namespace switchyard::kernels {
 namespace {
 
+// Gates on the portable path and on every path this CPU has; each must give the portable
+// path's ids and weight bits. Returns the portable path's ids.
+std::vector<int32_t> ExpectSameOnEveryPath(const GatingConfig& config, const std::vector<float>& logits, int tokens,
+                                           const std::string& where) {
+  std::vector<int32_t> want_ids(tokens * config.top_k);
+  std::vector<float> want_w(tokens * config.top_k);
+  EXPECT_TRUE(GateCpu(config, logits.data(), tokens, want_ids.data(), want_w.data(), CpuIsa::kPortable).ok());
+  for (CpuIsa isa : SupportedCpuIsas()) {
+    std::vector<int32_t> ids(tokens * config.top_k);
+    std::vector<float> w(tokens * config.top_k);
+    EXPECT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa).ok());
+    EXPECT_EQ(ids, want_ids) << CpuIsaName(isa) << " " << where;
+    EXPECT_EQ(std::memcmp(w.data(), want_w.data(), w.size() * 4), 0) << CpuIsaName(isa) << " " << where;
+  }
+  return want_ids;
+}
+
 // Every ISA path gives the same ids and the same weight bits (exp is math-inl.h's, the
 // softmax sum has a fixed order), for widths that are and are not multiples of the vectors.
 TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
@@ -173,16 +191,7 @@ TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
     // Ties: a few tokens with equal logits everywhere.
     std::fill(logits.begin(), logits.begin() + c.experts, 0.5f);
     const GatingConfig config{c.experts, c.top_k, c.score, true, c.groups, c.top_groups, 2.5f, c.bias ? bias.data() : nullptr};
-    std::vector<int32_t> want_ids(tokens * c.top_k);
-    std::vector<float> want_w(tokens * c.top_k);
-    ASSERT_TRUE(GateCpu(config, logits.data(), tokens, want_ids.data(), want_w.data(), CpuIsa::kPortable).ok());
-    for (CpuIsa isa : SupportedCpuIsas()) {
-      std::vector<int32_t> ids(tokens * c.top_k);
-      std::vector<float> w(tokens * c.top_k);
-      ASSERT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa).ok());
-      EXPECT_EQ(ids, want_ids) << CpuIsaName(isa) << " E=" << c.experts;
-      EXPECT_EQ(std::memcmp(w.data(), want_w.data(), w.size() * 4), 0) << CpuIsaName(isa) << " E=" << c.experts;
-    }
+    const std::vector<int32_t> want_ids = ExpectSameOnEveryPath(config, logits, tokens, absl::StrCat("E=", c.experts));
     // Ties go to the lowest ids.
     for (int i = 0; i < c.top_k && c.groups == 1 && !c.bias; ++i) EXPECT_EQ(want_ids[i], i) << "E=" << c.experts;
   }
@@ -221,18 +230,9 @@ TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
       GatingConfig config{c.experts, c.top_k, c.score, true, c.groups, c.top_groups, 2.5f, bias.data(), c.group_score};
       for (bool with_bias : {false, true}) {
         config.expert_bias = with_bias ? bias.data() : nullptr;
-        std::vector<int32_t> want_ids(tokens * c.top_k);
-        std::vector<float> want_w(tokens * c.top_k);
-        ASSERT_TRUE(GateCpu(config, logits.data(), tokens, want_ids.data(), want_w.data(), CpuIsa::kPortable).ok());
-        for (CpuIsa isa : SupportedCpuIsas()) {
-          std::vector<int32_t> ids(tokens * c.top_k);
-          std::vector<float> w(tokens * c.top_k);
-          ASSERT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa).ok());
-          const std::string where = absl::StrCat(CpuIsaName(isa), " E=", c.experts, " k=", c.top_k, " groups=",
-                                                 c.groups, " grid=", grid, " bias=", with_bias);
-          EXPECT_EQ(ids, want_ids) << where;
-          EXPECT_EQ(std::memcmp(w.data(), want_w.data(), w.size() * 4), 0) << where;
-        }
+        const std::vector<int32_t> want_ids = ExpectSameOnEveryPath(
+            config, logits, tokens,
+            absl::StrCat("E=", c.experts, " k=", c.top_k, " groups=", c.groups, " grid=", grid, " bias=", with_bias));
         // The all-tied token: the lowest groups, and in them the lowest ids, i.e. 0..k-1.
         for (int i = 0; i < c.top_k && !with_bias; ++i) EXPECT_EQ(want_ids[i], i) << "E=" << c.experts;
       }
