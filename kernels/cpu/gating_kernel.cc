@@ -405,15 +405,31 @@ struct FastSelection {
       }
       range_size = group_size;
     }
-    // Threshold: the lane-wise maxima are kLanes distinct candidates, so the k-th best of them
-    // is <= the k-th best candidate: every one of the k best is >= t.
-    VF m = minus_inf;
+    // Threshold: lane-wise maxima are distinct candidates, so the k-th best of them is <= the
+    // k-th best candidate: every one of the k best is >= t. The k-th best (with multiplicity)
+    // is the least of those with fewer than k above. With 8 lanes or fewer, the maxima of the
+    // even and of the odd candidate vectors (2 x lanes of them) give a tighter t, and fewer
+    // survivors to rank.
+    VF m = minus_inf, m_odd = minus_inf;
+    int vectors = 0;
     for (int r = 0; r < ranges; ++r) {
-      for (int e = 0; e < range_size; e += kLanes) m = hn::Max(m, hn::Load(d, choice + first[r] + e));
+      for (int e = 0; e < range_size; e += kLanes, ++vectors) {
+        VF& into = kLanes <= 8 && (vectors & 1) ? m_odd : m;
+        into = hn::Max(into, hn::Load(d, choice + first[r] + e));
+      }
     }
-    // The k-th best lane (with multiplicity) is the least of those with fewer than k above.
-    const auto top = hn::RebindMask(d, hn::Lt(GreaterCounts<kLanes>(m), hn::Set(di, c.top_k)));
-    const VF vt = hn::MinOfLanes(d, hn::IfThenElse(top, m, hn::Set(d, kPlusInf)));
+    const VF plus_inf = hn::Set(d, kPlusInf);
+    VF vt;
+    if (kLanes <= 8 && vectors >= 2) {
+      const auto above = hn::Add(GreaterCounts<kLanes>(m), CountAhead<kLanes>(m, m_odd, 0));
+      const auto above_odd = hn::Add(GreaterCounts<kLanes>(m_odd), CountAhead<kLanes>(m_odd, m, 0));
+      vt = hn::Min(hn::MinOfLanes(d, hn::IfThenElse(hn::RebindMask(d, hn::Lt(above, hn::Set(di, c.top_k))), m, plus_inf)),
+                   hn::MinOfLanes(d, hn::IfThenElse(hn::RebindMask(d, hn::Lt(above_odd, hn::Set(di, c.top_k))), m_odd, plus_inf)));
+    } else {
+      m = hn::Max(m, m_odd);
+      const auto top = hn::RebindMask(d, hn::Lt(GreaterCounts<kLanes>(m), hn::Set(di, c.top_k)));
+      vt = hn::MinOfLanes(d, hn::IfThenElse(top, m, plus_inf));
+    }
     // Survivors (values >= t) in id order.
     int n = 0;
     HWY_ALIGN float survivors[kMaxSurvivors + 2 * kLanes];
