@@ -100,11 +100,14 @@ absl::Status MoeLayer::RouteByStepShares(int li) {
   return absl::OkStatus();
 }
 
-void MoeLayer::CountSent(const std::vector<int64_t>& bytes) {
+int64_t MoeLayer::CountSent(const std::vector<int64_t>& bytes) {
   sent_bytes_.resize(comm_.size(), 0);
+  int64_t total = 0;
   for (int r = 0; r < comm_.size(); ++r) {
     if (r != comm_.rank()) sent_bytes_[r] += bytes[r];
+    total += bytes[r];
   }
+  return total;
 }
 
 std::vector<int64_t> MoeLayer::TakeSentBytes() {
@@ -231,13 +234,11 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   scale(send_uniq_counts_, send_uniq_offsets_, recv_uniq_counts_, recv_uniq_offsets_, row_bytes);
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(send_rows_.data(), sb.data(), so.data(), recv_uniq_rows_.data(), rb.data(), ro.data()); }));
-  CountSent(sb);
-  for (int r = 0; r < R; ++r) bytes_.dispatch_rows += sb[r];
+  bytes_.dispatch_rows += CountSent(sb);
   scale(send_counts_, send_offsets_, recv_counts_, recv_offsets_, 2 * sizeof(int32_t));
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(send_meta_.data(), sb.data(), so.data(), recv_meta_.data(), rb.data(), ro.data()); }));
-  CountSent(sb);
-  for (int r = 0; r < R; ++r) bytes_.dispatch_meta += sb[r];
+  bytes_.dispatch_meta += CountSent(sb);
   // Expand: pair i of rank r's block uses row recv_uniq_offsets_[r] + its index (checked: the
   // index comes from a peer).
   recv_slot_.resize(recv_rows);
@@ -283,16 +284,10 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
   // 5. Return trip, combine in k order, shared expert.
   t0 = Clock::now();
   returned_.resize(pairs * H);
-  for (int r = 0; r < R; ++r) {  // the reverse exchange: what was received goes back
-    sb[r] = recv_counts_[r] * static_cast<int64_t>(row_bytes);
-    so[r] = recv_offsets_[r] * static_cast<int64_t>(row_bytes);
-    rb[r] = send_counts_[r] * static_cast<int64_t>(row_bytes);
-    ro[r] = send_offsets_[r] * static_cast<int64_t>(row_bytes);
-  }
+  scale(recv_counts_, recv_offsets_, send_counts_, send_offsets_, row_bytes);  // what was received goes back
   SY_RETURN_IF_ERROR(Communicate(
       [&] { return comm_.AllToAllV(back_rows_.data(), sb.data(), so.data(), returned_.data(), rb.data(), ro.data()); }));
-  CountSent(sb);
-  for (int r = 0; r < R; ++r) bytes_.combine += sb[r];
+  bytes_.combine += CountSent(sb);
   const bool shared = model_.shared_ffn > 0;
   if (shared) {  // computed before `out` is written, as `out` may alias `hidden`
     shared_out_.resize(tokens * H);

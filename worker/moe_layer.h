@@ -141,7 +141,9 @@ class MoeLayer {
   std::vector<int32_t> uniq_token_, send_meta_, recv_meta_, recv_row_of_, grouped_row_;
   std::vector<int64_t> send_uniq_counts_, send_uniq_offsets_, recv_uniq_counts_, recv_uniq_offsets_, count_pairs_, recv_count_pairs_;
   std::vector<float> recv_uniq_rows_;
-  void CountSent(const std::vector<int64_t>& bytes);
+  // Adds an exchange's per-destination bytes to sent_bytes_ (other ranks only); returns
+  // their sum over every rank, this one included (ExchangeBytes counts both).
+  int64_t CountSent(const std::vector<int64_t>& bytes);
   std::vector<float> weights_buf_, send_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
   std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;
   std::vector<int64_t> slot_counts_, slot_offsets_;
