@@ -589,9 +589,12 @@ void Coordinator::CompleteWindowsLocked() {
   // placement. A drain takes effect when its epoch commits, not when it is asked for.
   int active = 0;
   for (int r = 0; r < ranks; ++r) {
-    bool holds = false;
-    for (const placement::LayerPlacement& l : committed_->layers) holds = holds || !l.ranks[r].empty();
-    active += holds ? 1 : 0;
+    for (const placement::LayerPlacement& l : committed_->layers) {
+      if (!l.ranks[r].empty()) {
+        ++active;
+        break;
+      }
+    }
   }
   const int completed = load_.CompleteReady(ranks, std::max(1, active), policy_.smoothing(), [&](int rank) {
     return members_.Gone(rank);

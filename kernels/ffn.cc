@@ -145,8 +145,8 @@ absl::Status Pack(const FfnShape& shape, const Src* gate, const Src* up, const S
     auto* b1 = reinterpret_cast<float*>(base + l.bias1_offset);
     for (int64_t p = 0; p < l.panels1; ++p) {
       for (int c = 0; c < kPanelCols; ++c) {
-        const int64_t f = p * l.outputs_per_panel1 + c % 16;
-        if (f < F) b1[p * kPanelCols + c] = (c < 16 ? biases->gate : biases->up)[f];
+        const int64_t f = p * l.outputs_per_panel1 + c % (kPanelCols / 2);
+        if (f < F) b1[p * kPanelCols + c] = (c < kPanelCols / 2 ? biases->gate : biases->up)[f];
       }
     }
     auto* b2 = reinterpret_cast<float*>(base + l.bias2_offset);

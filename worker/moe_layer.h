@@ -133,7 +133,7 @@ class MoeLayer {
   std::vector<size_t> cursor_;
 
   // Buffers reused across calls.
-  std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, send_slot_, recv_slot_, order_;
+  std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, recv_slot_, order_;
   std::vector<float> shared_scale_;  // gated shared experts: per token
   std::vector<int64_t> sent_bytes_;  // per destination rank, since TakeSentBytes
   ExchangeBytes bytes_;
