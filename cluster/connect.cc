@@ -62,7 +62,17 @@ absl::StatusOr<std::unique_ptr<comm::Communicator>> Connect(const ConnectOptions
 #if SWITCHYARD_HAVE_NCCL
     SY_RETURN_IF_ERROR(comm::NcclUsable());  // no GPU: say so before looking for peers
     SY_ASSIGN_OR_RETURN(auto bootstrap, MakeBootstrap(options));
-    SY_ASSIGN_OR_RETURN(comm, comm::CreateNcclCommunicator(*bootstrap, options.cuda_stream));
+    // Background transfers of host buffers (weight migration) over UCX where the build has
+    // it: NCCL's untagged, in-order point-to-point cannot carry credit-paced transfers.
+    std::unique_ptr<comm::Communicator> transfers;
+#if SWITCHYARD_HAVE_UCX
+    comm::UcxOptions ucx;
+    ucx.survive_peer_loss = options.survive_peer_loss;
+    ucx.timeout = options.timeout;
+    SY_ASSIGN_OR_RETURN(transfers, comm::CreateUcxCommunicator(*bootstrap, ucx));
+    transfers->set_timeout(options.timeout);
+#endif
+    SY_ASSIGN_OR_RETURN(comm, comm::CreateNcclCommunicator(*bootstrap, options.cuda_stream, std::move(transfers)));
 #endif
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown or unavailable backend '", options.backend,

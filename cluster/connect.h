@@ -1,6 +1,8 @@
 // Connect: the Communicator of this process for the job it was launched in.
 //
 //   backend mpi:   over MPI_COMM_WORLD (mpirun, srun --mpi=pmix, or a lone process).
+//   backend nccl: the step's collectives over NCCL, background transfers of host buffers
+//     (weight migration) over UCX when the build has it (comm/nccl/factory.h).
 //   backend ucx / nccl: peers found through a Bootstrap: MPI when launched by mpirun/srun
 //     with PMIx, else the coordinator (`join`: ranks assigned there), else the shared directory
 //     `rendezvous_dir` (positions from DetectLaunch), else an error saying what is missing.

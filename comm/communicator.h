@@ -64,6 +64,9 @@ class Communicator {
   virtual int local_rank() const = 0;  // rank among the ranks of this node
   virtual int local_size() const = 0;
   virtual bool Supports(MemoryKind kind) const = 0;
+  // The cudaStream_t this backend queues device-memory collectives on (nccl), so that a
+  // caller's kernels queued there before a collective need no host wait; null otherwise.
+  virtual void* cuda_stream() const { return nullptr; }
 
   // Deadline for one call to wait on peers (default 60 s).
   absl::Duration timeout() const { return timeout_; }

@@ -51,6 +51,10 @@ absl::StatusOr<DeviceProperties> GetDeviceProperties();
 
 absl::Status CopyToDevice(void* dst, const void* src, size_t bytes);
 absl::Status CopyToHost(void* dst, const void* src, size_t bytes);
+// Queued on `stream`. From pageable host memory the source may be reused on return; a copy
+// to the host is complete only after Synchronize(stream).
+absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes, void* stream);
+absl::Status CopyToHostAsync(void* dst, const void* src, size_t bytes, void* stream);
 absl::Status Synchronize(void* stream);
 
 // gating.h on the device: logits [tokens, E] -> ids, weights [tokens, k]. config.expert_bias
@@ -65,6 +69,17 @@ absl::Status ScatterRowsCuda(const void* src, void* dst, const int32_t* index, i
                              size_t row_bytes, void* stream);
 absl::Status CombineCuda(const float* rows, const int32_t* position, const float* weights,
                          int64_t tokens, int top_k, int64_t hidden, float* out, void* stream);
+
+// The layer step's small kernels (worker/cuda_device.cc), all on `stream`:
+// *first = min(*first, i) over the non-finite x[i], i < n (the caller sets *first, e.g. to n).
+absl::Status FirstNonFiniteCuda(const float* x, int64_t n, uint64_t* first, void* stream);
+// out[i] = bf16(x[i]), nearest even (the CPU's FloatToBf16).
+absl::Status ToBf16Cuda(const float* x, int64_t n, bf16* out, void* stream);
+// x[i] = x[i] + y[i].
+absl::Status AddCuda(float* x, const float* y, int64_t n, void* stream);
+// rows[t, :] *= sigmoid(hidden[t, :] . gate) (Qwen's shared-expert gate), gate [hidden_size].
+absl::Status SharedGateCuda(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size,
+                            float* rows, void* stream);
 
 // One expert's bf16 weights on the device, Hugging Face layout: gate_up = [gate; up] as
 // [2 * ffn, hidden] (SwiGLU) or up [ffn, hidden] (ReLU^2); down [hidden, ffn].

@@ -167,6 +167,40 @@ absl::Status PackExpertBf16(const FfnShape& shape, const bf16* gate, const bf16*
   return Pack(shape, gate, up, down, packed, static_cast<const ExpertBiases*>(nullptr));
 }
 
+absl::Status UnpackExpertBf16(const FfnShape& shape, const void* packed, bf16* gate_up, bf16* down) {
+  if (absl::Status valid = CheckPackedExpert(shape, packed, PackedExpertBytes(shape)); !valid.ok()) return valid;
+  if (shape.activation == Activation::kGptOssSwiGlu) {
+    return absl::InvalidArgumentError("UnpackExpertBf16: gpt-oss experts carry biases that this layout has no place for");
+  }
+  const PackedLayout l = internal::LayoutOf(shape);
+  const bool is_bf16 = shape.weights == WeightType::kBF16;
+  const bool swiglu = IsGated(shape.activation);
+  const auto* base = static_cast<const char*>(packed);
+  auto get = [&](const char* panel, int64_t k, int c) {
+    return is_bf16 ? reinterpret_cast<const bf16*>(panel)[PanelIndex(true, k, c)]
+                   : FloatToBf16(reinterpret_cast<const float*>(panel)[PanelIndex(false, k, c)]);
+  };
+  const int64_t H = shape.hidden, F = shape.ffn;
+  for (int64_t p = 0; p < l.panels1; ++p) {  // the inverse of Pack's placement
+    const char* panel = base + l.first_offset + p * l.panel1_bytes;
+    for (int c = 0; c < kPanelCols; ++c) {
+      const int64_t f = p * l.outputs_per_panel1 + (swiglu ? c % 16 : c);
+      if (f >= F) continue;
+      bf16* row = gate_up + (swiglu && c >= 16 ? F + f : f) * H;
+      for (int64_t k = 0; k < H; ++k) row[k] = get(panel, k, c);
+    }
+  }
+  for (int64_t p = 0; p < l.panels2; ++p) {
+    const char* panel = base + l.down_offset + p * l.panel2_bytes;
+    for (int c = 0; c < kPanelCols; ++c) {
+      const int64_t h = p * kPanelCols + c;
+      if (h >= H) continue;
+      for (int64_t k = 0; k < F; ++k) down[h * F + k] = get(panel, k, c);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t bytes) {
   const size_t want = PackedExpertBytes(shape);
   if (bytes != want) {

@@ -66,6 +66,12 @@ absl::Status PackExpert(const FfnShape& shape, const float* gate, const float* u
 absl::Status PackExpertBf16(const FfnShape& shape, const bf16* gate, const bf16* up,
                             const bf16* down, void* packed);
 
+// The inverse of packing, in the Hugging Face layout as bf16 (GPU kernels read it):
+// gate_up [2 * ffn, hidden] = [gate; up] for the gated kinds, [ffn, hidden] (up) for ReLU^2;
+// down [hidden, ffn]. fp32 experts are rounded to bf16 (nearest even); bf16 experts come back
+// bit for bit. InvalidArgument for a `packed` that is not of `shape`, or for gpt-oss experts.
+absl::Status UnpackExpertBf16(const FfnShape& shape, const void* packed, bf16* gate_up, bf16* down);
+
 // OK if `packed` (of `bytes` bytes) is a packed expert of exactly `shape`.
 absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t bytes);
 

@@ -94,6 +94,16 @@ Driver::Driver(const model::ModelConfig& model, comm::Communicator& comm, const 
       options_(std::move(options)),
       layer_(model, comm, weights, std::move(table), options_.cpu_threads) {}
 
+Driver::Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
+               std::shared_ptr<const placement::RoutingTable> table, DriverOptions options,
+               std::unique_ptr<LayerDevice> device)
+    : model_(model),
+      comm_(comm),
+      workload_(workload),
+      weights_(weights),
+      options_(std::move(options)),
+      layer_(model, comm, weights, std::move(table), std::move(device)) {}
+
 absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   RunProgress local;
   RunProgress& p = progress != nullptr ? *progress : local;
@@ -104,6 +114,16 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
   const int L = static_cast<int>(layers.size());
   EpochManager* epochs = epochs_;
   std::vector<float> h(T * H), out(T * H), logits(T * model_.num_experts);
+  // Where the layers read and write: the host vectors, or device copies of them.
+  LayerDevice& device = layer_.device();
+  const bool on_host = device.memory() == comm::MemoryKind::kHost;
+  float *dev_h = h.data(), *dev_out = out.data(), *dev_logits = logits.data();
+  if (!on_host) {
+    SY_ASSIGN_OR_RETURN(void* a, device.Allocate(h.size() * sizeof(float)));
+    SY_ASSIGN_OR_RETURN(void* b, device.Allocate(out.size() * sizeof(float)));
+    SY_ASSIGN_OR_RETURN(void* c, device.Allocate(logits.size() * sizeof(float)));
+    dev_h = static_cast<float*>(a), dev_out = static_cast<float*>(b), dev_logits = static_cast<float*>(c);
+  }
   if (p.step_balance.empty()) p.step_balance.resize(L);
   // Counts of the current load window (this call's); the log lines' balance comes from the
   // step exchange's rows (log_pairs).
@@ -130,14 +150,17 @@ absl::StatusOr<RunReport> Driver::Run(RunProgress* progress) {
     const double busy0 = layer_.times().busy, comm0 = layer_.times().comm;
     const auto start = Clock::now();
     workload_.Hidden(step, origin * T, T, h.data());
+    if (!on_host) SY_RETURN_IF_ERROR(device.Upload(dev_h, h.data(), h.size() * sizeof(float)));
     for (int li = 0; li < L; ++li) {
       const double layer_busy0 = layer_.times().busy, layer_comm0 = layer_.times().comm;
       workload_.Logits(step, li, origin * T, T, logits.data());
-      SY_RETURN_IF_ERROR(layer_.Forward(layers[li], h.data(), logits.data(), T, out.data(), static_cast<uint64_t>(step)));
-      for (int64_t i = 0; i < T * H; ++i) h[i] = h[i] + out[i];
+      if (!on_host) SY_RETURN_IF_ERROR(device.Upload(dev_logits, logits.data(), logits.size() * sizeof(float)));
+      SY_RETURN_IF_ERROR(layer_.Forward(layers[li], dev_h, dev_logits, T, dev_out, static_cast<uint64_t>(step)));
+      SY_RETURN_IF_ERROR(device.Add(dev_h, dev_out, T * H));
       row[kLayerBusy + li] = 1e3 * (layer_.times().busy - layer_busy0);
       row[kLayerComm + li] = 1e3 * (layer_.times().comm - layer_comm0);
     }
+    if (!on_host) SY_RETURN_IF_ERROR(device.Download(h.data(), dev_h, h.size() * sizeof(float)));
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     uint64_t step_hash = 0;
     for (int64_t t = 0; t < T; ++t) step_hash += TokenHash(step, static_cast<uint64_t>(origin * T + t), &h[t * H], H);
@@ -474,6 +497,7 @@ std::string RunReport::ToJson() const {
                       {"placement", placement_policy},
                       {"shares", shares},
                       {"workload", workload},
+                      {"device", device},
                       {"isa", cpu_isa},
                       {"threads", cpu_threads}};
   j["rank_phase_ms"] = rank_phases;

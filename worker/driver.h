@@ -150,7 +150,9 @@ struct RunReport {
   bool tokens_conserved = false;
   std::string model, backend, placement_policy, workload;
   std::string shares = "epoch";  // ShareModeName of the run
-  // The CPU kernel path (kernels::FfnKernelName) and the threads per rank the FFN ran on.
+  // Where the layers ran (DeviceName), the kernel path (LayerDevice::KernelName: on the CPU
+  // kernels::FfnKernelName) and the CPU threads per rank the FFN ran on (0 on a GPU).
+  std::string device = "cpu";
   std::string cpu_isa;
   int cpu_threads = 1;
 
@@ -178,6 +180,11 @@ class Driver {
  public:
   Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
          std::shared_ptr<const placement::RoutingTable> table, DriverOptions options);
+  // The same with the layers on `device` (CreateLayerDevice): a device other than the CPU
+  // keeps the hidden states there for the whole step (the workload's are uploaded, the
+  // outputs downloaded once per step for the checksum). options.cpu_threads is then unused.
+  Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
+         std::shared_ptr<const placement::RoutingTable> table, DriverOptions options, std::unique_ptr<LayerDevice> device);
 
   // Runs the steps; every rank returns the same report. With `progress` (kept by the caller)
   // it starts at progress->resume_step and records what it did there, so that a run that

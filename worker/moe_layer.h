@@ -17,6 +17,11 @@
 // depend on the placement, the rank count or the backend (the FFN is row-invariant, combine
 // sums in k order, replicas hold identical bytes).
 //
+// Devices: the rows live where the layer's LayerDevice keeps them (worker/layer_device.h: host
+// memory, or a CUDA GPU's); the bookkeeping (DispatchPlan) is the same host code on both.
+// Rows are exchanged in the device's memory kind; the small exchanges (counts, metadata) in
+// host memory.
+//
 // Threads: Forward and the counters belong to the step thread. Every rank calls Forward for
 // the same layers in the same order (it runs collectives).
 #pragma once
@@ -27,10 +32,11 @@
 
 #include "absl/status/status.h"
 #include "comm/communicator.h"
-#include "kernels/ffn.h"
 #include "placement/routing.h"
 #include "placement/step_shares.h"
 #include "model/model.h"
+#include "worker/dispatch_plan.h"
+#include "worker/layer_device.h"
 #include "worker/weights.h"
 
 namespace switchyard::worker {
@@ -79,10 +85,15 @@ class MoeLayer {
   // neither changes any output bit.
   MoeLayer(const model::ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
            std::shared_ptr<const placement::RoutingTable> table, int cpu_threads = 1);
+  // The same on `device` (CreateLayerDevice). The communicator must support the device's
+  // memory kind for the rows and host memory for the counts.
+  MoeLayer(const model::ModelConfig& model, comm::Communicator& comm, WeightStore& weights,
+           std::shared_ptr<const placement::RoutingTable> table, std::unique_ptr<LayerDevice> device);
 
   // hidden, out: [tokens, hidden] fp32; router_logits: [tokens, num_experts], finite
-  // (InvalidArgument naming the first bad one otherwise). `out` may alias `hidden`. `draw_key` makes the replica choices of this call deterministic (callers pass
-  // e.g. the step number).
+  // (InvalidArgument naming the first bad one otherwise); all three in the device's memory.
+  // `out` may alias `hidden`. `draw_key` makes the replica choices of this call
+  // deterministic (callers pass e.g. the step number).
   absl::Status Forward(int layer_id, const float* hidden, const float* router_logits, int64_t tokens,
                        float* out, uint64_t draw_key = 0);
 
@@ -105,6 +116,7 @@ class MoeLayer {
     int64_t dispatch_rows = 0, dispatch_meta = 0, combine = 0;
   };
   const ExchangeBytes& exchange_bytes() const { return bytes_; }
+  LayerDevice& device() { return *device_; }
   LoadCounters& counters() { return counters_; }
   const PhaseTimes& times() const { return times_; }
   void ResetTimes() { times_ = {}; }
@@ -114,14 +126,17 @@ class MoeLayer {
   comm::Communicator& comm_;
   WeightStore& weights_;
   std::shared_ptr<const placement::RoutingTable> table_;
+  std::unique_ptr<LayerDevice> device_;
   LoadCounters counters_;
   PhaseTimes times_;
-  kernels::FfnWorkspace ffn_ws_;
   double comm_cpu_ = 0;  // CPU time inside communication calls of the current Forward
 
   // Runs one communication call, accounting its wall time to times_.comm.
   template <typename Call>
   absl::Status Communicate(Call&& call);
+  // One AllToAllV of `layout` (kind: where the buffers are), its bytes added to sent_bytes_;
+  // returns the bytes this rank sent (to every rank, itself included).
+  absl::StatusOr<int64_t> Exchange(const void* send, void* recv, const ExchangeLayout& layout, comm::MemoryKind kind);
   // kStep routing of ids_ into dest_rank_ and slot_ (collective: the count all-gather of
   // local_counts_, this step's pairs per expert).
   absl::Status RouteByStepShares(int layer_index);
@@ -132,23 +147,13 @@ class MoeLayer {
   std::vector<int64_t> expert_counts_, quota_, routes_;
   std::vector<size_t> cursor_;
 
-  // Buffers reused across calls.
-  std::vector<int32_t> ids_, dest_rank_, slot_, position_, send_pair_, recv_slot_, order_;
-  std::vector<float> shared_scale_;  // gated shared experts: per token
+  // Host buffers reused across calls: each pair's expert, destination and slot; the plan; the
+  // received metadata.
+  std::vector<int32_t> ids_, dest_rank_, slot_, recv_meta_;
+  std::vector<int64_t> recv_count_pairs_;
+  DispatchPlan plan_;
   std::vector<int64_t> sent_bytes_;  // per destination rank, since TakeSentBytes
   ExchangeBytes bytes_;
-  // Dispatch dedup: unique tokens per destination block, per-pair (slot, row) metadata.
-  std::vector<int32_t> uniq_token_, send_meta_, recv_meta_, recv_row_of_, grouped_row_;
-  std::vector<int64_t> send_uniq_counts_, send_uniq_offsets_, recv_uniq_counts_, recv_uniq_offsets_, count_pairs_, recv_count_pairs_;
-  std::vector<float> recv_uniq_rows_;
-  // Adds an exchange's per-destination bytes to sent_bytes_ (other ranks only); returns
-  // their sum over every rank, this one included (ExchangeBytes counts both).
-  int64_t CountSent(const std::vector<int64_t>& bytes);
-  std::vector<float> weights_buf_, send_rows_, grouped_, grouped_out_, back_rows_, returned_, shared_out_;
-  std::vector<int64_t> send_counts_, send_offsets_, recv_counts_, recv_offsets_;
-  std::vector<int64_t> slot_counts_, slot_offsets_;
-  std::vector<int64_t> byte_counts_[2], byte_offsets_[2];  // an all-to-all's [send, recv] in bytes
-  std::vector<const void*> slot_weights_;
 };
 
 }  // namespace switchyard::worker

@@ -83,6 +83,9 @@ ABSL_FLAG(std::string, report, "", "write the run report (JSON) here (rank 0)");
 ABSL_FLAG(int, log_every, 20, "rank 0 prints a progress line every N steps (0: never)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the workload and of generated weights");
 ABSL_FLAG(std::string, weights, "", "safetensors checkpoint (file or directory); default: weights from --seed");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the MoE layers run: cpu, or cuda (this rank's GPU, local rank mod GPUs; needs --backend nccl and "
+          "--weight-type bf16)");
 ABSL_FLAG(std::string, weight_type, "fp32", "fp32 or bf16 expert weights (every CPU: bf16 is widened in registers where the CPU has no bf16 dot)");
 ABSL_FLAG(int, threads, 0,
           "threads per rank for the CPU kernels (0: $OMP_NUM_THREADS, else the rank's CPUs: its affinity, "
@@ -153,6 +156,7 @@ struct Setup {
   MigrationOptions migration;
   kernels::CpuIsa cpu_isa = kernels::CpuIsa::kPortable;
   int cpu_threads = 1;
+  Device device = Device::kCpu;
 };
 
 // Everything that can be checked without talking to other ranks.
@@ -187,6 +191,21 @@ absl::StatusOr<Setup> Prepare() {
   const std::string type = absl::GetFlag(FLAGS_weight_type);
   if (type != "fp32" && type != "bf16") return absl::InvalidArgumentError(absl::StrCat("--weight-type '", type, "': use fp32 or bf16"));
   s.model.weights = type == "bf16" ? kernels::WeightType::kBF16 : kernels::WeightType::kF32;
+  SY_ASSIGN_OR_RETURN(s.device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  // The rows live where the layers run: GPU memory goes over NCCL, host memory over the others.
+  if (s.device == Device::kCuda) {
+    if (absl::Status usable = CudaDeviceUsable(); !usable.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("--device cuda: ", usable.message()));
+    }
+    if (absl::GetFlag(FLAGS_backend) != "nccl") {
+      return absl::InvalidArgumentError("--device cuda exchanges the layers' rows in GPU memory: use --backend nccl");
+    }
+    if (s.model.weights != kernels::WeightType::kBF16) {
+      return absl::InvalidArgumentError("--device cuda runs bf16 expert weights (cuBLAS bf16 GEMMs): add --weight-type bf16");
+    }
+  } else if (absl::GetFlag(FLAGS_backend) == "nccl" && CudaDeviceUsable().ok()) {  // without a GPU: Connect says so
+    return absl::InvalidArgumentError("--backend nccl moves the layers' rows in GPU memory: add --device cuda --weight-type bf16");
+  }
   SY_ASSIGN_OR_RETURN(s.cpu_isa, kernels::CpuIsaFromEnvironment());
   s.cpu_threads = absl::GetFlag(FLAGS_threads);
   if (s.cpu_threads < 0 || s.cpu_threads > 1024) {
@@ -817,11 +836,14 @@ int Main(int argc, char** argv) {
       if (cc.rank() == 0 && generation_runs == 0) {
         auto score = placement::ScorePlacement(running, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
         std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
-                    "(%s backend, CPU path %s x %d threads), %lld tokens/rank/step, placement %s (expected balancedness %.3f), "
+                    "(%s backend, %s), %lld tokens/rank/step, placement %s (expected balancedness %.3f), "
                     "%s shares\n",
                     s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
                     static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), cc.size(),
-                    std::string(cc.backend()).c_str(), kernels::FfnKernelName(s.cpu_isa, s.model.weights).c_str(), s.cpu_threads,
+                    std::string(cc.backend()).c_str(),
+                    s.device == Device::kCpu
+                        ? absl::StrFormat("CPU path %s x %d threads", kernels::FfnKernelName(s.cpu_isa, s.model.weights), s.cpu_threads).c_str()
+                        : "device cuda",
                     static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
                     agree_first ? "of the running job" : s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0,
                     ShareModeName(s.shares));
@@ -851,7 +873,13 @@ int Main(int argc, char** argv) {
         return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && client->gave_up());
       };
       d.cpu_threads = s.cpu_threads;
-      Driver driver(s.model, cc, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d);
+      // The GPU device queues on the communicator's stream: its gathers run before the
+      // all-to-alls that send their rows with no host wait in between.
+      SY_ASSIGN_OR_RETURN(std::unique_ptr<LayerDevice> device,
+                          CreateLayerDevice(s.device, s.model, s.cpu_threads, cc.cuda_stream()));
+      const std::string kernel_path = device->KernelName();
+      Driver driver(s.model, cc, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d,
+                    std::move(device));
       driver.layer().set_share_mode(s.shares);
       std::unique_ptr<EpochManager> epochs;
       if (s.rebalance) {
@@ -936,8 +964,9 @@ int Main(int argc, char** argv) {
       report.placement_policy = s.placement_name;
       report.shares = ShareModeName(s.shares);
       report.workload = absl::StrJoin(absl::GetFlag(FLAGS_workload), " ");
-      report.cpu_isa = kernels::FfnKernelName(s.cpu_isa, s.model.weights);
-      report.cpu_threads = s.cpu_threads;
+      report.device = DeviceName(s.device);
+      report.cpu_isa = kernel_path;
+      report.cpu_threads = s.device == Device::kCpu ? s.cpu_threads : 0;
       return report;
     }
   };

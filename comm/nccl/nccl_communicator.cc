@@ -1,6 +1,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -63,16 +64,28 @@ absl::StatusOr<ncclComm_t> InitComm(const ncclUniqueId& id, int size, int rank, 
   return comm;
 }
 
+// A point-to-point operation: posted to NCCL at the next flush (see PostPending), complete
+// once its event has passed. `staging`: the device copy of a host buffer.
+struct P2pOp {
+  void* buffer = nullptr;
+  int64_t bytes = 0;
+  int peer = 0;
+  bool recv = false;
+  void* staging = nullptr;
+  cudaEvent_t event = nullptr;
+  bool posted = false;
+  absl::Status error;  // of the flush that posted it
+  std::string what;
+};
+
+class NcclCommunicator;
+
 class NcclRequest : public Request {
  public:
-  NcclRequest(ncclComm_t comm, cudaEvent_t event, std::string what) : comm_(comm), event_(event), what_(std::move(what)) {}
-  ~NcclRequest() override { cudaEventDestroy(event_); }
-  absl::StatusOr<bool> Test() override {
-    const cudaError_t q = cudaEventQuery(event_);
-    if (q == cudaSuccess) return true;
-    if (q == cudaErrorNotReady) return false;
-    return absl::InternalError(absl::StrCat("nccl ", what_, ": ", cudaGetErrorString(q)));
-  }
+  NcclRequest(NcclCommunicator* owner, ncclComm_t comm, std::shared_ptr<P2pOp> op)
+      : owner_(owner), comm_(comm), op_(std::move(op)) {}
+  ~NcclRequest() override;
+  absl::StatusOr<bool> Test() override;
   absl::Status Wait(absl::Duration timeout) override {
     const absl::Time deadline = absl::Now() + timeout;
     while (true) {
@@ -81,25 +94,27 @@ class NcclRequest : public Request {
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) {
-        return absl::InternalError(absl::StrCat("nccl ", what_, ": ", ncclGetErrorString(async)));
+        return absl::InternalError(absl::StrCat("nccl ", op_->what, ": ", ncclGetErrorString(async)));
       }
-      if (absl::Now() >= deadline) return absl::DeadlineExceededError(absl::StrCat("nccl ", what_, ": timed out"));
+      if (absl::Now() >= deadline) return absl::DeadlineExceededError(absl::StrCat("nccl ", op_->what, ": timed out"));
     }
   }
 
  private:
+  NcclCommunicator* owner_;
   ncclComm_t comm_;
-  cudaEvent_t event_;
-  std::string what_;
+  std::shared_ptr<P2pOp> op_;
 };
 
 class NcclCommunicator : public Communicator {
  public:
-  static absl::StatusOr<std::unique_ptr<Communicator>> Create(Bootstrap& bootstrap, void* stream) {
+  static absl::StatusOr<std::unique_ptr<Communicator>> Create(Bootstrap& bootstrap, void* stream,
+                                                              std::unique_ptr<Communicator> transfers) {
     SY_RETURN_IF_ERROR(NcclUsable());
     int devices = 0;
     cudaGetDeviceCount(&devices);
     auto comm = std::unique_ptr<NcclCommunicator>(new NcclCommunicator(bootstrap));
+    comm->transfers_ = std::move(transfers);
     SY_CUDA_CHECK(cudaSetDevice(bootstrap.local_rank() % devices));
     if (stream != nullptr) {
       comm->stream_ = static_cast<cudaStream_t>(stream);
@@ -140,7 +155,10 @@ class NcclCommunicator : public Communicator {
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
   int local_size() const override { return local_size_; }
-  bool Supports(MemoryKind kind) const override { return kind == MemoryKind::kCuda; }
+  // Device buffers, and host buffers staged through device memory (the layer's small
+  // exchanges, migration of host-held weights).
+  bool Supports(MemoryKind) const override { return true; }
+  void* cuda_stream() const override { return stream_; }
 
   absl::Status AllToAllV(const void* send, const int64_t* send_counts, const int64_t* send_offsets,
                          void* recv, const int64_t* recv_counts, const int64_t* recv_offsets,
@@ -149,6 +167,18 @@ class NcclCommunicator : public Communicator {
     const auto* in = static_cast<const char*>(send);
     auto* out = static_cast<char*>(recv);
     absl::Status s = [&]() -> absl::Status {
+      int64_t send_bytes = 0, recv_bytes = 0;  // extents, for staging
+      if (kind == MemoryKind::kHost) {
+        for (int r = 0; r < size_; ++r) {
+          if (send_counts[r] > 0) send_bytes = std::max(send_bytes, send_offsets[r] + send_counts[r]);
+          if (recv_counts[r] > 0) recv_bytes = std::max(recv_bytes, recv_offsets[r] + recv_counts[r]);
+        }
+        SY_RETURN_IF_ERROR(Stage(send_bytes + recv_bytes));
+        char* dev = static_cast<char*>(staging_);
+        if (send_bytes > 0) SY_CUDA_CHECK(cudaMemcpyAsync(dev, in, send_bytes, cudaMemcpyHostToDevice, stream_));
+        in = dev;
+        out = dev + send_bytes;
+      }
       SY_NCCL_CHECK(ncclGroupStart());
       for (int step = 0; step < size_; ++step) {
         const int to = (rank_ + step) % size_, from = (rank_ - step + size_) % size_;
@@ -156,6 +186,9 @@ class NcclCommunicator : public Communicator {
         if (recv_counts[from] > 0) SY_NCCL_CHECK(ncclRecv(out + recv_offsets[from], recv_counts[from], ncclUint8, from, comm_, stream_));
       }
       SY_NCCL_CHECK(ncclGroupEnd());
+      if (kind == MemoryKind::kHost && recv_bytes > 0) {
+        SY_CUDA_CHECK(cudaMemcpyAsync(recv, out, recv_bytes, cudaMemcpyDeviceToHost, stream_));
+      }
       return Poll(comm_, stream_, absl::Now() + timeout(), "AllToAllV");
     }();
     return Break(s);
@@ -182,13 +215,57 @@ class NcclCommunicator : public Communicator {
     return Break(s);
   }
 
+  // With a transfers communicator, host buffers go through it (tag-matched, no ordering
+  // hazard); device buffers, and everything without one, through NCCL.
   absl::StatusOr<std::unique_ptr<Request>> Isend(const void* buffer, int64_t bytes, int peer, int tag,
                                                 MemoryKind kind) override {
+    if (transfers_ != nullptr && kind == MemoryKind::kHost) return transfers_->Isend(buffer, bytes, peer, tag, kind);
     return PointToPoint(const_cast<void*>(buffer), bytes, peer, tag, kind, false);
   }
   absl::StatusOr<std::unique_ptr<Request>> Irecv(void* buffer, int64_t bytes, int peer, int tag,
                                                 MemoryKind kind) override {
+    if (transfers_ != nullptr && kind == MemoryKind::kHost) return transfers_->Irecv(buffer, bytes, peer, tag, kind);
     return PointToPoint(buffer, bytes, peer, tag, kind, true);
+  }
+  void set_cancel(std::shared_ptr<const std::atomic<bool>> flag) override {
+    if (transfers_ != nullptr) transfers_->set_cancel(flag);
+    Communicator::set_cancel(std::move(flag));
+  }
+
+  void DropPending(const P2pOp* op) {
+    std::erase_if(pending_, [op](const std::shared_ptr<P2pOp>& p) { return p.get() == op; });
+  }
+
+  // Posts the operations queued since the last flush as one NCCL group, so that a send and
+  // a receive posted together (to itself included) progress together. Called by the first
+  // Test or Wait of any request.
+  void PostPending() {
+    if (pending_.empty()) return;
+    std::vector<std::shared_ptr<P2pOp>> ops;
+    ops.swap(pending_);
+    absl::Status s = [&]() -> absl::Status {
+      SY_NCCL_CHECK(ncclGroupStart());
+      for (const std::shared_ptr<P2pOp>& op : ops) {
+        void* data = op->staging != nullptr ? op->staging : op->buffer;
+        if (op->recv) {
+          SY_NCCL_CHECK(ncclRecv(data, op->bytes, ncclUint8, op->peer, p2p_, p2p_stream_));
+        } else {
+          SY_NCCL_CHECK(ncclSend(data, op->bytes, ncclUint8, op->peer, p2p_, p2p_stream_));
+        }
+      }
+      SY_NCCL_CHECK(ncclGroupEnd());
+      for (const std::shared_ptr<P2pOp>& op : ops) {
+        if (op->recv && op->staging != nullptr) {
+          SY_CUDA_CHECK(cudaMemcpyAsync(op->buffer, op->staging, op->bytes, cudaMemcpyDeviceToHost, p2p_stream_));
+        }
+      }
+      for (const std::shared_ptr<P2pOp>& op : ops) SY_CUDA_CHECK(cudaEventRecord(op->event, p2p_stream_));
+      return absl::OkStatus();
+    }();
+    for (const std::shared_ptr<P2pOp>& op : ops) {
+      op->posted = true;
+      op->error = s;
+    }
   }
 
  private:
@@ -201,15 +278,23 @@ class NcclCommunicator : public Communicator {
     SY_RETURN_IF_ERROR(CheckPeer(*this, peer, call));
     SY_RETURN_IF_ERROR(CheckTag(tag, call));
     SY_RETURN_IF_ERROR(CheckKind(*this, kind, call));
-    if (recv) {
-      SY_NCCL_CHECK(ncclRecv(buffer, bytes, ncclUint8, peer, p2p_, p2p_stream_));
-    } else {
-      SY_NCCL_CHECK(ncclSend(buffer, bytes, ncclUint8, peer, p2p_, p2p_stream_));
+    auto op = std::make_shared<P2pOp>();
+    op->buffer = buffer;
+    op->bytes = bytes;
+    op->peer = peer;
+    op->recv = recv;
+    op->what = absl::StrCat(call, "(peer ", peer, ", tag ", tag, ")");
+    SY_CUDA_CHECK(cudaEventCreateWithFlags(&op->event, cudaEventDisableTiming));
+    if (kind == MemoryKind::kHost && bytes > 0) {  // through device memory of its own
+      const cudaError_t e = cudaMalloc(&op->staging, bytes);
+      if (e != cudaSuccess) {
+        cudaEventDestroy(op->event);
+        SY_CUDA_CHECK(e);
+      }
+      if (!recv) SY_CUDA_CHECK(cudaMemcpyAsync(op->staging, buffer, bytes, cudaMemcpyHostToDevice, p2p_stream_));
     }
-    cudaEvent_t event;
-    SY_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-    SY_CUDA_CHECK(cudaEventRecord(event, p2p_stream_));
-    return std::make_unique<NcclRequest>(p2p_, event, absl::StrCat(call, "(peer ", peer, ", tag ", tag, ")"));
+    pending_.push_back(op);
+    return std::make_unique<NcclRequest>(this, p2p_, std::move(op));
   }
 
   absl::Status Stage(int64_t bytes) {
@@ -244,7 +329,33 @@ class NcclCommunicator : public Communicator {
   void* staging_ = nullptr;
   int64_t staging_bytes_ = 0;
   BrokenGuard guard_;
+  std::unique_ptr<Communicator> transfers_;       // background transfers of host buffers, if given
+  std::vector<std::shared_ptr<P2pOp>> pending_;  // point-to-point operations not yet posted
 };
+
+NcclRequest::~NcclRequest() {
+  if (!op_->posted) {  // still queued: cancelled for real
+    owner_->DropPending(op_.get());
+    if (op_->staging != nullptr) cudaFree(op_->staging);
+    cudaEventDestroy(op_->event);
+    return;
+  }
+  // NCCL cannot cancel a posted operation: an incomplete one keeps its staging allocated
+  // rather than have NCCL write into reused memory.
+  if (op_->posted && cudaEventQuery(op_->event) == cudaSuccess) {
+    if (op_->staging != nullptr) cudaFree(op_->staging);
+    cudaEventDestroy(op_->event);
+  }
+}
+
+absl::StatusOr<bool> NcclRequest::Test() {
+  owner_->PostPending();
+  SY_RETURN_IF_ERROR(op_->error);
+  const cudaError_t q = cudaEventQuery(op_->event);
+  if (q == cudaSuccess) return true;
+  if (q == cudaErrorNotReady) return false;
+  return absl::InternalError(absl::StrCat("nccl ", op_->what, ": ", cudaGetErrorString(q)));
+}
 
 }  // namespace
 
@@ -257,8 +368,9 @@ absl::Status NcclUsable() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Bootstrap& bootstrap, void* stream) {
-  return NcclCommunicator::Create(bootstrap, stream);
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(Bootstrap& bootstrap, void* stream,
+                                                                     std::unique_ptr<Communicator> transfers) {
+  return NcclCommunicator::Create(bootstrap, stream, std::move(transfers));
 }
 
 }  // namespace switchyard::comm

@@ -103,6 +103,18 @@ absl::Status CopyToHost(void* dst, const void* src, size_t bytes) {
   return absl::OkStatus();
 }
 
+absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return absl::OkStatus();
+  SY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)));
+  return absl::OkStatus();
+}
+
+absl::Status CopyToHostAsync(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return absl::OkStatus();
+  SY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream)));
+  return absl::OkStatus();
+}
+
 absl::Status Synchronize(void* stream) {
   SY_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
   return absl::OkStatus();
@@ -139,6 +151,32 @@ absl::Status CombineCuda(const float* rows, const int32_t* position, const float
                          int64_t tokens, int top_k, int64_t hidden, float* out, void* stream) {
   SY_RETURN_IF_ERROR(RequireGpu());
   SY_CUDA_CHECK(device::LaunchCombine(rows, position, weights, tokens, top_k, hidden, out, stream));
+  return absl::OkStatus();
+}
+
+absl::Status FirstNonFiniteCuda(const float* x, int64_t n, uint64_t* first, void* stream) {
+  SY_RETURN_IF_ERROR(RequireGpu());
+  static_assert(sizeof(uint64_t) == sizeof(unsigned long long));
+  SY_CUDA_CHECK(device::LaunchFirstNonFinite(x, n, reinterpret_cast<unsigned long long*>(first), stream));
+  return absl::OkStatus();
+}
+
+absl::Status ToBf16Cuda(const float* x, int64_t n, bf16* out, void* stream) {
+  SY_RETURN_IF_ERROR(RequireGpu());
+  SY_CUDA_CHECK(device::LaunchToBf16(x, n, out, stream));
+  return absl::OkStatus();
+}
+
+absl::Status AddCuda(float* x, const float* y, int64_t n, void* stream) {
+  SY_RETURN_IF_ERROR(RequireGpu());
+  SY_CUDA_CHECK(device::LaunchAdd(x, y, n, stream));
+  return absl::OkStatus();
+}
+
+absl::Status SharedGateCuda(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size,
+                            float* rows, void* stream) {
+  SY_RETURN_IF_ERROR(RequireGpu());
+  SY_CUDA_CHECK(device::LaunchSharedGate(hidden, gate, tokens, hidden_size, rows, stream));
   return absl::OkStatus();
 }
 

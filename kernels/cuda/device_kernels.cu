@@ -166,9 +166,82 @@ __global__ void ActivationKernel(const float* __restrict__ gu, int64_t rows, int
   act[i] = __float2bfloat16_rn(v);
 }
 
+__global__ void FirstNonFiniteKernel(const float* __restrict__ x, int64_t n, unsigned long long* first) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (!isfinite(x[i])) atomicMin(first, static_cast<unsigned long long>(i));
+  }
+}
+
+__global__ void ToBf16Kernel(const float* __restrict__ x, int64_t n, __nv_bfloat16* __restrict__ out) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = __float2bfloat16_rn(x[i]);
+  }
+}
+
+__global__ void AddKernel(float* __restrict__ x, const float* __restrict__ y, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] = __fadd_rn(x[i], y[i]);
+  }
+}
+
+// One block per token: the dot product reduced over the block, then the row scaled.
+__global__ void SharedGateKernel(const float* __restrict__ hidden, const float* __restrict__ gate, int64_t H,
+                                 float* __restrict__ rows) {
+  __shared__ float partial[kWarp];
+  const int64_t t = blockIdx.x;
+  const float* x = hidden + t * H;
+  float sum = 0;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) sum = fmaf(x[i], gate[i], sum);
+  for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = sum;
+  __syncthreads();
+  if (threadIdx.x < kWarp) {
+    sum = threadIdx.x < blockDim.x / kWarp ? partial[threadIdx.x] : 0.0f;
+    for (int o = kWarp / 2; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (threadIdx.x == 0) partial[0] = 1.0f / (1.0f + expf(-sum));
+  }
+  __syncthreads();
+  const float scale = partial[0];
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) rows[t * H + i] *= scale;
+}
+
 cudaStream_t Stream(void* s) { return static_cast<cudaStream_t>(s); }
 
+// Blocks of 256 threads for a grid-stride loop over n elements.
+unsigned GridFor(int64_t n) {
+  const int64_t blocks = (n + 255) / 256;
+  return static_cast<unsigned>(blocks < 65535 * 16 ? blocks : 65535 * 16);
+}
+
 }  // namespace
+
+int LaunchFirstNonFinite(const float* x, int64_t n, unsigned long long* first, void* stream) {
+  if (n == 0) return 0;
+  FirstNonFiniteKernel<<<GridFor(n), 256, 0, Stream(stream)>>>(x, n, first);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchToBf16(const float* x, int64_t n, uint16_t* out, void* stream) {
+  if (n == 0) return 0;
+  ToBf16Kernel<<<GridFor(n), 256, 0, Stream(stream)>>>(x, n, reinterpret_cast<__nv_bfloat16*>(out));
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchAdd(float* x, const float* y, int64_t n, void* stream) {
+  if (n == 0) return 0;
+  AddKernel<<<GridFor(n), 256, 0, Stream(stream)>>>(x, y, n);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int LaunchSharedGate(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size, float* rows,
+                     void* stream) {
+  if (tokens == 0) return 0;
+  SharedGateKernel<<<static_cast<unsigned>(tokens), 256, 0, Stream(stream)>>>(hidden, gate, hidden_size, rows);
+  return static_cast<int>(cudaGetLastError());
+}
 
 int LaunchGate(const GateParams& p, const float* logits, int64_t tokens, int32_t* ids,
                float* weights, void* stream) {

@@ -32,4 +32,14 @@ int LaunchCombine(const float* rows, const int32_t* position, const float* weigh
 int LaunchActivation(const float* gu, int64_t rows, int64_t ffn, bool swiglu, uint16_t* act,
                      void* stream);
 
+// *first = min(*first, i) over the i < n with x[i] not finite (*first set by the caller).
+int LaunchFirstNonFinite(const float* x, int64_t n, unsigned long long* first, void* stream);
+// out[i] = bf16(x[i]) (nearest even).
+int LaunchToBf16(const float* x, int64_t n, uint16_t* out, void* stream);
+// x[i] = x[i] + y[i].
+int LaunchAdd(float* x, const float* y, int64_t n, void* stream);
+// rows[t, :] *= sigmoid(hidden[t, :] . gate), t < tokens.
+int LaunchSharedGate(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size, float* rows,
+                     void* stream);
+
 }  // namespace switchyard::kernels::cuda::device

@@ -141,6 +141,39 @@ TEST(FfnTest, BiasesOnlyForGptOss) {
             PackedExpertBytes({16, 16, Activation::kSwiGlu, WeightType::kF32}));
 }
 
+// Unpacking gives the Hugging Face layout back: bf16 experts bit for bit, fp32 ones rounded to
+// bf16; odd sizes (partial panels) included.
+TEST(FfnTest, UnpackGivesTheHuggingFaceLayoutBack) {
+  for (const FfnShape& shape : {FfnShape{37, 23, Activation::kSwiGlu, WeightType::kBF16},
+                                FfnShape{37, 23, Activation::kSwiGlu, WeightType::kF32},
+                                FfnShape{64, 48, Activation::kReluSquared, WeightType::kBF16}}) {
+    SCOPED_TRACE(absl::StrCat(shape.hidden, "x", shape.ffn, " activation ", static_cast<int>(shape.activation), " weights ",
+                              static_cast<int>(shape.weights)));
+    const Expert e = MakeExpert(shape, 5);
+    const bool gated = shape.activation == Activation::kSwiGlu;
+    const int64_t H = shape.hidden, F = shape.ffn;
+    std::vector<bf16> gate_up((gated ? 2 : 1) * F * H, 0xFFFF), down(H * F, 0xFFFF);
+    ASSERT_TRUE(UnpackExpertBf16(shape, e.packed.data(), gate_up.data(), down.data()).ok());
+    for (int64_t f = 0; f < F; ++f) {
+      for (int64_t h = 0; h < H; ++h) {
+        if (gated) {
+          ASSERT_EQ(gate_up[f * H + h], FloatToBf16(e.gate[f * H + h])) << f << "," << h;
+          ASSERT_EQ(gate_up[(F + f) * H + h], FloatToBf16(e.up[f * H + h])) << f << "," << h;
+        } else {
+          ASSERT_EQ(gate_up[f * H + h], FloatToBf16(e.up[f * H + h])) << f << "," << h;
+        }
+        ASSERT_EQ(down[h * F + f], FloatToBf16(e.down[h * F + f])) << h << "," << f;
+      }
+    }
+  }
+  const FfnShape gpt{16, 16, Activation::kGptOssSwiGlu, WeightType::kBF16};
+  const Expert e = MakeExpert(gpt, 1);
+  std::vector<bf16> gate_up(2 * 16 * 16), down(16 * 16);
+  EXPECT_EQ(UnpackExpertBf16(gpt, e.packed.data(), gate_up.data(), down.data()).code(), absl::StatusCode::kInvalidArgument);
+  const FfnShape other{32, 16, Activation::kSwiGlu, WeightType::kBF16};  // not the packed expert's shape
+  EXPECT_EQ(UnpackExpertBf16(other, e.packed.data(), gate_up.data(), down.data()).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // A row's bits do not depend on how many rows share the call or on its position.
 TEST(FfnTest, RowResultIndependentOfGroupingAndPosition) {
   for (WeightType type : {WeightType::kF32, WeightType::kBF16}) {

@@ -79,3 +79,11 @@ def test_nccl_backend_without_a_gpu_exits_2():
     assert alone.returncode == 2 and alone.stderr.strip() == "switchyard-worker: nccl backend: no usable GPU on this machine", alone.stderr
     under = run_mpi(2, [worker, *args])
     assert under.returncode != 0 and under.stderr.count("nccl backend: no usable GPU on this machine") == 2
+    # The layers on the GPU: refused the same way, naming the flag; an unknown device by name.
+    cuda = subprocess.run([str(worker), *args, "--device", "cuda", "--weight-type", "bf16"], capture_output=True, text=True,
+                          timeout=60)
+    lines = cuda.stderr.strip().splitlines()
+    assert cuda.returncode == 2 and len(lines) == 1, cuda.stderr
+    assert lines[0].startswith("switchyard-worker: --device cuda: ") and ("no usable GPU" in lines[0] or "no CUDA" in lines[0]), lines
+    unknown = subprocess.run([str(worker), *args[:-4], "--device", "gpu"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and unknown.stderr.strip() == "switchyard-worker: unknown device 'gpu' (cpu or cuda)", unknown.stderr
