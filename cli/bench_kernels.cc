@@ -308,6 +308,7 @@ absl::Status GpuCases(BenchReport& report) {
     auto entry = Case("gpu_ffn_swiglu_grouped_bf16_h7168_f2048_64slots", flops / grouped / 1e12, "TFLOP/s",
                       flops / one / 1e12, one / grouped);
     entry["bound_name"] = "cublas_dense_gemm_same_flops " + device.name;
+    entry["target"] = "ratio >= 0.7";
     entry["rows"] = total;
     report.Add(std::move(entry));
   }
