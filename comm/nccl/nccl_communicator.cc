@@ -115,7 +115,8 @@ class NcclCommunicator : public Communicator {
     cudaGetDeviceCount(&devices);
     auto comm = std::unique_ptr<NcclCommunicator>(new NcclCommunicator(bootstrap));
     comm->transfers_ = std::move(transfers);
-    SY_CUDA_CHECK(cudaSetDevice(bootstrap.local_rank() % devices));
+    comm->device_ = bootstrap.local_rank() % devices;
+    SY_CUDA_CHECK(cudaSetDevice(comm->device_));
     if (stream != nullptr) {
       comm->stream_ = static_cast<cudaStream_t>(stream);
     } else {
@@ -186,10 +187,13 @@ class NcclCommunicator : public Communicator {
         if (recv_counts[from] > 0) SY_NCCL_CHECK(ncclRecv(out + recv_offsets[from], recv_counts[from], ncclUint8, from, comm_, stream_));
       }
       SY_NCCL_CHECK(ncclGroupEnd());
+      const absl::Time deadline = absl::Now() + timeout();
       if (kind == MemoryKind::kHost && recv_bytes > 0) {
+        // A nonblocking communicator may still be enqueueing the group: the copy goes after it.
+        SY_RETURN_IF_ERROR(Poll(comm_, nullptr, deadline, "AllToAllV"));
         SY_CUDA_CHECK(cudaMemcpyAsync(recv, out, recv_bytes, cudaMemcpyDeviceToHost, stream_));
       }
-      return Poll(comm_, stream_, absl::Now() + timeout(), "AllToAllV");
+      return Poll(comm_, stream_, deadline, "AllToAllV");
     }();
     return Break(s);
   }
@@ -209,8 +213,10 @@ class NcclCommunicator : public Communicator {
       char* dev = static_cast<char*>(staging_);
       SY_CUDA_CHECK(cudaMemcpyAsync(dev, send, bytes, cudaMemcpyHostToDevice, stream_));
       SY_NCCL_CHECK(ncclAllGather(dev, dev + bytes, bytes, ncclUint8, comm_, stream_));
+      const absl::Time deadline = absl::Now() + timeout();
+      SY_RETURN_IF_ERROR(Poll(comm_, nullptr, deadline, "AllGather"));  // enqueued (nonblocking communicator)
       SY_CUDA_CHECK(cudaMemcpyAsync(recv, dev + bytes, bytes * size_, cudaMemcpyDeviceToHost, stream_));
-      return Poll(comm_, stream_, absl::Now() + timeout(), "AllGather");
+      return Poll(comm_, stream_, deadline, "AllGather");
     }();
     return Break(s);
   }
@@ -244,6 +250,7 @@ class NcclCommunicator : public Communicator {
     std::vector<std::shared_ptr<P2pOp>> ops;
     ops.swap(pending_);
     absl::Status s = [&]() -> absl::Status {
+      SY_CUDA_CHECK(cudaSetDevice(device_));
       SY_NCCL_CHECK(ncclGroupStart());
       for (const std::shared_ptr<P2pOp>& op : ops) {
         void* data = op->staging != nullptr ? op->staging : op->buffer;
@@ -254,6 +261,9 @@ class NcclCommunicator : public Communicator {
         }
       }
       SY_NCCL_CHECK(ncclGroupEnd());
+      // The communicator is nonblocking: the group is on the stream once this says so; the
+      // copies and events must come after it.
+      SY_RETURN_IF_ERROR(Poll(p2p_, nullptr, absl::Now() + timeout(), "Isend/Irecv group"));
       for (const std::shared_ptr<P2pOp>& op : ops) {
         if (op->recv && op->staging != nullptr) {
           SY_CUDA_CHECK(cudaMemcpyAsync(op->buffer, op->staging, op->bytes, cudaMemcpyDeviceToHost, p2p_stream_));
@@ -278,6 +288,7 @@ class NcclCommunicator : public Communicator {
     SY_RETURN_IF_ERROR(CheckPeer(*this, peer, call));
     SY_RETURN_IF_ERROR(CheckTag(tag, call));
     SY_RETURN_IF_ERROR(CheckKind(*this, kind, call));
+    SY_CUDA_CHECK(cudaSetDevice(device_));  // the transfer thread's current device is its own
     auto op = std::make_shared<P2pOp>();
     op->buffer = buffer;
     op->bytes = bytes;
@@ -323,6 +334,7 @@ class NcclCommunicator : public Communicator {
   }
 
   int rank_, size_, local_rank_, local_size_;
+  int device_ = 0;  // the GPU this rank uses
   ncclComm_t comm_ = nullptr, p2p_ = nullptr;
   cudaStream_t stream_ = nullptr, p2p_stream_ = nullptr;
   bool own_stream_ = false;
