@@ -49,10 +49,11 @@ struct DeviceProperties {
 };
 absl::StatusOr<DeviceProperties> GetDeviceProperties();
 
+// Complete on return (visible to every stream).
 absl::Status CopyToDevice(void* dst, const void* src, size_t bytes);
 absl::Status CopyToHost(void* dst, const void* src, size_t bytes);
-// Queued on `stream`. From pageable host memory the source may be reused on return; a copy
-// to the host is complete only after Synchronize(stream).
+// Queued on `stream`; with pageable host memory they may also run synchronously. Keep the
+// host side unchanged until Synchronize(stream).
 absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes, void* stream);
 absl::Status CopyToHostAsync(void* dst, const void* src, size_t bytes, void* stream);
 absl::Status Synchronize(void* stream);

@@ -24,7 +24,9 @@ struct DeviceExpert {
   cu::CudaExpert view() const { return {gate_up.as<const bf16>(), down.as<const bf16>()}; }
 };
 
-absl::StatusOr<DeviceExpert> UploadExpert(const kernels::FfnShape& shape, const void* packed) {
+// Copies queued on `stream` and waited for: the host vectors go away on return, and the
+// kernels that read the copies run on the same stream.
+absl::StatusOr<DeviceExpert> UploadExpert(const kernels::FfnShape& shape, const void* packed, void* stream) {
   const int64_t H = shape.hidden, F = shape.ffn;
   const int64_t n1 = shape.activation == kernels::Activation::kReluSquared ? F : 2 * F;
   std::vector<bf16> gate_up(static_cast<size_t>(n1 * H)), down(static_cast<size_t>(H * F));
@@ -32,8 +34,9 @@ absl::StatusOr<DeviceExpert> UploadExpert(const kernels::FfnShape& shape, const 
   DeviceExpert e;
   SY_ASSIGN_OR_RETURN(e.gate_up, cu::DeviceBuffer::Allocate(gate_up.size() * sizeof(bf16)));
   SY_ASSIGN_OR_RETURN(e.down, cu::DeviceBuffer::Allocate(down.size() * sizeof(bf16)));
-  SY_RETURN_IF_ERROR(cu::CopyToDevice(e.gate_up.data(), gate_up.data(), gate_up.size() * sizeof(bf16)));
-  SY_RETURN_IF_ERROR(cu::CopyToDevice(e.down.data(), down.data(), down.size() * sizeof(bf16)));
+  SY_RETURN_IF_ERROR(cu::CopyToDeviceAsync(e.gate_up.data(), gate_up.data(), gate_up.size() * sizeof(bf16), stream));
+  SY_RETURN_IF_ERROR(cu::CopyToDeviceAsync(e.down.data(), down.data(), down.size() * sizeof(bf16), stream));
+  SY_RETURN_IF_ERROR(cu::Synchronize(stream));
   return e;
 }
 
@@ -106,7 +109,7 @@ class CudaDevice final : public LayerDevice {
       std::shared_ptr<ExpertBuffer> buffer = weights.slot_buffer(li, s);
       auto it = experts_.find(buffer.get());
       if (it == experts_.end()) {
-        SY_ASSIGN_OR_RETURN(DeviceExpert e, UploadExpert(model_.ExpertShape(), buffer->data()));
+        SY_ASSIGN_OR_RETURN(DeviceExpert e, UploadExpert(model_.ExpertShape(), buffer->data(), stream_));
         e.host = buffer;
         it = experts_.emplace(buffer.get(), std::move(e)).first;
       }
@@ -121,7 +124,7 @@ class CudaDevice final : public LayerDevice {
     const void* packed = weights.shared_weights(li);  // held by the store for its life
     auto it = shared_.find(packed);
     if (it == shared_.end()) {
-      SY_ASSIGN_OR_RETURN(DeviceExpert e, UploadExpert(model_.SharedShape(), packed));
+      SY_ASSIGN_OR_RETURN(DeviceExpert e, UploadExpert(model_.SharedShape(), packed, stream_));
       it = shared_.emplace(packed, std::move(e)).first;
     }
     const cu::CudaExpert view = it->second.view();
@@ -183,7 +186,8 @@ class CudaDevice final : public LayerDevice {
     auto it = constants_.find(host);
     if (it == constants_.end()) {
       SY_ASSIGN_OR_RETURN(cu::DeviceBuffer b, cu::DeviceBuffer::Allocate(static_cast<size_t>(n) * sizeof(float)));
-      SY_RETURN_IF_ERROR(cu::CopyToDevice(b.data(), host, static_cast<size_t>(n) * sizeof(float)));
+      SY_RETURN_IF_ERROR(cu::CopyToDeviceAsync(b.data(), host, static_cast<size_t>(n) * sizeof(float), stream_));
+      SY_RETURN_IF_ERROR(cu::Synchronize(stream_));
       it = constants_.emplace(host, std::move(b)).first;
     }
     return it->second.as<const float>();
@@ -222,6 +226,10 @@ class CudaDevice final : public LayerDevice {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LayerDevice>> CreateCudaDevice(const model::ModelConfig& model, void* stream) {
+  if (stream == nullptr) {
+    return absl::InvalidArgumentError(
+        "the cuda device queues on its communicator's stream (Communicator::cuda_stream(), the nccl backend): none given");
+  }
   const kernels::FfnShape shape = model.ExpertShape();
   if (shape.weights != kernels::WeightType::kBF16) {
     return absl::InvalidArgumentError(

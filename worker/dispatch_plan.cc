@@ -49,7 +49,7 @@ absl::Status DispatchPlan::PlanReceive(const int64_t* recv_count_pairs) {
   for (int r = 0; r < ranks_; ++r) {
     const int64_t n = recv_count_pairs[2 * r], rows = recv_count_pairs[2 * r + 1];
     // A peer's rows are distinct tokens of its own, each used by 1..k of the pairs.
-    if (n < 0 || rows < 0 || rows > n || n > rows * top_k_ || n > INT32_MAX - recv_pairs_) {
+    if (n < 0 || rows < 0 || rows > n || n > INT32_MAX - recv_pairs_ || n > rows * top_k_) {
       return absl::InternalError(absl::StrCat("MoeLayer dispatch: rank ", r, " announced ", n, " pairs in ", rows, " rows"));
     }
     recv_counts[r] = n;

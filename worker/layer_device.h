@@ -88,7 +88,9 @@ std::unique_ptr<LayerDevice> CreateCpuDevice(const model::ModelConfig& model, in
 // A device of this build for `model`: kCuda needs a CUDA build (FailedPrecondition naming
 // the missing piece: the toolkit at build time, a GPU at run time) and bf16 expert weights
 // of a kind cuBLAS runs (InvalidArgument otherwise). `cuda_stream`: the cudaStream_t to queue
-// on (null: the default stream), normally the communicator's (cluster::ConnectOptions).
+// on, the communicator's (Communicator::cuda_stream(); required for kCuda: the all-to-alls
+// must queue behind the gathers). A device serves one WeightStore (it caches device copies
+// of the store's arrays by address).
 absl::StatusOr<std::unique_ptr<LayerDevice>> CreateLayerDevice(Device device, const model::ModelConfig& model,
                                                                int cpu_threads, void* cuda_stream = nullptr);
 

@@ -13,6 +13,12 @@
 // posted (the tag is checked for range only): both sides must post matching operations in
 // the same order, and a receive whose send the peer posts only later holds every operation
 // posted after it. Weight migration (credit-paced, many peers) therefore needs `transfers`.
+// A request destroyed before its first Test or Wait is cancelled; once posted, NCCL cannot
+// cancel it: a staged host receive then never writes the caller's buffer, but a device
+// buffer stays in NCCL's use until the operation completes. Requests must not outlive the
+// communicator. Using NCCL's point-to-point while the step thread runs collectives puts two
+// NCCL communicators to work at once, which NCCL leaves to the caller to make safe; the
+// worker's host transfers never do.
 //
 // Built when NCCL is found; on a machine without a GPU, creation fails with
 // FailedPrecondition saying so.

@@ -74,6 +74,7 @@ struct P2pOp {
   void* staging = nullptr;
   cudaEvent_t event = nullptr;
   bool posted = false;
+  bool delivered = false;  // complete, a staged receive copied to the caller's buffer
   absl::Status error;  // of the flush that posted it
   std::string what;
 };
@@ -180,18 +181,24 @@ class NcclCommunicator : public Communicator {
         in = dev;
         out = dev + send_bytes;
       }
-      SY_NCCL_CHECK(ncclGroupStart());
-      for (int step = 0; step < size_; ++step) {
-        const int to = (rank_ + step) % size_, from = (rank_ - step + size_) % size_;
-        if (send_counts[to] > 0) SY_NCCL_CHECK(ncclSend(in + send_offsets[to], send_counts[to], ncclUint8, to, comm_, stream_));
-        if (recv_counts[from] > 0) SY_NCCL_CHECK(ncclRecv(out + recv_offsets[from], recv_counts[from], ncclUint8, from, comm_, stream_));
-      }
-      SY_NCCL_CHECK(ncclGroupEnd());
+      SY_RETURN_IF_ERROR(Grouped([&]() -> absl::Status {
+        for (int step = 0; step < size_; ++step) {
+          const int to = (rank_ + step) % size_, from = (rank_ - step + size_) % size_;
+          if (send_counts[to] > 0) SY_NCCL_CHECK(ncclSend(in + send_offsets[to], send_counts[to], ncclUint8, to, comm_, stream_));
+          if (recv_counts[from] > 0) SY_NCCL_CHECK(ncclRecv(out + recv_offsets[from], recv_counts[from], ncclUint8, from, comm_, stream_));
+        }
+        return absl::OkStatus();
+      }));
       const absl::Time deadline = absl::Now() + timeout();
       if (kind == MemoryKind::kHost && recv_bytes > 0) {
-        // A nonblocking communicator may still be enqueueing the group: the copy goes after it.
+        // A nonblocking communicator may still be enqueueing the group: the copies go after it,
+        // one per peer block (the gaps between blocks stay as the caller left them).
         SY_RETURN_IF_ERROR(Poll(comm_, nullptr, deadline, "AllToAllV"));
-        SY_CUDA_CHECK(cudaMemcpyAsync(recv, out, recv_bytes, cudaMemcpyDeviceToHost, stream_));
+        for (int r = 0; r < size_; ++r) {
+          if (recv_counts[r] == 0) continue;
+          SY_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(recv) + recv_offsets[r], out + recv_offsets[r], recv_counts[r],
+                                        cudaMemcpyDeviceToHost, stream_));
+        }
       }
       return Poll(comm_, stream_, deadline, "AllToAllV");
     }();
@@ -251,24 +258,21 @@ class NcclCommunicator : public Communicator {
     ops.swap(pending_);
     absl::Status s = [&]() -> absl::Status {
       SY_CUDA_CHECK(cudaSetDevice(device_));
-      SY_NCCL_CHECK(ncclGroupStart());
-      for (const std::shared_ptr<P2pOp>& op : ops) {
-        void* data = op->staging != nullptr ? op->staging : op->buffer;
-        if (op->recv) {
-          SY_NCCL_CHECK(ncclRecv(data, op->bytes, ncclUint8, op->peer, p2p_, p2p_stream_));
-        } else {
-          SY_NCCL_CHECK(ncclSend(data, op->bytes, ncclUint8, op->peer, p2p_, p2p_stream_));
+      SY_RETURN_IF_ERROR(Grouped([&]() -> absl::Status {
+        for (const std::shared_ptr<P2pOp>& op : ops) {
+          void* data = op->staging != nullptr ? op->staging : op->buffer;
+          if (op->recv) {
+            SY_NCCL_CHECK(ncclRecv(data, op->bytes, ncclUint8, op->peer, p2p_, p2p_stream_));
+          } else {
+            SY_NCCL_CHECK(ncclSend(data, op->bytes, ncclUint8, op->peer, p2p_, p2p_stream_));
+          }
         }
-      }
-      SY_NCCL_CHECK(ncclGroupEnd());
+        return absl::OkStatus();
+      }));
       // The communicator is nonblocking: the group is on the stream once this says so; the
-      // copies and events must come after it.
+      // events must come after it. (A staged receive's copy to the host is made by Test once
+      // its event has passed, so that a destroyed request never writes the caller's buffer.)
       SY_RETURN_IF_ERROR(Poll(p2p_, nullptr, absl::Now() + timeout(), "Isend/Irecv group"));
-      for (const std::shared_ptr<P2pOp>& op : ops) {
-        if (op->recv && op->staging != nullptr) {
-          SY_CUDA_CHECK(cudaMemcpyAsync(op->buffer, op->staging, op->bytes, cudaMemcpyDeviceToHost, p2p_stream_));
-        }
-      }
       for (const std::shared_ptr<P2pOp>& op : ops) SY_CUDA_CHECK(cudaEventRecord(op->event, p2p_stream_));
       return absl::OkStatus();
     }();
@@ -281,6 +285,18 @@ class NcclCommunicator : public Communicator {
  private:
   explicit NcclCommunicator(Bootstrap& b)
       : rank_(b.rank()), size_(b.size()), local_rank_(b.local_rank()), local_size_(b.local_size()) {}
+
+  // Runs `post` between ncclGroupStart and ncclGroupEnd; the group is ended whatever `post`
+  // returns (NCCL's group depth is per thread: an open group would defer every later call).
+  template <typename Post>
+  static absl::Status Grouped(Post&& post) {
+    SY_NCCL_CHECK(ncclGroupStart());
+    absl::Status posted = post();
+    const ncclResult_t end = ncclGroupEnd();
+    SY_RETURN_IF_ERROR(posted);
+    SY_NCCL_CHECK(end);
+    return absl::OkStatus();
+  }
 
   absl::StatusOr<std::unique_ptr<Request>> PointToPoint(void* buffer, int64_t bytes, int peer, int tag,
                                                         MemoryKind kind, bool recv) {
@@ -363,8 +379,15 @@ NcclRequest::~NcclRequest() {
 absl::StatusOr<bool> NcclRequest::Test() {
   owner_->PostPending();
   SY_RETURN_IF_ERROR(op_->error);
+  if (op_->delivered) return true;
   const cudaError_t q = cudaEventQuery(op_->event);
-  if (q == cudaSuccess) return true;
+  if (q == cudaSuccess) {
+    if (op_->recv && op_->staging != nullptr) {  // the staged bytes to the caller's host buffer
+      SY_CUDA_CHECK(cudaMemcpy(op_->buffer, op_->staging, op_->bytes, cudaMemcpyDeviceToHost));
+    }
+    op_->delivered = true;
+    return true;
+  }
   if (q == cudaErrorNotReady) return false;
   return absl::InternalError(absl::StrCat("nccl ", op_->what, ": ", cudaGetErrorString(q)));
 }

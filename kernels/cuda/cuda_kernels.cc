@@ -95,6 +95,9 @@ absl::StatusOr<DeviceProperties> GetDeviceProperties() {
 
 absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) {
   SY_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  // From pageable memory cudaMemcpy may return before the DMA has landed; other streams (a
+  // non-blocking one) do not wait for the default stream.
+  SY_CUDA_CHECK(cudaStreamSynchronize(nullptr));
   return absl::OkStatus();
 }
 

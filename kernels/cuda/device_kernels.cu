@@ -138,8 +138,8 @@ __global__ void MoveRowsKernel(const char* __restrict__ src, char* __restrict__ 
 __global__ void CombineKernel(const float* __restrict__ rows, const int32_t* __restrict__ pos,
                               const float* __restrict__ w, int top_k, int64_t hidden,
                               float* __restrict__ out) {
-  const int64_t t = blockIdx.y;
-  const int64_t h = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t t = blockIdx.x;  // tokens on x: y and z stop at 65,535 blocks
+  const int64_t h = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (h >= hidden) return;
   const int32_t* p = pos + t * top_k;
   const float* wt = w + t * top_k;
@@ -274,7 +274,7 @@ int LaunchScatterRows(const void* src, void* dst, const int32_t* index, int64_t 
 int LaunchCombine(const float* rows, const int32_t* position, const float* weights,
                   int64_t tokens, int top_k, int64_t hidden, float* out, void* stream) {
   if (tokens == 0) return 0;
-  const dim3 grid(static_cast<unsigned>((hidden + 255) / 256), static_cast<unsigned>(tokens));
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>((hidden + 255) / 256));
   CombineKernel<<<grid, 256, 0, Stream(stream)>>>(rows, position, weights, top_k, hidden, out);
   return static_cast<int>(cudaGetLastError());
 }

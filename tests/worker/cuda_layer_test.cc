@@ -1,8 +1,9 @@
 // The MoE layer on a CUDA device (label gpu): one rank over a 1-rank NCCL communicator
-// against the same layer on the CPU (bf16 weights on both). Routing is the same code on the
-// same ids, so the pairs each expert computed match exactly; outputs agree within bf16
-// GEMM tolerance (cuBLAS sums in another order than the CPU kernels). Then the driver runs
-// steps on the GPU with the hidden states kept there. Skips, saying why, without a GPU.
+// against the same layer on the CPU (bf16 weights on both). The GPU gate's exp may differ
+// from the CPU's by an ulp, which can flip a near-tie: nearly every token must choose the
+// same experts, and the tokens that do must give outputs within bf16 GEMM tolerance (cuBLAS
+// sums in another order than the CPU kernels). Then the driver runs steps on the GPU with the
+// hidden states kept there. Skips, saying why, without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,6 +15,7 @@
 #include "comm/inprocess/factory.h"
 #include "comm/nccl/factory.h"
 #include "kernels/cuda_kernels.h"
+#include "kernels/gating.h"
 #include "placement/placement.h"
 #include "tests/common/subprocess.h"
 #include "worker/driver.h"
@@ -60,14 +62,29 @@ TEST_P(CudaLayerTest, MatchesTheCpuLayer) {
   ASSERT_TRUE(gpu.Forward(layer, static_cast<float*>(d_h), static_cast<float*>(d_logits), T, static_cast<float*>(d_out)).ok());
   ASSERT_TRUE(dev.Download(gpu_out.data(), d_out, gpu_out.size() * 4).ok());
 
-  EXPECT_EQ(gpu.counters().layer(0).processed, cpu.counters().layer(0).processed);
-  EXPECT_EQ(gpu.exchange_bytes().dispatch_rows, cpu.exchange_bytes().dispatch_rows);
-  double max_diff = 0, max_abs = 0;
-  for (int64_t i = 0; i < T * H; ++i) {
-    ASSERT_TRUE(std::isfinite(gpu_out[i])) << i;
-    max_diff = std::max(max_diff, std::fabs(double(gpu_out[i]) - cpu_out[i]));
-    max_abs = std::max(max_abs, std::fabs(double(cpu_out[i])));
+  // Each side's choices: the CPU gate, and the GPU device's (ids come back to the host).
+  std::vector<int32_t> cpu_ids(T * k), gpu_ids(T * k);
+  std::vector<float> cpu_w(T * k);
+  ASSERT_TRUE(kernels::GateCpu(model.Gating(store.router_bias(0)), logits.data(), T, cpu_ids.data(), cpu_w.data()).ok());
+  ASSERT_TRUE(dev.Gate(model.Gating(store.router_bias(0)), static_cast<float*>(d_logits), T, gpu_ids.data()).ok());
+  std::vector<bool> same(T, true);
+  int64_t differing = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int j = 0; j < k; ++j) same[t] = same[t] && cpu_ids[t * k + j] == gpu_ids[t * k + j];
+    differing += same[t] ? 0 : 1;
   }
+  EXPECT_LE(differing, T / 50) << differing << " of " << T << " tokens chose other experts on the GPU";
+  if (differing == 0) EXPECT_EQ(gpu.counters().layer(0).processed, cpu.counters().layer(0).processed);
+  double max_diff = 0, max_abs = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < H; ++i) {
+      ASSERT_TRUE(std::isfinite(gpu_out[t * H + i])) << t << "," << i;
+      if (!same[t]) continue;
+      max_diff = std::max(max_diff, std::fabs(double(gpu_out[t * H + i]) - cpu_out[t * H + i]));
+      max_abs = std::max(max_abs, std::fabs(double(cpu_out[t * H + i])));
+    }
+  }
+  EXPECT_GT(max_abs, 0.0);
   EXPECT_LE(max_diff, 2e-2 * max_abs) << "max |gpu - cpu| " << max_diff << " of max |cpu| " << max_abs;
 
   // A non-finite logit is refused by position, as on the CPU.
@@ -76,7 +93,6 @@ TEST_P(CudaLayerTest, MatchesTheCpuLayer) {
   const absl::Status bad = gpu.Forward(layer, static_cast<float*>(d_h), static_cast<float*>(d_logits), T, static_cast<float*>(d_out));
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.message().find("router_logits[5, 3] is nan"), std::string::npos) << bad;
-  (void)k;
 }
 
 // DeepSeek-V3 (sigmoid, groups, bias, shared expert), Qwen3 (softmax, no shared expert),
