@@ -129,7 +129,7 @@ absl::Status CudaDeviceUsable() {
   return absl::OkStatus();
 #else
   return absl::FailedPreconditionError(
-      "this build has no CUDA (the toolkit was not found at configure time; build with -DSWITCHYARD_WITH_CUDA=ON)");
+      "this build has no CUDA (configured without the CUDA toolkit; rebuild with -DSWITCHYARD_WITH_CUDA=ON where nvcc is installed)");
 #endif
 }
 
