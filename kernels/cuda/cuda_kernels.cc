@@ -53,9 +53,12 @@ std::string NoGpuReason() {
   const cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    return absl::StrCat("no usable GPU: cudaGetDeviceCount: ", cudaGetErrorString(err));
+    // Without any NVIDIA driver the runtime says "driver version is insufficient": name the
+    // situation first, the runtime's words after.
+    return absl::StrCat("no usable GPU on this machine (no NVIDIA driver, or one too old for this build; "
+                        "cudaGetDeviceCount: ", cudaGetErrorString(err), ")");
   }
-  return n == 0 ? "no usable GPU: no CUDA device found" : "";
+  return n == 0 ? "no usable GPU on this machine (no CUDA device found)" : "";
 }
 
 absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
