@@ -26,6 +26,17 @@ namespace {
 
 namespace cu = kernels::cuda;
 
+// A 1-rank NCCL communicator (met through a rendezvous file).
+struct OneGpuRank {
+  test::TempDir dir;
+  std::unique_ptr<comm::Bootstrap> bootstrap = cluster::CreateFileBootstrap(dir.File("rdv"), {0, 1, 0, 1, "switchyard"});
+  absl::StatusOr<std::unique_ptr<comm::Communicator>> comm = comm::CreateNcclCommunicator(*bootstrap);
+  // The CUDA device on the communicator's stream.
+  absl::StatusOr<std::unique_ptr<LayerDevice>> Device(const model::ModelConfig& model) {
+    return CreateLayerDevice(worker::Device::kCuda, model, 1, (*comm)->cuda_stream());
+  }
+};
+
 class CudaLayerTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaLayerTest, MatchesTheCpuLayer) {
@@ -48,13 +59,12 @@ TEST_P(CudaLayerTest, MatchesTheCpuLayer) {
   MoeLayer cpu(model, *world[0], store, table);
   ASSERT_TRUE(cpu.Forward(layer, h.data(), logits.data(), T, cpu_out.data()).ok());
 
-  test::TempDir dir;
-  auto bootstrap = cluster::CreateFileBootstrap(dir.File("rdv"), {0, 1, 0, 1, "switchyard"});
-  auto nccl = comm::CreateNcclCommunicator(*bootstrap);
-  ASSERT_TRUE(nccl.ok()) << nccl.status();
-  auto device = CreateLayerDevice(Device::kCuda, model, 1, (*nccl)->cuda_stream());
+  OneGpuRank rank;
+  ASSERT_TRUE(rank.comm.ok()) << rank.comm.status();
+  comm::Communicator& nccl = **rank.comm;
+  auto device = rank.Device(model);
   ASSERT_TRUE(device.ok()) << device.status();
-  MoeLayer gpu(model, **nccl, store, table, *std::move(device));
+  MoeLayer gpu(model, nccl, store, table, *std::move(device));
   LayerDevice& dev = gpu.device();
   auto d_h = *dev.Allocate(h.size() * 4), d_logits = *dev.Allocate(logits.size() * 4), d_out = *dev.Allocate(h.size() * 4);
   ASSERT_TRUE(dev.Upload(d_h, h.data(), h.size() * 4).ok());
@@ -110,25 +120,23 @@ TEST(CudaDriverTest, RunsStepsWithTheHiddenStatesOnTheGpu) {
   auto table = std::make_shared<placement::RoutingTable>(*placement::RoutingTable::Build(p, 0));
   WeightStore store(model, layers);
   ASSERT_TRUE(store.Load(p, 0, *SeededWeights(model, 11)).ok());
-  test::TempDir dir;
-  auto bootstrap = cluster::CreateFileBootstrap(dir.File("rdv"), {0, 1, 0, 1, "switchyard"});
-  auto nccl = comm::CreateNcclCommunicator(*bootstrap);
-  ASSERT_TRUE(nccl.ok()) << nccl.status();
-  auto device = CreateLayerDevice(Device::kCuda, model, 1, (*nccl)->cuda_stream());
+  OneGpuRank rank;
+  ASSERT_TRUE(rank.comm.ok()) << rank.comm.status();
+  comm::Communicator& nccl = **rank.comm;
+  auto device = rank.Device(model);
   ASSERT_TRUE(device.ok()) << device.status();
   DriverOptions options;
   options.steps = 3;
   options.tokens_per_rank = 128;
   options.log_every = 0;
-  Driver driver(model, **nccl, *workload, store, table, options, *std::move(device));
+  Driver driver(model, nccl, *workload, store, table, options, *std::move(device));
   auto report = driver.Run();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->tokens_conserved);
   EXPECT_EQ(report->steps, 3);
   EXPECT_NE(report->output_checksum, 0u);
   // The same run again gives the same bits (the GPU path is deterministic for a fixed setup).
-  Driver again(model, **nccl, *workload, store, table, options,
-               *CreateLayerDevice(Device::kCuda, model, 1, (*nccl)->cuda_stream()));
+  Driver again(model, nccl, *workload, store, table, options, *rank.Device(model));
   auto second = again.Run();
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->output_checksum, report->output_checksum);
