@@ -24,6 +24,11 @@ constexpr int kTrialsFromScratch = 2;
 constexpr int kTrialsFromCurrent = 6;
 // From scratch, moves are free: any gain above this fraction of the mean rank load is taken.
 constexpr double kFromScratchMinGain = 1e-4;
+// A walk from the layout in force ends once this many moved replicas (or as many as its best
+// prefix took, if more) have passed without a better prefix. Past the best prefix the walk's
+// gain per move falls below the move cost and stays there: on noisy windows the best prefix
+// is 2-60 moves into walks of 150-300.
+constexpr int kWalkPatience = 64;
 // A layer is rebuilt (RepairLayer) only when that lowers its bottleneck by this fraction.
 constexpr double kRepairMargin = 0.02;
 
@@ -364,9 +369,31 @@ void ImproveFromScratch(LayerState& s, const LayerRules& rules) {
   }
 }
 
+// No layout of this layer's slots has a bottleneck below this: every expert keeps at least
+// one replica, the replicas of an expert share its load (one of them takes at least load /
+// replicas), and the replicas fit in the ranks' capacity. The least max_e load_e / r_e over
+// replica counts r_e >= 1 summing to at most the slots: each spare slot to the expert with
+// the most load per replica (greedy is optimal for this separable min-max). Also at least
+// the mean rank load.
+double BottleneckFloor(const LayerState& s) {
+  int slots = 0;
+  for (int r = 0; r < s.ranks(); ++r) slots += s.capacity(r);
+  const int E = s.num_experts();
+  std::priority_queue<std::pair<double, int>> per_replica;  // (load / replicas, expert)
+  std::vector<int> replicas(E, 1);
+  for (int e = 0; e < E; ++e) per_replica.emplace(s.load(e), e);
+  for (int spare = slots - E; spare > 0 && per_replica.top().first > 0; --spare) {
+    const int e = per_replica.top().second;
+    per_replica.pop();
+    per_replica.emplace(s.load(e) / ++replicas[e], e);
+  }
+  return std::max(s.MeanLoad(), per_replica.empty() ? 0.0 : per_replica.top().first);
+}
+
 // From the layout in force: improvement steps at the from-scratch threshold, so that plateaus
 // of near-tied ranks (several hot experts on different ranks) are crossed; the sequence is
-// judged as a whole. The prefix kept maximises gain - moves x min_gain_per_move x mean, and
+// judged as a whole, and ends early when even BottleneckFloor could not pay for its moves or
+// after kWalkPatience moves that found no better prefix. The prefix kept maximises gain - moves x min_gain_per_move x mean, and
 // it is kept only if its gain beats the noise of that gain: noise_z x sqrt(level before +
 // level after), the two maxima being Poisson counts of the window. A regime change (a burst)
 // gains many times its noise; re-fitting a window's sampling noise does not. Returns the
@@ -374,9 +401,9 @@ void ImproveFromScratch(LayerState& s, const LayerRules& rules) {
 int ImproveFromCurrent(LayerState& s, const LayerRules& rules, const PlanOptions& options) {
   const double level0 = s.MaxLoad();
   const double move_cost = options.min_gain_per_move * s.MeanLoad();
-  // No layout's bottleneck is below the mean rank load: once even reaching it would not beat
-  // the best prefix's value, the rest of the walk cannot change the outcome.
-  const double floor = s.MeanLoad() * (1 - 1e-9);  // (slack for the rounding of the mean)
+  // No layout's bottleneck is below BottleneckFloor: once even reaching it would not beat the
+  // best prefix's value, the rest of the walk cannot change the outcome.
+  const double floor = BottleneckFloor(s) * (1 - 1e-9);  // (slack for rounding)
   LayerState walk = s, trial = s;
   std::optional<LayerState> best;
   int best_moves = 0, moves = 0;
@@ -384,6 +411,7 @@ int ImproveFromCurrent(LayerState& s, const LayerRules& rules, const PlanOptions
   const int max_steps = 4 * s.ranks() * s.slots_per_rank();
   for (int step = 0; step < max_steps; ++step) {
     if ((level0 - floor) - move_cost * (moves + 1) <= best_value) break;
+    if (moves - best_moves > std::max(kWalkPatience, best_moves)) break;
     const std::optional<Move> next = BestMoveInto(walk, rules, std::numeric_limits<int>::max(),
                                                   kFromScratchMinGain * walk.MeanLoad(), kTrialsFromCurrent, trial);
     if (!next) break;
