@@ -91,6 +91,30 @@ inline size_t PanelIndex(bool is_bf16, int64_t k, int c) {
               : static_cast<size_t>(k) * kPanelCols + c;
 }
 
+// Where each weight row sits in a packed expert: fn(offset, c, matrix, row, K) for every
+// panel column c holding one, the panel at byte `offset`; `row` of `matrix` in the Hugging
+// Face layout, K long (hidden for gate and up, ffn for down). SwiGLU panels: columns 0..15
+// gate, 16..31 up of ffn rows p*16 + c%16; ReLU^2: up p*32 + c. Pack and UnpackExpertBf16
+// walk this one map in opposite directions.
+enum class Matrix { kGate, kUp, kDown };
+template <typename Fn>
+void ForEachPackedRow(const FfnShape& shape, const PackedLayout& l, Fn&& fn) {
+  const bool swiglu = IsGated(shape.activation);
+  const int64_t H = shape.hidden, F = shape.ffn;
+  for (int64_t p = 0; p < l.panels1; ++p) {
+    for (int c = 0; c < kPanelCols; ++c) {
+      const int64_t f = p * l.outputs_per_panel1 + (swiglu ? c % 16 : c);
+      if (f < F) fn(l.first_offset + p * l.panel1_bytes, c, swiglu && c < 16 ? Matrix::kGate : Matrix::kUp, f, H);
+    }
+  }
+  for (int64_t p = 0; p < l.panels2; ++p) {
+    for (int c = 0; c < kPanelCols; ++c) {
+      const int64_t h = p * kPanelCols + c;
+      if (h < H) fn(l.down_offset + p * l.panel2_bytes, c, Matrix::kDown, h, F);
+    }
+  }
+}
+
 inline float ToFloat(float x) { return x; }
 inline float ToFloat(bf16 x) { return Bf16ToFloat(x); }
 
@@ -123,24 +147,10 @@ absl::Status Pack(const FfnShape& shape, const Src* gate, const Src* up, const S
     }
   };
   const int64_t H = shape.hidden, F = shape.ffn;
-  for (int64_t p = 0; p < l.panels1; ++p) {
-    char* panel = base + l.first_offset + p * l.panel1_bytes;
-    for (int c = 0; c < kPanelCols; ++c) {
-      // SwiGLU: columns 0..15 gate, 16..31 up of ffn rows p*16 + c%16; ReLU^2: up p*32 + c.
-      const int64_t f = p * l.outputs_per_panel1 + (swiglu ? c % 16 : c);
-      if (f >= F) continue;
-      const Src* src = swiglu && c < 16 ? gate : up;
-      for (int64_t k = 0; k < H; ++k) put(panel, k, c, ToFloat(src[f * H + k]));
-    }
-  }
-  for (int64_t p = 0; p < l.panels2; ++p) {
-    char* panel = base + l.down_offset + p * l.panel2_bytes;
-    for (int c = 0; c < kPanelCols; ++c) {
-      const int64_t h = p * kPanelCols + c;
-      if (h >= H) continue;
-      for (int64_t k = 0; k < F; ++k) put(panel, k, c, ToFloat(down[h * F + k]));
-    }
-  }
+  ForEachPackedRow(shape, l, [&](size_t offset, int c, Matrix m, int64_t row, int64_t K) {
+    const Src* src = (m == Matrix::kGate ? gate : m == Matrix::kUp ? up : down) + row * K;
+    for (int64_t k = 0; k < K; ++k) put(base + offset, k, c, ToFloat(src[k]));
+  });
   if (biased) {  // in the panels' column order
     auto* b1 = reinterpret_cast<float*>(base + l.bias1_offset);
     for (int64_t p = 0; p < l.panels1; ++p) {
@@ -180,24 +190,12 @@ absl::Status UnpackExpertBf16(const FfnShape& shape, const void* packed, bf16* g
     return is_bf16 ? reinterpret_cast<const bf16*>(panel)[PanelIndex(true, k, c)]
                    : FloatToBf16(reinterpret_cast<const float*>(panel)[PanelIndex(false, k, c)]);
   };
-  const int64_t H = shape.hidden, F = shape.ffn;
-  for (int64_t p = 0; p < l.panels1; ++p) {  // the inverse of Pack's placement
-    const char* panel = base + l.first_offset + p * l.panel1_bytes;
-    for (int c = 0; c < kPanelCols; ++c) {
-      const int64_t f = p * l.outputs_per_panel1 + (swiglu ? c % 16 : c);
-      if (f >= F) continue;
-      bf16* row = gate_up + (swiglu && c >= 16 ? F + f : f) * H;
-      for (int64_t k = 0; k < H; ++k) row[k] = get(panel, k, c);
-    }
-  }
-  for (int64_t p = 0; p < l.panels2; ++p) {
-    const char* panel = base + l.down_offset + p * l.panel2_bytes;
-    for (int c = 0; c < kPanelCols; ++c) {
-      const int64_t h = p * kPanelCols + c;
-      if (h >= H) continue;
-      for (int64_t k = 0; k < F; ++k) down[h * F + k] = get(panel, k, c);
-    }
-  }
+  const int64_t F = shape.ffn;
+  ForEachPackedRow(shape, l, [&](size_t offset, int c, Matrix m, int64_t row, int64_t K) {
+    // gate_up = [gate; up] (SwiGLU) or up (ReLU^2).
+    bf16* dst = m == Matrix::kDown ? down + row * K : gate_up + (m == Matrix::kUp && swiglu ? F + row : row) * K;
+    for (int64_t k = 0; k < K; ++k) dst[k] = get(base + offset, k, c);
+  });
   return absl::OkStatus();
 }
 

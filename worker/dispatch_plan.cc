@@ -88,10 +88,9 @@ absl::Status DispatchPlan::Expand(const int32_t* recv_meta, int num_slots) {
   return absl::OkStatus();
 }
 
-ExchangeLayout DispatchPlan::Layout(const std::vector<int64_t>& send_n, const std::vector<int64_t>& send_at,
-                                    const std::vector<int64_t>& recv_n, const std::vector<int64_t>& recv_at,
-                                    size_t unit) const {
-  ExchangeLayout l;
+const ExchangeLayout& DispatchPlan::Layout(const std::vector<int64_t>& send_n, const std::vector<int64_t>& send_at,
+                                           const std::vector<int64_t>& recv_n, const std::vector<int64_t>& recv_at,
+                                           size_t unit, ExchangeLayout& l) const {
   for (std::vector<int64_t>* v : {&l.send_counts, &l.send_offsets, &l.recv_counts, &l.recv_offsets}) v->resize(ranks_);
   const auto u = static_cast<int64_t>(unit);
   for (int r = 0; r < ranks_; ++r) {
@@ -103,16 +102,17 @@ ExchangeLayout DispatchPlan::Layout(const std::vector<int64_t>& send_n, const st
   return l;
 }
 
-ExchangeLayout DispatchPlan::DispatchRows(size_t row_bytes) const {
-  return Layout(send_uniq_counts, send_uniq_offsets, recv_uniq_counts, recv_uniq_offsets, row_bytes);
+const ExchangeLayout& DispatchPlan::DispatchRows(size_t row_bytes) {
+  return Layout(send_uniq_counts, send_uniq_offsets, recv_uniq_counts, recv_uniq_offsets, row_bytes, rows_layout_);
 }
 
-ExchangeLayout DispatchPlan::DispatchMeta() const {
-  return Layout(send_counts, send_offsets, recv_counts, recv_offsets, 2 * sizeof(int32_t));
+const ExchangeLayout& DispatchPlan::DispatchMeta() {
+  return Layout(send_counts, send_offsets, recv_counts, recv_offsets, 2 * sizeof(int32_t), meta_layout_);
 }
 
-ExchangeLayout DispatchPlan::ReturnRows(size_t row_bytes) const {
-  return Layout(recv_counts, recv_offsets, send_counts, send_offsets, row_bytes);  // what was received goes back
+const ExchangeLayout& DispatchPlan::ReturnRows(size_t row_bytes) {
+  // What was received goes back.
+  return Layout(recv_counts, recv_offsets, send_counts, send_offsets, row_bytes, return_layout_);
 }
 
 }  // namespace switchyard::worker

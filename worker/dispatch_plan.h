@@ -43,9 +43,10 @@ class DispatchPlan {
   absl::Status Expand(const int32_t* recv_meta, int num_slots);
 
   // The exchanges' layouts: dispatch rows, dispatch metadata, the return trip (rows back).
-  ExchangeLayout DispatchRows(size_t row_bytes) const;
-  ExchangeLayout DispatchMeta() const;
-  ExchangeLayout ReturnRows(size_t row_bytes) const;
+  // Each is kept in the plan (no allocation per step) until the next call of the same method.
+  const ExchangeLayout& DispatchRows(size_t row_bytes);
+  const ExchangeLayout& DispatchMeta();
+  const ExchangeLayout& ReturnRows(size_t row_bytes);
 
   int64_t sent_rows() const { return send_uniq_; }  // distinct (token, destination rank)
   int64_t received_rows() const { return recv_uniq_; }
@@ -62,8 +63,11 @@ class DispatchPlan {
   std::vector<int64_t> slot_counts, slot_offsets;
 
  private:
-  ExchangeLayout Layout(const std::vector<int64_t>& send_n, const std::vector<int64_t>& send_at,
-                        const std::vector<int64_t>& recv_n, const std::vector<int64_t>& recv_at, size_t unit) const;
+  // Fills `out` from per-rank element counts and offsets and the unit size.
+  const ExchangeLayout& Layout(const std::vector<int64_t>& send_n, const std::vector<int64_t>& send_at,
+                               const std::vector<int64_t>& recv_n, const std::vector<int64_t>& recv_at, size_t unit,
+                               ExchangeLayout& out) const;
+  ExchangeLayout rows_layout_, meta_layout_, return_layout_;
   int ranks_ = 0, top_k_ = 0;
   int64_t send_uniq_ = 0, recv_uniq_ = 0, recv_pairs_ = 0;
 };

@@ -87,12 +87,7 @@ uint64_t TokenHash(uint64_t step, uint64_t global_token, const float* hidden, in
 
 Driver::Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
                std::shared_ptr<const placement::RoutingTable> table, DriverOptions options)
-    : model_(model),
-      comm_(comm),
-      workload_(workload),
-      weights_(weights),
-      options_(std::move(options)),
-      layer_(model, comm, weights, std::move(table), options_.cpu_threads) {}
+    : Driver(model, comm, workload, weights, std::move(table), options, CreateCpuDevice(model, options.cpu_threads)) {}
 
 Driver::Driver(const model::ModelConfig& model, comm::Communicator& comm, const Workload& workload, WeightStore& weights,
                std::shared_ptr<const placement::RoutingTable> table, DriverOptions options,

@@ -25,7 +25,6 @@ class CpuDevice final : public LayerDevice {
 
   Device device() const override { return Device::kCpu; }
   std::string KernelName() const override { return kernels::FfnKernelName(ffn_ws_.isa(), model_.weights); }
-  int threads() const override { return ffn_ws_.threads(); }
 
   absl::StatusOr<float*> RowBuffer(Rows role, int64_t rows) override {
     std::vector<float>& b = rows_[role];

@@ -43,7 +43,6 @@ class LayerDevice {
   comm::MemoryKind memory() const { return device() == Device::kCuda ? comm::MemoryKind::kCuda : comm::MemoryKind::kHost; }
   // What runs the FFN, for reports: e.g. "avx512_bf16dot" or "cuda:NVIDIA H200 (cuBLAS bf16)".
   virtual std::string KernelName() const = 0;
-  virtual int threads() const { return 1; }
 
   // Row buffers by role, fp32 [rows, hidden], grown on demand (contents not kept when a
   // buffer grows); valid until the next call for the same role.

@@ -163,51 +163,50 @@ absl::Status MoeLayer::Forward(int layer_id, const float* hidden, const float* r
       slot_[p] = where.slot;
     }
   }
-  DispatchPlan& plan = plan_;
-  SY_RETURN_IF_ERROR(plan.PlanSend(dest_rank_.data(), slot_.data(), tokens, k, R));
+  SY_RETURN_IF_ERROR(plan_.PlanSend(dest_rank_.data(), slot_.data(), tokens, k, R));
   recv_count_pairs_.resize(2 * R);
   SY_RETURN_IF_ERROR(Communicate(
-      [&] { return comm_.AllToAll(plan.count_pairs.data(), 2 * sizeof(int64_t), recv_count_pairs_.data()); }));
-  SY_RETURN_IF_ERROR(plan.PlanReceive(recv_count_pairs_.data()));
-  SY_ASSIGN_OR_RETURN(float* send_rows, dev.RowBuffer(LayerDevice::kSendRows, plan.sent_rows()));
-  SY_ASSIGN_OR_RETURN(const int32_t* uniq_token, dev.IndexBuffer(LayerDevice::kUniqToken, plan.uniq_token));
-  SY_RETURN_IF_ERROR(dev.GatherRows(hidden, send_rows, uniq_token, plan.sent_rows()));
-  SY_ASSIGN_OR_RETURN(float* recv_rows, dev.RowBuffer(LayerDevice::kRecvRows, plan.received_rows()));
-  SY_ASSIGN_OR_RETURN(int64_t sent, Exchange(send_rows, recv_rows, plan.DispatchRows(row_bytes), rows_kind));
+      [&] { return comm_.AllToAll(plan_.count_pairs.data(), 2 * sizeof(int64_t), recv_count_pairs_.data()); }));
+  SY_RETURN_IF_ERROR(plan_.PlanReceive(recv_count_pairs_.data()));
+  SY_ASSIGN_OR_RETURN(float* send_rows, dev.RowBuffer(LayerDevice::kSendRows, plan_.sent_rows()));
+  SY_ASSIGN_OR_RETURN(const int32_t* uniq_token, dev.IndexBuffer(LayerDevice::kUniqToken, plan_.uniq_token));
+  SY_RETURN_IF_ERROR(dev.GatherRows(hidden, send_rows, uniq_token, plan_.sent_rows()));
+  SY_ASSIGN_OR_RETURN(float* recv_rows, dev.RowBuffer(LayerDevice::kRecvRows, plan_.received_rows()));
+  SY_ASSIGN_OR_RETURN(int64_t sent, Exchange(send_rows, recv_rows, plan_.DispatchRows(row_bytes), rows_kind));
   bytes_.dispatch_rows += sent;
-  recv_meta_.resize(2 * plan.received_pairs());
-  SY_ASSIGN_OR_RETURN(sent, Exchange(plan.send_meta.data(), recv_meta_.data(), plan.DispatchMeta(), comm::MemoryKind::kHost));
+  recv_meta_.resize(2 * plan_.received_pairs());
+  SY_ASSIGN_OR_RETURN(sent, Exchange(plan_.send_meta.data(), recv_meta_.data(), plan_.DispatchMeta(), comm::MemoryKind::kHost));
   bytes_.dispatch_meta += sent;
   const int slots = weights_.num_slots(li);
-  SY_RETURN_IF_ERROR(plan.Expand(recv_meta_.data(), slots));
+  SY_RETURN_IF_ERROR(plan_.Expand(recv_meta_.data(), slots));
   times_.dispatch += Since(t0);
 
   // 4. Group received rows by slot (one gather straight from the deduplicated rows), grouped
   // FFN, back to arrival order.
   t0 = Clock::now();
-  const int64_t recv_pairs = plan.received_pairs();
+  const int64_t recv_pairs = plan_.received_pairs();
   SY_ASSIGN_OR_RETURN(float* grouped, dev.RowBuffer(LayerDevice::kGrouped, recv_pairs));
   SY_ASSIGN_OR_RETURN(float* grouped_out, dev.RowBuffer(LayerDevice::kGroupedOut, recv_pairs));
-  SY_ASSIGN_OR_RETURN(const int32_t* grouped_row, dev.IndexBuffer(LayerDevice::kGroupedRow, plan.grouped_row));
+  SY_ASSIGN_OR_RETURN(const int32_t* grouped_row, dev.IndexBuffer(LayerDevice::kGroupedRow, plan_.grouped_row));
   SY_RETURN_IF_ERROR(dev.GatherRows(recv_rows, grouped, grouped_row, recv_pairs));
-  for (int s = 0; s < slots; ++s) counts.processed[weights_.slot_expert(li, s)] += plan.slot_counts[s];
-  SY_RETURN_IF_ERROR(dev.GroupedFfn(weights_, li, plan.slot_offsets.data(), plan.slot_counts.data(), grouped, grouped_out));
+  for (int s = 0; s < slots; ++s) counts.processed[weights_.slot_expert(li, s)] += plan_.slot_counts[s];
+  SY_RETURN_IF_ERROR(dev.GroupedFfn(weights_, li, plan_.slot_offsets.data(), plan_.slot_counts.data(), grouped, grouped_out));
   SY_ASSIGN_OR_RETURN(float* back_rows, dev.RowBuffer(LayerDevice::kBackRows, recv_pairs));
-  SY_ASSIGN_OR_RETURN(const int32_t* order, dev.IndexBuffer(LayerDevice::kOrder, plan.order));
+  SY_ASSIGN_OR_RETURN(const int32_t* order, dev.IndexBuffer(LayerDevice::kOrder, plan_.order));
   SY_RETURN_IF_ERROR(dev.GatherRows(grouped_out, back_rows, order, recv_pairs));
   times_.ffn += Since(t0);
 
   // 5. Return trip, combine in k order, shared expert.
   t0 = Clock::now();
   SY_ASSIGN_OR_RETURN(float* returned, dev.RowBuffer(LayerDevice::kReturned, pairs));
-  SY_ASSIGN_OR_RETURN(sent, Exchange(back_rows, returned, plan.ReturnRows(row_bytes), rows_kind));
+  SY_ASSIGN_OR_RETURN(sent, Exchange(back_rows, returned, plan_.ReturnRows(row_bytes), rows_kind));
   bytes_.combine += sent;
   float* shared = nullptr;
   if (model_.shared_ffn > 0) {  // computed before `out` is written, as `out` may alias `hidden`
     SY_ASSIGN_OR_RETURN(shared, dev.RowBuffer(LayerDevice::kShared, tokens));
     SY_RETURN_IF_ERROR(dev.SharedExpert(weights_, li, hidden, tokens, shared));
   }
-  SY_ASSIGN_OR_RETURN(const int32_t* position, dev.IndexBuffer(LayerDevice::kPosition, plan.position));
+  SY_ASSIGN_OR_RETURN(const int32_t* position, dev.IndexBuffer(LayerDevice::kPosition, plan_.position));
   SY_RETURN_IF_ERROR(dev.Combine(returned, position, tokens, shared, out));
   times_.combine += Since(t0);
   times_.busy += ThreadCpuSeconds() - cpu_start - comm_cpu_;

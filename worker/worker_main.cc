@@ -154,7 +154,6 @@ struct Setup {
   bool rebalance = false;
   switchyard::types::v1::Policy embedded_policy;
   MigrationOptions migration;
-  kernels::CpuIsa cpu_isa = kernels::CpuIsa::kPortable;
   int cpu_threads = 1;
   Device device = Device::kCpu;
 };
@@ -206,7 +205,8 @@ absl::StatusOr<Setup> Prepare() {
   } else if (absl::GetFlag(FLAGS_backend) == "nccl" && CudaDeviceUsable().ok()) {  // without a GPU: Connect says so
     return absl::InvalidArgumentError("--backend nccl moves the layers' rows in GPU memory: add --device cuda --weight-type bf16");
   }
-  SY_ASSIGN_OR_RETURN(s.cpu_isa, kernels::CpuIsaFromEnvironment());
+  // A forced path this CPU lacks is refused here; the CPU device then takes it (BestCpuIsa).
+  SY_RETURN_IF_ERROR(kernels::CpuIsaFromEnvironment().status());
   s.cpu_threads = absl::GetFlag(FLAGS_threads);
   if (s.cpu_threads < 0 || s.cpu_threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", s.cpu_threads, ": use 1..1024, or 0 for the default"));
@@ -833,6 +833,11 @@ int Main(int argc, char** argv) {
         s.control.cancel = cancel;
         SY_ASSIGN_OR_RETURN(control, StartControl(s, cc, running, running_epoch));
       }
+      // The GPU device queues on the communicator's stream: its gathers run before the
+      // all-to-alls that send their rows with no host wait in between.
+      SY_ASSIGN_OR_RETURN(std::unique_ptr<LayerDevice> device,
+                          CreateLayerDevice(s.device, s.model, s.cpu_threads, cc.cuda_stream()));
+      const std::string kernel_path = device->KernelName();
       if (cc.rank() == 0 && generation_runs == 0) {
         auto score = placement::ScorePlacement(running, placement::LoadMatrix{s.layers, s.workload->Expected(0)});
         std::printf("switchyard-worker: %s, %d MoE layers x %d experts (top-%d, hidden %lld, expert FFN %lld) on %d ranks "
@@ -841,9 +846,8 @@ int Main(int argc, char** argv) {
                     s.model.name.c_str(), static_cast<int>(s.layers.size()), s.model.num_experts, s.model.top_k,
                     static_cast<long long>(s.model.hidden), static_cast<long long>(s.model.expert_ffn), cc.size(),
                     std::string(cc.backend()).c_str(),
-                    s.device == Device::kCpu
-                        ? absl::StrFormat("CPU path %s x %d threads", kernels::FfnKernelName(s.cpu_isa, s.model.weights), s.cpu_threads).c_str()
-                        : "device cuda",
+                    s.device == Device::kCpu ? absl::StrFormat("CPU path %s x %d threads", kernel_path, s.cpu_threads).c_str()
+                                             : kernel_path.c_str(),
                     static_cast<long long>(absl::GetFlag(FLAGS_tokens_per_rank)),
                     agree_first ? "of the running job" : s.placement_name.c_str(), score.ok() ? score->balancedness_mean : 0.0,
                     ShareModeName(s.shares));
@@ -873,11 +877,6 @@ int Main(int argc, char** argv) {
         return g_stop_signal.load(std::memory_order_relaxed) || (client != nullptr && client->gave_up());
       };
       d.cpu_threads = s.cpu_threads;
-      // The GPU device queues on the communicator's stream: its gathers run before the
-      // all-to-alls that send their rows with no host wait in between.
-      SY_ASSIGN_OR_RETURN(std::unique_ptr<LayerDevice> device,
-                          CreateLayerDevice(s.device, s.model, s.cpu_threads, cc.cuda_stream()));
-      const std::string kernel_path = device->KernelName();
       Driver driver(s.model, cc, *s.workload, store, std::make_shared<placement::RoutingTable>(std::move(table)), d,
                     std::move(device));
       driver.layer().set_share_mode(s.shares);
