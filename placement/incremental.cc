@@ -1,7 +1,9 @@
 #include "placement/incremental.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <queue>
@@ -37,7 +39,7 @@ struct LayerRules {
   int layer_id;
   const Constraints* constraints;
   bool Pinned(int expert, int rank) const {
-    return constraints->IsPinned(layer_id, expert, rank);
+    return !constraints->pins.empty() && constraints->IsPinned(layer_id, expert, rank);
   }
 };
 
@@ -128,26 +130,30 @@ void Apply(LayerState& s, const Candidate& c) {
   s.SolveSharesNear(touched);
 }
 
-// The best few candidates by estimated gain per moved replica.
+// The best few candidates by estimated gain per moved replica (ties: the first offered).
 class TopCandidates {
  public:
   explicit TopCandidates(size_t keep) : keep_(keep) {}
   void Offer(const Candidate& c) {
     const double rate = c.gain / c.cost;
-    if (best_.size() == keep_ && rate <= best_.back().gain / best_.back().cost) return;
-    auto it = std::find_if(best_.begin(), best_.end(),
-                           [&](const Candidate& b) { return rate > b.gain / b.cost; });
-    best_.insert(it, c);
-    if (best_.size() > keep_) best_.pop_back();
+    if (best_.size() == keep_ && rate <= rates_.back()) return;
+    const size_t at = std::find_if(rates_.begin(), rates_.end(), [&](double r) { return rate > r; }) - rates_.begin();
+    best_.insert(best_.begin() + at, c);
+    rates_.insert(rates_.begin() + at, rate);
+    if (best_.size() > keep_) {
+      best_.pop_back();
+      rates_.pop_back();
+    }
   }
   const std::vector<Candidate>& best() const { return best_; }
   // A candidate of this rate or less would not be kept.
   bool Full() const { return best_.size() == keep_; }
-  double WorstRate() const { return best_.back().gain / best_.back().cost; }
+  double WorstRate() const { return rates_.back(); }
 
  private:
   size_t keep_;
   std::vector<Candidate> best_;  // descending rate
+  std::vector<double> rates_;    // best_[i].gain / best_[i].cost
 };
 
 // An expert's replicas seen from a bottleneck group: how many sit in it, and the two most
@@ -156,12 +162,27 @@ struct OtherHolders {
   int in_group = 0;
   double load[2] = {-1, -1};
   int slot[2] = {-1, -1};
+  double most = 0;  // the largest contribution of its replicas outside the group
 };
 
 // Destinations tried per improvement step for moves and exchanges: the least loaded ranks
 // outside the group; and the group's replicas tried: the heaviest.
 constexpr int kDestinations = 8;
 constexpr int kHeavyReplicas = 8;
+
+// Adding a replica of a group expert that carries `on_group` of the group's work to a rank at
+// `base` (its load once the evicted replica, if any, is gone), for a group of g ranks at
+// `group_level`: the higher of the group's new level and the rank's. The group and the rank
+// level out when the expert's group work is enough; else the rank takes all of it.
+double AfterAdding(double g, double group_level, double base, double on_group) {
+  double new_level = (g * group_level + base) / (g + 1);
+  double new_d = new_level;
+  if (g * (group_level - new_level) > on_group) {
+    new_level = group_level - on_group / g;
+    new_d = base + on_group;
+  }
+  return std::max(new_level, new_d);
+}
 
 // Candidate moves relieving the bottleneck group, with a first-order estimate of each one's
 // gain (the group re-levels over its ranks; the destination rises by what it takes).
@@ -212,7 +233,10 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
         OtherHolders& h = holders[e];
         if (in_group[r]) {
           ++h.in_group;
-        } else if (s.rank_load(r) > h.load[0]) {
+          continue;
+        }
+        h.most = std::max(h.most, s.contribution(slot));
+        if (s.rank_load(r) > h.load[0]) {
           h.load[1] = h.load[0];
           h.slot[1] = h.slot[0];
           h.load[0] = s.rank_load(r);
@@ -238,13 +262,47 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
     return s.rank_load(a) < s.rank_load(b) || (s.rank_load(a) == s.rank_load(b) && a < b);
   });
 
+  // Whichever group expert h a rank takes, the rank and the group end at
+  // after(h) = max(A(h), raised), where A(h) (the group's new level, or the rank's) depends on
+  // the rank only through (group level, base): the best rate a rank can offer is
+  // level - max(min_h A(h), raised), exactly what the loop below would reach. With one slot per
+  // rank most ranks share those two values (nothing of theirs in the group, base 0), so
+  // min_h A(h) is kept per pair (a small cache) and a rank whose best rate the full list
+  // rejects is skipped: the same list, without its offers.
+  struct LevelKey {
+    double group_level = -1, base = 0, min_after = 0;
+  };
+  std::array<LevelKey, 16> min_after_cache{};
+  auto min_after = [&](double group_level, double base_d) {
+    LevelKey& entry = min_after_cache[(std::hash<double>{}(group_level) ^ (std::hash<double>{}(base_d) * 31)) % 16];
+    if (entry.group_level == group_level && entry.base == base_d) return entry.min_after;
+    double m = std::numeric_limits<double>::infinity();
+    for (int h : group_experts) m = std::min(m, AfterAdding(g, group_level, base_d, on_group[h]));
+    entry = {group_level, base_d, m};
+    return m;
+  };
+  // tie_after: min_h A(h) at (level, base 0). level_ties[x]: x has no replica in the group and
+  // `raised` stays at most tie_after on every holder of x, so a rank at base 0 whose room
+  // holds x offers exactly level - tie_after (the most any rank can offer, where most ranks
+  // tie with one slot per rank). Such ranks are skipped while the full list rejects that rate.
+  std::vector<char> level_ties(max_cost >= 1 ? E : 0, 0);
+  const double tie_after = max_cost >= 1 ? min_after(level, 0.0) : 0;
+  for (int x = 0; x < static_cast<int>(level_ties.size()); ++x) {
+    const OtherHolders& h = holders[x];
+    if (s.replicas(x) < 2 || h.in_group > 0) continue;
+    const double raised_ceiling = h.load[0] >= 0 ? h.load[0] + h.most / (s.replicas(x) - 1) : 0;
+    level_ties[x] = raised_ceiling <= tie_after;
+  }
   for (size_t k = 0; k < dests.size(); ++k) {
     const int d = dests[k];
     const double load_d = s.rank_load(d);
     // Add a replica of a group expert on d, into a free slot or over a redundant replica.
     if (max_cost >= 1) {
       const int room = RoomOn(s, rules, d, -1);
-      if (room >= 0) {
+      const int evicts = room >= 0 ? s.expert_at(room) : -1;
+      const bool skip = evicts >= 0 && level_ties[evicts] && load_d - s.contribution(room) == 0 && top.Full() &&
+                        level - tie_after <= top.WorstRate();
+      if (room >= 0 && !skip) {
         double evicted = 0, group_level = level, raised = 0;
         if (const int x = s.expert_at(room); x >= 0) {
           // The evicted replica's load spreads over x's other replicas: the group's share
@@ -262,18 +320,14 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
         // bound on every candidate's gain here (with a margin for rounding), so a full list
         // that it cannot enter skips the experts (same result, fewer offers).
         const double shared = (g * group_level + base_d) / (g + 1);
-        const bool hopeless = top.Full() && level - std::max(shared, raised) + 1e-9 * level <= top.WorstRate();
-        for (int h : group_experts) {
-          if (hopeless) break;
-          if (rank_holds(d, h)) continue;
-          double new_level = (g * group_level + base_d) / (g + 1);
-          double new_d = new_level;
-          if (g * (group_level - new_level) > on_group[h]) {
-            new_level = group_level - on_group[h] / g;
-            new_d = base_d + on_group[h];
+        const bool bounded_out = top.Full() && level - std::max(shared, raised) + 1e-9 * level <= top.WorstRate();
+        const double best_after = bounded_out ? level : std::max(min_after(group_level, base_d), raised);
+        if (best_after < level && !(top.Full() && level - best_after <= top.WorstRate())) {
+          for (int h : group_experts) {
+            if (rank_holds(d, h)) continue;
+            const double after = std::max(AfterAdding(g, group_level, base_d, on_group[h]), raised);
+            if (after < level) top.Offer({Candidate::Kind::kAddReplica, h, -1, room, 1, level - after});
           }
-          const double after = std::max({new_level, new_d, raised});
-          if (after < level) top.Offer({Candidate::Kind::kAddReplica, h, -1, room, 1, level - after});
         }
       }
     }
