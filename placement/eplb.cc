@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -51,18 +53,23 @@ struct Replication {
 };
 
 // eplb.py replicate_experts: each extra replica goes to the expert with the highest load per
-// replica (first index on ties).
+// replica (first index on ties). A max-heap of (load / replicas, -expert) picks the same
+// expert as a scan of every expert per replica (the same quotients, the same tie order).
 Replication ReplicateExperts(const std::vector<double>& weight, int num_physical) {
   const int num_log = static_cast<int>(weight.size());
   Replication out{std::vector<int>(num_physical), std::vector<int>(num_log, 1)};
   std::iota(out.phy2log.begin(), out.phy2log.begin() + num_log, 0);
+  std::vector<std::pair<double, int>> heap;
+  heap.reserve(num_log);
+  for (int e = 0; e < num_log; ++e) heap.emplace_back(weight[e] / out.count[e], -e);
+  std::make_heap(heap.begin(), heap.end());
   for (int i = num_log; i < num_physical; ++i) {
-    int best = 0;
-    for (int e = 1; e < num_log; ++e) {
-      if (weight[e] / out.count[e] > weight[best] / out.count[best]) best = e;
-    }
+    std::pop_heap(heap.begin(), heap.end());
+    const int best = -heap.back().second;
     out.phy2log[i] = best;
     ++out.count[best];
+    heap.back() = {weight[best] / out.count[best], -best};
+    std::push_heap(heap.begin(), heap.end());
   }
   return out;
 }

@@ -765,10 +765,11 @@ int MovesBetween(const LayerState& a, const LayerState& b) {
 // mean per moved replica. Only without a move budget. Returns the moved replicas (0: kept).
 int RepairLayer(LayerState& s, const LayerState& before, const Topology& topo, const LayerRules& rules,
                 const PlanOptions& options, std::span<const double> load) {
-  // A plan from scratch cannot go below the mean rank load: skip building one when even that
-  // would not clear the bar.
-  if (s.MaxLoad() - s.MeanLoad() < std::max(kRepairMargin * s.MaxLoad(), options.noise_z * std::sqrt(2 * s.MeanLoad()))) {
-    return 0;
+  // No layout goes below BottleneckFloor (a plan from scratch included): skip building one
+  // when even that would not clear the bar below.
+  {
+    const double level = s.MaxLoad(), floor = BottleneckFloor(s) * (1 - 1e-9);  // (slack for rounding)
+    if (level - floor < std::max(options.noise_z * std::sqrt(level + floor), kRepairMargin * level)) return 0;
   }
   auto built = BuildLayer(load, topo, rules);
   if (!built.ok()) return 0;

@@ -164,13 +164,22 @@ absl::string_view PhaseName(Phase phase) {
 
 LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& cluster, const LayerInputs& in,
                     bool dedup) {
+  CostScratch scratch;
+  return CostLayer(hw, shape, cluster, in, dedup, scratch);
+}
+
+LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& cluster, const LayerInputs& in,
+                    bool dedup, CostScratch& scratch) {
   const int R = cluster.ranks(), N = cluster.num_nodes, E = shape.num_experts;
   const double H = static_cast<double>(shape.hidden), k = shape.top_k;
-  std::vector<double> node_ranks(N, 0);
+  std::vector<double>& node_ranks = scratch.node_ranks;
+  node_ranks.assign(N, 0);
   for (int r = 0; r < R; ++r) node_ranks[cluster.node_of[r]] += 1;
 
   // Replicas per expert, one entry per rank (a rank holding an expert twice serves it as one).
-  std::vector<std::vector<std::pair<int, double>>> holders(E);
+  auto& holders = scratch.holders;
+  holders.resize(E);
+  for (auto& h : holders) h.clear();
   for (int r = 0; r < R && r < static_cast<int>(in.layer->ranks.size()); ++r) {
     for (const placement::Replica& rep : in.layer->ranks[r]) {
       auto& h = holders[rep.expert];
@@ -184,12 +193,19 @@ LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& 
 
   // Pairs per rank: received (all, from own rank's sources, from its node, from other nodes)
   // and sent (to its node, to other nodes), in units of pairs.
-  std::vector<double> received(R, 0), in_intra(R, 0), in_inter(R, 0), out_intra(R, 0), out_inter(R, 0);
-  std::vector<int> active(R, 0);
-  std::vector<double> node_intra_base(N, 0), capacity(N, 0), local_units(N, 0);
-  std::vector<double> served_fraction(N, 0);  // of a source's non-local unit, served within its node
-  std::vector<int> touched;
-  std::vector<char> seen(N, 0);
+  std::vector<double>&received = scratch.received, &in_intra = scratch.in_intra, &in_inter = scratch.in_inter,
+                     &out_intra = scratch.out_intra, &out_inter = scratch.out_inter;
+  for (std::vector<double>* v : {&received, &in_intra, &in_inter, &out_intra, &out_inter}) v->assign(R, 0);
+  std::vector<int>& active = scratch.active;
+  active.assign(R, 0);
+  std::vector<double>&node_intra_base = scratch.node_intra_base, &capacity = scratch.capacity,
+                     &local_units = scratch.local_units,
+                     &served_fraction = scratch.served_fraction;  // of a source's non-local unit, served within its node
+  for (std::vector<double>* v : {&node_intra_base, &capacity, &local_units, &served_fraction}) v->assign(N, 0);
+  std::vector<int>& touched = scratch.touched;
+  touched.clear();
+  std::vector<char>& seen = scratch.seen;
+  seen.assign(N, 0);
   double units_total = 0;  // pairs one source sends over all experts
   for (int e = 0; e < E; ++e) {
     const double c = in.expert_pairs[e];
@@ -239,7 +255,8 @@ LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& 
   // Dedup: the rows a rank receives are the tokens with at least one pair for it. A remote
   // source's token sends each of its k pairs to rank r with probability q (its share of the
   // source's pairs), independently: 1 - (1 - q)^k rows per token.
-  std::vector<double> row_factor(R, 1.0);
+  std::vector<double>& row_factor = scratch.row_factor;
+  row_factor.assign(R, 1.0);
   double rows_in_total = 0, pairs_in_total = 0;
   if (dedup && R > 1 && in.tokens_per_rank > 0) {
     const double sources = R - 1;

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -122,5 +123,18 @@ struct LayerInputs {
 // Sources are uniform: every rank holds tokens_per_rank tokens routed like the layer's mix.
 LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& cluster, const LayerInputs& in,
                     bool dedup);
+
+// CostLayer's working memory, reused across calls (a simulation costs every layer of every
+// step: thousands of ranks' buffers per call otherwise). Holds no state between calls.
+struct CostScratch {
+  std::vector<double> node_ranks, received, in_intra, in_inter, out_intra, out_inter, row_factor;
+  std::vector<double> node_intra_base, capacity, local_units, served_fraction;
+  std::vector<int> active, touched;
+  std::vector<char> seen;
+  std::vector<std::vector<std::pair<int, double>>> holders;  // per expert: (rank, share)
+};
+// The same, with the buffers of `scratch`.
+LayerCost CostLayer(const Hardware& hw, const ModelShape& shape, const Cluster& cluster, const LayerInputs& in,
+                    bool dedup, CostScratch& scratch);
 
 }  // namespace switchyard::sim

@@ -313,6 +313,7 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
   SplitMix64Stream rng(o.seed + kGoldenGamma);  // the draws start at the stream's value 1
   std::vector<std::vector<double>> counts(L, std::vector<double>(E)), window_counts(L, std::vector<double>(E, 0));
   std::vector<double> mig_intra, mig_inter;  // migration bytes per rank in each layer of this step
+  CostScratch cost_scratch;
   int window_first = 0;
   double tokens = 0;  // every rank's batch, each step
   auto commit = [&] {
@@ -390,7 +391,7 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
         in.migration_intra = mig_intra;
         in.migration_inter = mig_inter;
       }
-      const LayerCost c = CostLayer(hw, shape, cluster, in, o.dedup);
+      const LayerCost c = CostLayer(hw, shape, cluster, in, o.dedup, cost_scratch);
       rec.seconds += c.total();
       rec.phases.gate += c.gate;
       rec.phases.dispatch += c.dispatch;
