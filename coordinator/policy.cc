@@ -1,9 +1,11 @@
 #include "coordinator/policy.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "common/json_reader.h"
 #include "common/status.h"
 #include "placement/metrics.h"
@@ -68,9 +70,13 @@ void OnMigrationFailed(const types::Policy& policy, AutoRebalanceState& state, i
   ++state.failed_streak;
   state.failed_moves = moved_replicas;
   state.cooldown = std::max(1, policy.cooldown_windows()) << std::min(state.failed_streak, 6);
+  state.declined.reset();
 }
 
-void OnMigrationCommitted(AutoRebalanceState& state) { state.failed_streak = 0; }
+void OnMigrationCommitted(AutoRebalanceState& state) {
+  state.failed_streak = 0;
+  state.declined.reset();
+}
 
 int BackoffMoveLimit(const types::Policy& policy, const AutoRebalanceState& state) {
   if (state.failed_streak == 0) return 0;  // the policy's budget
@@ -102,19 +108,73 @@ double StepCost(const placement::Placement& p, const placement::LoadMatrix& load
   return cost;
 }
 
+bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix& b) {
+  if (a.layer_ids != b.layer_ids || a.values.size() != b.values.size()) return false;
+  for (size_t i = 0; i < a.values.size(); ++i) {
+    const std::vector<double>&x = a.values[i], &y = b.values[i];
+    if (x.size() != y.size()) return false;
+    double sx = 0, sy = 0;
+    for (size_t e = 0; e < x.size(); ++e) {
+      sx += x[e];
+      sy += y[e];
+    }
+    if (sx <= 0 || sy <= 0) {
+      if (sx != sy) return false;
+      continue;
+    }
+    // Two samples of one distribution: sum_e (x_e sqrt(sy/sx) - y_e sqrt(sx/sy))^2 / (x_e + y_e)
+    // follows chi-square with (experts with load - 1) degrees of freedom.
+    const double fx = std::sqrt(sy / sx), fy = std::sqrt(sx / sy);
+    double chi2 = 0;
+    int cells = 0;
+    for (size_t e = 0; e < x.size(); ++e) {
+      if (x[e] + y[e] <= 0) continue;
+      const double d = x[e] * fx - y[e] * fy;
+      chi2 += d * d / (x[e] + y[e]);
+      ++cells;
+    }
+    const double df = std::max(1, cells - 1);
+    if (chi2 > df + kReplanNoiseZ * std::sqrt(2 * df)) return false;
+  }
+  return true;
+}
+
+namespace {
+
+bool StillDeclined(const DeclinedPlan& d, const types::Policy& policy, const placement::Placement& committed,
+                   const placement::LoadMatrix& load, const placement::Constraints& constraints, int move_limit) {
+  return d.move_limit == move_limit && d.constraints.pins == constraints.pins &&
+         d.constraints.drained_ranks == constraints.drained_ranks &&
+         google::protobuf::util::MessageDifferencer::Equals(d.policy, policy) && LoadWithinNoise(d.load, load) &&
+         d.committed == committed;
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<WindowPlan>> AutoRebalanceWindow(const types::Policy& policy, AutoRebalanceState& state,
                                                               const placement::Placement& committed,
                                                               const placement::LoadMatrix& load,
                                                               const placement::Constraints& constraints,
                                                               bool migration_in_flight) {
   if (!ShouldPlan(state) || !policy.auto_rebalance() || migration_in_flight) return std::nullopt;
+  const int move_limit = BackoffMoveLimit(policy, state);
+  if (state.declined && StillDeclined(*state.declined, policy, committed, load, constraints, move_limit)) {
+    state.streak = 0;  // as the declined plan left it
+    return std::nullopt;
+  }
   WindowPlan plan;
-  SY_ASSIGN_OR_RETURN(plan.placement,
-                      PlanWithPolicy(policy, committed, load, constraints, BackoffMoveLimit(policy, state)));
+  SY_ASSIGN_OR_RETURN(plan.placement, PlanWithPolicy(policy, committed, load, constraints, move_limit));
   plan.moved_replicas = placement::MovedReplicas(committed, plan.placement);
   const double before = StepCost(committed, load), after = StepCost(plan.placement, load);
   plan.gain = after > 0 ? before / after - 1 : 0;
   plan.publish = ShouldPublish(policy, state, plan.moved_replicas, plan.gain);
+  if (plan.publish) {
+    state.declined.reset();
+  } else if (plan.moved_replicas == 0 || plan.gain < kDeclineBand * policy.min_gain()) {
+    state.declined = DeclinedPlan{load, committed, constraints, policy, move_limit};
+  } else {
+    state.declined.reset();  // close to min_gain: the next window's noise may carry it over
+  }
   return plan;
 }
 

@@ -18,6 +18,21 @@ switchyard::types::v1::Policy DefaultPolicy();
 // InvalidArgument naming the first setting out of range.
 absl::Status ValidatePolicy(const switchyard::types::v1::Policy& policy);
 
+// An automatic plan found clearly not worth publishing (no move, or a gain below
+// kDeclineBand x min_gain): what it was planned from. The planners are deterministic: while
+// the same placement is in force under the same policy, constraints and move limit, and the
+// planning load stays within its sampling noise of this one (LoadWithinNoise), planning again
+// finds about the same, still far below min_gain. (A plan declined closer to min_gain is
+// planned again each window: noise may carry the next one over.)
+inline constexpr double kDeclineBand = 0.5;
+struct DeclinedPlan {
+  placement::LoadMatrix load;
+  placement::Placement committed;
+  placement::Constraints constraints;
+  switchyard::types::v1::Policy policy;
+  int move_limit = 0;
+};
+
 // The automatic rebalancer's state between load windows.
 struct AutoRebalanceState {
   int streak = 0;    // windows in a row whose plan promised at least min_gain
@@ -25,7 +40,16 @@ struct AutoRebalanceState {
   // Migrations that failed in a row since the last commit, and the moves of the last one.
   int failed_streak = 0;
   int failed_moves = 0;
+  // The last declined plan's inputs, until a plan is published or a migration ends.
+  std::optional<DeclinedPlan> declined;
 };
+
+// Planning loads that differ by no more than sampling noise: per layer, the two-sample
+// chi-square statistic of homogeneity over the experts with load (loads are counts: the
+// aggregator scales them to the pairs of its smoothing horizon) is within kReplanNoiseZ
+// standard deviations of its mean under pure noise, and the layers and experts are the same.
+inline constexpr double kReplanNoiseZ = 3.0;
+bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix& b);
 
 // A migration of `moved_replicas` failed: the same plan would likely fail the same way. Each
 // failure in a row doubles the wait before the next automatic plan (up to 64x the cooldown)
@@ -75,7 +99,8 @@ struct WindowPlan {
 // What the coordinator does at each complete window: counts the window against the cooldown
 // (ShouldPlan), then, when automatic rebalancing is on and no migration is in flight, plans
 // from `committed` within the back-off move limit and decides whether to publish. nullopt
-// when it does not plan. Errors: the planner's (the caller reports them; state is updated as
+// when it does not plan, also when the last declined plan's inputs still hold (DeclinedPlan:
+// the window counts as declined again, without the search). Errors: the planner's (the caller reports them; state is updated as
 // for a window without a plan).
 absl::StatusOr<std::optional<WindowPlan>> AutoRebalanceWindow(const switchyard::types::v1::Policy& policy,
                                                               AutoRebalanceState& state,

@@ -18,7 +18,12 @@ LayerState::LayerState(int slots_per_rank, std::span<const double> load,
       head_(load.size(), -1),
       count_(load.size(), 0),
       used_(capacity_.size(), 0),
-      rank_load_(capacity_.size(), 0.0) {}
+      rank_load_(capacity_.size(), 0.0) {
+  double total = 0;
+  for (double l : load_) total += l;
+  const auto active = std::count_if(capacity_.begin(), capacity_.end(), [](int c) { return c > 0; });
+  mean_load_ = active > 0 ? total / static_cast<double>(active) : 0.0;
+}
 
 LayerState LayerState::FromLayer(const LayerPlacement& layer, int slots_per_rank,
                                  std::span<const double> load, std::vector<int> capacity) {
@@ -323,16 +328,6 @@ double LayerState::MaxLoad() const {
   return m;
 }
 
-double LayerState::MeanLoad() const {
-  double sum = 0;
-  int active = 0;
-  for (int r = 0; r < ranks(); ++r) {
-    if (capacity_[r] == 0) continue;
-    sum += rank_load_[r];
-    ++active;
-  }
-  return active ? sum / active : 0.0;
-}
 
 LayerPlacement LayerState::ToLayer(int layer_id) const {
   LayerPlacement layer{layer_id, std::vector<std::vector<Replica>>(ranks())};

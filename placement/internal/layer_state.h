@@ -87,7 +87,9 @@ class LayerState {
   void SolveSharesNear(const std::vector<int>& ranks, double tolerance = 1e-6);
 
   double MaxLoad() const;
-  double MeanLoad() const;  // over ranks with capacity > 0
+  // Over ranks with capacity > 0: the layer's load over those ranks, fixed at construction
+  // (every expert's load sits on them whenever the state is complete).
+  double MeanLoad() const { return mean_load_; }
 
   LayerPlacement ToLayer(int layer_id) const;
 
@@ -111,6 +113,7 @@ class LayerState {
   std::vector<int> count_;          // replicas per expert
   std::vector<int> used_;           // occupied slots per rank
   std::vector<double> rank_load_;
+  double mean_load_ = 0;
   // Scratch of SolveShares (the search tree), kept between calls to avoid allocation. Not
   // part of the state: a copy starts with empty scratch.
   struct Edge {

@@ -290,6 +290,88 @@ TEST(Simulator, PlansAreTheCoordinatorsOnTheSameReports) {
   }
 }
 
+// Loads of the test job's two layers: expert 0 takes `hot`, the others 200 each; `jitter`
+// adds +-j to alternate experts (sampling noise of that size).
+placement::LoadMatrix JobLoad(double hot, double jitter = 0) {
+  using namespace test::job;  // NOLINT: the coordinator tests' job
+  placement::LoadMatrix load{kLayers, {}};
+  for (size_t l = 0; l < kLayers.size(); ++l) {
+    std::vector<double> row(kExperts, 200);
+    row[0] = hot;
+    for (int e = 1; e < kExperts; ++e) row[e] += (e % 2 ? jitter : -jitter);
+    load.values.push_back(row);
+  }
+  return load;
+}
+
+TEST(RebalancePolicy, LoadWithinNoiseIsAChiSquareTest) {
+  const placement::LoadMatrix load = JobLoad(4000);
+  EXPECT_TRUE(coordinator::LoadWithinNoise(load, load));
+  EXPECT_TRUE(coordinator::LoadWithinNoise(load, JobLoad(4000, 10)));  // ~0.7 sd of a count of 200
+  EXPECT_TRUE(coordinator::LoadWithinNoise(load, JobLoad(4100)));      // the hot expert moves by ~1.6 sd
+  EXPECT_FALSE(coordinator::LoadWithinNoise(load, JobLoad(4000, 60)));
+  EXPECT_FALSE(coordinator::LoadWithinNoise(load, JobLoad(8000)));
+  placement::LoadMatrix other_layers = load;
+  other_layers.layer_ids = {1, 3};
+  EXPECT_FALSE(coordinator::LoadWithinNoise(load, other_layers));
+}
+
+// A plan found far from worth publishing is not searched again while its inputs hold; any
+// change of placement, constraints, policy, move limit, or a load beyond noise plans again.
+TEST(RebalancePolicy, ADeclinedPlanIsNotSearchedAgainWhileNothingMoved) {
+  using namespace test::job;  // NOLINT: the coordinator tests' job
+  types::Policy policy = coordinator::DefaultPolicy();
+  policy.set_auto_rebalance(true);
+  policy.set_cooldown_windows(0);
+  policy.set_min_gain(10);  // no plan is worth it
+  coordinator::AutoRebalanceState state;
+  const placement::Placement start = StartPlacement();
+  auto window = [&](const placement::LoadMatrix& load, const placement::Placement& committed = StartPlacement(),
+                    const placement::Constraints& constraints = {}) {
+    auto w = coordinator::AutoRebalanceWindow(policy, state, committed, load, constraints, false);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() && w->has_value();  // planned
+  };
+  ASSERT_TRUE(window(JobLoad(4000)));
+  ASSERT_TRUE(state.declined.has_value());
+  EXPECT_FALSE(window(JobLoad(4000)));
+  EXPECT_FALSE(window(JobLoad(4000, 10)));
+  EXPECT_EQ(state.streak, 0);
+  EXPECT_TRUE(window(JobLoad(8000)));  // a shift: planned, and declined from there on
+  EXPECT_FALSE(window(JobLoad(8000)));
+
+  placement::Placement moved = start;
+  std::swap(moved.layers[0].ranks[0][0], moved.layers[0].ranks[1][0]);
+  EXPECT_TRUE(window(JobLoad(8000), moved));
+  EXPECT_FALSE(window(JobLoad(8000), moved));
+  placement::Constraints drained;
+  drained.drained_ranks = {3};
+  EXPECT_TRUE(window(JobLoad(8000), moved, drained));
+  EXPECT_FALSE(window(JobLoad(8000), moved, drained));
+  policy.set_min_gain_per_move(0.002);
+  EXPECT_TRUE(window(JobLoad(8000), moved, drained));
+  coordinator::OnMigrationFailed(policy, state, 64);  // a failed migration: back-off, a new move limit
+  state.cooldown = 0;
+  EXPECT_TRUE(window(JobLoad(8000), moved, drained));
+  coordinator::OnMigrationCommitted(state);
+  EXPECT_FALSE(state.declined.has_value());
+  EXPECT_TRUE(window(JobLoad(8000), moved, drained));
+
+  // Declined, but within kDeclineBand of min_gain: noise may carry the next one over, so it
+  // is planned again each window.
+  state = {};
+  policy.set_min_gain(0);
+  auto probe = coordinator::AutoRebalanceWindow(policy, state, start, JobLoad(8000), {}, false);
+  ASSERT_TRUE(probe.ok() && probe->has_value());
+  const double gain = (*probe)->gain;
+  ASSERT_GT(gain, 0.01) << "the test job's hot expert should make a plan worth something";
+  policy.set_min_gain(gain / (0.5 + coordinator::kDeclineBand / 2));  // gain between band and min_gain
+  state = {};
+  EXPECT_TRUE(window(JobLoad(8000), start));
+  EXPECT_FALSE(state.declined.has_value());
+  EXPECT_TRUE(window(JobLoad(8000), start));
+}
+
 TEST(Simulator, BadInputIsRefusedByName) {
   SimOptions o = SmallRun();
   Trace trace = FirstLayers(2);
