@@ -108,7 +108,7 @@ double StepCost(const placement::Placement& p, const placement::LoadMatrix& load
   return cost;
 }
 
-bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix& b) {
+bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix& b, bool totals) {
   if (a.layer_ids != b.layer_ids || a.values.size() != b.values.size()) return false;
   for (size_t i = 0; i < a.values.size(); ++i) {
     const std::vector<double>&x = a.values[i], &y = b.values[i];
@@ -118,23 +118,27 @@ bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix
       sx += x[e];
       sy += y[e];
     }
+    if (totals && !(std::abs(sx - sy) <= kReplanNoiseZ * std::sqrt(sx + sy))) return false;
     if (sx <= 0 || sy <= 0) {
-      if (sx != sy) return false;
-      continue;
+      if (!(sx == sy)) return false;
+      continue;  // both empty
     }
-    // Two samples of one distribution: sum_e (x_e sqrt(sy/sx) - y_e sqrt(sx/sy))^2 / (x_e + y_e)
-    // follows chi-square with (experts with load - 1) degrees of freedom.
+    // The shape: two samples of one distribution give sum_e d_e^2 with
+    // d_e = (x_e sqrt(sy/sx) - y_e sqrt(sx/sy)) / sqrt(x_e + y_e), chi-square with (experts with
+    // load - 1) degrees of freedom; and no single expert's d_e beyond kReplanCellZ (one
+    // expert's burst is diluted in the sum over all of them).
     const double fx = std::sqrt(sy / sx), fy = std::sqrt(sx / sy);
     double chi2 = 0;
     int cells = 0;
     for (size_t e = 0; e < x.size(); ++e) {
-      if (x[e] + y[e] <= 0) continue;
-      const double d = x[e] * fx - y[e] * fy;
-      chi2 += d * d / (x[e] + y[e]);
+      if (!(x[e] + y[e] > 0)) continue;
+      const double d = (x[e] * fx - y[e] * fy) / std::sqrt(x[e] + y[e]);
+      if (!(std::abs(d) <= kReplanCellZ)) return false;
+      chi2 += d * d;
       ++cells;
     }
     const double df = std::max(1, cells - 1);
-    if (chi2 > df + kReplanNoiseZ * std::sqrt(2 * df)) return false;
+    if (!(chi2 <= df + kReplanNoiseZ * std::sqrt(2 * df))) return false;  // (NaN is never within)
   }
   return true;
 }
@@ -145,7 +149,8 @@ bool StillDeclined(const DeclinedPlan& d, const types::Policy& policy, const pla
                    const placement::LoadMatrix& load, const placement::Constraints& constraints, int move_limit) {
   return d.move_limit == move_limit && d.constraints.pins == constraints.pins &&
          d.constraints.drained_ranks == constraints.drained_ranks &&
-         google::protobuf::util::MessageDifferencer::Equals(d.policy, policy) && LoadWithinNoise(d.load, load) &&
+         google::protobuf::util::MessageDifferencer::Equals(d.policy, policy) &&
+         LoadWithinNoise(d.load, load, /*totals=*/policy.noise_z() > 0) &&
          d.committed == committed;
 }
 

@@ -19,11 +19,12 @@ switchyard::types::v1::Policy DefaultPolicy();
 absl::Status ValidatePolicy(const switchyard::types::v1::Policy& policy);
 
 // An automatic plan found clearly not worth publishing (no move, or a gain below
-// kDeclineBand x min_gain): what it was planned from. The planners are deterministic: while
-// the same placement is in force under the same policy, constraints and move limit, and the
-// planning load stays within its sampling noise of this one (LoadWithinNoise), planning again
-// finds about the same, still far below min_gain. (A plan declined closer to min_gain is
-// planned again each window: noise may carry the next one over.)
+// kDeclineBand x min_gain): what it was planned from. The planners are deterministic, so a
+// search from the same placement under the same policy, constraints and move limit, on a
+// planning load within its sampling noise of this one (LoadWithinNoise), is not run again:
+// a heuristic (such a load is expected to give a similar plan, still far from min_gain), not
+// a proof. A plan declined closer to min_gain is planned again each window: noise may carry
+// the next one over.
 inline constexpr double kDeclineBand = 0.5;
 struct DeclinedPlan {
   placement::LoadMatrix load;
@@ -44,12 +45,18 @@ struct AutoRebalanceState {
   std::optional<DeclinedPlan> declined;
 };
 
-// Planning loads that differ by no more than sampling noise: per layer, the two-sample
-// chi-square statistic of homogeneity over the experts with load (loads are counts: the
-// aggregator scales them to the pairs of its smoothing horizon) is within kReplanNoiseZ
-// standard deviations of its mean under pure noise, and the layers and experts are the same.
+// Planning loads that differ by no more than sampling noise (the loads are counts: the
+// aggregator scales them to the pairs of its smoothing horizon), per layer: with `totals`,
+// the totals within kReplanNoiseZ Poisson standard deviations (the planner's noise gates,
+// noise_z > 0, read absolute counts; without them its decisions depend only on the load's
+// shape, and the planning load grows over the smoothing horizon's first windows); the
+// two-sample chi-square statistic of
+// homogeneity over the experts with load within kReplanNoiseZ standard deviations of its mean
+// under pure noise; and no single expert's standardised difference beyond kReplanCellZ. Also
+// the same layers and experts; NaN is never within noise.
 inline constexpr double kReplanNoiseZ = 3.0;
-bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix& b);
+inline constexpr double kReplanCellZ = 5.0;
+bool LoadWithinNoise(const placement::LoadMatrix& a, const placement::LoadMatrix& b, bool totals);
 
 // A migration of `moved_replicas` failed: the same plan would likely fail the same way. Each
 // failure in a row doubles the wait before the next automatic plan (up to 64x the cooldown)

@@ -268,11 +268,11 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
 
   // Whichever group expert h a rank takes, the rank and the group end at
   // after(h) = max(A(h), raised), where A(h) (the group's new level, or the rank's) depends on
-  // the rank only through (group level, base): the best rate a rank can offer is
-  // level - max(min_h A(h), raised), exactly what the loop below would reach. With one slot per
-  // rank most ranks share those two values (nothing of theirs in the group, base 0), so
-  // min_h A(h) is kept per pair (a small cache) and a rank whose best rate the full list
-  // rejects is skipped: the same list, without its offers.
+  // the rank only through (group level, base): no rate the rank offers exceeds
+  // level - max(min_h A(h), raised) (the minimum also runs over experts the rank holds). With
+  // one slot per rank most ranks share those two values (nothing of theirs in the group,
+  // base 0), so min_h A(h) is kept per pair (a small cache) and a rank whose bound the full
+  // list rejects is skipped: the same list, without its offers.
   struct LevelKey {
     double group_level = -1, base = 0, min_after = 0;
   };
@@ -291,8 +291,8 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
   //    load): while the full list's worst rate is at least that, the check skips them all;
   //  - level_ties[x]: x has no replica in the group and `raised` stays at most tie_after
   //    (min_h A(h) at (level, base 0)) on every holder of x, so such a rank at base 0 offers
-  //    exactly level - tie_after, the most any rank can offer (where most ranks tie with one
-  //    slot per rank). They are skipped while the full list rejects that rate.
+  //    at most level - tie_after (with one slot per rank thousands of ranks tie there). They
+  //    are skipped while the full list rejects that rate.
   std::vector<double> evict_bound(max_cost >= 1 ? E : 0, std::numeric_limits<double>::infinity());
   std::vector<char> level_ties(max_cost >= 1 ? E : 0, 0);
   const double tie_after = max_cost >= 1 ? min_after(level, 0.0) : 0;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <limits>
 
 #include "coordinator/coordinator.h"
 #include "coordinator/load_aggregator.h"
@@ -305,15 +306,36 @@ placement::LoadMatrix JobLoad(double hot, double jitter = 0) {
 }
 
 TEST(RebalancePolicy, LoadWithinNoiseIsAChiSquareTest) {
+  using coordinator::LoadWithinNoise;
   const placement::LoadMatrix load = JobLoad(4000);
-  EXPECT_TRUE(coordinator::LoadWithinNoise(load, load));
-  EXPECT_TRUE(coordinator::LoadWithinNoise(load, JobLoad(4000, 10)));  // ~0.7 sd of a count of 200
-  EXPECT_TRUE(coordinator::LoadWithinNoise(load, JobLoad(4100)));      // the hot expert moves by ~1.6 sd
-  EXPECT_FALSE(coordinator::LoadWithinNoise(load, JobLoad(4000, 60)));
-  EXPECT_FALSE(coordinator::LoadWithinNoise(load, JobLoad(8000)));
+  for (bool totals : {false, true}) {
+    EXPECT_TRUE(LoadWithinNoise(load, load, totals));
+    EXPECT_TRUE(LoadWithinNoise(load, JobLoad(4000, 10), totals));  // ~0.7 sd of a count of 200
+    EXPECT_TRUE(LoadWithinNoise(load, JobLoad(4100), totals));      // the hot expert moves by ~1.1 sd
+    EXPECT_FALSE(LoadWithinNoise(load, JobLoad(4000, 60), totals));
+    EXPECT_FALSE(LoadWithinNoise(load, JobLoad(8000), totals));
+  }
   placement::LoadMatrix other_layers = load;
   other_layers.layer_ids = {1, 3};
-  EXPECT_FALSE(coordinator::LoadWithinNoise(load, other_layers));
+  EXPECT_FALSE(LoadWithinNoise(load, other_layers, false));
+  // The same shape at three times the counts (the smoothing horizon filling up): within noise
+  // for a shape-only planner, not for one whose noise gate reads the counts.
+  placement::LoadMatrix scaled = load;
+  for (auto& row : scaled.values) {
+    for (double& v : row) v *= 3;
+  }
+  EXPECT_TRUE(LoadWithinNoise(load, scaled, false));
+  EXPECT_FALSE(LoadWithinNoise(load, scaled, true));
+  // One expert of 256 gains half its load: the chi-square over all experts stays within its
+  // noise (it dilutes one expert), the expert's own difference (about 10 sd) does not.
+  placement::LoadMatrix wide{{1}, {std::vector<double>(256, 1000.0)}};
+  placement::LoadMatrix burst = wide;
+  burst.values[0][7] = 1500;
+  EXPECT_FALSE(LoadWithinNoise(wide, burst, false));
+  placement::LoadMatrix nan = wide;
+  nan.values[0][3] = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_FALSE(LoadWithinNoise(wide, nan, false));
+  EXPECT_FALSE(LoadWithinNoise(wide, nan, true));
 }
 
 // A plan found far from worth publishing is not searched again while its inputs hold; any
