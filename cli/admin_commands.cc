@@ -436,7 +436,9 @@ bool IsAdminCommand(const std::string& command) {
 }
 
 int RunAdmin(const std::string& command, const std::vector<std::string>& args) {
-  if (absl::Status s = Run(command, args); !s.ok()) return ReportError(command, s);
+  absl::Status s = OnlyOwnFlags(command);
+  if (s.ok()) s = Run(command, args);
+  if (!s.ok()) return ReportError(command, s);
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "cli/bench_shares.h"
 #include "cli/commands.h"
 #include "common/flags.h"
+#include "common/json_reader.h"
 
 namespace switchyard::cli {
 
@@ -16,18 +17,16 @@ int RunBench(const std::vector<std::string>& args) {
     std::fprintf(stderr, "switchyard bench: name a benchmark: plan, kernels, a2a, shares\n");
     return kExitBadInput;
   }
+  const std::string name = absl::StrCat("bench ", args[0]);
   absl::Status status;
-  if (args[0] == "plan") {
-    status = RunPlanBenchmark();
-  } else if (args[0] == "kernels") {
-    status = RunKernelsBenchmark();
-  } else if (args[0] == "a2a") {
-    status = RunAllToAllBenchmark();
-  } else if (args[0] == "shares") {
-    status = RunSharesBenchmark();
-  } else {
+  if (CommandFlags(name).empty()) {
     status = absl::InvalidArgumentError(
-        absl::StrCat("unknown benchmark '", args[0], "' (choose one of: plan, kernels, a2a, shares)"));
+        absl::StrCat("unknown benchmark '", EchoValue(args[0]), "' (choose one of: plan, kernels, a2a, shares)"));
+  } else if (status = OnlyOwnFlags(name); status.ok()) {
+    if (args[0] == "plan") status = RunPlanBenchmark();
+    if (args[0] == "kernels") status = RunKernelsBenchmark();
+    if (args[0] == "a2a") status = RunAllToAllBenchmark();
+    if (args[0] == "shares") status = RunSharesBenchmark();
   }
   if (!status.ok()) return ReportError("bench", status);
   return 0;

@@ -31,9 +31,14 @@ int RunBench(const std::vector<std::string>& args);
 bool IsAdminCommand(const std::string& command);
 int RunAdmin(const std::string& command, const std::vector<std::string>& args);
 
+// The flags `command` reads (names with underscores): "plan", "sim", "report", "trace synth",
+// "bench plan|kernels|a2a|shares", or an admin command. Empty for an unknown command.
+std::vector<absl::string_view> CommandFlags(absl::string_view command);
+
 // InvalidArgument naming the first flag set on the command line (differing from its default)
-// that is another subcommand's: `own` lists the command's flags (names with underscores).
-absl::Status OnlyOwnFlags(absl::string_view command, const std::vector<absl::string_view>& own);
+// that is not one of CommandFlags(command): another subcommand's flag would otherwise be
+// accepted and ignored.
+absl::Status OnlyOwnFlags(absl::string_view command);
 
 // Prints `message` as "switchyard <command>: <message>" on stderr and returns the exit code
 // for the status' kind (2 for bad input, 1 otherwise).

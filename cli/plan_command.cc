@@ -137,9 +137,32 @@ std::string Table(const PlanResult& r, const LoadMatrix& load, const placement::
 
 }  // namespace
 
-absl::Status OnlyOwnFlags(absl::string_view command, const std::vector<absl::string_view>& own) {
+std::vector<absl::string_view> CommandFlags(absl::string_view command) {
+  if (command == "plan") {
+    return {"loads", "select", "ranks", "nodes", "slots_per_rank", "policy", "groups", "current", "max_moves",
+            "min_gain_per_move", "noise_z", "out", "format"};
+  }
+  if (command == "sim") {
+    return {"model", "scale", "trace", "steps", "compare", "hardware", "tokens_per_rank", "window_steps", "report_steps",
+            "dispatch", "sim_burst", "lose_rank", "steps_out", "ranks", "nodes", "slots_per_rank", "policy", "json",
+            "seed", "first_layers", "max_moves", "start"};
+  }
+  if (command == "report") return {"out", "format"};
+  if (command == "trace synth") return {"profile", "drift_to", "windows", "tokens", "top_k", "burst", "first_layers", "seed", "out"};
+  if (command == "bench plan" || command == "bench shares") return {"json", "traces_dir"};
+  if (command == "bench kernels") return {"json", "bench_threads", "ffn_rows"};
+  if (command == "bench a2a") return {"json", "backend", "rendezvous_dir"};
+  if (IsAdminCommand(std::string(command))) {
+    return {"coordinator", "token_file", "tls_ca", "dry_run", "layer", "expert", "rank", "follow", "remove",
+            "timeout_s", "wait", "wait_timeout_s", "json", "max_moves"};
+  }
+  return {};
+}
+
+absl::Status OnlyOwnFlags(absl::string_view command) {
   // Every subcommand's flags live in one registry; a flag of another command (trace synth's
   // --burst given to sim) would otherwise be accepted and ignored.
+  const std::vector<absl::string_view> own = CommandFlags(command);
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (!absl::StrContains(flag->Filename(), "cli/") || std::find(own.begin(), own.end(), name) != own.end()) continue;
     if (flag->CurrentValue() == flag->DefaultValue()) continue;
@@ -178,8 +201,7 @@ int RunPlan(const std::vector<std::string>& args) {
     if (!args.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", EchoValue(args[0]), "'"));
     }
-    SY_RETURN_IF_ERROR(OnlyOwnFlags("plan", {"loads", "select", "ranks", "nodes", "slots_per_rank", "policy", "groups",
-                                             "current", "max_moves", "min_gain_per_move", "noise_z", "out", "format"}));
+    SY_RETURN_IF_ERROR(OnlyOwnFlags("plan"));
     const std::string format = absl::GetFlag(FLAGS_format);
     if (format != "json" && format != "table") {
       return absl::InvalidArgumentError(

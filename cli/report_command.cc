@@ -330,7 +330,7 @@ absl::Status ToPng(const std::string& svg_path, const std::string& svg, const st
 
 int RunReport(const std::vector<std::string>& args) {
   auto run = [&]() -> absl::Status {
-    SY_RETURN_IF_ERROR(OnlyOwnFlags("report", {"out", "format"}));
+    SY_RETURN_IF_ERROR(OnlyOwnFlags("report"));
     if (args.size() != 1) {
       return absl::InvalidArgumentError(args.empty() ? "usage: switchyard report RUN.json [--out FILE|DIR] [--format html|svg|png]"
                                                      : absl::StrCat("unexpected argument '", EchoValue(args[1]), "'"));

@@ -98,7 +98,7 @@ nlohmann::json ToJson(const sim::PolicyResult& r) {
     ffn += s.phases.ffn;
     combine += s.phases.combine;
     overhead += s.phases.overhead;
-    stall += s.seconds - s.phases.total();
+    if (s.stall_seconds > 0) stall += s.seconds - s.phases.total();  // (else 0, not a rounding residue)
   }
   const double n = std::max<size_t>(1, r.steps.size()) / 1e3;
   // Mean per step; they add up to step_ms.mean (stall: a loss's stall and re-run step).
@@ -226,13 +226,14 @@ absl::Status Sim() {
 
   const std::vector<int>& layers = trace.windows.front().layer_ids;
   const int W = static_cast<int>(trace.windows.size());
+  auto plural = [](int64_t n) { return n == 1 ? "" : "s"; };
   const std::string what = absl::StrFormat(
-      "%s, layers %s (%d of its %d MoE layers), %d ranks on %d node%s x %d slots, %d steps, hardware %s, %g tokens per "
+      "%s, layers %s (%d of its %d MoE layers), %d rank%s on %d node%s x %d slot%s, %d step%s, hardware %s, %g tokens per "
       "rank, dispatch %s; trace %s: %d window%s, %s",
       o.model.name, LayerRange(layers), static_cast<int>(layers.size()), static_cast<int>(o.model.moe_layers.size()),
-      o.ranks, o.nodes, o.nodes == 1 ? "" : "s", o.slots_per_rank, o.steps, EchoValue(o.hardware.name, 256), o.tokens_per_rank,
-      dispatch, EchoValue(absl::GetFlag(FLAGS_trace), 1024), W, W == 1 ? "" : "s",
-      o.window_steps > 0 ? absl::StrCat(o.window_steps, " steps each") : "spread over the steps");
+      o.ranks, plural(o.ranks), o.nodes, plural(o.nodes), o.slots_per_rank, plural(o.slots_per_rank), o.steps, plural(o.steps),
+      EchoValue(o.hardware.name, 256), o.tokens_per_rank, dispatch, EchoValue(absl::GetFlag(FLAGS_trace), 1024), W, plural(W),
+      o.window_steps > 0 ? absl::StrCat(o.window_steps, " step", plural(o.window_steps), " each") : "spread over the steps");
 
   std::vector<sim::PolicyResult> results;
   for (const std::string& p : policies) {
@@ -264,9 +265,18 @@ absl::Status Sim() {
   std::printf("| policy | tokens/s | step p50 ms | p99 ms | balancedness | plans | moved replicas | moved GiB | recovery steps |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const sim::PolicyResult& r : results) {
+    // Each event's recovery; past kShownEvents a summary (a trace of many windows shifts at each).
+    constexpr size_t kShownEvents = 8;
     std::vector<std::string> rec;
+    int recovered = 0;
     for (const sim::Recovery& x : r.recoveries) {
-      rec.push_back(absl::StrCat("@", x.step, x.event == "loss" ? " (loss)" : "", ": ", x.steps < 0 ? "never" : absl::StrCat(x.steps)));
+      recovered += x.steps >= 0;
+      if (rec.size() < kShownEvents) {
+        rec.push_back(absl::StrCat("@", x.step, x.event == "loss" ? " (loss)" : "", ": ", x.steps < 0 ? "never" : absl::StrCat(x.steps)));
+      }
+    }
+    if (r.recoveries.size() > kShownEvents) {
+      rec.push_back(absl::StrCat("(", r.recoveries.size(), " events, ", recovered, " recovered; --json lists all)"));
     }
     std::printf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %d | %.2f | %s |\n", r.policy.c_str(), r.tokens_per_s,
                 r.step_p50 * 1e3, r.step_p99 * 1e3, r.balancedness_mean, r.plans, r.moved_replicas,
@@ -282,10 +292,7 @@ int RunSim(const std::vector<std::string>& args) {
     return ReportError("sim", absl::InvalidArgumentError(absl::StrCat("unexpected argument '", EchoValue(args[0]),
                                                                       "' (all options are flags: --trace, --ranks, ...)")));
   }
-  absl::Status status = OnlyOwnFlags(
-      "sim", {"model", "scale", "trace", "steps", "compare", "hardware", "tokens_per_rank", "window_steps", "report_steps",
-              "dispatch", "sim_burst", "lose_rank", "steps_out", "ranks", "nodes", "slots_per_rank", "policy", "json",
-              "seed", "first_layers", "max_moves", "start"});
+  absl::Status status = OnlyOwnFlags("sim");
   if (status.ok()) status = Sim();
   if (!status.ok()) return ReportError("sim", status);
   return 0;

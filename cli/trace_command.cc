@@ -94,8 +94,7 @@ int RunTrace(const std::vector<std::string>& args) {
   if (args.size() != 1 || args[0] != "synth") {
     return ReportError("trace", absl::InvalidArgumentError("usage: switchyard trace synth --profile FILE.csv [flags]"));
   }
-  absl::Status status = OnlyOwnFlags(
-      "trace synth", {"profile", "drift_to", "windows", "tokens", "top_k", "burst", "first_layers", "seed", "out"});
+  absl::Status status = OnlyOwnFlags("trace synth");
   if (status.ok()) status = Synth();
   if (!status.ok()) return ReportError("trace synth", status);
   return 0;

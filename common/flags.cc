@@ -1,6 +1,8 @@
 #include "common/flags.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -9,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/json_reader.h"
 
 namespace switchyard {
 namespace {
@@ -81,12 +84,42 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv) {
       seen.emplace_back(flag->Name());
     }
     if (!flag->ParseFrom(joined, &error)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("flag --", typed, "='", value, "': ", error));
+      // Name what the flag takes rather than relaying Abseil's "Illegal value ... specified".
+      std::string expected = error;
+      if (flag->IsOfType<int>()) {
+        expected = absl::StrCat("expected an integer in ", std::numeric_limits<int>::min(), "..", std::numeric_limits<int>::max());
+      } else if (flag->IsOfType<int64_t>()) {
+        expected = absl::StrCat("expected an integer in ", std::numeric_limits<int64_t>::min(), "..",
+                                std::numeric_limits<int64_t>::max());
+      } else if (flag->IsOfType<uint64_t>()) {
+        expected = absl::StrCat("expected an integer in 0..", std::numeric_limits<uint64_t>::max());
+      } else if (flag->IsOfType<double>()) {
+        expected = "expected a number";
+      } else if (flag->IsOfType<bool>()) {
+        expected = "expected true or false";
+      }
+      return absl::InvalidArgumentError(absl::StrCat("--", typed, " '", EchoValue(value), "': ", expected));
     }
   }
   return out;
 }
+
+namespace {
+
+std::string HelpOf(std::vector<const absl::CommandLineFlag*> flags) {
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::string out;
+  for (const auto* flag : flags) {
+    std::string name(flag->Name());
+    std::replace(name.begin(), name.end(), '_', '-');
+    absl::StrAppendFormat(&out, "  --%s (%s)\n      default: %s\n", name, flag->Help(),
+                          flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue());
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string FlagsHelp(const std::vector<absl::string_view>& file_substrings) {
   std::vector<const absl::CommandLineFlag*> flags;
@@ -98,16 +131,15 @@ std::string FlagsHelp(const std::vector<absl::string_view>& file_substrings) {
       }
     }
   }
-  std::sort(flags.begin(), flags.end(),
-            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
-  std::string out;
-  for (const auto* flag : flags) {
-    std::string name(flag->Name());
-    std::replace(name.begin(), name.end(), '_', '-');
-    absl::StrAppendFormat(&out, "  --%s (%s)\n      default: %s\n", name, flag->Help(),
-                          flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue());
+  return HelpOf(std::move(flags));
+}
+
+std::string FlagsHelpFor(const std::vector<absl::string_view>& names) {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (absl::string_view name : names) {
+    if (const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name); flag != nullptr) flags.push_back(flag);
   }
-  return out;
+  return HelpOf(std::move(flags));
 }
 
 absl::Status CheckFlagRange(absl::string_view flag, double value, double lo, double hi) {

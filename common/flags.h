@@ -28,6 +28,8 @@ absl::StatusOr<ParsedCommandLine> ParseFlags(int argc, char** argv);
 // Help text listing the flags whose definitions live in files whose path contains one of
 // `file_substrings` (so each binary lists its own flags, not Abseil's).
 std::string FlagsHelp(const std::vector<absl::string_view>& file_substrings);
+// The same for the flags named in `names` (underscores), in name order; unknown names are skipped.
+std::string FlagsHelpFor(const std::vector<absl::string_view>& names);
 
 // InvalidArgument "--FLAG VALUE: must be in [lo, hi]" unless lo <= value <= hi (NaN never is).
 // `flag` is the name without dashes or underscores mapped: "heartbeat-timeout-s".

@@ -64,6 +64,9 @@ const char* TypeName(const Json& v) { return v.type_name(); }
 // dump() that cannot throw (invalid UTF-8 is replaced).
 std::string Echo(const Json& v) { return EchoValue(v.dump(-1, ' ', false, Json::error_handler_t::replace)); }
 
+// What a value of the wrong type is: "string \"x\"", "boolean true", "null".
+std::string Got(const Json& v) { return v.is_null() ? "null" : absl::StrCat(TypeName(v), " ", Echo(v)); }
+
 }  // namespace
 
 absl::Status JsonReader::Error(absl::string_view path, absl::string_view problem) const {
@@ -93,7 +96,7 @@ absl::StatusOr<int64_t> JsonReader::Int(const Json& v, absl::string_view path, i
     return static_cast<int64_t>(x);
   }
   if (!v.is_number_integer()) {
-    return Error(path, absl::StrCat("expected an integer, got ", TypeName(v), " ", Echo(v)));
+    return Error(path, absl::StrCat("expected an integer, got ", Got(v)));
   }
   const int64_t x = v.get<int64_t>();
   if (x < lo || x > hi) return range(x);
@@ -101,7 +104,7 @@ absl::StatusOr<int64_t> JsonReader::Int(const Json& v, absl::string_view path, i
 }
 
 absl::StatusOr<double> JsonReader::Number(const Json& v, absl::string_view path, double lo, double hi) const {
-  if (!v.is_number()) return Error(path, absl::StrCat("expected a number, got ", TypeName(v), " ", Echo(v)));
+  if (!v.is_number()) return Error(path, absl::StrCat("expected a number, got ", Got(v)));
   const double x = v.get<double>();
   if (!std::isfinite(x) || x < lo || x > hi) {  // all the digits: 1 + 2^-52 must not read as 1
     return Error(path, absl::StrCat(absl::StrFormat("%.17g", x), " is out of range (must be in ", lo, "..", hi, ")"));
@@ -110,12 +113,12 @@ absl::StatusOr<double> JsonReader::Number(const Json& v, absl::string_view path,
 }
 
 absl::StatusOr<bool> JsonReader::Bool(const Json& v, absl::string_view path) const {
-  if (!v.is_boolean()) return Error(path, absl::StrCat("expected true or false, got ", TypeName(v), " ", Echo(v)));
+  if (!v.is_boolean()) return Error(path, absl::StrCat("expected true or false, got ", Got(v)));
   return v.get<bool>();
 }
 
 absl::StatusOr<std::string> JsonReader::String(const Json& v, absl::string_view path) const {
-  if (!v.is_string()) return Error(path, absl::StrCat("expected a string, got ", TypeName(v), " ", Echo(v)));
+  if (!v.is_string()) return Error(path, absl::StrCat("expected a string, got ", Got(v)));
   return v.get<std::string>();
 }
 

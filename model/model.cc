@@ -341,8 +341,13 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view text, absl::string_v
   } else {
     return UnsupportedType(type, file);
   }
+  // Validate names the model, which is the file here: "FILE: model FILE: ..." would say it twice.
   if (absl::Status valid = m.Validate(); !valid.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": ", valid.message()));
+    std::string message(valid.message());
+    if (const std::string prefix = absl::StrCat("model ", m.name, ": "); absl::StartsWith(message, prefix)) {
+      message = message.substr(prefix.size());
+    }
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", message));
   }
   return m;
 }

@@ -218,6 +218,36 @@ absl::Status ValidateSim(const SimOptions& o, const Trace& trace) {
     if (b.experts > o.model.num_experts) {
       return absl::InvalidArgumentError(absl::StrCat("a burst of ", b.experts, " hot experts: the model has ", o.model.num_experts));
     }
+    if (b.start >= o.steps) {
+      return absl::InvalidArgumentError(absl::StrCat("a burst starting at step ", b.start, " never runs: the steps are 0..",
+                                                     o.steps - 1));
+    }
+  }
+  // Every window is simulated: at least one step each.
+  const int64_t windows = static_cast<int64_t>(trace.windows.size());
+  if (o.window_steps == 0 && windows > o.steps) {
+    return absl::InvalidArgumentError(absl::StrCat("the trace has ", windows, " windows, more than the ", o.steps,
+                                                   o.steps == 1 ? " step" : " steps",
+                                                   ": each step draws from one window (more --steps, or fewer windows)"));
+  }
+  if (o.window_steps > 0 && (windows - 1) * o.window_steps >= o.steps) {
+    return absl::InvalidArgumentError(absl::StrCat("--window-steps ", o.window_steps, " x ", windows, " windows: ", o.steps,
+                                                   " steps reach only the first ", (o.steps - 1) / o.window_steps + 1));
+  }
+  // Each window's layers: the same shape as the first, and some load (a step draws its pairs
+  // from the layer's distribution).
+  for (size_t w = 0; w < trace.windows.size(); ++w) {
+    const placement::LoadMatrix& window = trace.windows[w];
+    if (w > 0) SY_RETURN_IF_ERROR(window.Validate());
+    if (window.layer_ids != first.layer_ids || window.num_experts() != first.num_experts()) {
+      return absl::InvalidArgumentError(absl::StrCat("window ", w, " of the trace has other layers or experts than window 0"));
+    }
+    for (int i = 0; i < window.num_layers(); ++i) {
+      if (std::all_of(window.values[i].begin(), window.values[i].end(), [](double v) { return v == 0; })) {
+        return absl::InvalidArgumentError(absl::StrCat("window ", w, " of the trace: layer ", window.layer_ids[i],
+                                                       " has no load (nothing to draw a step's pairs from)"));
+      }
+    }
   }
   if (o.loss) {
     if (o.ranks < 2) return absl::InvalidArgumentError("a rank loss needs at least 2 ranks");
@@ -482,11 +512,11 @@ absl::StatusOr<PolicyResult> Simulate(const SimOptions& o, const Trace& trace, c
     rec.target = kRecoveredFraction * score.balancedness_mean;
     const int end = i + 1 < events.size() ? events[i + 1].step : o.steps;
     for (int s = rec.step; s < end; ++s) {
-      rec.seconds += result.steps[s].seconds;
       if (result.steps[s].balancedness_mean >= rec.target) {
         rec.steps = s - rec.step;
         break;
       }
+      rec.seconds += result.steps[s].seconds;
     }
     if (rec.steps < 0) rec.seconds = 0;
     result.recoveries.push_back(rec);

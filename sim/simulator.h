@@ -87,7 +87,7 @@ struct Recovery {
   std::string event;       // "shift" or "loss"
   double target = 0;       // the balancedness to reach
   int steps = -1;          // -1: not recovered before the next event or the run's end
-  double seconds = 0;      // of simulated time from the event to the recovered step (inclusive)
+  double seconds = 0;      // simulated time of the `steps` steps before the recovered one (0: not recovered)
 };
 
 struct PolicyResult {

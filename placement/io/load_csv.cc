@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -111,9 +112,13 @@ absl::StatusOr<std::vector<std::pair<std::string, Sums>>> ParseSums(absl::string
     }
     // Decimal numbers only (SimpleAtod would also take hex, "inf" and "nan").
     if (tokens_s.empty() || tokens_s.find_first_not_of("0123456789.eE+-") != absl::string_view::npos ||
-        !absl::SimpleAtod(tokens_s, &tokens) || !std::isfinite(tokens)) {
+        !absl::SimpleAtod(tokens_s, &tokens)) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, "tokens '", EchoValue(tokens_s), "' is not a number"));
+    }
+    if (!std::isfinite(tokens)) {  // a decimal beyond a double's range (1e400)
+      return absl::InvalidArgumentError(absl::StrCat(where, "tokens ", EchoValue(tokens_s), " is out of range (at most ",
+                                                     absl::StrFormat("%.0f", kMaxLoad), ")"));
     }
     if (tokens < 0) {
       return absl::InvalidArgumentError(

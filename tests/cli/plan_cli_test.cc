@@ -92,7 +92,7 @@ TEST(PlanCliTest, BadInputExitsTwoWithOneLineAndWritesNothing) {
       {{"--loads", small, "--ranks", "4", "--slots-per-rank", "2", "--policy", "magic"},
        "unknown policy 'magic' (choose one of: incremental, eplb)"},
       {{"--loads", dir.File("nope.csv"), "--ranks", "4", "--slots-per-rank", "2"}, "nope.csv"},
-      {{"--loads", small, "--ranks", "four", "--slots-per-rank", "2"}, "flag --ranks='four'"},
+      {{"--loads", small, "--ranks", "four", "--slots-per-rank", "2"}, "--ranks 'four': expected an integer"},
       {{"--loads", small, "--ranks", "4", "--slots-per-rank", "2", "--frobnicate"}, "unknown flag '--frobnicate'"},
       {{"--ranks", "4", "--slots-per-rank", "2"}, "--loads FILE.csv is required"},
   };
@@ -118,6 +118,39 @@ namespace {
 
 // `switchyard trace synth`: windows with a burst, readable as a per-step trace; the same
 // seed gives the same file; bad input exits 2 naming the problem and writes nothing.
+// Each command lists its own flags in --help and refuses another command's (it would be
+// accepted and ignored otherwise), benchmarks and admin commands included.
+TEST(CliFlagsTest, HelpListsAndCommandsTakeOnlyTheirOwnFlags) {
+  auto help = [](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), kBinary);
+    argv.push_back("--help");
+    auto r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  const std::string sim = help({"sim"}), kernels = help({"bench", "kernels"}), status = help({"status"});
+  EXPECT_NE(sim.find("--sim-burst"), std::string::npos) << sim;
+  EXPECT_EQ(sim.find("--coordinator"), std::string::npos) << sim;
+  EXPECT_EQ(sim.find("--ffn-rows"), std::string::npos) << sim;
+  EXPECT_NE(kernels.find("--ffn-rows"), std::string::npos) << kernels;
+  EXPECT_EQ(kernels.find("--trace "), std::string::npos) << kernels;
+  EXPECT_NE(status.find("--coordinator"), std::string::npos) << status;
+  EXPECT_EQ(status.find("--ranks"), std::string::npos) << status;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> foreign = {
+      {{"bench", "kernels", "--steps", "5"}, "--steps is not a flag of switchyard bench kernels"},
+      {{"bench", "a2a", "--ffn-rows", "5"}, "--ffn-rows is not a flag of switchyard bench a2a"},
+      {{"status", "--ranks", "3"}, "--ranks is not a flag of switchyard status"},
+      {{"rebalance", "--trace", "x.csv"}, "--trace is not a flag of switchyard rebalance"},
+  };
+  for (auto [argv, want] : foreign) {
+    argv.insert(argv.begin(), kBinary);
+    auto r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << want << ": " << r.err;
+    EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
 TEST(TraceCliTest, SynthWritesBurstWindowsAsAPerStepTrace) {
   TempDir dir;
   const std::string decode = std::string(SWITCHYARD_SOURCE_DIR) + "/data/traces/deepseek_v3_sglang_decode_in1000out1000.csv";

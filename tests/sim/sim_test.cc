@@ -463,6 +463,18 @@ TEST(SimCli, StartsFromAPlanFile) {
 TEST(SimCli, BadInputExitsTwoWithOneLine) {
   test::TempDir dir;
   std::ofstream(dir.File("mixtral.csv")) << "layer,expert,tokens\n0,0,5\n0,1,7\n";
+  {  // two windows of DeepSeek-V3's layer 3; the second without load
+    std::ofstream two(dir.File("two.csv")), empty(dir.File("empty_layer.csv"));
+    two << "step,layer,expert,tokens\n";
+    empty << "step,layer,expert,tokens\n";
+    for (int w = 0; w < 2; ++w) {
+      for (int e = 0; e < 256; ++e) {
+        two << w << ",3," << e << "," << 10 + e << "\n";
+        empty << w << ",3," << e << "," << (w == 0 ? 10 + e : 0) << "\n";
+      }
+    }
+  }
+  std::ofstream(dir.File("null.json")) << R"({"flops": null})";
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--trace", kDecode, "--ranks", "8", "--hardware", "tpu-v9"}, "unknown hardware preset 'tpu-v9'"},
       {{"--trace", kDecode, "--ranks", "10", "--nodes", "4"}, "--ranks 10 is not divisible by --nodes 4"},
@@ -482,6 +494,15 @@ TEST(SimCli, BadInputExitsTwoWithOneLine) {
       {{"--trace", kDecode, "--ranks", "8", "--max-moves", "-5"}, "--max-moves -5"},
       {{"--trace", kDecode, "--ranks", "8", "--steps-out", kDecode}, "is the trace itself"},
       {{"--trace", kDecode, "--ranks", "8", "--sim-burst", "3:0.3@1..x\nsecond"}, "burst '3:0.3@1..x\\x0asecond'"},
+      // Input that would be accepted and never used.
+      {{"--trace", kDecode, "--ranks", "8", "--steps", "50", "--sim-burst", "3:0.3@100..120"},
+       "a burst starting at step 100 never runs: the steps are 0..49"},
+      {{"--trace", dir.File("two.csv"), "--ranks", "8", "--steps", "1"}, "the trace has 2 windows, more than the 1 step"},
+      {{"--trace", dir.File("two.csv"), "--ranks", "8", "--steps", "200", "--window-steps", "1000"},
+       "--window-steps 1000 x 2 windows: 200 steps reach only the first 1"},
+      {{"--trace", dir.File("empty_layer.csv"), "--ranks", "8", "--steps", "10"}, "window 1 of the trace: layer 3 has no load"},
+      {{"--trace", kDecode, "--ranks", "8", "--steps", "99999999999"}, "--steps '99999999999': expected an integer in"},
+      {{"--trace", kDecode, "--ranks", "8", "--hardware", dir.File("null.json")}, "$.flops: expected a number, got null"},
   };
   for (const auto& [args, want] : cases) {
     std::vector<std::string> argv = {kCli, "sim"};

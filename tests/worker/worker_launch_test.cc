@@ -232,7 +232,7 @@ TEST(WorkerBadInputTest, EveryRankStopsWithExitCodeTwo) {
        "placement.json: not valid JSON"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "uniform", "--policy", "random"},
        "--policy 'random'"},
-      {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--steps", "lots"}, "flag --steps='lots'"},
+      {{"--model", "preset:deepseek-v3", "--workload", "uniform", "--steps", "lots"}, "--steps 'lots': expected an integer"},
       {{"--model", dir.File("narrow.json"), "--workload", "uniform"}, "$.num_local_experts: 4294967304 is out of range"},
       {{"--model", dir.File("billions.json"), "--workload", "uniform"}, "$.num_local_experts: 2000000000 is out of range"},
       {{"--model", "preset:deepseek-v3", "--scale", "0.0625", "--workload", "zipf:nan"}, "zipf skew must be a number in [0, 100]"},
