@@ -5,9 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "common/json_reader.h"
 #include "common/status.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "placement/metrics.h"
 #include "placement/planner.h"
 
