@@ -16,7 +16,8 @@ namespace switchyard::placement::internal {
 class LayerState {
  public:
   // Empty layer: every slot free. capacity[r] is how many slots rank r may use (S, or 0 when
-  // drained).
+  // drained). `load` (per expert) is read for the state's whole life and must not change
+  // (MeanLoad is fixed from it here).
   LayerState(int slots_per_rank, std::span<const double> load, std::vector<int> capacity);
 
   // Copies `layer` (replicas and shares; shares are renormalised per expert).

@@ -68,7 +68,6 @@ TEST(LayerStateTest, ChainOfReplicasLevelsEveryRank) {
   std::vector<double> load = {800, 0, 0, 0, 0, 0, 0, 0};
   LayerState s(2, load, std::vector<int>(ranks, 2));
   for (int i = 0; i < ranks - 1; ++i) {
-    if (i > 0) load[i] = 0;
     s.Add(i * 2, i);
     s.Add((i + 1) * 2 + 1, i);
   }
