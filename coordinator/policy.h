@@ -47,10 +47,10 @@ struct AutoRebalanceState {
 
 // Planning loads that differ by no more than sampling noise (the loads are counts: the
 // aggregator scales them to the pairs of its smoothing horizon), per layer: with `totals`,
-// the totals within kReplanNoiseZ Poisson standard deviations (the planner's noise gates,
-// noise_z > 0, read absolute counts; without them its decisions depend only on the load's
-// shape, and the planning load grows over the smoothing horizon's first windows); the
-// two-sample chi-square statistic of
+// the totals within kReplanNoiseZ Poisson standard deviations (the planner's noise gates read
+// absolute counts, and the planning load grows over the smoothing horizon's first windows,
+// when a window's shape is still a noisy estimate: AutoRebalanceWindow always checks them);
+// the two-sample chi-square statistic of
 // homogeneity over the experts with load within kReplanNoiseZ standard deviations of its mean
 // under pure noise; and no single expert's standardised difference beyond kReplanCellZ. Also
 // the same layers and experts; NaN is never within noise.

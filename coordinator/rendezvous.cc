@@ -151,6 +151,7 @@ void Rendezvous::MaybeFormLocked(Job& job) {
   for (const Member& m : job.members) {
     job.heartbeating.insert(m.instance());
     job.seen[m.instance()] = Now();
+    job.unheard.erase(m.instance());
   }
   for (LostMember& l : job.lost) {
     if (l.generation == 0) l.generation = job.generation;
@@ -199,6 +200,7 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
       fresh.generation = asked;
       fresh.job_id = r.job_id();
       fresh.members.assign(r.members().begin(), r.members().end());
+      for (const Member& m : fresh.members) fresh.unheard.insert(m.instance());  // (kAdoptedGrace)
     }
     it = jobs_.emplace(r.job_key(), std::move(fresh)).first;
   }
@@ -224,6 +226,7 @@ absl::StatusOr<control::JoinResponse> Rendezvous::Join(const control::JoinReques
                                                       job.generation, "); start it again to join as a new worker"));
   }
   job.seen[r.instance()] = now;
+  job.unheard.erase(r.instance());
   {  // One instance is one process: the same id from another node is a second process.
     const int rank = MemberRank(job, r.instance());
     const std::string* node = rank >= 0 ? &job.members[rank].node_name() : nullptr;
@@ -350,6 +353,7 @@ absl::StatusOr<control::ExchangeResponse> Rendezvous::Exchange(const control::Ex
   }
   job.touched = Now();
   job.seen[r.instance()] = job.touched;
+  job.unheard.erase(r.instance());
   const int64_t generation = job.generation;
   std::vector<std::optional<std::string>>& round = job.rounds[r.round()];
   round.resize(job.members.size());
@@ -383,6 +387,7 @@ void Rendezvous::Touch(const std::string& job_key, const std::string& instance) 
   auto it = jobs_.find(job_key);
   if (it == jobs_.end()) return;
   it->second.seen[instance] = Now();
+  it->second.unheard.erase(instance);
   it->second.heartbeating.insert(instance);
   it->second.touched = Now();
 }
@@ -488,7 +493,9 @@ std::vector<LostMember> Rendezvous::Expire(absl::Duration timeout) {
       auto seen = job.seen.find(instance);
       absl::Time last = seen == job.seen.end() ? job.since : seen->second;
       if (job.forming) last = std::max(last, job.forming_since);
-      if (now - last > timeout) silent.push_back(instance);
+      if (now - last > timeout + (job.unheard.count(instance) ? kAdoptedGrace : absl::ZeroDuration())) {
+        silent.push_back(instance);
+      }
     }
     for (const std::string& instance : silent) {
       MarkGoneLocked(key, job, instance,
@@ -534,9 +541,10 @@ void Rendezvous::Adopt(const std::string& job_key, const std::string& job_id, in
   job.generation = generation;
   job.members = members;
   job.touched = job.since = Now();
-  for (const Member& m : members) {  // each gets a full timeout to show up
+  for (const Member& m : members) {  // each gets a full timeout (and kAdoptedGrace) to show up
     job.seen[m.instance()] = job.touched;
     job.heartbeating.insert(m.instance());
+    job.unheard.insert(m.instance());
   }
   jobs_.emplace(job_key, std::move(job));
 }

@@ -45,6 +45,12 @@
 
 namespace switchyard::coordinator {
 
+// After a coordinator restart, the members of an adopted job get this on top of the silence
+// timeout until they are first heard from: a worker retries an unreachable coordinator with a
+// backoff of up to 2 s (ControlClientOptions::max_backoff) behind gRPC's reconnect backoff of
+// up to 1 s, and a loaded machine adds its own delay.
+inline constexpr absl::Duration kAdoptedGrace = absl::Seconds(4);
+
 // What a member of a joined job should do about its membership (HeartbeatResponse).
 struct RegroupSignal {
   int64_t generation = 0;  // the generation forming (0: none)
@@ -86,7 +92,9 @@ class Rendezvous {
   // A member's sign of life (its heartbeat).
   void Touch(const std::string& job_key, const std::string& instance);
   // A member registered with the coordinator (its generation and members): a coordinator that
-  // restarted learns the job this way and can then judge its members' silence (Expire).
+  // restarted learns the job this way and can then judge its members' silence (Expire). A
+  // member not heard from since gets kAdoptedGrace on top of the timeout: its retries were
+  // backing off while this coordinator was down.
   void Adopt(const std::string& job_key, const std::string& job_id, int world_size, int64_t generation,
              const std::vector<switchyard::control::v1::JobMember>& members);
   // The coordinator lost this member of `generation`: the others regroup without it (no-op
@@ -132,6 +140,7 @@ class Rendezvous {
     std::map<std::string, absl::Time> seen;
     absl::Time since;                       // when this coordinator learned of the job
     std::set<std::string> heartbeating;     // members that sent heartbeats (Touch): judged by their silence
+    std::set<std::string> unheard;          // adopted after a restart, not heard from since (kAdoptedGrace)
     std::map<int, std::vector<std::optional<std::string>>> rounds;  // of the current generation
     std::vector<LostMember> lost;
     absl::Time touched;
