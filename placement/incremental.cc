@@ -162,9 +162,7 @@ struct OtherHolders {
   int in_group = 0;
   double load[2] = {-1, -1};
   int slot[2] = {-1, -1};
-  // Over its replicas outside the group: the largest and least contribution, and the least
-  // load of the holding rank without that replica.
-  double most = 0, least = std::numeric_limits<double>::infinity(), least_base = std::numeric_limits<double>::infinity();
+  double most = 0;  // the largest contribution of its replicas outside the group
 };
 
 // Destinations tried per improvement step for moves and exchanges: the least loaded ranks
@@ -238,8 +236,6 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
           continue;
         }
         h.most = std::max(h.most, s.contribution(slot));
-        h.least = std::min(h.least, s.contribution(slot));
-        h.least_base = std::min(h.least_base, s.rank_load(r) - s.contribution(slot));
         if (s.rank_load(r) > h.load[0]) {
           h.load[1] = h.load[0];
           h.slot[1] = h.slot[0];
@@ -285,28 +281,17 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
     entry = {group_level, base_d, m};
     return m;
   };
-  // Per expert x, for the ranks whose room holds a replica of x:
-  //  - evict_bound[x]: the bound checked below, taken at the least group level, base and
-  //    `raised` any of those ranks can have (each computed as below, from the least evicted
-  //    load): while the full list's worst rate is at least that, the check skips them all;
-  //  - level_ties[x]: x has no replica in the group and `raised` stays at most tie_after
-  //    (min_h A(h) at (level, base 0)) on every holder of x, so such a rank at base 0 offers
-  //    at most level - tie_after (with one slot per rank thousands of ranks tie there). They
-  //    are skipped while the full list rejects that rate.
-  std::vector<double> evict_bound(max_cost >= 1 ? E : 0, std::numeric_limits<double>::infinity());
+  // tie_after: min_h A(h) at (level, base 0). level_ties[x]: x has no replica in the group and
+  // `raised` stays at most tie_after on every holder of x, so a rank at base 0 whose room
+  // holds x offers at most level - tie_after (with one slot per rank thousands of ranks tie
+  // there). Such ranks are skipped while the full list rejects that rate.
   std::vector<char> level_ties(max_cost >= 1 ? E : 0, 0);
   const double tie_after = max_cost >= 1 ? min_after(level, 0.0) : 0;
-  for (int x = 0; x < static_cast<int>(evict_bound.size()); ++x) {
+  for (int x = 0; x < static_cast<int>(level_ties.size()); ++x) {
     const OtherHolders& h = holders[x];
-    if (s.replicas(x) < 2 || h.least == std::numeric_limits<double>::infinity()) continue;
-    const double least_each = h.least / (s.replicas(x) - 1);
-    double group_level = level;
-    for (int i = 0; i < h.in_group; ++i) group_level += least_each / g;
-    const double shared = (g * group_level + h.least_base) / (g + 1);
-    const double raised = h.load[1] >= 0 ? h.load[1] + least_each : 0;
-    evict_bound[x] = level - std::max(shared, raised) + 1e-9 * level;
+    if (s.replicas(x) < 2 || h.in_group > 0) continue;
     const double raised_ceiling = h.load[0] >= 0 ? h.load[0] + h.most / (s.replicas(x) - 1) : 0;
-    level_ties[x] = h.in_group == 0 && raised_ceiling <= tie_after;
+    level_ties[x] = raised_ceiling <= tie_after;
   }
   for (size_t k = 0; k < dests.size(); ++k) {
     const int d = dests[k];
@@ -315,9 +300,8 @@ std::vector<Candidate> Candidates(const LayerState& s, const LayerRules& rules,
     if (max_cost >= 1) {
       const int room = RoomOn(s, rules, d, -1);
       const int evicts = room >= 0 ? s.expert_at(room) : -1;
-      const bool skip = evicts >= 0 && top.Full() &&
-                        (evict_bound[evicts] <= top.WorstRate() ||
-                         (level_ties[evicts] && load_d - s.contribution(room) == 0 && level - tie_after <= top.WorstRate()));
+      const bool skip = evicts >= 0 && level_ties[evicts] && load_d - s.contribution(room) == 0 && top.Full() &&
+                        level - tie_after <= top.WorstRate();
       if (room >= 0 && !skip) {
         double evicted = 0, group_level = level, raised = 0;
         if (const int x = s.expert_at(room); x >= 0) {
