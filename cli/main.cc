@@ -1,6 +1,5 @@
 // `switchyard`: the command-line tool. Offline tools (plan, bench) run locally; admin
 // commands talk to a coordinator over gRPC.
-#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -63,19 +62,14 @@ int main(int argc, char** argv) {
     // The command's own flags ("bench kernels", "trace synth": the sub-command's).
     std::string name = command;
     if ((command == "bench" || command == "trace") && !args.empty()) name += " " + args[0];
-    std::vector<absl::string_view> own = switchyard::cli::CommandFlags(name);
-    if (command == "bench" && own.empty()) {  // every benchmark's
-      for (const char* bench : {"bench plan", "bench kernels", "bench a2a", "bench shares"}) {
-        for (absl::string_view f : switchyard::cli::CommandFlags(bench)) {
-          if (std::find(own.begin(), own.end(), f) == own.end()) own.push_back(f);
-        }
-      }
-    }
-    if (own.empty() && command == "trace") own = switchyard::cli::CommandFlags("trace synth");
-    if (own.empty()) {
-      std::printf("switchyard %s: no flags (or an unknown command)\n", name.c_str());
-    } else {
+    if (command == "trace" && args.empty()) name = "trace synth";
+    const std::vector<absl::string_view> own = switchyard::cli::CommandFlags(name);
+    if (!own.empty()) {
       std::printf("switchyard %s flags:\n%s", name.c_str(), switchyard::FlagsHelpFor(own).c_str());
+    } else if (command == "bench") {
+      std::printf("switchyard bench: 'switchyard bench plan|kernels|a2a|shares --help' lists a benchmark's flags\n");
+    } else {
+      std::printf("switchyard %s: no flags (or an unknown command)\n", name.c_str());
     }
     return 0;
   }
