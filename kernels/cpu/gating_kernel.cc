@@ -1,13 +1,18 @@
 // CPU gating, written once over Highway and compiled for each target (see gating.h for the
 // routers and gating_internal.h for the bit-identity contract).
 //
-// Per token: scores (softmax or sigmoid) and selection scores (+ bias) as vectors, then the
-// selection. Where the vectors are wide enough (groups <= lanes, groups and the expert count
-// whole vectors, k <= lanes: DeepSeek-V2/V3 and Qwen3 on AVX2 and AVX-512, Mixtral on AVX2)
+// Tokens go in blocks of kBlock, stage by stage: every token's scores (softmax or sigmoid)
+// and selection scores (+ bias) as vectors, then each selection stage for every token of the
+// block before the next stage. One token's selection is a long serial chain (and its branches
+// depend on its data); staged, the tokens' independent chains interleave in the core.
+//
+// Where the vectors are wide enough (groups <= lanes, groups and the expert count whole
+// vectors, k <= lanes: DeepSeek-V2/V3 and Qwen3 on AVX2 and AVX-512, Mixtral on AVX2)
 // FastSelection keeps most of the selection in registers: group top-2 by lane-wise merges and
-// a lane-halving tree, group ranks and the threshold by comparing a vector with its rotations.
-// Elsewhere (and for a token whose threshold leaves more than kMaxSurvivors, i.e. many ties)
-// GeneralSelection runs. Both pick the same ids, so every path gives the same bits
+// a lane-halving tree, group ranks by comparing a vector with its rotations, a threshold that
+// every one of the k best reaches, the few survivors ranked the same way. Elsewhere (and for
+// a token whose threshold leaves more than kMaxSurvivors, i.e. many ties) GeneralSelection
+// runs. Both pick the same ids, so every path gives the same bits
 // (tests/kernels/gating_test.cc compares them).
 
 #undef HWY_TARGET_INCLUDE
@@ -257,14 +262,15 @@ void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* i
   if (n <= kLanes) {
     HWY_ALIGN int32_t rank[kLanes];
     hn::Store(RanksOf<kLanes>(hn::Load(d, sv), n), di, rank);
-    for (int i = 0; i < n; ++i) out[std::min(rank[i], k)] = sid[i];
+    // Every lane (a fixed count: no mispredicted exit); the -inf padding ranks >= n >= k.
+    for (int i = 0; i < kLanes; ++i) out[std::min(rank[i], k)] = sid[i];
   } else if (kLanes > 1 && n <= 2 * kLanes) {  // two vectors: each one's ranks, plus the other's
     const VF first = hn::Load(d, sv), second = hn::Load(d, sv + kLanes);
     HWY_ALIGN int32_t rank[2 * kLanes];
     // The other vector's lanes are all ahead when greater; the first's also when equal (lower ids).
     hn::Store(hn::Add(RanksOf<kLanes>(first, kLanes), CountAhead<kLanes>(first, second, 0)), di, rank);
     hn::Store(hn::Add(RanksOf<kLanes>(second, n - kLanes), CountAhead<kLanes, true>(second, first, 0)), di, rank + kLanes);
-    for (int i = 0; i < n; ++i) out[std::min(rank[i], k)] = sid[i];
+    for (int i = 0; i < 2 * kLanes; ++i) out[std::min(rank[i], k)] = sid[i];
   } else {  // a vector compare per survivor
     for (int i = 0; i < n; ++i) {
       const VF vi = hn::Set(d, sv[i]);
@@ -372,7 +378,7 @@ struct GeneralSelection {
 // row) is whole vectors, and k <= lanes. Not on the one-lane target.
 struct FastSelection {
   int groups, group_size, padded_groups = 1;
-  bool grouped, group_top_two, fits;
+  bool grouped, group_top_two, second_bound, fits;
 
   explicit FastSelection(const GatingConfig& c)
       : groups(c.num_groups),
@@ -380,36 +386,53 @@ struct FastSelection {
         grouped(c.num_groups > 1 && c.top_groups < c.num_groups),
         // A group of one expert has no second best (GroupScoreOf).
         group_top_two(c.group_score == GroupScore::kTopTwoSum && c.num_experts / c.num_groups >= 2),
+        // The kept groups' best two are 2 x top_groups candidates: enough to bound the k-th best.
+        second_bound(c.num_experts / c.num_groups >= 2 && 2 * c.top_groups >= c.top_k),
         fits(HWY_TARGET != HWY_SCALAR && c.top_k <= kLanes && c.num_experts % kLanes == 0 &&
              (!grouped || (groups <= kLanes && group_size % kLanes == 0))) {
     while (padded_groups < groups) padded_groups *= 2;
   }
 
-  // The k ids for one token from `choice` (aligned rows), in (value desc, id asc) order; false
-  // when the threshold leaves more than kMaxSurvivors candidates (many ties): the caller then
-  // runs the general selection.
-  bool Select(const GatingConfig& c, const float* choice, int32_t* ids) const {
+  // The selection in stages, each run for every token of a block before the next one starts
+  // (GateRows): one token's chain (group tree, group ranks, threshold, survivors, ranks) is
+  // long and serial, and the tokens' chains are independent, so staged they interleave.
+
+  // Stage 1, grouped only: lane g (< groups) of `score` and `second`: group g's score and its
+  // second best selection score (a tie counts twice); -inf beyond the groups.
+  void GroupStage(const float* choice, float* score, float* second) const {
+    VF s;
+    hn::Store(GroupScores(choice, &s), DF(), score);
+    hn::Store(s, DF(), second);
+  }
+
+  // Stage 2: the candidate ranges (the kept groups in ascending order, or the whole row) and
+  // the threshold t: every one of the k best candidates is >= t. Returns the number of ranges.
+  int RangeStage(const GatingConfig& c, const float* choice, const float* score, const float* second, int* first,
+                 float* t) const {
     const DF d;
     const DI di;
-    const VF minus_inf = hn::Set(d, kMinusInf);
-    // The candidate ranges: the kept groups in ascending order, or the whole row.
-    int first[kLanes];
+    const VF minus_inf = hn::Set(d, kMinusInf), plus_inf = hn::Set(d, kPlusInf);
     int ranges = 1, range_size = c.num_experts;
     first[0] = 0;
     if (grouped) {
-      const VF score = GroupScores(choice);
-      const auto kept = hn::And(hn::Lt(Ranks(score, padded_groups, groups), hn::Set(di, c.top_groups)), hn::FirstN(di, groups));
+      const auto kept = hn::And(hn::Lt(Ranks(hn::Load(d, score), padded_groups, groups), hn::Set(di, c.top_groups)),
+                                hn::FirstN(di, groups));
       ranges = 0;
       for (uint64_t bits = MaskBits(di, kept); bits != 0; bits &= bits - 1) {
         first[ranges++] = __builtin_ctzll(bits) * group_size;
       }
       range_size = group_size;
+      if (second_bound) {
+        // The kept groups' best and second best are 2 x top_groups >= k distinct candidates,
+        // all >= the least second best.
+        *t = hn::GetLane(hn::MinOfLanes(d, hn::IfThenElse(hn::RebindMask(d, kept), hn::Load(d, second), plus_inf)));
+        return ranges;
+      }
     }
-    // Threshold: lane-wise maxima are distinct candidates, so the k-th best of them is <= the
-    // k-th best candidate: every one of the k best is >= t. The k-th best (with multiplicity)
-    // is the least of those with fewer than k above. With 8 lanes or fewer, the maxima of the
-    // even and of the odd candidate vectors (2 x lanes of them) give a tighter t, and fewer
-    // survivors to rank.
+    // Lane-wise maxima are distinct candidates, so the k-th best of them is <= the k-th best
+    // candidate. The k-th best (with multiplicity) is the least of those with fewer than k
+    // above. With 8 lanes or fewer, the maxima of the even and of the odd candidate vectors
+    // (2 x lanes of them) give a tighter t, and fewer survivors to rank.
     VF m = minus_inf, m_odd = minus_inf;
     int vectors = 0;
     for (int r = 0; r < ranges; ++r) {
@@ -418,7 +441,6 @@ struct FastSelection {
         into = hn::Max(into, hn::Load(d, choice + first[r] + e));
       }
     }
-    const VF plus_inf = hn::Set(d, kPlusInf);
     VF vt;
     if (kLanes <= 8 && vectors >= 2) {
       const auto above = hn::Add(GreaterCounts<kLanes>(m), CountAhead<kLanes>(m, m_odd, 0));
@@ -430,19 +452,27 @@ struct FastSelection {
       const auto top = hn::RebindMask(d, hn::Lt(GreaterCounts<kLanes>(m), hn::Set(di, c.top_k)));
       vt = hn::MinOfLanes(d, hn::IfThenElse(top, m, plus_inf));
     }
-    // Survivors (values >= t) in id order.
+    *t = hn::GetLane(vt);
+    return ranges;
+  }
+
+  // Stage 3: the survivors (candidates >= t) in id order into (sv, sid), -inf padded to whole
+  // vectors; their count, or -1 when it is not in [k, kMaxSurvivors] (many ties; or NaN
+  // scores, which no comparison keeps): the caller then runs the general selection.
+  int SurvivorStage(const GatingConfig& c, const float* choice, const int* first, int ranges, float t, float* sv,
+                    int32_t* sid) const {
+    const VF vt = hn::Set(DF(), t);
+    const int range_size = grouped ? group_size : c.num_experts;
     int n = 0;
-    HWY_ALIGN float survivors[kMaxSurvivors + 2 * kLanes];
-    HWY_ALIGN int32_t survivor_ids[kMaxSurvivors + 2 * kLanes];
     for (int r = 0; r < ranges; ++r) {
       for (int e = 0; e < range_size; e += kLanes) {
-        AppendSurvivors(choice + first[r] + e, first[r] + e, vt, survivors, survivor_ids, n);
-        if (n > kMaxSurvivors) return false;
+        AppendSurvivors(choice + first[r] + e, first[r] + e, vt, sv, sid, n);
+        if (n > kMaxSurvivors) return -1;
       }
     }
-    for (int i = n; i < n + kLanes; ++i) survivors[i] = kMinusInf;
-    RankSurvivors(survivors, survivor_ids, n, c.top_k, ids);
-    return true;
+    if (n < c.top_k) return -1;
+    hn::StoreU(hn::Set(DF(), kMinusInf), DF(), sv + n);
+    return n;
   }
 
  private:
@@ -451,12 +481,12 @@ struct FastSelection {
   // two vectors into one per level (even and odd lanes merged), until lane g holds group g's.
   // P (the groups padded to a power of two) is a template argument so that the vectors stay
   // in registers.
-  VF GroupScores(const float* choice) const {
+  VF GroupScores(const float* choice, VF* second) const {
     switch (padded_groups) {
-      case 2: return GroupScoresOf<std::min(2, kLanes)>(choice);
-      case 4: return GroupScoresOf<std::min(4, kLanes)>(choice);
-      case 8: return GroupScoresOf<std::min(8, kLanes)>(choice);
-      default: return GroupScoresOf<std::min(16, kLanes)>(choice);
+      case 2: return GroupScoresOf<std::min(2, kLanes)>(choice, second);
+      case 4: return GroupScoresOf<std::min(4, kLanes)>(choice, second);
+      case 8: return GroupScoresOf<std::min(8, kLanes)>(choice, second);
+      default: return GroupScoresOf<std::min(16, kLanes)>(choice, second);
     }
   }
 
@@ -482,7 +512,7 @@ struct FastSelection {
   }
 
   template <int P>
-  VF GroupScoresOf(const float* choice) const {
+  VF GroupScoresOf(const float* choice, VF* second_out) const {
     const DF d;
     const VF minus_inf = hn::Set(d, kMinusInf);
     VF best[P], second[P];
@@ -500,6 +530,7 @@ struct FastSelection {
     }
     MergeLevel<P, kLanes>(best, second);
     const VF score = group_top_two ? hn::Add(best[0], second[0]) : best[0];
+    *second_out = hn::IfThenElse(hn::FirstN(d, groups), second[0], minus_inf);
     return hn::IfThenElse(hn::FirstN(d, groups), score, minus_inf);
   }
 };
@@ -507,20 +538,49 @@ struct FastSelection {
 }  // namespace
 
 void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_t* expert_ids, float* weights) {
+  constexpr int kBlock = 16;  // tokens per block of stages
+  constexpr int kSurvivorRow = kMaxSurvivors + 2 * kLanes;
   const int E = c.num_experts, k = c.top_k;
   const FastSelection fast(c);
   GeneralSelection general(c);
   const size_t row = (E + kLanes - 1) / kLanes * kLanes;
-  auto scores = hwy::AllocateAligned<float>(row), choice = hwy::AllocateAligned<float>(row);
-  for (int64_t t = 0; t < tokens; ++t) {
-    Scores(c, logits + t * E, scores.get(), choice.get());
-    int32_t* ids = expert_ids + t * k;
-    if (!fast.fits || !fast.Select(c, choice.get(), ids)) general.Select(c, choice.get(), ids);
-    float* w = weights + t * k;
-    float sum = 0;
-    for (int i = 0; i < k; ++i) sum += w[i] = scores[ids[i]];
-    const float scale = c.renormalize ? c.routed_scaling_factor / (sum + 1e-20f) : c.routed_scaling_factor;
-    for (int i = 0; i < k; ++i) w[i] *= scale;
+  auto scores = hwy::AllocateAligned<float>(kBlock * row), choice = hwy::AllocateAligned<float>(kBlock * row);
+  auto survivors = hwy::AllocateAligned<float>(kBlock * kSurvivorRow);
+  auto survivor_ids = hwy::AllocateAligned<int32_t>(kBlock * kSurvivorRow);
+  HWY_ALIGN float group_score[kBlock * kLanes], group_second[kBlock * kLanes], threshold[kBlock];
+  int first[kBlock][kLanes], ranges[kBlock], count[kBlock];
+  for (int64_t t0 = 0; t0 < tokens; t0 += kBlock) {
+    const int block = static_cast<int>(std::min<int64_t>(kBlock, tokens - t0));
+    for (int i = 0; i < block; ++i) Scores(c, logits + (t0 + i) * E, scores.get() + i * row, choice.get() + i * row);
+    if (fast.fits) {
+      if (fast.grouped) {
+        for (int i = 0; i < block; ++i) fast.GroupStage(choice.get() + i * row, group_score + i * kLanes, group_second + i * kLanes);
+      }
+      for (int i = 0; i < block; ++i) {
+        ranges[i] = fast.RangeStage(c, choice.get() + i * row, group_score + i * kLanes, group_second + i * kLanes, first[i], &threshold[i]);
+      }
+      for (int i = 0; i < block; ++i) {
+        count[i] = fast.SurvivorStage(c, choice.get() + i * row, first[i], ranges[i], threshold[i],
+                                      survivors.get() + i * kSurvivorRow, survivor_ids.get() + i * kSurvivorRow);
+      }
+    }
+    for (int i = 0; i < block; ++i) {
+      int32_t* ids = expert_ids + (t0 + i) * k;
+      if (fast.fits && count[i] >= 0) {
+        RankSurvivors(survivors.get() + i * kSurvivorRow, survivor_ids.get() + i * kSurvivorRow, count[i], k, ids);
+      } else {
+        general.Select(c, choice.get() + i * row, ids);
+      }
+    }
+    for (int i = 0; i < block; ++i) {
+      const int32_t* ids = expert_ids + (t0 + i) * k;
+      const float* s = scores.get() + i * row;
+      float* w = weights + (t0 + i) * k;
+      float sum = 0;
+      for (int j = 0; j < k; ++j) sum += w[j] = s[ids[j]];
+      const float scale = c.renormalize ? c.routed_scaling_factor / (sum + 1e-20f) : c.routed_scaling_factor;
+      for (int j = 0; j < k; ++j) w[j] *= scale;
+    }
   }
 }
 
