@@ -1,9 +1,11 @@
 #include "kernels/gating.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/gating_internal.h"
+#include "kernels/cpu/parallel.h"
 
 namespace switchyard::kernels {
 absl::Status GatingConfig::Validate() const {
@@ -32,13 +34,20 @@ absl::Status GatingConfig::Validate() const {
 }
 
 absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t tokens,
-                     int32_t* expert_ids, float* weights, CpuIsa isa) {
+                     int32_t* expert_ids, float* weights, CpuIsa isa, int threads) {
   if (absl::Status valid = config.Validate(); !valid.ok()) return valid;
+  if (threads < 1) return absl::InvalidArgumentError(absl::StrCat("gating: threads ", threads, " (must be >= 1)"));
   if (!CpuSupports(isa)) {
     return absl::FailedPreconditionError(
         absl::StrCat("gating: the ", CpuIsaName(isa), " path is not available on this CPU"));
   }
-  internal::GateFor(isa)(config, logits, tokens, expert_ids, weights);
+  const internal::GateFn gate = internal::GateFor(isa);
+  const int64_t E = config.num_experts, k = config.top_k;
+  const int64_t chunks = (tokens + kGateChunkTokens - 1) / kGateChunkTokens;
+  internal::ParallelFor(threads, chunks, 1, [&](int64_t chunk) {
+    const int64_t first = chunk * kGateChunkTokens, count = std::min(kGateChunkTokens, tokens - first);
+    gate(config, logits + first * E, count, expert_ids + first * k, weights + first * k);
+  });
   return absl::OkStatus();
 }
 

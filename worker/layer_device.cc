@@ -43,7 +43,7 @@ class CpuDevice final : public LayerDevice {
       }
     }
     weights_.resize(static_cast<size_t>(tokens * config.top_k));
-    return kernels::GateCpu(config, logits, tokens, ids, weights_.data(), ffn_ws_.isa());
+    return kernels::GateCpu(config, logits, tokens, ids, weights_.data(), ffn_ws_.isa(), ffn_ws_.threads());
   }
 
   absl::Status GatherRows(const float* src, float* dst, const int32_t* index, int64_t rows) override {

@@ -240,6 +240,35 @@ TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
   }
 }
 
+// Threads share the tokens in chunks; each token is gated whole by one thread, so the ids and
+// weight bits do not depend on the thread count (or the chunk boundaries, mid-block).
+TEST(GatingTest, SameIdsAndBitsOnAnyThreadCount) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> n(0, 2);
+  const int E = 256, k = 8, tokens = 3 * static_cast<int>(kGateChunkTokens) + 77;
+  std::vector<float> logits(tokens * E), bias(E);
+  for (float& v : logits) v = std::round(n(rng) * 4) / 4;  // ties: some tokens take the general selection
+  for (float& v : bias) v = n(rng) * 0.01f;
+  const GatingConfig config{E, k, ScoreFunction::kSigmoid, true, 8, 4, 2.5f, bias.data()};
+  std::vector<int32_t> want_ids(tokens * k);
+  std::vector<float> want_w(tokens * k);
+  ASSERT_TRUE(GateCpu(config, logits.data(), tokens, want_ids.data(), want_w.data(), CpuIsa::kPortable).ok());
+  for (CpuIsa isa : SupportedCpuIsas()) {
+    for (int threads : {1, 2, 3}) {
+      std::vector<int32_t> ids(tokens * k);
+      std::vector<float> w(tokens * k);
+      ASSERT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa, threads).ok());
+      EXPECT_EQ(ids, want_ids) << CpuIsaName(isa) << " threads=" << threads;
+      EXPECT_EQ(std::memcmp(w.data(), want_w.data(), w.size() * 4), 0) << CpuIsaName(isa) << " threads=" << threads;
+    }
+  }
+  int32_t id;
+  float w;
+  const absl::Status zero = GateCpu(config, logits.data(), 1, &id, &w, BestCpuIsa(), 0);
+  EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.message().find("threads 0"), std::string::npos) << zero.message();
+}
+
 // Qwen's gated shared expert: sigmoid(hidden . gate) per token, the same bits on every path.
 TEST(GatingTest, SharedExpertGateIsSigmoidOfTheDotOnEveryPath) {
   std::mt19937 rng(7);
