@@ -45,12 +45,14 @@ struct GatingConfig {
   absl::Status Validate() const;
 };
 
-// CPU: logits [tokens, num_experts] row-major -> expert_ids and weights [tokens, top_k], on
-// the ISA path `isa` (every path gives the same ids and bits) and `threads` (>= 1) OpenMP
-// threads, which share the tokens in chunks of kGateChunkTokens when there are at least two
-// (each token is gated whole by one thread: the results do not depend on the thread count).
-// FailedPrecondition for a path this CPU lacks; InvalidArgument naming the field for a bad
-// config or a thread count below 1.
+// CPU: logits [tokens, num_experts] row-major, finite (the worker checks) -> expert_ids and
+// weights [tokens, top_k], on the ISA path `isa` (every path gives the same ids and bits) and
+// `threads` (>= 1) OpenMP threads, which share the tokens in chunks of kGateChunkTokens when
+// there are at least two (each token is gated whole by one thread: the results do not depend
+// on the thread count). FailedPrecondition for a path this CPU lacks; InvalidArgument naming
+// the field for a bad config or a thread count below 1. A NaN or infinite logit still gives
+// k distinct ids in [0, num_experts) per token, but which ones (and the weights, which may be
+// NaN) can differ between paths.
 inline constexpr int64_t kGateChunkTokens = 512;
 absl::Status GateCpu(const GatingConfig& config, const float* logits, int64_t tokens,
                      int32_t* expert_ids, float* weights, CpuIsa isa = BestCpuIsa(), int threads = 1);

@@ -11,9 +11,10 @@
 // FastSelection keeps most of the selection in registers: group top-2 by lane-wise merges and
 // a lane-halving tree, group ranks by comparing a vector with its rotations, a threshold that
 // every one of the k best reaches, the few survivors ranked the same way. Elsewhere (and for
-// a token whose threshold leaves more than kMaxSurvivors, i.e. many ties) GeneralSelection
-// runs. Both pick the same ids, so every path gives the same bits
-// (tests/kernels/gating_test.cc compares them).
+// a token whose threshold leaves more than kMaxSurvivors, e.g. many ties, or fewer than k:
+// NaN scores) GeneralSelection runs. Both pick the same ids for finite logits, so every path
+// gives the same bits (tests/kernels/gating_test.cc compares them). Logits must be finite
+// (gating.h); a NaN or infinity still gives in-range, distinct ids.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/gating_kernel.cc"
@@ -254,7 +255,7 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
 
 // The k best of n <= kMaxSurvivors survivors (sv in id order, -inf padded to whole vectors)
 // into ids, best first: each survivor's rank, and rank < k is its output slot (ranks >= k land
-// in a discarded slot: no branch).
+// in a discarded slot: no branch). Needs n >= k: the -inf padding lanes rank >= n.
 void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids) {
   const DF d;
   const DI di;
@@ -295,7 +296,8 @@ void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* i
 // sets {positions = j (mod S)} are S candidates, so at least k candidates are >= t = the
 // least of those maxima, and every one of the k best is >= t (lane-wise maxima and a fold;
 // no sort). The few survivors are then ranked (RankSurvivors). More than kMaxSurvivors (many
-// ties, or k > 16): the scalar keeper over the survivors.
+// ties, or k > 16): the scalar keeper over the survivors. Fewer than k (NaN scores, which no
+// comparison keeps): the keeper over every candidate, so that k distinct ids come out.
 void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* kept_values) {
   const DF d;
   constexpr int kSets = kSumLanes / kLanes;
@@ -322,10 +324,10 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
   int n = 0;
   const VF vt = hn::Set(d, t);
   for (int e = 0; e < n_padded && n <= kMaxSurvivors; e += kLanes) AppendSurvivors(values + e, e, vt, sv, sp, n);
-  if (n > kMaxSurvivors) {
+  if (n > kMaxSurvivors || n < k) {
     TopK top(k, kept_values, ids);
     for (int e = 0; e < n_padded; ++e) {
-      if (values[e] >= t) top.Offer(values[e], e);
+      if (n < k || values[e] >= t) top.Offer(values[e], e);
     }
     return;
   }
@@ -457,7 +459,8 @@ struct FastSelection {
   }
 
   // Stage 3: the survivors (candidates >= t) in id order into (sv, sid), -inf padded to whole
-  // vectors; their count, or -1 when it is not in [k, kMaxSurvivors] (many ties; or NaN
+  // vectors (their ids padded with 0); their count, or -1 when it is not in [k,
+  // kMaxSurvivors] (many ties, or a kept group's second best far below the k-th best; or NaN
   // scores, which no comparison keeps): the caller then runs the general selection.
   int SurvivorStage(const GatingConfig& c, const float* choice, const int* first, int ranges, float t, float* sv,
                     int32_t* sid) const {
@@ -472,6 +475,7 @@ struct FastSelection {
     }
     if (n < c.top_k) return -1;
     hn::StoreU(hn::Set(DF(), kMinusInf), DF(), sv + n);
+    hn::StoreU(hn::Zero(DI()), DI(), sid + n);
     return n;
   }
 

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
+#include <set>
 #include <string>
 
 namespace switchyard::kernels {
@@ -219,6 +221,7 @@ TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
       {256, 16, 16, 4, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum}, // k = 16 lanes
       {64, 4, 2, 1, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},
       {512, 10, 4, 2, ScoreFunction::kSigmoid, GroupScore::kMax},
+      {256, 8, 8, 4, ScoreFunction::kSigmoid, GroupScore::kMax},          // kept groups' second best as threshold
   };
   for (const Case& c : cases) {
     for (float grid : {0.0f, 0.5f, 4.0f}) {  // 0: continuous logits
@@ -241,7 +244,7 @@ TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
 }
 
 // Threads share the tokens in chunks; each token is gated whole by one thread, so the ids and
-// weight bits do not depend on the thread count (or the chunk boundaries, mid-block).
+// weight bits do not depend on the thread count (4 chunks, the last one ending mid-block).
 TEST(GatingTest, SameIdsAndBitsOnAnyThreadCount) {
   std::mt19937 rng(31);
   std::normal_distribution<float> n(0, 2);
@@ -267,6 +270,46 @@ TEST(GatingTest, SameIdsAndBitsOnAnyThreadCount) {
   const absl::Status zero = GateCpu(config, logits.data(), 1, &id, &w, BestCpuIsa(), 0);
   EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(zero.message().find("threads 0"), std::string::npos) << zero.message();
+}
+
+// Logits must be finite (the worker rejects others), but a NaN or an infinity must not reach
+// uninitialised or out-of-range ids: every path gives k distinct ids in range per token.
+TEST(GatingTest, NonFiniteLogitsStillGiveDistinctIdsInRange) {
+  std::mt19937 rng(37);
+  std::normal_distribution<float> n(0, 2);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    int experts, top_k, groups, top_groups;
+    ScoreFunction score;
+  };
+  for (const Case& c : {Case{256, 8, 8, 4, ScoreFunction::kSigmoid}, Case{256, 8, 8, 4, ScoreFunction::kSoftmax},
+                        Case{128, 20, 1, 1, ScoreFunction::kSoftmax}, Case{60, 4, 1, 1, ScoreFunction::kSoftmax}}) {
+    const int tokens = 40;
+    std::vector<float> logits(tokens * c.experts), bias(c.experts);
+    for (float& v : logits) v = n(rng);
+    for (float& v : bias) v = n(rng) * 0.01f;
+    for (int t = 0; t < tokens; ++t) {  // none, one, a few, most or all of a token's logits
+      const int bad = std::vector<int>{0, 1, 5, c.experts - 3, c.experts}[t % 5];
+      for (int j = 0; j < bad; ++j) logits[t * c.experts + (j * 37 + t) % c.experts] = t % 2 ? nan : (j % 2 ? inf : -inf);
+    }
+    // Biases: finite; a NaN for a few experts; NaN for all (every selection score NaN).
+    for (int nan_biases : {0, 3, c.experts}) {
+      for (int e = 0; e < nan_biases; ++e) bias[(e * 7) % c.experts] = nan;
+      const GatingConfig config{c.experts, c.top_k, c.score, true, c.groups, c.top_groups, 2.5f, bias.data()};
+      for (CpuIsa isa : SupportedCpuIsas()) {
+        std::vector<int32_t> ids(tokens * c.top_k, -1);
+        std::vector<float> w(tokens * c.top_k);
+        ASSERT_TRUE(GateCpu(config, logits.data(), tokens, ids.data(), w.data(), isa).ok());
+        for (int t = 0; t < tokens; ++t) {
+          const std::string where = absl::StrCat(CpuIsaName(isa), " E=", c.experts, " NaN biases ", nan_biases, " token ", t);
+          std::set<int32_t> distinct(ids.begin() + t * c.top_k, ids.begin() + (t + 1) * c.top_k);
+          EXPECT_EQ(distinct.size(), static_cast<size_t>(c.top_k)) << where;
+          EXPECT_GE(*distinct.begin(), 0) << where;
+          EXPECT_LT(*distinct.rbegin(), c.experts) << where;
+        }
+      }
+    }
+  }
 }
 
 // Qwen's gated shared expert: sigmoid(hidden . gate) per token, the same bits on every path.
