@@ -75,7 +75,7 @@ absl::StatusOr<Client> Connect() {
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     SY_ASSIGN_OR_RETURN(c.token, rpc::ReadTokenFile(absl::GetFlag(FLAGS_token_file)));
   }
-  c.stub = admin::Admin::NewStub(rpc::MakeChannel(c.address, ca));
+  c.stub = admin::Admin::NewStub(rpc::MakeChannel(c.address, ca, rpc::kAdminConnectTimeout));
   return c;
 }
 

@@ -231,7 +231,7 @@ class AdminClient {
     }
     std::string ca;
     if (!tls_ca_file.empty()) ca = Take(ReadFile(tls_ca_file));
-    stub_ = admin::Admin::NewStub(rpc::MakeChannel(address_, ca));
+    stub_ = admin::Admin::NewStub(rpc::MakeChannel(address_, ca, rpc::kAdminConnectTimeout));
   }
 
   py::dict Status() { return Call(&admin::Admin::Stub::GetStatus, admin::GetStatusRequest{}, admin::ClusterStatus{}); }

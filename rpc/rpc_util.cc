@@ -1,5 +1,7 @@
 #include "rpc/rpc_util.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
@@ -21,7 +23,8 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view address) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), message);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& tls_ca_pem) {
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& tls_ca_pem,
+                                           absl::Duration connect_timeout) {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!tls_ca_pem.empty()) {
     grpc::SslCredentialsOptions ssl;
@@ -29,10 +32,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std
     creds = grpc::SslCredentials(ssl);
   }
   // gRPC's own reconnect backoff grows to 2 minutes by default; a coordinator that restarts
-  // must be found again within a second or two.
+  // must be found again within a second or two. gRPC reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS
+  // as the least time a connection attempt (TCP and HTTP/2 handshakes) gets, not as a backoff.
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(connect_timeout), 100, 600'000)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return grpc::CreateCustomChannel(address, creds, args);
 }

@@ -21,7 +21,13 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view address);
 
 // A channel to `address` (host:port): TLS verified against the PEM CA `tls_ca_pem`, or
 // plaintext when it is empty. It reconnects to a peer that went away within about a second.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& tls_ca_pem);
+// `connect_timeout` (at least 100 ms): the least time one connection attempt gets. Workers
+// keep it short, so that a coordinator restarting on its port is found again at once;
+// admin clients, which make one fail-fast call, pass kAdminConnectTimeout, so that a slow
+// handshake on a loaded machine is not cut off (a refused connection still fails at once).
+inline constexpr absl::Duration kAdminConnectTimeout = absl::Seconds(5);
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const std::string& tls_ca_pem,
+                                           absl::Duration connect_timeout = absl::Milliseconds(100));
 
 // A context for one call: deadline `timeout` from now (none if InfiniteDuration) and
 // `authorization: Bearer <token>` when `token` is not empty.
