@@ -238,7 +238,9 @@ TEST_F(FaultToleranceTest, KillNineSurvivorsFinishIdenticallyAndARestartedWorker
     }
   }
   EXPECT_GT(loaded_at, 0) << "the rejoined worker never computed a pair:\n" << test::Slurp(job.Log(newcomer));
-  if (loaded_at > 0) EXPECT_LT(loaded_at - mine.begin()->second.done, 10.0);
+  if (loaded_at > 0) {
+    EXPECT_LT(loaded_at - mine.begin()->second.done, 10.0);
+  }
 }
 
 // SIGSTOP: a hung worker is lost after the heartbeat timeout; the others finish identically.
