@@ -186,6 +186,13 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
 #endif
 }
 
+// Closes n appended survivors for RankSurvivors: -inf values and id 0 up to the next whole
+// vector (RankSurvivors reads whole vectors; the padding ranks last and is discarded).
+HWY_INLINE void PadSurvivors(float* sv, int32_t* sid, int n) {
+  hn::StoreU(hn::Set(DF(), kMinusInf), DF(), sv + n);
+  hn::StoreU(hn::Zero(DI()), DI(), sid + n);
+}
+
 // Ranks over the first N lanes (N a power of two <= kLanes; lanes beyond N, if any, must hold
 // -inf and get meaningless ranks), from v compared with its N - 1 rotations (no sort, no
 // branch). Lane i reads lane (i + r) mod N in rotation r.
@@ -253,7 +260,7 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
   }
 }
 
-// The k best of n <= kMaxSurvivors survivors (sv in id order, -inf padded to whole vectors)
+// The k best of n <= kMaxSurvivors survivors (sv in id order, closed by PadSurvivors)
 // into ids, best first: each survivor's rank, and rank < k is its output slot (ranks >= k land
 // in a discarded slot: no branch). Needs n >= k: the -inf padding lanes rank >= n.
 void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids) {
@@ -331,7 +338,7 @@ void SelectTopK(const float* values, int n_padded, int k, int32_t* ids, float* k
     }
     return;
   }
-  for (int i = n; i < n + kLanes; ++i) sv[i] = kMinusInf;
+  PadSurvivors(sv, sp, n);
   RankSurvivors(sv, sp, n, k, ids);
 }
 
@@ -474,8 +481,7 @@ struct FastSelection {
       }
     }
     if (n < c.top_k) return -1;
-    hn::StoreU(hn::Set(DF(), kMinusInf), DF(), sv + n);
-    hn::StoreU(hn::Zero(DI()), DI(), sid + n);
+    PadSurvivors(sv, sid, n);
     return n;
   }
 
