@@ -41,6 +41,15 @@ class TopK {
 using GateFn = void (*)(const GatingConfig& config, const float* logits, int64_t tokens, int32_t* expert_ids,
                         float* weights);
 GateFn GateFor(CpuIsa isa);
+// The bound on |FilterSigmoid(x) - Sigmoid(x)| (gating_kernel.cc's filter) on every path, for
+// every input but NaN; FilterSigmoidError measures it.
+inline constexpr float kFilterSigmoidError = 2.5e-5f;
+
+// The largest |FilterSigmoid(x) - Sigmoid(x)| on `isa`'s path over the floats x whose bits
+// are first_bits, first_bits + stride, ... <= last_bits, NaNs skipped. A test hook.
+using FilterErrorFn = float (*)(uint32_t first_bits, uint32_t last_bits, uint32_t stride);
+FilterErrorFn FilterSigmoidErrorFor(CpuIsa isa);
+
 using SharedGateFn = void (*)(const float* hidden, const float* gate, int64_t tokens, int64_t hidden_size, float* scale);
 SharedGateFn SharedGateFor(CpuIsa isa);
 

@@ -15,12 +15,18 @@
 // NaN scores) GeneralSelection runs. Both pick the same ids for finite logits, so every path
 // gives the same bits (tests/kernels/gating_test.cc compares them). Logits must be finite
 // (gating.h); a NaN or infinity still gives in-range, distinct ids.
+//
+// Sigmoid routers on FastSelection first select on cheap approximate scores (the filter,
+// below), then score only the survivors exactly: the exact sigmoid (a division) of all E
+// experts was most of the time. The filter only decides where its error bound cannot change
+// the result, so the ids and bits are still the exact selection's.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/gating_kernel.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -86,6 +92,80 @@ void Scores(const GatingConfig& c, const float* x, float* scores, float* choice)
     hn::StoreU(hn::Add(hn::LoadU(d, scores + e), hn::LoadU(d, c.expert_bias + e)), d, choice + e);
   }
   for (int e = vec_end; e < E; ++e) choice[e] = scores[e] + c.expert_bias[e];
+}
+
+// ---- The filter: approximate selection scores, exact where they decide -----------------
+//
+// For sigmoid routers on the in-register selection, the selection runs first on cheap
+// approximate scores a_e = FilterSigmoid(x_e) + bias_e, each within eps of the exact c_e =
+// Sigmoid(x_e) + bias_e (FilterEpsilon). That suffices for the exact result when
+//   - the kept groups are separated from the rest by more than 4 eps in approximate group
+//     score (a group score moves by at most 2 eps), and
+//   - the survivors are taken at the approximate threshold minus 2 eps (every candidate
+//     whose exact score reaches the exact threshold is then among them):
+// the survivors alone are then scored exactly (RescoreStage) and ranked on the exact scores,
+// so the ids and weight bits are the exact selection's on every path. A token that fails
+// either test (or whose exact survivors hold a NaN) takes the exact scores and the general
+// selection. Only the filter's approximation differs between targets, never the results.
+
+// sigmoid(x) within kFilterSigmoidError of Sigmoid(x) for every input but NaN (test:
+// FilterSigmoidError): x clamped to [-16, 16] (beyond, sigmoid is within 1.2e-7 of 0 or 1);
+// e^-x = 2^y as 2^n times a cubic for 2^f (relative error 7.5e-5); 1 / (1 + e^-x) from the
+// target's reciprocal estimate and Newton steps (one on x86, two from NEON's coarser
+// estimate). AVX-512 splits y as floor and fraction in one instruction (vreduceps) and
+// scales in one (vscalefps); elsewhere n = round(y) by the 1.5 x 2^23 shifter, added to the
+// exponent. Not the same bits on every target (the estimates differ): only the bound is
+// shared.
+HWY_INLINE VF FilterSigmoid(VF x) {
+  const DF d;
+  constexpr float kMinusLog2e = -1.44269504088896341f;
+  x = hn::Min(hn::Max(x, hn::Set(d, -16.0f)), hn::Set(d, 16.0f));
+#if HWY_TARGET == HWY_AVX3
+  const VF y = hn::Mul(x, hn::Set(d, kMinusLog2e));
+  const VF f{_mm512_reduce_ps(y.raw, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)};  // y - floor(y), in [0, 1)
+  VF p = Fma(hn::Set(d, 0.0780245066f), f, hn::Set(d, 0.226067215f));
+  p = Fma(p, f, hn::Set(d, 0.695833504f));
+  p = Fma(p, f, hn::Set(d, 0.999925196f));
+  const VF u{_mm512_scalef_ps(p.raw, y.raw)};  // p * 2^floor(y)
+#else
+  const DI di;
+  const VF shifter = hn::Set(d, 12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const VF t = Fma(x, hn::Set(d, kMinusLog2e), shifter);
+  const VF f = Fma(x, hn::Set(d, kMinusLog2e), hn::Sub(shifter, t));  // y - n, in [-1/2, 1/2]
+  VF p = Fma(hn::Set(d, 0.0551716648f), f, hn::Set(d, 0.242611170f));
+  p = Fma(p, f, hn::Set(d, 0.693260968f));
+  p = Fma(p, f, hn::Set(d, 0.999928057f));
+  // t's low mantissa bits hold n; shifted up by 23 they are n's exponent increment (mod 2^32).
+  const VF u = hn::BitCast(d, hn::Add(hn::BitCast(di, p), hn::ShiftLeft<23>(hn::BitCast(di, t))));
+#endif
+  const VF one = hn::Set(d, 1.0f), den = hn::Add(one, u);
+  VF r = hn::ApproximateReciprocal(den);  // x86: within 1.5 x 2^-12 (relative); NEON: 2^-8
+#if HWY_ARCH_ARM
+  r = Fma(r, FmaNeg(den, r, one), r);
+#endif
+  return Fma(r, FmaNeg(den, r, one), r);
+}
+
+// The bound on |a_e - c_e| for config c, or -1 where the filter does not apply (softmax, or a
+// non-finite bias): the sigmoid's bound, plus a margin for the roundings of the bias sums and
+// of the group scores (a few ulps of 2 (1 + max |bias|), far below 2^-17 of it).
+float FilterEpsilon(const GatingConfig& c) {
+  if (c.score != ScoreFunction::kSigmoid) return -1;
+  float max_bias = 0;
+  for (int e = 0; c.expert_bias != nullptr && e < c.num_experts; ++e) {
+    if (!std::isfinite(c.expert_bias[e])) return -1;
+    max_bias = std::max(max_bias, std::abs(c.expert_bias[e]));
+  }
+  return kFilterSigmoidError + 0x1p-17f * (1 + max_bias);
+}
+
+// choice[e] = FilterSigmoid(x[e]) (+ bias[e]), for E a whole number of vectors.
+void FilterScores(const GatingConfig& c, const float* x, float* choice) {
+  const DF d;
+  for (int e = 0; e < c.num_experts; e += kLanes) {
+    const VF a = FilterSigmoid(hn::LoadU(d, x + e));
+    hn::StoreU(c.expert_bias != nullptr ? hn::Add(a, hn::LoadU(d, c.expert_bias + e)) : a, d, choice + e);
+  }
 }
 
 // A group's score: its best selection score, plus its second best (a tie counts twice) for
@@ -261,24 +341,32 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
 }
 
 // The k best of n <= kMaxSurvivors survivors (sv in id order, closed by PadSurvivors)
-// into ids, best first: each survivor's rank, and rank < k is its output slot (ranks >= k land
-// in a discarded slot: no branch). Needs n >= k: the -inf padding lanes rank >= n.
-void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids) {
+// into ids, best first, and with ss (the survivors' scores) their scores into `scores`: each
+// survivor's rank, and rank < k is its output slot (ranks >= k land in a discarded slot: no
+// branch). Needs n >= k: the -inf padding lanes rank >= n.
+template <bool kWithScores = false>
+void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids, const float* ss = nullptr,
+                   float* scores = nullptr) {
   const DF d;
   const DI di;
   int32_t out[kMaxSurvivors + 1];
+  float out_scores[kMaxSurvivors + 1];
+  auto put = [&](int slot, int i) {
+    out[slot] = sid[i];
+    if constexpr (kWithScores) out_scores[slot] = ss[i];
+  };
   if (n <= kLanes) {
     HWY_ALIGN int32_t rank[kLanes];
     hn::Store(RanksOf<kLanes>(hn::Load(d, sv), n), di, rank);
     // Every lane (a fixed count: no mispredicted exit); the -inf padding ranks >= n >= k.
-    for (int i = 0; i < kLanes; ++i) out[std::min(rank[i], k)] = sid[i];
+    for (int i = 0; i < kLanes; ++i) put(std::min(rank[i], k), i);
   } else if (kLanes > 1 && n <= 2 * kLanes) {  // two vectors: each one's ranks, plus the other's
     const VF first = hn::Load(d, sv), second = hn::Load(d, sv + kLanes);
     HWY_ALIGN int32_t rank[2 * kLanes];
     // The other vector's lanes are all ahead when greater; the first's also when equal (lower ids).
     hn::Store(hn::Add(RanksOf<kLanes>(first, kLanes), CountAhead<kLanes>(first, second, 0)), di, rank);
     hn::Store(hn::Add(RanksOf<kLanes>(second, n - kLanes), CountAhead<kLanes, true>(second, first, 0)), di, rank + kLanes);
-    for (int i = 0; i < 2 * kLanes; ++i) out[std::min(rank[i], k)] = sid[i];
+    for (int i = 0; i < 2 * kLanes; ++i) put(std::min(rank[i], k), i);
   } else {  // a vector compare per survivor
     for (int i = 0; i < n; ++i) {
       const VF vi = hn::Set(d, sv[i]);
@@ -288,10 +376,11 @@ void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* i
         const auto before = hn::FirstN(d, static_cast<size_t>(std::clamp(i - j, 0, kLanes)));
         rank += hn::CountTrue(d, hn::Or(hn::Gt(v, vi), hn::And(hn::Eq(v, vi), before)));
       }
-      out[std::min(rank, static_cast<size_t>(k))] = sid[i];
+      put(static_cast<int>(std::min(rank, static_cast<size_t>(k))), i);
     }
   }
   std::copy_n(out, k, ids);
+  if constexpr (kWithScores) std::copy_n(out_scores, k, scores);
 }
 
 // ---- The general selection: any config, any target ---------------------------------------
@@ -388,6 +477,8 @@ struct GeneralSelection {
 struct FastSelection {
   int groups, group_size, padded_groups = 1;
   bool grouped, group_top_two, second_bound, fits;
+  float eps;    // FilterEpsilon, or -1: no filter
+  bool filter;  // the selection stages run on FilterScores' approximate scores
 
   explicit FastSelection(const GatingConfig& c)
       : groups(c.num_groups),
@@ -398,7 +489,9 @@ struct FastSelection {
         // The kept groups' best two are 2 x top_groups candidates: enough to bound the k-th best.
         second_bound(c.num_experts / c.num_groups >= 2 && 2 * c.top_groups >= c.top_k),
         fits(HWY_TARGET != HWY_SCALAR && c.top_k <= kLanes && c.num_experts % kLanes == 0 &&
-             (!grouped || (groups <= kLanes && group_size % kLanes == 0))) {
+             (!grouped || (groups <= kLanes && group_size % kLanes == 0))),
+        eps(fits ? FilterEpsilon(c) : -1),
+        filter(eps >= 0) {
     while (padded_groups < groups) padded_groups *= 2;
   }
 
@@ -415,7 +508,9 @@ struct FastSelection {
   }
 
   // Stage 2: the candidate ranges (the kept groups in ascending order, or the whole row) and
-  // the threshold t: every one of the k best candidates is >= t. Returns the number of ranges.
+  // the threshold t: every one of the k best candidates is >= t (with the filter: every one
+  // of the k best by exact score). Returns the number of ranges, or 0 when the filter cannot
+  // tell the kept groups apart (the caller then runs the exact scores and general selection).
   int RangeStage(const GatingConfig& c, const float* choice, const float* score, const float* second, int* first,
                  float* t) const {
     const DF d;
@@ -431,10 +526,19 @@ struct FastSelection {
         first[ranges++] = __builtin_ctzll(bits) * group_size;
       }
       range_size = group_size;
+      if (filter) {
+        // Each approximate group score is within 2 eps of the exact one: the kept groups are
+        // the exact ones when the least kept is more than 4 eps above the best dropped.
+        const VF s = hn::Load(d, score);
+        const auto kept_f = hn::RebindMask(d, kept);
+        const VF least_kept = hn::MinOfLanes(d, hn::IfThenElse(kept_f, s, plus_inf));
+        const VF best_dropped = hn::MaxOfLanes(d, hn::IfThenElse(hn::AndNot(kept_f, hn::FirstN(d, groups)), s, minus_inf));
+        if (!(hn::GetLane(hn::Sub(least_kept, best_dropped)) > 4 * eps)) return 0;
+      }
       if (second_bound) {
         // The kept groups' best and second best are 2 x top_groups >= k distinct candidates,
         // all >= the least second best.
-        *t = hn::GetLane(hn::MinOfLanes(d, hn::IfThenElse(hn::RebindMask(d, kept), hn::Load(d, second), plus_inf)));
+        *t = Lowered(hn::GetLane(hn::MinOfLanes(d, hn::IfThenElse(hn::RebindMask(d, kept), hn::Load(d, second), plus_inf))));
         return ranges;
       }
     }
@@ -461,7 +565,7 @@ struct FastSelection {
       const auto top = hn::RebindMask(d, hn::Lt(GreaterCounts<kLanes>(m), hn::Set(di, c.top_k)));
       vt = hn::MinOfLanes(d, hn::IfThenElse(top, m, plus_inf));
     }
-    *t = hn::GetLane(vt);
+    *t = Lowered(hn::GetLane(vt));
     return ranges;
   }
 
@@ -485,7 +589,38 @@ struct FastSelection {
     return n;
   }
 
+  // Stage 3b, with the filter: the n survivors' logits and biases into xs and bs (whole
+  // vectors; the padding ids are 0), by scalar loads: a gather is slower on Intel (its
+  // microcode mitigation of Gather Data Sampling) and no faster elsewhere. A stage of its
+  // own, so that the next one's vector loads find these stores retired.
+  void GatherStage(const GatingConfig& c, const float* x, int n, const int32_t* sid, float* xs, float* bs) const {
+    const int padded = (n + kLanes - 1) / kLanes * kLanes;
+    for (int i = 0; i < padded; ++i) xs[i] = x[sid[i]];
+    for (int i = 0; c.expert_bias != nullptr && i < padded; ++i) bs[i] = c.expert_bias[sid[i]];
+  }
+
+  // Stage 3c, with the filter: the n survivors' exact scores into ss and exact selection
+  // scores into sv (the padding stays -inf), from GatherStage's xs and bs. Returns n, or -1
+  // when a survivor's exact selection score is NaN (a NaN logit).
+  int RescoreStage(const GatingConfig& c, int n, const float* xs, const float* bs, float* sv, float* ss) const {
+    const DF d;
+    for (int j = 0; j < n; j += kLanes) {
+      const VF score = Sigmoid(d, hn::Load(d, xs + j));
+      VF choice = c.expert_bias != nullptr ? hn::Add(score, hn::Load(d, bs + j)) : score;
+      if (!hn::AllFalse(d, hn::IsNaN(choice))) return -1;
+      choice = hn::IfThenElse(hn::FirstN(d, static_cast<size_t>(n - j)), choice, hn::Set(d, kMinusInf));
+      hn::Store(choice, d, sv + j);
+      hn::Store(score, d, ss + j);
+    }
+    return n;
+  }
+
  private:
+  // A threshold over approximate scores, lowered so that it holds for the exact ones: every
+  // candidate whose exact score reaches the exact threshold (within eps of this one) has an
+  // approximate score at least 2 eps below.
+  float Lowered(float t) const { return filter ? t - 2 * eps : t; }
+
   // Lane g (< groups): group g's score (best, or best + second best); -inf beyond. Each
   // group's lane-wise (best, second), then a tree that halves the lanes per group and packs
   // two vectors into one per level (even and odd lanes merged), until lane g holds group g's.
@@ -556,12 +691,22 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
   const size_t row = (E + kLanes - 1) / kLanes * kLanes;
   auto scores = hwy::AllocateAligned<float>(kBlock * row), choice = hwy::AllocateAligned<float>(kBlock * row);
   auto survivors = hwy::AllocateAligned<float>(kBlock * kSurvivorRow);
+  // With the filter: the survivors' logits, biases and exact scores.
+  auto survivor_logits = hwy::AllocateAligned<float>(kBlock * kSurvivorRow);
+  auto survivor_biases = hwy::AllocateAligned<float>(kBlock * kSurvivorRow);
+  auto survivor_scores = hwy::AllocateAligned<float>(kBlock * kSurvivorRow);
   auto survivor_ids = hwy::AllocateAligned<int32_t>(kBlock * kSurvivorRow);
   HWY_ALIGN float group_score[kBlock * kLanes], group_second[kBlock * kLanes], threshold[kBlock];
   int first[kBlock][kLanes], ranges[kBlock], count[kBlock];
   for (int64_t t0 = 0; t0 < tokens; t0 += kBlock) {
     const int block = static_cast<int>(std::min<int64_t>(kBlock, tokens - t0));
-    for (int i = 0; i < block; ++i) Scores(c, logits + (t0 + i) * E, scores.get() + i * row, choice.get() + i * row);
+    for (int i = 0; i < block; ++i) {
+      if (fast.filter) {
+        FilterScores(c, logits + (t0 + i) * E, choice.get() + i * row);
+      } else {
+        Scores(c, logits + (t0 + i) * E, scores.get() + i * row, choice.get() + i * row);
+      }
+    }
     if (fast.fits) {
       if (fast.grouped) {
         for (int i = 0; i < block; ++i) fast.GroupStage(choice.get() + i * row, group_score + i * kLanes, group_second + i * kLanes);
@@ -570,15 +715,37 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
         ranges[i] = fast.RangeStage(c, choice.get() + i * row, group_score + i * kLanes, group_second + i * kLanes, first[i], &threshold[i]);
       }
       for (int i = 0; i < block; ++i) {
-        count[i] = fast.SurvivorStage(c, choice.get() + i * row, first[i], ranges[i], threshold[i],
-                                      survivors.get() + i * kSurvivorRow, survivor_ids.get() + i * kSurvivorRow);
+        count[i] = ranges[i] == 0 ? -1
+                                  : fast.SurvivorStage(c, choice.get() + i * row, first[i], ranges[i], threshold[i],
+                                                       survivors.get() + i * kSurvivorRow, survivor_ids.get() + i * kSurvivorRow);
+      }
+      for (int i = 0; fast.filter && i < block; ++i) {
+        if (count[i] < 0) continue;
+        const int at = i * kSurvivorRow;
+        fast.GatherStage(c, logits + (t0 + i) * E, count[i], survivor_ids.get() + at, survivor_logits.get() + at,
+                         survivor_biases.get() + at);
+      }
+      for (int i = 0; fast.filter && i < block; ++i) {
+        if (count[i] < 0) continue;
+        const int at = i * kSurvivorRow;
+        count[i] = fast.RescoreStage(c, count[i], survivor_logits.get() + at, survivor_biases.get() + at,
+                                     survivors.get() + at, survivor_scores.get() + at);
       }
     }
+    // The k ids, and with the filter their exact scores into the weights.
     for (int i = 0; i < block; ++i) {
       int32_t* ids = expert_ids + (t0 + i) * k;
       if (fast.fits && count[i] >= 0) {
-        RankSurvivors(survivors.get() + i * kSurvivorRow, survivor_ids.get() + i * kSurvivorRow, count[i], k, ids);
+        const int at = i * kSurvivorRow;
+        if (fast.filter) {
+          RankSurvivors<true>(survivors.get() + at, survivor_ids.get() + at, count[i], k, ids,
+                              survivor_scores.get() + at, weights + (t0 + i) * k);
+        } else {
+          RankSurvivors(survivors.get() + at, survivor_ids.get() + at, count[i], k, ids);
+        }
       } else {
+        // The filter's approximate scores could not decide: the exact ones.
+        if (fast.filter) Scores(c, logits + (t0 + i) * E, scores.get() + i * row, choice.get() + i * row);
         general.Select(c, choice.get() + i * row, ids);
       }
     }
@@ -586,8 +753,9 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
       const int32_t* ids = expert_ids + (t0 + i) * k;
       const float* s = scores.get() + i * row;
       float* w = weights + (t0 + i) * k;
+      const bool have_scores = fast.filter && count[i] >= 0;
       float sum = 0;
-      for (int j = 0; j < k; ++j) sum += w[j] = s[ids[j]];
+      for (int j = 0; j < k; ++j) sum += have_scores ? w[j] : (w[j] = s[ids[j]]);
       const float scale = c.renormalize ? c.routed_scaling_factor / (sum + 1e-20f) : c.routed_scaling_factor;
       for (int j = 0; j < k; ++j) w[j] *= scale;
     }
@@ -604,6 +772,27 @@ void SharedGateRows(const float* hidden, const float* gate, int64_t tokens, int6
   }
 }
 
+float FilterSigmoidError(uint32_t first_bits, uint32_t last_bits, uint32_t stride) {
+  const DF d;
+  const hn::RebindToUnsigned<DF> du;
+  const auto lane_step = hn::Mul(hn::Iota(du, 0), hn::Set(du, stride));
+  VF worst = hn::Zero(d);
+  auto measure = [&](hn::Vec<decltype(du)> bits) {
+    const VF x = hn::BitCast(d, bits);
+    VF err = hn::Abs(hn::Sub(FilterSigmoid(x), Sigmoid(d, x)));
+    err = hn::IfThenElse(hn::IsNaN(err), hn::Set(d, kPlusInf), err);  // a NaN result counts as infinitely far
+    worst = hn::Max(worst, hn::IfThenZeroElse(hn::IsNaN(x), err));
+  };
+  const uint64_t span = uint64_t{stride} * kLanes, count = (uint64_t{last_bits} - first_bits) / stride + 1;
+  const uint64_t whole_end = first_bits + count / kLanes * span;  // whole vectors of inputs below
+  for (uint64_t b = first_bits; b < whole_end; b += span) measure(hn::Add(hn::Set(du, static_cast<uint32_t>(b)), lane_step));
+  if (count % kLanes != 0) {  // the rest, the lanes past it repeating first_bits
+    const auto bits = hn::Add(hn::Set(du, static_cast<uint32_t>(whole_end)), lane_step);
+    measure(hn::IfThenElse(hn::FirstN(du, count % kLanes), bits, hn::Set(du, first_bits)));
+  }
+  return MaxOf(worst);
+}
+
 }  // namespace switchyard::kernels::internal::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -614,6 +803,7 @@ namespace switchyard::kernels::internal {
 
 GateFn GateFor(CpuIsa isa) { return SY_CPU_ISA_FUNCTION(isa, GateRows); }
 SharedGateFn SharedGateFor(CpuIsa isa) { return SY_CPU_ISA_FUNCTION(isa, SharedGateRows); }
+FilterErrorFn FilterSigmoidErrorFor(CpuIsa isa) { return SY_CPU_ISA_FUNCTION(isa, FilterSigmoidError); }
 
 }  // namespace switchyard::kernels::internal
 #endif  // HWY_ONCE

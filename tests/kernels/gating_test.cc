@@ -3,9 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/cpu/gating_internal.h"
+
 #include "absl/strings/str_cat.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -360,6 +363,70 @@ TEST(GatingTest, SigmoidAtTheEndsOfTheExpRange) {
     ASSERT_TRUE(SharedExpertGateCpu(x.data(), &gate, x.size(), 1, got.data(), isa).ok());
     EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << CpuIsaName(isa);
   }
+}
+
+// The sigmoid routers' selection filter (gating_kernel.cc) rests on one bound: its cheap
+// sigmoid is within kFilterSigmoidError of the exact one for every input. Measured on every
+// path this CPU has over every float that matters (NaNs skipped), and on the portable path
+// (one lane at a time through std::fma: slow) over every 61st of them.
+TEST(GatingTest, FilterSigmoidIsWithinItsBoundForEveryFloat) {
+  for (CpuIsa isa : SupportedCpuIsas()) {
+    const internal::FilterErrorFn error = internal::FilterSigmoidErrorFor(isa);
+    ASSERT_NE(error, nullptr) << CpuIsaName(isa);
+    const uint32_t stride = isa == CpuIsa::kPortable ? 61 : 1;
+    const auto start = std::chrono::steady_clock::now();
+    // Every float of magnitude in [2^-24, 32] (the filter clamps to [-16, 16]; below, sigmoid
+    // is 1/2 within 2^-26, and the squares go subnormal: slow), every 4099th elsewhere.
+    float worst = 0;
+    for (uint32_t sign : {0u, 0x80000000u}) {
+      worst = std::max({worst, error(sign | 0x33800000u, sign | 0x42000000u, stride), error(sign, sign | 0x33800000u, 4099),
+                        error(sign | 0x42000000u, sign | 0x7FFFFFFFu, 4099)});
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_LE(worst, internal::kFilterSigmoidError) << CpuIsaName(isa);
+    EXPECT_GT(worst, 0.0f) << CpuIsaName(isa) << ": the filter is an approximation";
+    std::printf("%s: filter sigmoid within %.3g of the exact one (%.1f s)\n", CpuIsaName(isa), worst, seconds);
+  }
+}
+
+// The filter's decisions at their edges: tokens whose 4th and 5th groups, or whose 8th and
+// 9th experts (either one first), are closer than the filter can tell (every gap from 0 to well past the bound)
+// must come out as the exact selection on every path (the portable path has no filter: too
+// few lanes for 8 groups).
+TEST(GatingTest, FilterDecidesLikeTheExactSelectionAtItsBound) {
+  std::mt19937 rng(43);
+  std::normal_distribution<float> n(-4, 1);
+  std::uniform_real_distribution<double> gap(0, 8 * internal::kFilterSigmoidError);
+  const int E = 256, k = 8, group = 32, tokens = 800;
+  std::vector<float> logits(tokens * E), bias(E);
+  for (float& v : bias) v = n(rng) * 0.002f;
+  for (float& v : logits) v = n(rng);  // sigmoid about 0.02: far below the planted experts
+  // x with Sigmoid(x) + bias[e] about `choice`.
+  auto plant = [&](float* x, int e, double choice) {
+    const double s = choice - bias[e];
+    x[e] = static_cast<float>(std::log(s / (1 - s)));
+  };
+  for (int t = 0; t < tokens; ++t) {
+    float* x = logits.data() + t * E;
+    const double g = t % 4 == 0 ? 0.0 : gap(rng);  // a quarter exact ties
+    const int first = t % 8;                        // groups first, first + 1, ... (mod 8)
+    double sum4 = 0;
+    for (int j = 0; j < 4; ++j) {  // four kept groups: a pair each, the 8 best experts
+      const int base = (first + j) % 8 * group + (t + j) % (group - 2);
+      plant(x, base, 0.9 - 0.05 * j);
+      plant(x, base + 2, 0.89 - 0.05 * j);
+      sum4 = (0.9 - 0.05 * j) + (0.89 - 0.05 * j);
+    }
+    if (t % 2 == 0) {  // a fifth group g below the 4th in score
+      const int base = (first + 4) % 8 * group + t % (group - 1);
+      plant(x, base, sum4 / 2);
+      plant(x, base + 1, sum4 / 2 - g);
+    } else {  // a 9th expert about the 8th (above or below it by up to 4 bounds), in the first kept group
+      plant(x, (first % 8) * group + (t + 1) % (group - 2), 0.89 - 0.15 - (g - 4 * internal::kFilterSigmoidError));
+    }
+  }
+  const GatingConfig config{E, k, ScoreFunction::kSigmoid, true, 8, 4, 2.5f, bias.data()};
+  ExpectSameOnEveryPath(config, logits, tokens, "filter edge");
 }
 
 }  // namespace
