@@ -490,7 +490,8 @@ struct FastSelection {
         second_bound(c.num_experts / c.num_groups >= 2 && 2 * c.top_groups >= c.top_k),
         fits(HWY_TARGET != HWY_SCALAR && c.top_k <= kLanes && c.num_experts % kLanes == 0 &&
              (!grouped || (groups <= kLanes && group_size % kLanes == 0))),
-        eps(fits ? FilterEpsilon(c) : -1),
+        // Not on the portable path: it is the exact reference the tests compare the others with.
+        eps(fits && HWY_TARGET != HWY_EMU128 ? FilterEpsilon(c) : -1),
         filter(eps >= 0) {
     while (padded_groups < groups) padded_groups *= 2;
   }
@@ -601,7 +602,8 @@ struct FastSelection {
 
   // Stage 3c, with the filter: the n survivors' exact scores into ss and exact selection
   // scores into sv (the padding stays -inf), from GatherStage's xs and bs. Returns n, or -1
-  // when a survivor's exact selection score is NaN (a NaN logit).
+  // when a survivor's exact selection score is NaN (a NaN logit where the target's clamp
+  // keeps NaN, as on NEON; x86's min and max turn it into the clamp's bound).
   int RescoreStage(const GatingConfig& c, int n, const float* xs, const float* bs, float* sv, float* ss) const {
     const DF d;
     for (int j = 0; j < n; j += kLanes) {
@@ -618,7 +620,7 @@ struct FastSelection {
  private:
   // A threshold over approximate scores, lowered so that it holds for the exact ones: every
   // candidate whose exact score reaches the exact threshold (within eps of this one) has an
-  // approximate score at least 2 eps below.
+  // approximate score no more than 2 eps below this one.
   float Lowered(float t) const { return filter ? t - 2 * eps : t; }
 
   // Lane g (< groups): group g's score (best, or best + second best); -inf beyond. Each

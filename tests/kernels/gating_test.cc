@@ -202,8 +202,9 @@ TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
   }
 }
 
-// The in-register selection (AVX2 / AVX-512, where groups and k fit the lanes) against the
-// portable path, which always runs the general selection: router shapes that fit and that
+// The in-register selection (AVX2 / AVX-512, where groups and k fit the lanes; with the
+// filter for sigmoid routers) against the portable path, which has no filter and runs the
+// general selection unless the router fits its 4 lanes: router shapes that fit and that
 // do not, group counts that are and are not powers of two, k up to 16, and logits on a coarse
 // grid, so that many tokens tie at the group boundary, among the survivors, or so often that
 // the threshold keeps more than 64 candidates (the general fallback).
@@ -385,14 +386,15 @@ TEST(GatingTest, FilterSigmoidIsWithinItsBoundForEveryFloat) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_LE(worst, internal::kFilterSigmoidError) << CpuIsaName(isa);
     EXPECT_GT(worst, 0.0f) << CpuIsaName(isa) << ": the filter is an approximation";
-    std::printf("%s: filter sigmoid within %.3g of the exact one (%.1f s)\n", CpuIsaName(isa), worst, seconds);
+    std::printf("%s: filter sigmoid within %.3g of the exact one (%.1f s)\n", std::string(CpuIsaName(isa)).c_str(), worst,
+                seconds);
   }
 }
 
 // The filter's decisions at their edges: tokens whose 4th and 5th groups, or whose 8th and
-// 9th experts (either one first), are closer than the filter can tell (every gap from 0 to well past the bound)
-// must come out as the exact selection on every path (the portable path has no filter: too
-// few lanes for 8 groups).
+// 9th experts (either one first), are closer than the filter can tell (every gap from 0 to
+// well past the bound; bitwise ties are InRegisterSelectionMatchesTheGeneralOneWithTies')
+// must come out as the exact selection on every path (the portable path has no filter).
 TEST(GatingTest, FilterDecidesLikeTheExactSelectionAtItsBound) {
   std::mt19937 rng(43);
   std::normal_distribution<float> n(-4, 1);
@@ -408,7 +410,7 @@ TEST(GatingTest, FilterDecidesLikeTheExactSelectionAtItsBound) {
   };
   for (int t = 0; t < tokens; ++t) {
     float* x = logits.data() + t * E;
-    const double g = t % 4 == 0 ? 0.0 : gap(rng);  // a quarter exact ties
+    const double g = t % 3 == 0 ? 0.0 : gap(rng);  // a third planted as ties
     const int first = t % 8;                        // groups first, first + 1, ... (mod 8)
     double sum4 = 0;
     for (int j = 0; j < 4; ++j) {  // four kept groups: a pair each, the 8 best experts
@@ -422,7 +424,8 @@ TEST(GatingTest, FilterDecidesLikeTheExactSelectionAtItsBound) {
       plant(x, base, sum4 / 2);
       plant(x, base + 1, sum4 / 2 - g);
     } else {  // a 9th expert about the 8th (above or below it by up to 4 bounds), in the first kept group
-      plant(x, (first % 8) * group + (t + 1) % (group - 2), 0.89 - 0.15 - (g - 4 * internal::kFilterSigmoidError));
+      const double offset = g == 0 ? 0.0 : g - 4 * internal::kFilterSigmoidError;
+      plant(x, (first % 8) * group + (t + 1) % (group - 2), 0.89 - 0.15 - offset);
     }
   }
   const GatingConfig config{E, k, ScoreFunction::kSigmoid, true, 8, 4, 2.5f, bias.data()};
