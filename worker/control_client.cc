@@ -349,7 +349,12 @@ void ControlClient::Loop() {
     bool register_now, heartbeat_now;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (stop_ && (reports_.empty() || absl::Now() >= flush_deadline_)) {
+      // Stopping: done once nothing is queued, or at the flush deadline. A rank asked to
+      // leave that has not registered yet (its attempts so far failed: a loaded machine, a
+      // coordinator still starting) first keeps trying to, so that the coordinator learns
+      // it ran and left (a short job could otherwise end before the retry).
+      const bool to_register = leave_ && need_register_;
+      if (stop_ && ((reports_.empty() && !to_register) || absl::Now() >= flush_deadline_)) {
         const bool leave = leave_ && !need_register_;
         lock.unlock();
         if (leave) LeaveOnce();

@@ -106,7 +106,8 @@ class ControlClient {
   // the step thread asks every step.
   bool gave_up() const { return gave_up_.load(std::memory_order_relaxed); }
   // Sends what is queued (giving up after `flush`), tells the coordinator this rank is done
-  // (Leave) when `leave`, then ends the thread. Idempotent.
+  // (Leave) when `leave` (registering first, within `flush`, if it has not yet), then ends
+  // the thread. Idempotent.
   void Stop(absl::Duration flush, bool leave = false);
 
  private:

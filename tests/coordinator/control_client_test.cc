@@ -1,6 +1,6 @@
 // The worker's control thread (worker/control_client.h) against a real coordinator server:
-// registration, reports, orders, leaving; a coordinator that is down at first, and one that
-// restarts and has forgotten the ranks.
+// registration, reports, orders, leaving; a coordinator that is down at first (also until the
+// rank stops), and one that restarts and has forgotten the ranks.
 #include <thread>
 
 #include "coordinator/server.h"
@@ -121,6 +121,24 @@ TEST(ControlClient, WaitsForTheCoordinatorAndSurvivesItsRestart) {
     EXPECT_NE(c->stats().coordinator_id, first_id);
     EXPECT_EQ(c->stats().registrations, 2);
   }
+}
+
+// A rank stopping before it could register (the coordinator came up late, or its attempts
+// failed on a loaded machine) and with nothing queued still registers within the flush time,
+// then leaves: the coordinator's record lists every rank that ran.
+TEST(ControlClient, StopWithLeaveRegistersARankThatHasNotYet) {
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  ControlClient client(Options(port), Registration(0));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_FALSE(client.stats().registered);
+  auto server = StartServer(port);
+  ASSERT_TRUE(server);
+  client.Stop(absl::Seconds(5), /*leave=*/true);
+  EXPECT_EQ(client.stats().registrations, 1);
+  const auto status = server->core().Status();
+  ASSERT_EQ(status.workers_size(), 1);
+  EXPECT_TRUE(status.workers(0).left());
 }
 
 TEST(ControlClient, StopGivesUpOnAnAbsentCoordinator) {
