@@ -118,7 +118,7 @@ void Scores(const GatingConfig& c, const float* x, float* scores, float* choice)
 // shared.
 HWY_INLINE VF FilterSigmoid(VF x) {
   const DF d;
-  constexpr float kMinusLog2e = -1.44269504088896341f;
+  constexpr float kMinusLog2e = -exp_detail::kLog2e;
   x = hn::Min(hn::Max(x, hn::Set(d, -16.0f)), hn::Set(d, 16.0f));
 #if HWY_TARGET == HWY_AVX3
   const VF y = hn::Mul(x, hn::Set(d, kMinusLog2e));
@@ -129,7 +129,7 @@ HWY_INLINE VF FilterSigmoid(VF x) {
   const VF u{_mm512_scalef_ps(p.raw, y.raw)};  // p * 2^floor(y)
 #else
   const DI di;
-  const VF shifter = hn::Set(d, 12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const VF shifter = hn::Set(d, exp_detail::kShifter);
   const VF t = Fma(x, hn::Set(d, kMinusLog2e), shifter);
   const VF f = Fma(x, hn::Set(d, kMinusLog2e), hn::Sub(shifter, t));  // y - n, in [-1/2, 1/2]
   VF p = Fma(hn::Set(d, 0.0551716648f), f, hn::Set(d, 0.242611170f));
