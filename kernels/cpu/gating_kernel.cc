@@ -109,25 +109,28 @@ void Scores(const GatingConfig& c, const float* x, float* scores, float* choice)
 // selection. Only the filter's approximation differs between targets, never the results.
 
 // sigmoid(x) within kFilterSigmoidError of Sigmoid(x) for every input but NaN (test:
-// FilterSigmoidError): x clamped to [-16, 16] (beyond, sigmoid is within 1.2e-7 of 0 or 1);
-// e^-x = 2^y as 2^n times a cubic for 2^f (relative error 7.5e-5); 1 / (1 + e^-x) from the
-// target's reciprocal estimate and Newton steps (one on x86, two from NEON's coarser
-// estimate). AVX-512 splits y as floor and fraction in one instruction (vreduceps) and
-// scales in one (vscalefps); elsewhere n = round(y) by the 1.5 x 2^23 shifter, added to the
+// FilterSigmoidError): e^-x = 2^y as 2^n times a cubic for 2^f (relative error 7.5e-5);
+// 1 / (1 + e^-x) from the target's reciprocal estimate and Newton steps (one on x86, two
+// from NEON's coarser estimate). AVX-512 splits y as floor and fraction in one instruction
+// (vreduceps) and scales in one (vscalefps), which take y = -inf and underflow to a zero
+// 2^y, so y is only clamped above; elsewhere x is clamped to [-16, 16] (beyond, sigmoid is
+// within 1.2e-7 of 0 or 1) and n = round(y) by the 1.5 x 2^23 shifter, added to the
 // exponent. Not the same bits on every target (the estimates differ): only the bound is
 // shared.
 HWY_INLINE VF FilterSigmoid(VF x) {
   const DF d;
   constexpr float kMinusLog2e = -exp_detail::kLog2e;
-  x = hn::Min(hn::Max(x, hn::Set(d, -16.0f)), hn::Set(d, 16.0f));
 #if HWY_TARGET == HWY_AVX3
-  const VF y = hn::Mul(x, hn::Set(d, kMinusLog2e));
+  // One clamp, y <= 64 (1 + 2^y stays finite; a NaN x takes the bound): vreduceps takes y =
+  // -inf to 0 and vscalefps to a zero u.
+  const VF y = hn::Min(hn::Mul(x, hn::Set(d, kMinusLog2e)), hn::Set(d, 64.0f));
   const VF f{_mm512_reduce_ps(y.raw, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)};  // y - floor(y), in [0, 1)
   VF p = Fma(hn::Set(d, 0.0780245066f), f, hn::Set(d, 0.226067215f));
   p = Fma(p, f, hn::Set(d, 0.695833504f));
   p = Fma(p, f, hn::Set(d, 0.999925196f));
   const VF u{_mm512_scalef_ps(p.raw, y.raw)};  // p * 2^floor(y)
 #else
+  x = hn::Min(hn::Max(x, hn::Set(d, -16.0f)), hn::Set(d, 16.0f));
   const DI di;
   const VF shifter = hn::Set(d, exp_detail::kShifter);
   const VF t = Fma(x, hn::Set(d, kMinusLog2e), shifter);
@@ -162,9 +165,11 @@ float FilterEpsilon(const GatingConfig& c) {
 // choice[e] = FilterSigmoid(x[e]) (+ bias[e]), for E a whole number of vectors.
 void FilterScores(const GatingConfig& c, const float* x, float* choice) {
   const DF d;
-  for (int e = 0; e < c.num_experts; e += kLanes) {
-    const VF a = FilterSigmoid(hn::LoadU(d, x + e));
-    hn::StoreU(c.expert_bias != nullptr ? hn::Add(a, hn::LoadU(d, c.expert_bias + e)) : a, d, choice + e);
+  const int E = c.num_experts;  // locals: the stores to choice could alias c
+  if (const float* bias = c.expert_bias; bias != nullptr) {
+    for (int e = 0; e < E; e += kLanes) hn::StoreU(hn::Add(FilterSigmoid(hn::LoadU(d, x + e)), hn::LoadU(d, bias + e)), d, choice + e);
+  } else {
+    for (int e = 0; e < E; e += kLanes) hn::StoreU(FilterSigmoid(hn::LoadU(d, x + e)), d, choice + e);
   }
 }
 
@@ -204,6 +209,11 @@ float GroupScoreOf(const GatingConfig& c, const float* v, int n) {
 // ---- Selection pieces shared by both selections ---------------------------------------
 
 constexpr int kMaxSurvivors = 64;
+// With the filter, the survivors' logits and biases go along with them as they are picked
+// (AppendSurvivors' carry), rather than loaded by id afterwards (GatherStage): where picking is
+// a permutation of one instruction (AVX2: 10% fewer instructions per token). AVX-512's
+// compress is two uops, on AMD and Intel alike; carrying measured 4% slower there.
+constexpr bool kCarryLogits = HWY_TARGET != HWY_AVX3;
 constexpr float kPlusInf = std::numeric_limits<float>::infinity();
 
 // The mask's lanes as bits (lane i: bit i). Byte by byte: a wider load of the bytes just
@@ -237,8 +247,18 @@ constexpr CompressIndices kCompressIndices;
 // count (the lists need kLanes of slack). Without a branch per lane: a survivor count that
 // varies per vector mispredicts. AVX-512: its compress (CompressStore's memory form is
 // microcoded and slow on AMD Zen 4/5); 2..8 lanes: a permutation from kCompressIndices
-// (Highway's own Compress is slower here); one lane: the loop.
-HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float* sv, int32_t* sid, int& n) {
+// (Highway's own Compress is slower here); one lane: the loop. With `carry` (the filter on a
+// target where a permutation is one cheap instruction), the same lanes of carry.x (the logits)
+// and carry.bias (if any) go along into carry.xs and carry.bs.
+struct Carry {
+  const float* x = nullptr;     // the logits of the row's vector
+  const float* bias = nullptr;  // the biases of the row's vector, or null
+  float* xs = nullptr;          // null: nothing carried
+  float* bs = nullptr;
+};
+
+HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float* sv, int32_t* sid, int& n,
+                                const Carry& carry = {}) {
   const DF d;
   const DI di;
   const VF v = hn::LoadU(d, row);
@@ -247,6 +267,10 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
 #if HWY_TARGET == HWY_AVX3
   hn::StoreU(hn::Compress(v, keep), d, sv + n);
   hn::StoreU(hn::Compress(ids, hn::RebindMask(di, keep)), di, sid + n);
+  if (carry.xs != nullptr) {
+    hn::StoreU(hn::Compress(hn::LoadU(d, carry.x), keep), d, carry.xs + n);
+    if (carry.bias != nullptr) hn::StoreU(hn::Compress(hn::LoadU(d, carry.bias), keep), d, carry.bs + n);
+  }
   n += static_cast<int>(hn::CountTrue(d, keep));
 #else
   const uint64_t bits = MaskBits(d, keep);
@@ -255,10 +279,20 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
     const auto from = hn::PromoteTo(di, hn::LoadU(d8, kCompressIndices.lanes[bits]));
     hn::StoreU(hn::TableLookupLanes(v, hn::IndicesFromVec(d, from)), d, sv + n);
     hn::StoreU(hn::TableLookupLanes(ids, hn::IndicesFromVec(di, from)), di, sid + n);
+    if (carry.xs != nullptr) {
+      hn::StoreU(hn::TableLookupLanes(hn::LoadU(d, carry.x), hn::IndicesFromVec(d, from)), d, carry.xs + n);
+      if (carry.bias != nullptr) {
+        hn::StoreU(hn::TableLookupLanes(hn::LoadU(d, carry.bias), hn::IndicesFromVec(d, from)), d, carry.bs + n);
+      }
+    }
     n += __builtin_popcountll(bits);
   } else {
     for (uint64_t b = bits; b != 0; b &= b - 1) {
       const int lane = __builtin_ctzll(b);
+      if (carry.xs != nullptr) {
+        carry.xs[n] = carry.x[lane];
+        if (carry.bias != nullptr) carry.bs[n] = carry.bias[lane];
+      }
       sv[n] = row[lane];
       sid[n++] = first_id + lane;
     }
@@ -267,10 +301,13 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
 }
 
 // Closes n appended survivors for RankSurvivors: -inf values and id 0 up to the next whole
-// vector (RankSurvivors reads whole vectors; the padding ranks last and is discarded).
-HWY_INLINE void PadSurvivors(float* sv, int32_t* sid, int n) {
+// vector (RankSurvivors reads whole vectors; the padding ranks last and is discarded), and
+// zeros after the carried logits and biases, if any.
+HWY_INLINE void PadSurvivors(float* sv, int32_t* sid, int n, const Carry& carry = {}) {
   hn::StoreU(hn::Set(DF(), kMinusInf), DF(), sv + n);
   hn::StoreU(hn::Zero(DI()), DI(), sid + n);
+  if (carry.xs != nullptr) hn::StoreU(hn::Zero(DF()), DF(), carry.xs + n);
+  if (carry.bs != nullptr) hn::StoreU(hn::Zero(DF()), DF(), carry.bs + n);
 }
 
 // Ranks over the first N lanes (N a power of two <= kLanes; lanes beyond N, if any, must hold
@@ -573,27 +610,20 @@ struct FastSelection {
   // Stage 3: the survivors (candidates >= t) in id order into (sv, sid), -inf padded to whole
   // vectors (their ids padded with 0); their count, or -1 when it is not in [k,
   // kMaxSurvivors] (many ties, or a kept group's second best far below the k-th best; or NaN
-  // scores, which no comparison keeps): the caller then runs the general selection.
-  int SurvivorStage(const GatingConfig& c, const float* choice, const int* first, int ranges, float t, float* sv,
-                    int32_t* sid) const {
-    const VF vt = hn::Set(DF(), t);
-    const int range_size = grouped ? group_size : c.num_experts;
-    int n = 0;
-    for (int r = 0; r < ranges; ++r) {
-      for (int e = 0; e < range_size; e += kLanes) {
-        AppendSurvivors(choice + first[r] + e, first[r] + e, vt, sv, sid, n);
-        if (n > kMaxSurvivors) return -1;
-      }
-    }
-    if (n < c.top_k) return -1;
-    PadSurvivors(sv, sid, n);
-    return n;
+  // scores, which no comparison keeps): the caller then runs the general selection. With
+  // kCarryLogits and the filter, also their logits (x: the token's) and biases into xs and bs,
+  // zero padded.
+  int SurvivorStage(const GatingConfig& c, const float* x, const float* choice, const int* first, int ranges, float t,
+                    float* sv, int32_t* sid, float* xs, float* bs) const {
+    if (!(kCarryLogits && filter)) return Survivors(c, choice, first, ranges, t, sv, sid, Carry{});
+    if (c.expert_bias == nullptr) return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, nullptr, xs, nullptr});
+    return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, c.expert_bias, xs, bs});
   }
 
-  // Stage 3b, with the filter: the n survivors' logits and biases into xs and bs (whole
-  // vectors; the padding ids are 0), by scalar loads: a gather is slower on Intel (its
-  // microcode mitigation of Gather Data Sampling) and no faster elsewhere. A stage of its
-  // own, so that the next one's vector loads find these stores retired.
+  // Stage 3b, with the filter and without kCarryLogits: the n survivors' logits and biases
+  // into xs and bs (whole vectors; the padding ids are 0), by scalar loads: a gather is slower
+  // on Intel (its microcode mitigation of Gather Data Sampling) and no faster elsewhere. A
+  // stage of its own, so that the next one's vector loads find these stores retired.
   void GatherStage(const GatingConfig& c, const float* x, int n, const int32_t* sid, float* xs, float* bs) const {
     const int padded = (n + kLanes - 1) / kLanes * kLanes;
     for (int i = 0; i < padded; ++i) xs[i] = x[sid[i]];
@@ -618,6 +648,28 @@ struct FastSelection {
   }
 
  private:
+  // SurvivorStage with `carry` (carry.x and carry.bias at expert 0, or null; carry.xs null:
+  // nothing carried).
+  int Survivors(const GatingConfig& c, const float* choice, const int* first, int ranges, float t, float* sv,
+                int32_t* sid, Carry carry) const {
+    const VF vt = hn::Set(DF(), t);
+    const int range_size = grouped ? group_size : c.num_experts;
+    const Carry padding = carry;
+    int n = 0;
+    for (int r = 0; r < ranges; ++r) {
+      Carry at = carry;
+      for (int e = first[r]; e < first[r] + range_size; e += kLanes) {
+        if (carry.xs != nullptr) at.x = carry.x + e;
+        if (carry.bias != nullptr) at.bias = carry.bias + e;
+        AppendSurvivors(choice + e, e, vt, sv, sid, n, at);
+        if (n > kMaxSurvivors) return -1;
+      }
+    }
+    if (n < c.top_k) return -1;
+    PadSurvivors(sv, sid, n, padding);
+    return n;
+  }
+
   // A threshold over approximate scores, lowered so that it holds for the exact ones: every
   // candidate whose exact score reaches the exact threshold (within eps of this one) has an
   // approximate score no more than 2 eps below this one.
@@ -627,7 +679,7 @@ struct FastSelection {
   // group's lane-wise (best, second), then a tree that halves the lanes per group and packs
   // two vectors into one per level (even and odd lanes merged), until lane g holds group g's.
   // P (the groups padded to a power of two) is a template argument so that the vectors stay
-  // in registers.
+  // in registers; the tree is built depth first, so that few of them are live at once.
   VF GroupScores(const float* choice, VF* second) const {
     switch (padded_groups) {
       case 2: return GroupScoresOf<std::min(2, kLanes)>(choice, second);
@@ -637,48 +689,69 @@ struct FastSelection {
     }
   }
 
-  // One level of the tree: Count vectors of groups with Per lanes each -> max(Count / 2, 1)
-  // vectors with Per / 2 lanes each (a single vector is paired with itself).
-  template <int Count, int Per>
-  static void MergeLevel(VF* best, VF* second) {
+  // Top-2 merge of the even lanes with the odd lanes of (hi:lo): lane i of the result merges
+  // lanes 2i and 2i + 1 of the concatenation; a tie counts twice.
+  static void MergePair(VF best_lo, VF second_lo, VF best_hi, VF second_hi, VF& best, VF& second) {
 #if HWY_TARGET != HWY_SCALAR  // one lane: nothing to merge (and no ConcatEven)
-    if constexpr (Per > 1) {
-      const DF d;
-      constexpr int kPairs = Count > 1 ? Count / 2 : 1;
-      for (int i = 0; i < kPairs; ++i) {
-        const int lo = std::min(2 * i, Count - 1), hi = std::min(2 * i + 1, Count - 1);
-        const VF b = hn::ConcatEven(d, best[hi], best[lo]), s = hn::ConcatEven(d, second[hi], second[lo]);
-        const VF ob = hn::ConcatOdd(d, best[hi], best[lo]), os = hn::ConcatOdd(d, second[hi], second[lo]);
-        // Top-2 merge of two (best, second) pairs; a tie counts twice.
-        second[i] = hn::Max(hn::Min(b, ob), hn::Max(s, os));
-        best[i] = hn::Max(b, ob);
-      }
-      MergeLevel<kPairs, Per / 2>(best, second);
-    }
+    const DF d;
+    const VF b = hn::ConcatEven(d, best_hi, best_lo), s = hn::ConcatEven(d, second_hi, second_lo);
+    const VF ob = hn::ConcatOdd(d, best_hi, best_lo), os = hn::ConcatOdd(d, second_hi, second_lo);
+    second = hn::Max(hn::Min(b, ob), hn::Max(s, os));
+    best = hn::Max(b, ob);
+#else
+    (void)second_hi;
+    (void)best_hi;
+    best = best_lo;
+    second = second_lo;
 #endif
+  }
+
+  // Groups [g0, g0 + Count) (Count <= lanes) into one vector, kLanes / Count lanes per group
+  // (lane-wise best and second best of each group, merged pairwise Count - 1 times). V: the
+  // vectors per group where known at compile time (a loop of fixed length), else 0.
+  template <int Count, int V>
+  void Subtree(const float* choice, int g0, VF& best, VF& second) const {
+    const DF d;
+    if constexpr (Count == 1) {
+      best = second = hn::Set(d, kMinusInf);
+      if (g0 >= groups) return;
+      const float* v = choice + g0 * group_size;
+      best = hn::Load(d, v);
+      const int end = V > 0 ? V * kLanes : group_size;
+      HWY_UNROLL(8)
+      for (int e = kLanes; e < end; e += kLanes) {
+        const VF x = hn::Load(d, v + e);
+        second = hn::Max(second, hn::Min(best, x));
+        best = hn::Max(best, x);
+      }
+    } else {
+      VF best_lo, second_lo, best_hi, second_hi;
+      Subtree<Count / 2, V>(choice, g0, best_lo, second_lo);
+      Subtree<Count / 2, V>(choice, g0 + Count / 2, best_hi, second_hi);
+      MergePair(best_lo, second_lo, best_hi, second_hi, best, second);
+    }
   }
 
   template <int P>
   VF GroupScoresOf(const float* choice, VF* second_out) const {
-    const DF d;
-    const VF minus_inf = hn::Set(d, kMinusInf);
-    VF best[P], second[P];
-    HWY_UNROLL(16)
-    for (int g = 0; g < P; ++g) {
-      best[g] = second[g] = minus_inf;
-      if (g >= groups) continue;
-      const float* v = choice + g * group_size;
-      best[g] = hn::Load(d, v);
-      for (int e = kLanes; e < group_size; e += kLanes) {
-        const VF x = hn::Load(d, v + e);
-        second[g] = hn::Max(second[g], hn::Min(best[g], x));
-        best[g] = hn::Max(best[g], x);
-      }
+    switch (group_size / kLanes) {
+      case 1: return GroupScoresOf<P, 1>(choice, second_out);
+      case 2: return GroupScoresOf<P, 2>(choice, second_out);
+      case 4: return GroupScoresOf<P, 4>(choice, second_out);
+      default: return GroupScoresOf<P, 0>(choice, second_out);
     }
-    MergeLevel<P, kLanes>(best, second);
-    const VF score = group_top_two ? hn::Add(best[0], second[0]) : best[0];
-    *second_out = hn::IfThenElse(hn::FirstN(d, groups), second[0], minus_inf);
-    return hn::IfThenElse(hn::FirstN(d, groups), score, minus_inf);
+  }
+
+  template <int P, int V>
+  VF GroupScoresOf(const float* choice, VF* second_out) const {
+    const DF d;
+    VF best, second;
+    Subtree<P, V>(choice, 0, best, second);
+    // P lanes per group left: merge the vector with itself until each group has one.
+    for (int per = kLanes / P; per > 1; per /= 2) MergePair(best, second, best, second, best, second);
+    const VF score = group_top_two ? hn::Add(best, second) : best;
+    *second_out = hn::IfThenElse(hn::FirstN(d, groups), second, hn::Set(d, kMinusInf));
+    return hn::IfThenElse(hn::FirstN(d, groups), score, hn::Set(d, kMinusInf));
   }
 };
 
@@ -717,11 +790,13 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
         ranges[i] = fast.RangeStage(c, choice.get() + i * row, group_score + i * kLanes, group_second + i * kLanes, first[i], &threshold[i]);
       }
       for (int i = 0; i < block; ++i) {
+        const int at = i * kSurvivorRow;
         count[i] = ranges[i] == 0 ? -1
-                                  : fast.SurvivorStage(c, choice.get() + i * row, first[i], ranges[i], threshold[i],
-                                                       survivors.get() + i * kSurvivorRow, survivor_ids.get() + i * kSurvivorRow);
+                                  : fast.SurvivorStage(c, logits + (t0 + i) * E, choice.get() + i * row, first[i], ranges[i],
+                                                       threshold[i], survivors.get() + at, survivor_ids.get() + at,
+                                                       survivor_logits.get() + at, survivor_biases.get() + at);
       }
-      for (int i = 0; fast.filter && i < block; ++i) {
+      for (int i = 0; fast.filter && !kCarryLogits && i < block; ++i) {
         if (count[i] < 0) continue;
         const int at = i * kSurvivorRow;
         fast.GatherStage(c, logits + (t0 + i) * E, count[i], survivor_ids.get() + at, survivor_logits.get() + at,
