@@ -378,33 +378,39 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
 }
 
 // The k best of n <= kMaxSurvivors survivors (sv in id order, closed by PadSurvivors)
-// into ids, best first, and with ss (the survivors' scores) their scores into `scores`: each
-// survivor's rank, and rank < k is its output slot (ranks >= k land in a discarded slot: no
-// branch). Needs n >= k: the -inf padding lanes rank >= n.
+// into ids, best first, and with ss (the survivors' scores) their scores into `scores`. Needs
+// n >= k: the -inf padding lanes rank >= n.
+//
+// Up to two vectors of survivors: each one's rank (a permutation of 0..n-1 over the valid
+// lanes), then for each output slot j < k the lane whose rank is j (a compare and a bit
+// scan), read by scalar loads. Not a scatter of each lane to the slot its rank names:
+// compilers vectorize that loop into scatter instructions, which are slow on AMD (tens of
+// uops each), and the slots then need copying out through a store-forwarding stall.
 template <bool kWithScores = false>
 void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids, const float* ss = nullptr,
                    float* scores = nullptr) {
   const DF d;
   const DI di;
-  int32_t out[kMaxSurvivors + 1];
-  float out_scores[kMaxSurvivors + 1];
   auto put = [&](int slot, int i) {
-    out[slot] = sid[i];
-    if constexpr (kWithScores) out_scores[slot] = ss[i];
+    ids[slot] = sid[i];
+    if constexpr (kWithScores) scores[slot] = ss[i];
   };
   if (n <= kLanes) {
-    HWY_ALIGN int32_t rank[kLanes];
-    hn::Store(RanksOf<kLanes>(hn::Load(d, sv), n), di, rank);
-    // Every lane (a fixed count: no mispredicted exit); the -inf padding ranks >= n >= k.
-    for (int i = 0; i < kLanes; ++i) put(std::min(rank[i], k), i);
+    const auto rank = RanksOf<kLanes>(hn::Load(d, sv), n);
+    for (int j = 0; j < k; ++j) put(j, static_cast<int>(hn::FindKnownFirstTrue(di, hn::Eq(rank, hn::Set(di, j)))));
   } else if (kLanes > 1 && n <= 2 * kLanes) {  // two vectors: each one's ranks, plus the other's
     const VF first = hn::Load(d, sv), second = hn::Load(d, sv + kLanes);
-    HWY_ALIGN int32_t rank[2 * kLanes];
     // The other vector's lanes are all ahead when greater; the first's also when equal (lower ids).
-    hn::Store(hn::Add(RanksOf<kLanes>(first, kLanes), CountAhead<kLanes>(first, second, 0)), di, rank);
-    hn::Store(hn::Add(RanksOf<kLanes>(second, n - kLanes), CountAhead<kLanes, true>(second, first, 0)), di, rank + kLanes);
-    for (int i = 0; i < 2 * kLanes; ++i) put(std::min(rank[i], k), i);
-  } else {  // a vector compare per survivor
+    const auto rank = hn::Add(RanksOf<kLanes>(first, kLanes), CountAhead<kLanes>(first, second, 0));
+    const auto rank2 = hn::Add(RanksOf<kLanes>(second, n - kLanes), CountAhead<kLanes, true>(second, first, 0));
+    for (int j = 0; j < k; ++j) {  // the lane's bit among both vectors' (no branch on which one)
+      const uint64_t bits =
+          MaskBits(di, hn::Eq(rank, hn::Set(di, j))) | MaskBits(di, hn::Eq(rank2, hn::Set(di, j))) << kLanes;
+      put(j, __builtin_ctzll(bits));
+    }
+  } else {  // a vector compare per survivor, each into the slot its rank names (>= k: discarded)
+    int32_t out[kMaxSurvivors + 1];
+    float out_scores[kMaxSurvivors + 1];
     for (int i = 0; i < n; ++i) {
       const VF vi = hn::Set(d, sv[i]);
       size_t rank = 0;
@@ -413,11 +419,13 @@ void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* i
         const auto before = hn::FirstN(d, static_cast<size_t>(std::clamp(i - j, 0, kLanes)));
         rank += hn::CountTrue(d, hn::Or(hn::Gt(v, vi), hn::And(hn::Eq(v, vi), before)));
       }
-      put(static_cast<int>(std::min(rank, static_cast<size_t>(k))), i);
+      const size_t slot = std::min(rank, static_cast<size_t>(k));
+      out[slot] = sid[i];
+      if constexpr (kWithScores) out_scores[slot] = ss[i];
     }
+    std::copy_n(out, k, ids);
+    if constexpr (kWithScores) std::copy_n(out_scores, k, scores);
   }
-  std::copy_n(out, k, ids);
-  if constexpr (kWithScores) std::copy_n(out_scores, k, scores);
 }
 
 // ---- The general selection: any config, any target ---------------------------------------
