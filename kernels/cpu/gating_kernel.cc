@@ -387,7 +387,7 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
 // compilers vectorize that loop into scatter instructions, which are slow on AMD (tens of
 // uops each), and the slots then need copying out through a store-forwarding stall.
 template <bool kWithScores = false>
-void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids, const float* ss = nullptr,
+HWY_INLINE void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids, const float* ss = nullptr,
                    float* scores = nullptr) {
   const DF d;
   const DI di;
@@ -557,7 +557,7 @@ struct FastSelection {
   // the threshold t: every one of the k best candidates is >= t (with the filter: every one
   // of the k best by exact score). Returns the number of ranges, or 0 when the filter cannot
   // tell the kept groups apart (the caller then runs the exact scores and general selection).
-  int RangeStage(const GatingConfig& c, const float* choice, const float* score, const float* second, int* first,
+  HWY_INLINE int RangeStage(const GatingConfig& c, const float* choice, const float* score, const float* second, int* first,
                  float* t) const {
     const DF d;
     const DI di;
@@ -718,7 +718,7 @@ struct FastSelection {
   // (lane-wise best and second best of each group, merged pairwise Count - 1 times). V: the
   // vectors per group where known at compile time (a loop of fixed length), else 0.
   template <int Count, int V>
-  void Subtree(const float* choice, int g0, VF& best, VF& second) const {
+  HWY_INLINE void Subtree(const float* choice, int g0, VF& best, VF& second) const {
     const DF d;
     if constexpr (Count == 1) {
       best = second = hn::Set(d, kMinusInf);
@@ -741,7 +741,7 @@ struct FastSelection {
   }
 
   template <int P>
-  VF GroupScoresOf(const float* choice, VF* second_out) const {
+  HWY_INLINE VF GroupScoresOf(const float* choice, VF* second_out) const {
     switch (group_size / kLanes) {
       case 1: return GroupScoresOf<P, 1>(choice, second_out);
       case 2: return GroupScoresOf<P, 2>(choice, second_out);
@@ -751,7 +751,7 @@ struct FastSelection {
   }
 
   template <int P, int V>
-  VF GroupScoresOf(const float* choice, VF* second_out) const {
+  HWY_INLINE VF GroupScoresOf(const float* choice, VF* second_out) const {
     const DF d;
     VF best, second;
     Subtree<P, V>(choice, 0, best, second);
