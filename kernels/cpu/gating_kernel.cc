@@ -167,7 +167,9 @@ void FilterScores(const GatingConfig& c, const float* x, float* choice) {
   const DF d;
   const int E = c.num_experts;  // locals: the stores to choice could alias c
   if (const float* bias = c.expert_bias; bias != nullptr) {
-    for (int e = 0; e < E; e += kLanes) hn::StoreU(hn::Add(FilterSigmoid(hn::LoadU(d, x + e)), hn::LoadU(d, bias + e)), d, choice + e);
+    for (int e = 0; e < E; e += kLanes) {
+      hn::StoreU(hn::Add(FilterSigmoid(hn::LoadU(d, x + e)), hn::LoadU(d, bias + e)), d, choice + e);
+    }
   } else {
     for (int e = 0; e < E; e += kLanes) hn::StoreU(FilterSigmoid(hn::LoadU(d, x + e)), d, choice + e);
   }
@@ -387,8 +389,8 @@ HWY_INLINE hn::Vec<DI> Ranks(VF v, int n, int valid) {
 // compilers vectorize that loop into scatter instructions, which are slow on AMD (tens of
 // uops each), and the slots then need copying out through a store-forwarding stall.
 template <bool kWithScores = false>
-HWY_INLINE void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids, const float* ss = nullptr,
-                   float* scores = nullptr) {
+HWY_INLINE void RankSurvivors(const float* sv, const int32_t* sid, int n, int k, int32_t* ids,
+                              const float* ss = nullptr, float* scores = nullptr) {
   const DF d;
   const DI di;
   auto put = [&](int slot, int i) {
@@ -557,8 +559,8 @@ struct FastSelection {
   // the threshold t: every one of the k best candidates is >= t (with the filter: every one
   // of the k best by exact score). Returns the number of ranges, or 0 when the filter cannot
   // tell the kept groups apart (the caller then runs the exact scores and general selection).
-  HWY_INLINE int RangeStage(const GatingConfig& c, const float* choice, const float* score, const float* second, int* first,
-                 float* t) const {
+  HWY_INLINE int RangeStage(const GatingConfig& c, const float* choice, const float* score, const float* second,
+                            int* first, float* t) const {
     const DF d;
     const DI di;
     const VF minus_inf = hn::Set(d, kMinusInf), plus_inf = hn::Set(d, kPlusInf);
@@ -623,8 +625,11 @@ struct FastSelection {
   // zero padded.
   int SurvivorStage(const GatingConfig& c, const float* x, const float* choice, const int* first, int ranges, float t,
                     float* sv, int32_t* sid, float* xs, float* bs) const {
+    // Three calls, so that each inlined copy knows what it carries.
     if (!(kCarryLogits && filter)) return Survivors(c, choice, first, ranges, t, sv, sid, Carry{});
-    if (c.expert_bias == nullptr) return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, nullptr, xs, nullptr});
+    if (c.expert_bias == nullptr) {
+      return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, nullptr, xs, nullptr});
+    }
     return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, c.expert_bias, xs, bs});
   }
 
@@ -656,13 +661,12 @@ struct FastSelection {
   }
 
  private:
-  // SurvivorStage with `carry` (carry.x and carry.bias at expert 0, or null; carry.xs null:
-  // nothing carried).
-  int Survivors(const GatingConfig& c, const float* choice, const int* first, int ranges, float t, float* sv,
-                int32_t* sid, Carry carry) const {
+  // SurvivorStage with `carry`: carry.x and carry.bias point at expert 0's logit and bias
+  // (bias null: none), and carry.xs null carries nothing.
+  HWY_INLINE int Survivors(const GatingConfig& c, const float* choice, const int* first, int ranges, float t,
+                           float* sv, int32_t* sid, Carry carry) const {
     const VF vt = hn::Set(DF(), t);
     const int range_size = grouped ? group_size : c.num_experts;
-    const Carry padding = carry;
     int n = 0;
     for (int r = 0; r < ranges; ++r) {
       Carry at = carry;
@@ -674,7 +678,7 @@ struct FastSelection {
       }
     }
     if (n < c.top_k) return -1;
-    PadSurvivors(sv, sid, n, padding);
+    PadSurvivors(sv, sid, n, carry);
     return n;
   }
 
@@ -799,10 +803,11 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
       }
       for (int i = 0; i < block; ++i) {
         const int at = i * kSurvivorRow;
-        count[i] = ranges[i] == 0 ? -1
-                                  : fast.SurvivorStage(c, logits + (t0 + i) * E, choice.get() + i * row, first[i], ranges[i],
-                                                       threshold[i], survivors.get() + at, survivor_ids.get() + at,
-                                                       survivor_logits.get() + at, survivor_biases.get() + at);
+        count[i] = ranges[i] == 0
+                       ? -1
+                       : fast.SurvivorStage(c, logits + (t0 + i) * E, choice.get() + i * row, first[i], ranges[i],
+                                            threshold[i], survivors.get() + at, survivor_ids.get() + at,
+                                            survivor_logits.get() + at, survivor_biases.get() + at);
       }
       for (int i = 0; fast.filter && !kCarryLogits && i < block; ++i) {
         if (count[i] < 0) continue;
