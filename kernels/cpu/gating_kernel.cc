@@ -249,9 +249,9 @@ constexpr CompressIndices kCompressIndices;
 // count (the lists need kLanes of slack). Without a branch per lane: a survivor count that
 // varies per vector mispredicts. AVX-512: its compress (CompressStore's memory form is
 // microcoded and slow on AMD Zen 4/5); 2..8 lanes: a permutation from kCompressIndices
-// (Highway's own Compress is slower here); one lane: the loop. With `carry` (the filter on a
-// target where a permutation is one cheap instruction), the same lanes of carry.x (the logits)
-// and carry.bias (if any) go along into carry.xs and carry.bs.
+// (Highway's own Compress is slower here); one lane: the loop. With `carry` (the filter where
+// kCarryLogits: the permutation branch only), the same lanes of carry.x (the logits) and
+// carry.bias (if any) go along into carry.xs and carry.bs.
 struct Carry {
   const float* x = nullptr;     // the logits of the row's vector
   const float* bias = nullptr;  // the biases of the row's vector, or null
@@ -269,10 +269,7 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
 #if HWY_TARGET == HWY_AVX3
   hn::StoreU(hn::Compress(v, keep), d, sv + n);
   hn::StoreU(hn::Compress(ids, hn::RebindMask(di, keep)), di, sid + n);
-  if (carry.xs != nullptr) {
-    hn::StoreU(hn::Compress(hn::LoadU(d, carry.x), keep), d, carry.xs + n);
-    if (carry.bias != nullptr) hn::StoreU(hn::Compress(hn::LoadU(d, carry.bias), keep), d, carry.bs + n);
-  }
+  HWY_DASSERT(carry.xs == nullptr);  // kCarryLogits is false here
   n += static_cast<int>(hn::CountTrue(d, keep));
 #else
   const uint64_t bits = MaskBits(d, keep);
@@ -289,12 +286,9 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
     }
     n += __builtin_popcountll(bits);
   } else {
+    HWY_DASSERT(carry.xs == nullptr);  // one lane: no FastSelection, so no filter
     for (uint64_t b = bits; b != 0; b &= b - 1) {
       const int lane = __builtin_ctzll(b);
-      if (carry.xs != nullptr) {
-        carry.xs[n] = carry.x[lane];
-        if (carry.bias != nullptr) carry.bs[n] = carry.bias[lane];
-      }
       sv[n] = row[lane];
       sid[n++] = first_id + lane;
     }
@@ -644,7 +638,8 @@ struct FastSelection {
   }
 
   // Stage 3c, with the filter: the n survivors' exact scores into ss and exact selection
-  // scores into sv (the padding stays -inf), from GatherStage's xs and bs. Returns n, or -1
+  // scores into sv (the padding stays -inf), from their logits and biases xs and bs (carried
+  // by SurvivorStage or loaded by GatherStage). Returns n, or -1
   // when a survivor's exact selection score is NaN (a NaN logit where the target's clamp
   // keeps NaN, as on NEON; x86's min and max turn it into the clamp's bound).
   int RescoreStage(const GatingConfig& c, int n, const float* xs, const float* bs, float* sv, float* ss) const {

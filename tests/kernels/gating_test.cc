@@ -204,8 +204,9 @@ TEST(GatingTest, SameIdsAndBitsOnEveryPath) {
 
 // The in-register selection (AVX2 / AVX-512, where groups and k fit the lanes; with the
 // filter for sigmoid routers) against the portable path, which has no filter and runs the
-// general selection unless the router fits its 4 lanes: router shapes that fit and that
-// do not, group counts that are and are not powers of two, k up to 16, and logits on a coarse
+// general selection unless the router fits its lanes (EMU128: 4; SCALAR: never): router
+// shapes that fit and that do not, group counts that are and are not powers of two, k up to
+// 16, and logits on a coarse
 // grid, so that many tokens tie at the group boundary, among the survivors, or so often that
 // the threshold keeps more than 64 candidates (the general fallback).
 TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
