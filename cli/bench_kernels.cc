@@ -155,6 +155,10 @@ absl::Status FfnCases(BenchReport& report, kernels::CpuIsa isa, int threads) {
                                    run.threads > 1 ? absl::StrCat("_", run.threads, "threads") : ""),
                       flops / ours / 1e9, "GFLOP/s", flops / peer / 1e9, ratio);
     entry["bound_name"] = "openblas_sgemm_same_flops";
+    // The peer's own kernels, as OpenBLAS picked them (or OPENBLAS_CORETYPE forced them): on a
+    // CPU it does not know it falls back to old ones (Debian's 0.3.21 takes Intel family 6
+    // model 207 for "Prescott", SSE3), and the ratio then flatters us.
+    entry["peer_kernel"] = openblas_get_corename();
     entry["isa"] = kernels::FfnKernelName(isa, run.type);
     entry["threads"] = run.threads;
     entry["rows"] = total;
