@@ -247,6 +247,13 @@ class FfnRunner {
       if (offset == 0) return nullptr;
       return reinterpret_cast<const float*>(static_cast<const char*>(slot_weights[s]) + offset) + first_panel * kPanelCols;
     };
+    // The first panel of task t + 1 (of the GEMM at `offset`), which task t prefetches
+    // while it finishes: on one thread the task that runs next, on more a task that runs soon.
+    auto next_panels = [&](int64_t t, size_t offset, size_t panel_bytes) -> const void* {
+      if (t + 1 >= static_cast<int64_t>(ws.tasks_.size())) return nullptr;
+      const FfnWorkspace::Task next = ws.tasks_[t + 1];
+      return static_cast<const char*>(slot_weights[next.slot]) + offset + next.first_panel * panel_bytes;
+    };
     // Validate every slot and place its rows in the scratch buffers.
     ws.packed_.assign(static_cast<size_t>(std::max(num_slots, 0)), 0);
     int64_t total = 0;
@@ -308,6 +315,7 @@ class FfnRunner {
       g.out_cols = F - col0;
       g.epilogue = epilogue;
       g.bias = bias_of(s, l.bias1_offset, task.first_panel);
+      g.next_panels = next_panels(t, l.first_offset, l.panel1_bytes);
       g.bf16 = is_bf16;
       g.out_bf16 = is_bf16;
       gemm(g);
@@ -331,6 +339,7 @@ class FfnRunner {
       g.out_cols = H - col0;
       g.epilogue = internal::Epilogue::kStore;
       g.bias = bias_of(s, l.bias2_offset, task.first_panel);
+      g.next_panels = next_panels(t, l.down_offset, l.panel2_bytes);
       g.bf16 = is_bf16;
       g.out_bf16 = false;
       gemm(g);

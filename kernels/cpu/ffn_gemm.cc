@@ -120,9 +120,26 @@ const char* PanelAt(const GemmArgs& g, int64_t p) {
   return static_cast<const char*>(g.panels) + p * g.panel_bytes;
 }
 
+// Weights a block pulls toward L2 while it computes: reduction step `it` (k for fp32, k / 2
+// for bf16 pairs) prefetches the `step` bytes at `at + it * step`. Expert weights are read
+// from memory once per call (a step's experts do not fit in any cache), so each panel is
+// fetched while the panel before it is in use, instead of stalling the first row block that
+// reaches it. step 0: nothing.
+struct Prefetch {
+  const char* at;
+  int64_t step;
+};
+HWY_INLINE void PrefetchStep(const Prefetch& pf, int64_t it) {
+  const char* from = pf.at + it * pf.step;
+  __builtin_prefetch(from, 0, 2);
+  if (HWY_UNLIKELY(pf.step > 64)) {  // few rows per panel: more than a line per step
+    for (int64_t line = 64; line < pf.step; line += 64) __builtin_prefetch(from + line, 0, 2);
+  }
+}
+
 // R rows x P panels, fp32 weights.
 template <int R, int P>
-HWY_NOINLINE void BlockF32(const GemmArgs& g, int64_t row0, int64_t p) {
+HWY_NOINLINE void BlockF32(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) {
   const DF d;
   const float* b[P];
   for (int j = 0; j < P; ++j) b[j] = reinterpret_cast<const float*>(PanelAt(g, p + j));
@@ -134,6 +151,7 @@ HWY_NOINLINE void BlockF32(const GemmArgs& g, int64_t row0, int64_t p) {
     }
   }
   for (int64_t k = 0; k < g.k; ++k) {
+    PrefetchStep(pf, k);
     VF ak[R];
     for (int i = 0; i < R; ++i) ak[i] = hn::Set(d, a[i * g.lda + k]);
     for (int j = 0; j < P; ++j) {
@@ -149,7 +167,7 @@ HWY_NOINLINE void BlockF32(const GemmArgs& g, int64_t row0, int64_t p) {
 // R rows x P panels, bf16 weights widened to fp32 in registers: a panel's k pair of column c
 // is one 32-bit lane (even element in the low half).
 template <int R, int P>
-HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p) {
+HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) {
   const DF d;
   const DU du;
   const uint32_t* b[P];
@@ -163,6 +181,7 @@ HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p) {
     }
   }
   for (int64_t k = 0; k < g.k; k += 2) {
+    PrefetchStep(pf, k / 2);
     VF a_even[R], a_odd[R];
     for (int i = 0; i < R; ++i) {
       a_even[i] = hn::Set(d, Bf16ToFloat(a[i * g.lda + k]));
@@ -183,42 +202,68 @@ HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p) {
   FinishBlock<R, P>(g, row0, p, acc);
 }
 
-template <bool kBf16, int R, int P>
-HWY_INLINE void Block(const GemmArgs& g, int64_t row0, int64_t p) {
-  if constexpr (kBf16) {
-    BlockBf16<R, P>(g, row0, p);
-  } else {
-    BlockF32<R, P>(g, row0, p);
-  }
+// Where the weights after panel `p` start (the next task's, past the last panel; null if none).
+const char* AfterPanel(const GemmArgs& g, int64_t p) {
+  return p + 1 < g.panels_n ? PanelAt(g, p + 1) : static_cast<const char*>(g.next_panels);
 }
+
+// Block b's share when `blocks` blocks spread the prefetch of the `panels` panels after
+// panel `p` over their reduction steps (0 panels: none).
+Prefetch ShareOf(const GemmArgs& g, int64_t p, int64_t panels, int64_t blocks, int64_t b) {
+  const char* at = AfterPanel(g, p);
+  if (at == nullptr || panels == 0) return {PanelAt(g, p), 0};
+  const int64_t steps = g.bf16 ? g.k / 2 : g.k;
+  const int64_t share = (panels * static_cast<int64_t>(g.panel_bytes) + blocks - 1) / blocks;
+  return {at + b * share, (share + steps - 1) / steps};
+}
+
+// The block kernels GemmImpl drives: kRows rows per full block, and two panels per block for
+// row tails of at most kPairRows rows (where twice the accumulators still fit).
+struct F32Blocks {
+  static constexpr int kRows = kRowsF32, kPairRows = kAccBudget / (2 * kVecs);
+  template <int R, int P>
+  static void Run(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) { BlockF32<R, P>(g, row0, p, pf); }
+};
+struct Bf16Blocks {
+  static constexpr int kRows = kRowsBf16, kPairRows = kAccBudget / (2 * kVecs);
+  template <int R, int P>
+  static void Run(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) { BlockBf16<R, P>(g, row0, p, pf); }
+};
 
 // The last `rows` (< the block height) rows of panels [p, p + panels): two panels per block
 // where the accumulators fit, so that short row tails still have enough independent chains.
-template <bool kBf16, int R>
-HWY_INLINE void Tail(const GemmArgs& g, int64_t row0, int64_t p, int64_t panels, int rows) {
+// `fetch`: whether these blocks prefetch the panels after theirs (when no full block did).
+template <class Blocks, int R>
+HWY_INLINE void Tail(const GemmArgs& g, int64_t row0, int64_t p, int64_t panels, int rows, bool fetch) {
   if constexpr (R > 0) {
-    if (rows != R) return Tail<kBf16, R - 1>(g, row0, p, panels, rows);
-    constexpr bool kPair = 2 * R * kVecs <= kAccBudget;
+    if (rows != R) return Tail<Blocks, R - 1>(g, row0, p, panels, rows, fetch);
     int64_t q = p;
-    if constexpr (kPair) {
-      for (; q + 1 < p + panels; q += 2) Block<kBf16, R, 2>(g, row0, q);
+    if constexpr (R <= Blocks::kPairRows) {
+      for (; q + 1 < p + panels; q += 2) {
+        Blocks::template Run<R, 2>(g, row0, q, ShareOf(g, q + 1, fetch ? 2 : 0, 1, 0));
+      }
     }
-    for (; q < p + panels; ++q) Block<kBf16, R, 1>(g, row0, q);
+    for (; q < p + panels; ++q) Blocks::template Run<R, 1>(g, row0, q, ShareOf(g, q, fetch ? 1 : 0, 1, 0));
   }
 }
 
-template <bool kBf16>
+template <class Blocks>
 void GemmImpl(const GemmArgs& g) {
-  constexpr int R = kBf16 ? kRowsBf16 : kRowsF32;
+  constexpr int R = Blocks::kRows;
   const int64_t full = g.rows / R * R;
   // Panel-major, two panels at a time: a panel stays cache-resident while every row block
-  // passes over it; the row tail follows each pair.
+  // passes over it; the row tail follows each pair. The full blocks of a panel prefetch the
+  // next one; with no full block, the tail prefetches the next pair.
   for (int64_t p = 0; p < g.panels_n; p += 2) {
     const int64_t panels = std::min<int64_t>(2, g.panels_n - p);
     for (int64_t q = p; q < p + panels; ++q) {
-      for (int64_t i = 0; i < full; i += R) Block<kBf16, R, 1>(g, i, q);
+      for (int64_t i = 0; i < full; i += R) {
+        Blocks::template Run<R, 1>(g, i, q, ShareOf(g, q, 1, full / R, i / R));
+      }
     }
-    if (full < g.rows) Tail<kBf16, R - 1>(g, full, p, panels, static_cast<int>(g.rows - full));
+    if (full < g.rows) {
+      Tail<Blocks, R - 1>(g, full, p, panels, static_cast<int>(g.rows - full), full == 0);
+    }
   }
 }
 
@@ -227,7 +272,7 @@ void GemmImpl(const GemmArgs& g) {
 #define SY_DPBF16_ATTR __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
 
 template <int R, int P>
-SY_DPBF16_ATTR HWY_NOINLINE void BlockDot(const GemmArgs& g, int64_t row0, int64_t p) {
+SY_DPBF16_ATTR HWY_NOINLINE void BlockDot(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) {
   const bf16* b[P];
   for (int j = 0; j < P; ++j) b[j] = reinterpret_cast<const bf16*>(PanelAt(g, p + j));
   const bf16* a = static_cast<const bf16*>(g.a) + row0 * g.lda;
@@ -237,6 +282,7 @@ SY_DPBF16_ATTR HWY_NOINLINE void BlockDot(const GemmArgs& g, int64_t row0, int64
   }
 #pragma GCC unroll 4
   for (int64_t k = 0; k < g.k; k += 2) {
+    PrefetchStep(pf, k / 2);
     __m512bh b0[P], b1[P];
     for (int j = 0; j < P; ++j) {
       const bf16* pair = b[j] + (k / 2) * kPanelCols * 2;
@@ -264,37 +310,19 @@ SY_DPBF16_ATTR HWY_NOINLINE void BlockDot(const GemmArgs& g, int64_t row0, int64
   }
 }
 
-template <int R>
-void DotTail(const GemmArgs& g, int64_t row0, int64_t p, int64_t panels, int rows) {
-  if constexpr (R > 0) {
-    if (rows != R) return DotTail<R - 1>(g, row0, p, panels, rows);
-    int64_t q = p;
-    if constexpr (R <= 3) {
-      for (; q + 1 < p + panels; q += 2) BlockDot<R, 2>(g, row0, q);
-    }
-    for (; q < p + panels; ++q) BlockDot<R, 1>(g, row0, q);
-  }
-}
-
-void GemmDot(const GemmArgs& g) {
-  constexpr int R = 8;
-  const int64_t full = g.rows / R * R;
-  for (int64_t p = 0; p < g.panels_n; p += 2) {
-    const int64_t panels = std::min<int64_t>(2, g.panels_n - p);
-    for (int64_t q = p; q < p + panels; ++q) {
-      for (int64_t i = 0; i < full; i += R) BlockDot<R, 1>(g, i, q);
-    }
-    if (full < g.rows) DotTail<R - 1>(g, full, p, panels, static_cast<int>(g.rows - full));
-  }
-}
+struct DotBlocks {
+  static constexpr int kRows = 8, kPairRows = 3;
+  template <int R, int P>
+  static void Run(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) { BlockDot<R, P>(g, row0, p, pf); }
+};
 #endif  // HWY_TARGET == HWY_AVX3
 
 }  // namespace
 
-void GemmF32(const GemmArgs& g) { GemmImpl<false>(g); }
-void GemmBf16(const GemmArgs& g) { GemmImpl<true>(g); }
+void GemmF32(const GemmArgs& g) { GemmImpl<F32Blocks>(g); }
+void GemmBf16(const GemmArgs& g) { GemmImpl<Bf16Blocks>(g); }
 #if HWY_TARGET == HWY_AVX3
-void GemmBf16Dot(const GemmArgs& g) { GemmDot(g); }
+void GemmBf16Dot(const GemmArgs& g) { GemmImpl<DotBlocks>(g); }
 #endif
 
 }  // namespace switchyard::kernels::internal::HWY_NAMESPACE

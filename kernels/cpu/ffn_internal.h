@@ -63,6 +63,9 @@ struct GemmArgs {
   int64_t out_cols;   // valid output columns (the rest of the last panel is dropped)
   Epilogue epilogue;
   const float* bias = nullptr;  // [panels_n][32] added to the accumulators first (null: none)
+  // The weights the caller reads next (the next task's first panel, `panel_bytes` long),
+  // prefetched during the last panel; null: none.
+  const void* next_panels = nullptr;
   bool bf16;          // A and panels are bf16
   bool out_bf16;      // write the epilogue's result as bf16 (next GEMM's input)
 };
