@@ -160,6 +160,10 @@ absl::Status FfnCases(BenchReport& report, kernels::CpuIsa isa, int threads) {
     // model 207 for "Prescott", SSE3), and the ratio then flatters us.
     entry["peer_kernel"] = openblas_get_corename();
     entry["isa"] = kernels::FfnKernelName(isa, run.type);
+    if (run.type == kernels::WeightType::kBF16 && kernels::CpuSupportsBf16Dot()) {
+      // What decided between the vdpbf16ps and widening kernels (SWITCHYARD_BF16_DOT=auto).
+      entry["vdpbf16ps_cost_in_fmas"] = kernels::Bf16DotCostInFmas();
+    }
     entry["threads"] = run.threads;
     entry["rows"] = total;
     entry["rows_min_max"] = {*std::min_element(rows.begin(), rows.end()), *std::max_element(rows.begin(), rows.end())};
@@ -341,6 +345,7 @@ absl::Status GpuCases(BenchReport& report) {
 absl::Status RunKernelsBenchmark() {
   BenchReport report;
   SY_ASSIGN_OR_RETURN(const kernels::CpuIsa isa, kernels::CpuIsaFromEnvironment());
+  SY_RETURN_IF_ERROR(kernels::Bf16DotFromEnvironment().status());
   int threads = absl::GetFlag(FLAGS_bench_threads);
   if (threads < 0 || threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("--bench-threads ", threads, ": use 1..1024, or 0 for the default"));

@@ -8,6 +8,9 @@ namespace {
 constexpr SettingInfo kSettings[] = {
     {Setting::kCpuIsa, "SWITCHYARD_CPU_ISA",
      "force a CPU kernel path: portable, avx2, avx512 or neon (default: the best this CPU has)"},
+    {Setting::kBf16Dot, "SWITCHYARD_BF16_DOT",
+     "bf16 weights on the avx512 path: 1 uses vdpbf16ps (AVX-512 BF16), 0 widens to fp32, auto (default) "
+     "whichever is faster on this CPU"},
     {Setting::kCoordinator, "SWITCHYARD_COORDINATOR", "admin commands: the coordinator's HOST:PORT when --coordinator is not given"},
     {Setting::kTraces, "SWITCHYARD_TRACES", "bench: the directory of the expert-load traces (default: data/traces of the source tree)"},
     {Setting::kTestHoldTransfers, "SWITCHYARD_TEST_HOLD_TRANSFERS",

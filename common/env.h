@@ -13,6 +13,7 @@ namespace switchyard {
 
 enum class Setting {
   kCpuIsa,              // SWITCHYARD_CPU_ISA
+  kBf16Dot,             // SWITCHYARD_BF16_DOT
   kCoordinator,         // SWITCHYARD_COORDINATOR
   kTraces,              // SWITCHYARD_TRACES
   kTestHoldTransfers,   // SWITCHYARD_TEST_HOLD_TRANSFERS

@@ -78,6 +78,21 @@ bool CpuSupportsBf16Dot() {
 #endif
 }
 
+absl::StatusOr<std::optional<bool>> Bf16DotFromEnvironment() {
+  const std::optional<std::string> value = GetSetting(Setting::kBf16Dot);
+  if (!value || *value == "auto") return std::nullopt;
+  if (*value == "0") return false;
+  if (*value == "1") {
+    if (!CpuSupportsBf16Dot()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(kBf16DotEnv, "=1: this CPU has no AVX-512 BF16 (vdpbf16ps); use 0 or auto"));
+    }
+    return true;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(kBf16DotEnv, "='", EchoValue(*value), "': use 1 (vdpbf16ps), 0 (widen to fp32) or auto"));
+}
+
 int DefaultCpuThreads() {
   auto env_int = [](const char* name) -> long {
     const char* v = std::getenv(name);

@@ -6,6 +6,7 @@
 // after a migration and a forced path only changes speed.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,21 @@ absl::StatusOr<CpuIsa> CpuIsaFromEnvironment();
 CpuIsa BestCpuIsa();
 
 bool CpuSupportsBf16Dot();  // AVX-512 BF16 (vdpbf16ps)
+
+// The environment setting that chooses the bf16 kernel of the avx512 path (Setting::kBf16Dot).
+inline constexpr char kBf16DotEnv[] = "SWITCHYARD_BF16_DOT";
+// $SWITCHYARD_BF16_DOT: true for "1" (vdpbf16ps), false for "0" (widen to fp32), nullopt when
+// unset, empty or "auto" (measured: kernels/cpu/ffn_internal.h, UseBf16Dot). InvalidArgument
+// for any other value, FailedPrecondition for "1" on a CPU without AVX-512 BF16. Binaries
+// check it at start-up, with CpuIsaFromEnvironment. Both kernels give the same bits but for
+// bf16 denormals (kernels/cpu/ffn_gemm.cc).
+absl::StatusOr<std::optional<bool>> Bf16DotFromEnvironment();
+
+// What one vdpbf16ps costs on this CPU, in 512-bit FMAs (seconds per instruction, each kind
+// issued back to back in registers); measured once per process, about 0.2 ms. 0 without
+// AVX-512 BF16. It decides SWITCHYARD_BF16_DOT=auto: about 1 on AMD Zen 5, 4.1 on Intel
+// family 6 model 207.
+double Bf16DotCostInFmas();
 
 // Threads a rank's CPU kernels use unless told otherwise: $OMP_NUM_THREADS if it is a number
 // in 1..1024 (anything else is ignored, as libgomp itself warns); else the

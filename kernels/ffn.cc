@@ -47,11 +47,7 @@ double FfnShape::FlopsPerRow() const {
 }
 
 std::string FfnKernelName(CpuIsa isa, WeightType weights) {
-  std::string name(CpuIsaName(isa));
-  if (weights == WeightType::kBF16) {
-    absl::StrAppend(&name, isa == CpuIsa::kAvx512 && CpuSupportsBf16Dot() ? "_bf16dot" : "_bf16widen");
-  }
-  return name;
+  return internal::GemmFor(isa, weights == WeightType::kBF16).name;
 }
 
 namespace internal {
@@ -237,7 +233,10 @@ class FfnRunner {
                                                         " path is not available on this CPU"));
     }
     const bool is_bf16 = shape.weights == WeightType::kBF16;
-    const internal::GemmFn gemm = internal::GemmFor(ws.isa(), is_bf16);
+    const internal::GemmKernel kernel = internal::GemmFor(ws.isa(), is_bf16);
+    // With bf16 weights both GEMMs' inputs (x, then the activations) are rounded to bf16,
+    // and held as bf16 for the vdpbf16ps kernel, as fp32 for the widening ones.
+    const bool a_bf16 = kernel.a_bf16;
     const internal::PackedLayout l = internal::LayoutOf(shape);
     const int64_t H = shape.hidden, F = shape.ffn;
     const auto epilogue = shape.activation == Activation::kSwiGlu        ? internal::Epilogue::kSwiGlu
@@ -277,23 +276,43 @@ class FfnRunner {
     }
     if (total == 0) return absl::OkStatus();
     const int threads = ws.threads();
-    if (is_bf16) {
-      ws.in16_.resize(static_cast<size_t>(total * l.k1));
-      ws.act16_.assign(static_cast<size_t>(total * l.k2), 0);  // zero pad column when ffn is odd
-      internal::ParallelFor(threads, num_slots, 1, [&](int64_t s) {
-        for (int64_t i = 0; i < row_counts[s]; ++i) {
-          const float* x = input + (row_offsets[s] + i) * H;
-          bf16* to = ws.in16_.data() + (ws.packed_[s] + i) * l.k1;
-          for (int64_t k = 0; k < H; ++k) to[k] = FloatToBf16(x[k]);
-          if (l.k1 > H) to[H] = 0;
-        }
-      });
-    } else {
-      ws.act_.resize(static_cast<size_t>(total * F));
-    }
     const int64_t act_ld = is_bf16 ? l.k2 : F;
-    void* act = is_bf16 ? static_cast<void*>(ws.act16_.data()) : static_cast<void*>(ws.act_.data());
-    const size_t act_elem = is_bf16 ? sizeof(bf16) : sizeof(float);
+    const size_t act_elem = a_bf16 ? sizeof(bf16) : sizeof(float);
+    if (a_bf16) {
+      ws.in16_.resize(static_cast<size_t>(total * l.k1));
+      ws.act16_.resize(static_cast<size_t>(total * l.k2));
+    } else {
+      if (is_bf16) ws.in_.resize(static_cast<size_t>(total * l.k1));
+      ws.act_.resize(static_cast<size_t>(total * act_ld));
+    }
+    void* act = a_bf16 ? static_cast<void*>(ws.act16_.data()) : static_cast<void*>(ws.act_.data());
+    if (is_bf16) {
+      // x rounded to bf16; the pad columns (reduction lengths padded to even) are zero.
+      auto round_rows = [&](auto* in, auto* acts, auto convert) {
+        internal::ParallelFor(threads, num_slots, 1, [&](int64_t s) {
+          for (int64_t i = 0; i < row_counts[s]; ++i) {
+            const float* x = input + (row_offsets[s] + i) * H;
+            const int64_t row = ws.packed_[s] + i;
+            for (int64_t k = 0; k < H; ++k) in[row * l.k1 + k] = convert(x[k]);
+            if (l.k1 > H) in[row * l.k1 + H] = 0;
+            if (l.k2 > F) acts[row * l.k2 + F] = 0;
+          }
+        });
+      };
+      if (a_bf16) {
+        round_rows(ws.in16_.data(), ws.act16_.data(), [](float x) { return FloatToBf16(x); });
+      } else {
+        round_rows(ws.in_.data(), ws.act_.data(), [](float x) { return Bf16ToFloat(FloatToBf16(x)); });
+      }
+    }
+    const void* in = !is_bf16 ? static_cast<const void*>(input)
+                     : a_bf16 ? static_cast<const void*>(ws.in16_.data())
+                              : static_cast<const void*>(ws.in_.data());
+    const int64_t in_ld = is_bf16 ? l.k1 : H;
+    const size_t in_elem = a_bf16 ? sizeof(bf16) : sizeof(float);
+    const internal::Output act_output = !is_bf16 ? internal::Output::kF32
+                                        : a_bf16 ? internal::Output::kBf16
+                                                 : internal::Output::kBf16InF32;
 
     // Phase 1: x [M, H] -> activations [M, F].
     Split(ws, num_slots, row_counts, l.panels1, total);
@@ -302,9 +321,9 @@ class FfnRunner {
       const int s = task.slot;
       const int64_t col0 = task.first_panel * l.outputs_per_panel1;
       internal::GemmArgs g{};
-      g.a = is_bf16 ? static_cast<const void*>(ws.in16_.data() + ws.packed_[s] * l.k1)
-                    : static_cast<const void*>(input + row_offsets[s] * H);
-      g.lda = is_bf16 ? l.k1 : H;
+      const int64_t first_row = is_bf16 ? ws.packed_[s] : row_offsets[s];
+      g.a = static_cast<const char*>(in) + first_row * in_ld * in_elem;
+      g.lda = in_ld;
       g.panels = static_cast<const char*>(slot_weights[s]) + l.first_offset + task.first_panel * l.panel1_bytes;
       g.panel_bytes = l.panel1_bytes;
       g.panels_n = task.panels;
@@ -317,8 +336,9 @@ class FfnRunner {
       g.bias = bias_of(s, l.bias1_offset, task.first_panel);
       g.next_panels = next_panels(t, l.first_offset, l.panel1_bytes);
       g.bf16 = is_bf16;
-      g.out_bf16 = is_bf16;
-      gemm(g);
+      g.a_bf16 = a_bf16;
+      g.output = act_output;
+      kernel.fn(g);
     });
     // Phase 2: activations [M, F] -> y [M, H].
     Split(ws, num_slots, row_counts, l.panels2, total);
@@ -341,8 +361,9 @@ class FfnRunner {
       g.bias = bias_of(s, l.bias2_offset, task.first_panel);
       g.next_panels = next_panels(t, l.down_offset, l.panel2_bytes);
       g.bf16 = is_bf16;
-      g.out_bf16 = false;
-      gemm(g);
+      g.a_bf16 = a_bf16;
+      g.output = internal::Output::kF32;
+      kernel.fn(g);
     });
     return absl::OkStatus();
   }

@@ -89,9 +89,12 @@ class FfnWorkspace {
   friend class FfnRunner;
   CpuIsa isa_;
   int threads_;
-  std::vector<float> act_;       // intermediate activations, fp32 path [rows, ffn]
-  std::vector<bf16> in16_;       // input rows as bf16 [rows, hidden padded to even]
-  std::vector<bf16> act16_;      // intermediate activations, bf16 path [rows, ffn padded]
+  // Intermediate activations [rows, ffn] (bf16 weights: ffn padded to even), fp32, or bf16
+  // values as fp32 for the widening bf16 kernels.
+  std::vector<float> act_;
+  std::vector<float> in_;        // bf16 weights, widening kernels: input rows rounded to bf16 [rows, hidden padded to even]
+  std::vector<bf16> in16_;       // bf16 weights, vdpbf16ps: input rows as bf16 [rows, hidden padded to even]
+  std::vector<bf16> act16_;      // bf16 weights, vdpbf16ps: intermediate activations [rows, ffn padded]
   std::vector<int64_t> packed_;  // each slot's first row in the buffers above
   struct Task {
     int slot;

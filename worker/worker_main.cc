@@ -207,6 +207,7 @@ absl::StatusOr<Setup> Prepare() {
   }
   // A forced path this CPU lacks is refused here; the CPU device then takes it (BestCpuIsa).
   SY_RETURN_IF_ERROR(kernels::CpuIsaFromEnvironment().status());
+  SY_RETURN_IF_ERROR(kernels::Bf16DotFromEnvironment().status());
   s.cpu_threads = absl::GetFlag(FLAGS_threads);
   if (s.cpu_threads < 0 || s.cpu_threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("--threads ", s.cpu_threads, ": use 1..1024, or 0 for the default"));

@@ -20,6 +20,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "hwy/highway.h"
@@ -41,14 +42,20 @@ static_assert(kPanelCols % kLanes == 0, "a panel is a whole number of vectors");
 
 // Rows per register block. Accumulators R * kVecs (* P) fit the target's register file
 // (16 vectors on AVX2, 32 on AVX-512 and NEON) with room for the broadcasts and loads.
+// kWidenPairsFirst: the widening bf16 kernel keeps a step's widened weights in registers
+// (BlockBf16).
 #if HWY_TARGET == HWY_AVX3
-constexpr int kRowsF32 = 8, kRowsBf16 = 6, kAccBudget = 24;
+constexpr int kRowsF32 = 8, kRowsBf16 = 8, kAccBudget = 24;
+constexpr bool kWidenPairsFirst = true;
 #elif HWY_TARGET == HWY_AVX2
 constexpr int kRowsF32 = 3, kRowsBf16 = 2, kAccBudget = 12;
+constexpr bool kWidenPairsFirst = false;
 #elif HWY_TARGET == HWY_NEON
 constexpr int kRowsF32 = 3, kRowsBf16 = 2, kAccBudget = 24;
+constexpr bool kWidenPairsFirst = false;
 #else
 constexpr int kRowsF32 = 1, kRowsBf16 = 1, kAccBudget = 32;
+constexpr bool kWidenPairsFirst = false;
 #endif
 
 // Writes the epilogue of row `row`, panel `p`, from its 32 accumulators (fp32, in order).
@@ -96,11 +103,20 @@ HWY_INLINE void EpilogueRow(const GemmArgs& g, int64_t row, int64_t p, const flo
       break;
   }
   const int valid = static_cast<int>(std::clamp<int64_t>(g.out_cols - col0, 0, n));
-  if (g.out_bf16) {
-    bf16* out = static_cast<bf16*>(g.out) + row * g.ldo + col0;
-    for (int c = 0; c < valid; ++c) out[c] = FloatToBf16(res[c]);
-  } else {
-    std::memcpy(static_cast<float*>(g.out) + row * g.ldo + col0, res, valid * sizeof(float));
+  switch (g.output) {
+    case Output::kF32:
+      std::memcpy(static_cast<float*>(g.out) + row * g.ldo + col0, res, valid * sizeof(float));
+      break;
+    case Output::kBf16: {
+      bf16* out = static_cast<bf16*>(g.out) + row * g.ldo + col0;
+      for (int c = 0; c < valid; ++c) out[c] = FloatToBf16(res[c]);
+      break;
+    }
+    case Output::kBf16InF32: {
+      float* out = static_cast<float*>(g.out) + row * g.ldo + col0;
+      for (int c = 0; c < valid; ++c) out[c] = Bf16ToFloat(FloatToBf16(res[c]));
+      break;
+    }
   }
 }
 
@@ -165,14 +181,17 @@ HWY_NOINLINE void BlockF32(const GemmArgs& g, int64_t row0, int64_t p, Prefetch 
 }
 
 // R rows x P panels, bf16 weights widened to fp32 in registers: a panel's k pair of column c
-// is one 32-bit lane (even element in the low half).
+// is one 32-bit lane (even element in the low half). A holds bf16 values as fp32, so each
+// broadcast is a plain load. Per lane and k pair the odd product goes first, as vdpbf16ps
+// does. With 32 registers every row's odd products come before its even ones (the widened
+// pairs stay in registers); with 16 each pair is widened once and used by every row.
 template <int R, int P>
 HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) {
   const DF d;
   const DU du;
   const uint32_t* b[P];
   for (int j = 0; j < P; ++j) b[j] = reinterpret_cast<const uint32_t*>(PanelAt(g, p + j));
-  const bf16* a = static_cast<const bf16*>(g.a) + row0 * g.lda;
+  const float* a = static_cast<const float*>(g.a) + row0 * g.lda;
   const auto high = hn::Set(du, 0xFFFF0000u);
   VF acc[P][kVecs][R];
   for (int j = 0; j < P; ++j) {
@@ -182,19 +201,42 @@ HWY_NOINLINE void BlockBf16(const GemmArgs& g, int64_t row0, int64_t p, Prefetch
   }
   for (int64_t k = 0; k < g.k; k += 2) {
     PrefetchStep(pf, k / 2);
-    VF a_even[R], a_odd[R];
-    for (int i = 0; i < R; ++i) {
-      a_even[i] = hn::Set(d, Bf16ToFloat(a[i * g.lda + k]));
-      a_odd[i] = hn::Set(d, Bf16ToFloat(a[i * g.lda + k + 1]));
-    }
-    for (int j = 0; j < P; ++j) {
-      for (int v = 0; v < kVecs; ++v) {
-        const auto pairs = hn::LoadU(du, b[j] + (k / 2) * kPanelCols + v * kLanes);
-        const VF even = hn::BitCast(d, hn::ShiftLeft<16>(pairs));
-        const VF odd = hn::BitCast(d, hn::And(pairs, high));
-        for (int i = 0; i < R; ++i) {
-          acc[j][v][i] = Fma(a_odd[i], odd, acc[j][v][i]);
-          acc[j][v][i] = Fma(a_even[i], even, acc[j][v][i]);
+    if constexpr (kWidenPairsFirst) {
+      VF even[P][kVecs], odd[P][kVecs];
+      for (int j = 0; j < P; ++j) {
+        for (int v = 0; v < kVecs; ++v) {
+          const auto pairs = hn::LoadU(du, b[j] + (k / 2) * kPanelCols + v * kLanes);
+          even[j][v] = hn::BitCast(d, hn::ShiftLeft<16>(pairs));
+          odd[j][v] = hn::BitCast(d, hn::And(pairs, high));
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const VF a_odd = hn::Set(d, a[i * g.lda + k + 1]);
+        for (int j = 0; j < P; ++j) {
+          for (int v = 0; v < kVecs; ++v) acc[j][v][i] = Fma(a_odd, odd[j][v], acc[j][v][i]);
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const VF a_even = hn::Set(d, a[i * g.lda + k]);
+        for (int j = 0; j < P; ++j) {
+          for (int v = 0; v < kVecs; ++v) acc[j][v][i] = Fma(a_even, even[j][v], acc[j][v][i]);
+        }
+      }
+    } else {
+      VF a_even[R], a_odd[R];
+      for (int i = 0; i < R; ++i) {
+        a_even[i] = hn::Set(d, a[i * g.lda + k]);
+        a_odd[i] = hn::Set(d, a[i * g.lda + k + 1]);
+      }
+      for (int j = 0; j < P; ++j) {
+        for (int v = 0; v < kVecs; ++v) {
+          const auto pairs = hn::LoadU(du, b[j] + (k / 2) * kPanelCols + v * kLanes);
+          const VF even = hn::BitCast(d, hn::ShiftLeft<16>(pairs));
+          const VF odd = hn::BitCast(d, hn::And(pairs, high));
+          for (int i = 0; i < R; ++i) {
+            acc[j][v][i] = Fma(a_odd[i], odd, acc[j][v][i]);
+            acc[j][v][i] = Fma(a_even[i], even, acc[j][v][i]);
+          }
         }
       }
     }
@@ -225,7 +267,9 @@ struct F32Blocks {
   static void Run(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) { BlockF32<R, P>(g, row0, p, pf); }
 };
 struct Bf16Blocks {
-  static constexpr int kRows = kRowsBf16, kPairRows = kAccBudget / (2 * kVecs);
+  // With the widened pairs held, two panels' accumulators share the budget with them.
+  static constexpr int kRows = kRowsBf16,
+                       kPairRows = (kAccBudget - (kWidenPairsFirst ? 4 * kVecs : 0)) / (2 * kVecs);
   template <int R, int P>
   static void Run(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) { BlockBf16<R, P>(g, row0, p, pf); }
 };
@@ -310,6 +354,29 @@ SY_DPBF16_ATTR HWY_NOINLINE void BlockDot(const GemmArgs& g, int64_t row0, int64
   }
 }
 
+// Bf16DotProbe's timings: `reps` steps of 16 independent vdpbf16ps (or FMA) chains in
+// registers, seconds.
+template <bool kDot>
+SY_DPBF16_ATTR HWY_NOINLINE double ChainSeconds(int64_t reps) {
+  __m512 acc[16];
+  for (__m512& x : acc) x = _mm512_setzero_ps();
+  __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(0.5f);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r) {
+    asm volatile("" : "+v"(a));  // keeps the loop from being folded
+#pragma GCC unroll 16
+    for (__m512& x : acc) {
+      if constexpr (kDot) {
+        x = _mm512_dpbf16_ps(x, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
+      } else {
+        x = _mm512_fmadd_ps(a, b, x);
+      }
+    }
+  }
+  for (__m512& x : acc) asm volatile("" : : "v"(x));
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 struct DotBlocks {
   static constexpr int kRows = 8, kPairRows = 3;
   template <int R, int P>
@@ -323,6 +390,19 @@ void GemmF32(const GemmArgs& g) { GemmImpl<F32Blocks>(g); }
 void GemmBf16(const GemmArgs& g) { GemmImpl<Bf16Blocks>(g); }
 #if HWY_TARGET == HWY_AVX3
 void GemmBf16Dot(const GemmArgs& g) { GemmImpl<DotBlocks>(g); }
+
+// Seconds per vdpbf16ps over seconds per 512-bit FMA, each issued back to back: the best of
+// three interleaved runs of 4,096 x 16 of each (about 0.2 ms in all).
+double Bf16DotProbe() {
+  constexpr int64_t kReps = 4096;
+  double dot = 1e9, fma = 1e9;
+  ChainSeconds<false>(kReps / 4);  // wakes the 512-bit units before timing
+  for (int i = 0; i < 3; ++i) {
+    dot = std::min(dot, ChainSeconds<true>(kReps));
+    fma = std::min(fma, ChainSeconds<false>(kReps));
+  }
+  return dot / fma;
+}
 #endif
 
 }  // namespace switchyard::kernels::internal::HWY_NAMESPACE
@@ -352,11 +432,44 @@ uint32_t SupportedIsaMask() {
   return mask;
 }
 
-GemmFn GemmFor(CpuIsa isa, bool bf16) {
+}  // namespace switchyard::kernels::internal
+
+namespace switchyard::kernels {
+
+double Bf16DotCostInFmas() {
 #if HWY_TARGETS & HWY_AVX3
-  if (isa == CpuIsa::kAvx512 && bf16 && CpuSupportsBf16Dot()) return &N_AVX3::GemmBf16Dot;
+  static const double cost = CpuSupportsBf16Dot() ? internal::N_AVX3::Bf16DotProbe() : 0;
+  return cost;
+#else
+  return 0;
 #endif
-  return bf16 ? SY_CPU_ISA_FUNCTION(isa, GemmBf16) : SY_CPU_ISA_FUNCTION(isa, GemmF32);
+}
+
+}  // namespace switchyard::kernels
+
+namespace switchyard::kernels::internal {
+
+bool UseBf16Dot() {
+  const absl::StatusOr<std::optional<bool>> forced = Bf16DotFromEnvironment();
+  if (forced.ok() && forced->has_value()) return **forced;
+  // A vdpbf16ps does two FMAs per lane. Measured on Intel family 6 model 207, where it costs
+  // 4.1 FMAs: the vdpbf16ps kernel runs at 90% of its instruction's peak, the widening one
+  // at 70% of the FMA peak; so vdpbf16ps wins below about 2.6 FMAs, and 2 leaves a margin.
+  const double cost = Bf16DotCostInFmas();
+  return cost > 0 && cost < 2.0;
+}
+
+GemmKernel GemmFor(CpuIsa isa, bool bf16) {
+#if HWY_TARGETS & HWY_AVX3
+  if (isa == CpuIsa::kAvx512 && bf16 && CpuSupportsBf16Dot() && UseBf16Dot()) {
+    return {&N_AVX3::GemmBf16Dot, true, "avx512_bf16dot"};
+  }
+#endif
+  // In CpuIsa order.
+  static constexpr const char* kWidenNames[] = {"portable_bf16widen", "avx2_bf16widen", "avx512_bf16widen",
+                                                "neon_bf16widen"};
+  if (bf16) return {SY_CPU_ISA_FUNCTION(isa, GemmBf16), false, kWidenNames[static_cast<int>(isa)]};
+  return {SY_CPU_ISA_FUNCTION(isa, GemmF32), false, CpuIsaName(isa).data()};
 }
 
 }  // namespace switchyard::kernels::internal

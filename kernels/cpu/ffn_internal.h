@@ -50,6 +50,12 @@ enum class Epilogue {
   kReluSquared,  // out = max(acc, 0)^2, 32 columns per panel
   kGptOssSwiGlu, // gpt-oss's clamped SwiGLU of (acc + bias), 16 columns per panel
 };
+// How the epilogue stores its result.
+enum class Output {
+  kF32,         // fp32
+  kBf16,        // rounded to bf16, stored as bf16 (the next vdpbf16ps GEMM's input)
+  kBf16InF32,   // rounded to bf16, stored as fp32 (the next widening bf16 GEMM's input)
+};
 struct GemmArgs {
   const void* a;
   int64_t lda;        // elements
@@ -66,8 +72,9 @@ struct GemmArgs {
   // The weights the caller reads next (the next task's first panel, `panel_bytes` long),
   // prefetched during the last panel; null: none.
   const void* next_panels = nullptr;
-  bool bf16;          // A and panels are bf16
-  bool out_bf16;      // write the epilogue's result as bf16 (next GEMM's input)
+  bool bf16;          // the panels are bf16; A then holds bf16 values, as bf16 or as fp32
+  bool a_bf16;        // A is bf16 (the vdpbf16ps kernel), else fp32
+  Output output;
 };
 
 // One GEMM over all rows and panels of `args`, single-threaded. Every path computes each
@@ -75,10 +82,23 @@ struct GemmArgs {
 // (math-inl.h), so the bits do not depend on the path (kernels/cpu/ffn_gemm.cc).
 using GemmFn = void (*)(const GemmArgs& args);
 
-// The GEMM of `isa` for `args.bf16` weights, or null if this build has no such path. For bf16
-// on kAvx512 it is the vdpbf16ps kernel when the CPU has AVX-512 BF16 (the caller has checked
-// that the CPU supports `isa`).
-GemmFn GemmFor(CpuIsa isa, bool bf16);
+struct GemmKernel {
+  GemmFn fn;          // null if this build has no such path
+  bool a_bf16;        // takes A (and wants the first GEMM's activations) as bf16, else fp32
+  const char* name;   // "avx512", "avx2_bf16widen", "avx512_bf16dot", ...
+};
+
+// The GEMM of `isa` for bf16 or fp32 weights (the caller has checked that the CPU supports
+// `isa`). For bf16 on kAvx512 it is the vdpbf16ps kernel when UseBf16Dot(), else the kernel
+// that widens the weights to fp32 in registers.
+GemmKernel GemmFor(CpuIsa isa, bool bf16);
+
+// Whether bf16 GEMMs on kAvx512 use vdpbf16ps: as $SWITCHYARD_BF16_DOT says, or (unset or
+// auto) when the CPU has AVX-512 BF16 and the instruction is fast on it
+// (Bf16DotCostInFmas): on some CPUs it issues once per two cycles, and the widening
+// kernel's two FMAs per cycle beat it; on others it issues at the FMA rate and does twice
+// the work.
+bool UseBf16Dot();
 
 // Bit mask of CpuIsa values this build compiled (1 << isa) and this CPU can run.
 uint32_t SupportedIsaMask();

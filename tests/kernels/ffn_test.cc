@@ -266,44 +266,6 @@ const FfnShape kBitShapes[] = {
     {37, 70, Activation::kGptOssSwiGlu, WeightType::kBF16},
 };
 
-// Every path this CPU supports, at 1, 2 and 3 threads, gives the portable path's bits.
-TEST(FfnTest, SameBitsOnEveryPathAndThreadCount) {
-  for (const FfnShape& shape : kBitShapes) {
-    SCOPED_TRACE(absl::StrCat("hidden ", shape.hidden, " ffn ", shape.ffn, " ", ActivationName(shape.activation), " ",
-                              WeightTypeName(shape.weights)));
-    const GroupedCase c(shape);
-    const std::vector<float> want = c.Run(CpuIsa::kPortable, 1);
-    for (CpuIsa isa : SupportedCpuIsas()) {
-      for (int threads : {1, 2, 3}) {
-        const std::vector<float> got = c.Run(isa, threads);
-        ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * 4), 0)
-            << FfnKernelName(isa, shape.weights) << " x " << threads << " threads";
-      }
-    }
-  }
-}
-
-// The fingerprint every path must produce (FNV-1a of the output bytes of the cases above),
-// computed once and committed: it checks the paths this CPU lacks (NEON, AVX-512 on an AVX2
-// machine, ...) when the suite runs on their CPUs, and catches any change of the arithmetic.
-TEST(FfnTest, GoldenBitsOnEveryPath) {
-  const uint64_t golden[] = {
-      0xc5b2a83e8c55d163ULL, 0x9ea321c6150078beULL, 0xcfc17763e572f8ccULL,
-      0x0df49a43db4a03f6ULL, 0xcd2bae91826cfe38ULL, 0x1300910a2b0f2ab9ULL,
-      0xf7c08add21d74e81ULL, 0x465c04db8dba0da6ULL,
-  };
-  int i = 0;
-  for (const FfnShape& shape : kBitShapes) {
-    const GroupedCase c(shape);
-    for (CpuIsa isa : SupportedCpuIsas()) {
-      const std::vector<float> y = c.Run(isa, 2);
-      EXPECT_EQ(Fnv1a(y.data(), y.size() * 4), golden[i])
-          << absl::StrFormat("case %d on %s: 0x%016xULL", i, FfnKernelName(isa, shape.weights), Fnv1a(y.data(), y.size() * 4));
-    }
-    ++i;
-  }
-}
-
 // Sets an environment variable for one scope, restoring the previous value after.
 class ScopedEnv {
  public:
@@ -327,6 +289,59 @@ class ScopedEnv {
   const char* name_;
   std::optional<std::string> old_;
 };
+
+// The $SWITCHYARD_BF16_DOT values that pick each of `isa`'s kernels for `shape`: on the
+// avx512 path of a CPU with AVX-512 BF16, bf16 weights run through vdpbf16ps ("1") or widen
+// to fp32 ("0"); elsewhere there is one kernel.
+std::vector<const char*> KernelChoices(CpuIsa isa, const FfnShape& shape) {
+  if (isa == CpuIsa::kAvx512 && shape.weights == WeightType::kBF16 && CpuSupportsBf16Dot()) return {"1", "0"};
+  return {nullptr};
+}
+
+// Every path (and bf16 kernel) this CPU supports, at 1, 2 and 3 threads, gives the portable
+// path's bits.
+TEST(FfnTest, SameBitsOnEveryPathAndThreadCount) {
+  for (const FfnShape& shape : kBitShapes) {
+    SCOPED_TRACE(absl::StrCat("hidden ", shape.hidden, " ffn ", shape.ffn, " ", ActivationName(shape.activation), " ",
+                              WeightTypeName(shape.weights)));
+    const GroupedCase c(shape);
+    const std::vector<float> want = c.Run(CpuIsa::kPortable, 1);
+    for (CpuIsa isa : SupportedCpuIsas()) {
+      for (const char* choice : KernelChoices(isa, shape)) {
+        const ScopedEnv kernel(kBf16DotEnv, choice);
+        for (int threads : {1, 2, 3}) {
+          const std::vector<float> got = c.Run(isa, threads);
+          ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * 4), 0)
+              << FfnKernelName(isa, shape.weights) << " x " << threads << " threads";
+        }
+      }
+    }
+  }
+}
+
+// The fingerprint every path must produce (FNV-1a of the output bytes of the cases above),
+// computed once and committed: it checks the paths this CPU lacks (NEON, AVX-512 on an AVX2
+// machine, ...) when the suite runs on their CPUs, and catches any change of the arithmetic.
+TEST(FfnTest, GoldenBitsOnEveryPath) {
+  const uint64_t golden[] = {
+      0xc5b2a83e8c55d163ULL, 0x9ea321c6150078beULL, 0xcfc17763e572f8ccULL,
+      0x0df49a43db4a03f6ULL, 0xcd2bae91826cfe38ULL, 0x1300910a2b0f2ab9ULL,
+      0xf7c08add21d74e81ULL, 0x465c04db8dba0da6ULL,
+  };
+  int i = 0;
+  for (const FfnShape& shape : kBitShapes) {
+    const GroupedCase c(shape);
+    for (CpuIsa isa : SupportedCpuIsas()) {
+      for (const char* choice : KernelChoices(isa, shape)) {
+        const ScopedEnv kernel(kBf16DotEnv, choice);
+        const std::vector<float> y = c.Run(isa, 2);
+        EXPECT_EQ(Fnv1a(y.data(), y.size() * 4), golden[i]) << absl::StrFormat(
+            "case %d on %s: 0x%016xULL", i, FfnKernelName(isa, shape.weights), Fnv1a(y.data(), y.size() * 4));
+      }
+    }
+    ++i;
+  }
+}
 
 TEST(FfnTest, PathSelection) {
   const ScopedEnv no_forcing(kCpuIsaEnv, nullptr);  // the suite may run with a forced path
@@ -371,6 +386,33 @@ TEST(FfnTest, EnvironmentForcesAPath) {
   }
   ASSERT_EQ(unsetenv(kCpuIsaEnv), 0);
   EXPECT_EQ(*CpuIsaFromEnvironment(), SupportedCpuIsas().back());
+}
+
+// $SWITCHYARD_BF16_DOT picks the avx512 path's bf16 kernel: 1 vdpbf16ps (refused without
+// AVX-512 BF16), 0 widening, unset or auto the measured choice; anything else is refused.
+TEST(FfnTest, EnvironmentPicksTheBf16Kernel) {
+  const ScopedEnv restore(kBf16DotEnv, nullptr);
+  EXPECT_EQ(*Bf16DotFromEnvironment(), std::nullopt);
+  ASSERT_EQ(setenv(kBf16DotEnv, "auto", 1), 0);
+  EXPECT_EQ(*Bf16DotFromEnvironment(), std::nullopt);
+  ASSERT_EQ(setenv(kBf16DotEnv, "0", 1), 0);
+  EXPECT_EQ(*Bf16DotFromEnvironment(), false);
+  if (CpuSupports(CpuIsa::kAvx512)) EXPECT_EQ(FfnKernelName(CpuIsa::kAvx512, WeightType::kBF16), "avx512_bf16widen");
+  ASSERT_EQ(setenv(kBf16DotEnv, "1", 1), 0);
+  if (CpuSupportsBf16Dot()) {
+    EXPECT_EQ(*Bf16DotFromEnvironment(), true);
+    EXPECT_EQ(FfnKernelName(CpuIsa::kAvx512, WeightType::kBF16), "avx512_bf16dot");
+  } else {
+    EXPECT_EQ(Bf16DotFromEnvironment().status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(Bf16DotFromEnvironment().status().message().find("no AVX-512 BF16"), std::string::npos);
+  }
+  // The other paths have one bf16 kernel, whatever the setting.
+  EXPECT_EQ(FfnKernelName(CpuIsa::kPortable, WeightType::kBF16), "portable_bf16widen");
+  EXPECT_EQ(FfnKernelName(CpuIsa::kAvx2, WeightType::kF32), "avx2");
+  ASSERT_EQ(setenv(kBf16DotEnv, "yes", 1), 0);
+  EXPECT_EQ(Bf16DotFromEnvironment().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(Bf16DotFromEnvironment().status().message().find("SWITCHYARD_BF16_DOT='yes'"), std::string::npos)
+      << Bf16DotFromEnvironment().status();
 }
 
 // A workspace of a path this CPU lacks is refused, not run.
