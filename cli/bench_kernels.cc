@@ -160,7 +160,7 @@ absl::Status FfnCases(BenchReport& report, kernels::CpuIsa isa, int threads) {
     // model 207 for "Prescott", SSE3), and the ratio then flatters us.
     entry["peer_kernel"] = openblas_get_corename();
     entry["isa"] = kernels::FfnKernelName(isa, run.type);
-    if (run.type == kernels::WeightType::kBF16 && kernels::CpuSupportsBf16Dot()) {
+    if (run.type == kernels::WeightType::kBF16 && isa == kernels::CpuIsa::kAvx512 && kernels::CpuSupportsBf16Dot()) {
       // What decided between the vdpbf16ps and widening kernels (SWITCHYARD_BF16_DOT=auto).
       entry["vdpbf16ps_cost_in_fmas"] = kernels::Bf16DotCostInFmas();
     }
