@@ -56,8 +56,8 @@ absl::StatusOr<std::optional<bool>> Bf16DotFromEnvironment();
 
 // What one vdpbf16ps costs on this CPU, in 512-bit FMAs (seconds per instruction, each kind
 // issued back to back in registers); measured once per process, about 0.2 ms. 0 without
-// AVX-512 BF16. It decides SWITCHYARD_BF16_DOT=auto: about 1 on AMD Zen 5, 4.1 on Intel
-// family 6 model 207.
+// AVX-512 BF16. It decides SWITCHYARD_BF16_DOT=auto. Measured 3.8-4.2 on Intel family 6
+// model 207; on AMD Zen 5, where the vdpbf16ps FFN ran 1.7x the fp32 one, it should be near 1.
 double Bf16DotCostInFmas();
 
 // Threads a rank's CPU kernels use unless told otherwise: $OMP_NUM_THREADS if it is a number
