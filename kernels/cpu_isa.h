@@ -19,7 +19,7 @@ namespace switchyard::kernels {
 enum class CpuIsa {
   kPortable,  // scalar, any CPU (correctly rounded std::fma per lane)
   kAvx2,      // x86-64 AVX2 + FMA (Haswell, AMD Zen 1-3 and later)
-  kAvx512,    // x86-64 AVX-512 F/VL/DQ/BW; bf16 weights use vdpbf16ps where the CPU has it
+  kAvx512,    // x86-64 AVX-512 F/VL/DQ/BW; bf16 weights use vdpbf16ps where the CPU runs it fast
   kNeon,      // AArch64 NEON (every Arm server; SVE machines take this path too)
 };
 absl::string_view CpuIsaName(CpuIsa isa);  // "portable", "avx2", "avx512", "neon"
@@ -50,8 +50,8 @@ inline constexpr char kBf16DotEnv[] = "SWITCHYARD_BF16_DOT";
 // $SWITCHYARD_BF16_DOT: true for "1" (vdpbf16ps), false for "0" (widen to fp32), nullopt when
 // unset, empty or "auto" (measured: kernels/cpu/ffn_internal.h, UseBf16Dot). InvalidArgument
 // for any other value, FailedPrecondition for "1" on a CPU without AVX-512 BF16. Binaries
-// check it at start-up, with CpuIsaFromEnvironment. Both kernels give the same bits but for
-// bf16 denormals (kernels/cpu/ffn_gemm.cc).
+// check it at start-up, with CpuIsaFromEnvironment. Both kernels give the same bits but where
+// a value, product or partial sum falls below 2^-126 (kernels/cpu/ffn_gemm.cc).
 absl::StatusOr<std::optional<bool>> Bf16DotFromEnvironment();
 
 // What one vdpbf16ps costs on this CPU, in 512-bit FMAs (seconds per instruction, each kind

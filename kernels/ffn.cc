@@ -336,7 +336,6 @@ class FfnRunner {
       g.bias = bias_of(s, l.bias1_offset, task.first_panel);
       g.next_panels = next_panels(t, l.first_offset, l.panel1_bytes);
       g.bf16 = is_bf16;
-      g.a_bf16 = a_bf16;
       g.output = act_output;
       kernel.fn(g);
     });
@@ -361,7 +360,6 @@ class FfnRunner {
       g.bias = bias_of(s, l.bias2_offset, task.first_panel);
       g.next_panels = next_panels(t, l.down_offset, l.panel2_bytes);
       g.bf16 = is_bf16;
-      g.a_bf16 = a_bf16;
       g.output = internal::Output::kF32;
       kernel.fn(g);
     });

@@ -13,8 +13,9 @@
 // index in a fixed order, and the activation is one shared per-lane implementation
 // (kernels/cpu/math-inl.h), so a row's result does not depend on how many rows share its
 // call, where it sits, the thread count, or the ISA path: every path gives the same bits
-// (DESIGN.md section 4). Only exception: the AVX-512 BF16 dot instruction flushes bf16
-// denormals (below 2^-126), which real weights do not contain.
+// (DESIGN.md section 4). Only exception: the AVX-512 BF16 dot instruction flushes values,
+// products and partial sums below 2^-126 to zero, a range real weights and activations do
+// not reach.
 //
 // Thread-safety: functions are reentrant; an FfnWorkspace belongs to one thread at a time.
 #pragma once

@@ -1,6 +1,7 @@
 // The FFN's GEMM for every CPU, written once over Highway and compiled for each target
 // (AVX2+FMA, AVX-512, Arm NEON, and a scalar fallback), plus the AVX-512 BF16 (vdpbf16ps)
-// kernel for bf16 weights on CPUs that have it. kernels/ffn.cc picks one through GemmFor.
+// kernel for bf16 weights on CPUs that have it and run it fast (UseBf16Dot). kernels/ffn.cc
+// picks one through GemmFor.
 //
 // Register blocking: R rows x P panels of 32 columns, held as R * P * (32 / lanes)
 // accumulators; per reduction step each row's A element is broadcast and multiplied into the
@@ -11,9 +12,10 @@
 // epilogue (store / SwiGLU / ReLU^2, bf16 rounding) is the same per-lane code everywhere
 // (math-inl.h). Panels (K x 32) stay in cache while all row blocks pass over them.
 //
-// Known exception: vdpbf16ps treats bf16 denormals (|x| < 2^-126) as zero and flushes
-// denormal sums; the widening paths keep them. Real weights and activations do not contain
-// such values; the bf16 dot path can be avoided with SWITCHYARD_CPU_ISA=avx2.
+// Known exception: vdpbf16ps flushes to zero every value, product and partial sum below
+// 2^-126 (bf16 denormal inputs, and tiny products of normal ones); the widening kernels keep
+// them. Real weights and activations are nowhere near that range; SWITCHYARD_BF16_DOT=0
+// avoids the dot kernel.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/ffn_gemm.cc"
@@ -140,7 +142,7 @@ const char* PanelAt(const GemmArgs& g, int64_t p) {
 // for bf16 pairs) prefetches the `step` bytes at `at + it * step`. Expert weights are read
 // from memory once per call (a step's experts do not fit in any cache), so each panel is
 // fetched while the panel before it is in use, instead of stalling the first row block that
-// reaches it. step 0: nothing.
+// reaches it. step 0: nothing new (the line at `at`, already cached, every step).
 struct Prefetch {
   const char* at;
   int64_t step;

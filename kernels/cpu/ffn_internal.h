@@ -42,8 +42,9 @@ struct PackedLayout {
 };
 PackedLayout LayoutOf(const FfnShape& shape);
 
-// One GEMM over a group of rows. A: [rows, lda] (fp32 or bf16 per the shape); panels: the
-// packed panels; out: [rows, ldo] fp32 or bf16 (act16) per `epilogue`.
+// One GEMM over a group of rows. A: [rows, lda], fp32, or with bf16 panels bf16 values as
+// the kernel takes them (GemmKernel::a_bf16); panels: the packed panels; out: [rows, ldo],
+// the `epilogue`'s result stored as `output` says.
 enum class Epilogue {
   kStore,        // out (fp32) = acc, 32 columns per panel
   kSwiGlu,       // out = silu(acc[0:16]) * acc[16:32], 16 columns per panel
@@ -69,11 +70,12 @@ struct GemmArgs {
   int64_t out_cols;   // valid output columns (the rest of the last panel is dropped)
   Epilogue epilogue;
   const float* bias = nullptr;  // [panels_n][32] added to the accumulators first (null: none)
-  // The weights the caller reads next (the next task's first panel, `panel_bytes` long),
-  // prefetched during the last panel; null: none.
+  // Where the weights the caller reads next start (the next task's first panel), prefetched
+  // during the last panels: one or two panels' bytes from there (a hint: never read, may
+  // run past the weights); null: none.
   const void* next_panels = nullptr;
-  bool bf16;          // the panels are bf16; A then holds bf16 values, as bf16 or as fp32
-  bool a_bf16;        // A is bf16 (the vdpbf16ps kernel), else fp32
+  bool bf16;          // the panels are bf16; A then holds bf16 values: as bf16 for the
+                      // vdpbf16ps kernel, as fp32 for the widening ones (GemmKernel::a_bf16)
   Output output;
 };
 
