@@ -397,7 +397,9 @@ TEST(FfnTest, EnvironmentPicksTheBf16Kernel) {
   EXPECT_EQ(*Bf16DotFromEnvironment(), std::nullopt);
   ASSERT_EQ(setenv(kBf16DotEnv, "0", 1), 0);
   EXPECT_EQ(*Bf16DotFromEnvironment(), false);
-  if (CpuSupports(CpuIsa::kAvx512)) EXPECT_EQ(FfnKernelName(CpuIsa::kAvx512, WeightType::kBF16), "avx512_bf16widen");
+  if (CpuSupports(CpuIsa::kAvx512)) {
+    EXPECT_EQ(FfnKernelName(CpuIsa::kAvx512, WeightType::kBF16), "avx512_bf16widen");
+  }
   ASSERT_EQ(setenv(kBf16DotEnv, "1", 1), 0);
   if (CpuSupportsBf16Dot()) {
     EXPECT_EQ(*Bf16DotFromEnvironment(), true);

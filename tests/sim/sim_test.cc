@@ -256,7 +256,7 @@ TEST(Simulator, ALostRankStallsOnceAndTheSurvivorsHoldEveryExpert) {
 // (LoadAggregator + AutoRebalanceWindow) give the same published placement.
 TEST(Simulator, PlansAreTheCoordinatorsOnTheSameReports) {
   using namespace test::job;  // NOLINT: the coordinator tests' job
-  for (const std::string& name : {"incremental", "eplb"}) {
+  for (const std::string name : {"incremental", "eplb"}) {
     coordinator::CoordinatorOptions options;
     auto c = coordinator::Coordinator::Create(options);
     ASSERT_TRUE(c.ok()) << c.status();
