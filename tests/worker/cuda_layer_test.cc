@@ -84,7 +84,9 @@ TEST_P(CudaLayerTest, MatchesTheCpuLayer) {
     differing += same[t] ? 0 : 1;
   }
   EXPECT_LE(differing, T / 50) << differing << " of " << T << " tokens chose other experts on the GPU";
-  if (differing == 0) EXPECT_EQ(gpu.counters().layer(0).processed, cpu.counters().layer(0).processed);
+  if (differing == 0) {
+    EXPECT_EQ(gpu.counters().layer(0).processed, cpu.counters().layer(0).processed);
+  }
   double max_diff = 0, max_abs = 0;
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t i = 0; i < H; ++i) {
