@@ -47,8 +47,11 @@ double FfnShape::FlopsPerRow() const {
 }
 
 std::string FfnKernelName(CpuIsa isa, WeightType weights) {
-  return internal::GemmFor(isa, weights == WeightType::kBF16).name;
+  return internal::GemmFor(isa, weights == WeightType::kBF16, internal::UseBf16Dot(isa)).name;
 }
+
+FfnWorkspace::FfnWorkspace(CpuIsa isa, int threads)
+    : isa_(isa), threads_(threads < 1 ? 1 : threads), bf16_dot_(internal::UseBf16Dot(isa)) {}
 
 namespace internal {
 
@@ -233,7 +236,7 @@ class FfnRunner {
                                                         " path is not available on this CPU"));
     }
     const bool is_bf16 = shape.weights == WeightType::kBF16;
-    const internal::GemmKernel kernel = internal::GemmFor(ws.isa(), is_bf16);
+    const internal::GemmKernel kernel = internal::GemmFor(ws.isa(), is_bf16, ws.bf16_dot_);
     // With bf16 weights both GEMMs' inputs (x, then the activations) are rounded to bf16,
     // and held as bf16 for the vdpbf16ps kernel, as fp32 for the widening ones.
     const bool a_bf16 = kernel.a_bf16;

@@ -79,10 +79,11 @@ absl::Status CheckPackedExpert(const FfnShape& shape, const void* packed, size_t
 // The path and thread count of GroupedFfnCpu, and its scratch buffers (grown on demand,
 // reused). `threads` >= 1 OpenMP threads share each call as (slot, panel range) tasks; each
 // output element is computed whole by one task, so the bits do not depend on `threads`.
+// The bf16 kernel of `isa` (FfnKernelName) is chosen at construction
+// ($SWITCHYARD_BF16_DOT, cpu_isa.h).
 class FfnWorkspace {
  public:
-  explicit FfnWorkspace(CpuIsa isa = BestCpuIsa(), int threads = 1)
-      : isa_(isa), threads_(threads < 1 ? 1 : threads) {}
+  explicit FfnWorkspace(CpuIsa isa = BestCpuIsa(), int threads = 1);
   CpuIsa isa() const { return isa_; }
   int threads() const { return threads_; }
 
@@ -90,6 +91,7 @@ class FfnWorkspace {
   friend class FfnRunner;
   CpuIsa isa_;
   int threads_;
+  bool bf16_dot_;  // bf16 weights through vdpbf16ps (internal::UseBf16Dot)
   // Intermediate activations [rows, ffn] (bf16 weights: ffn padded to even), fp32, or bf16
   // values as fp32 for the widening bf16 kernels.
   std::vector<float> act_;

@@ -434,6 +434,30 @@ uint32_t SupportedIsaMask() {
   return mask;
 }
 
+bool UseBf16Dot(CpuIsa isa) {
+  if (isa != CpuIsa::kAvx512 || !CpuSupportsBf16Dot()) return false;
+  const absl::StatusOr<std::optional<bool>> forced = Bf16DotFromEnvironment();
+  if (forced.ok() && forced->has_value()) return **forced;
+  // A vdpbf16ps does two FMAs per lane. Measured on Intel family 6 model 207, where it costs
+  // 4.1 FMAs: the vdpbf16ps kernel runs at 90% of its instruction's peak, the widening one
+  // at 70% of the FMA peak; so vdpbf16ps wins below about 2.6 FMAs, and 2 leaves a margin.
+  const double cost = Bf16DotCostInFmas();
+  return cost > 0 && cost < 2.0;
+}
+
+GemmKernel GemmFor(CpuIsa isa, bool bf16, bool bf16_dot) {
+#if HWY_TARGETS & HWY_AVX3
+  if (isa == CpuIsa::kAvx512 && bf16 && bf16_dot) {
+    return {&N_AVX3::GemmBf16Dot, true, "avx512_bf16dot"};
+  }
+#endif
+  // In CpuIsa order.
+  static constexpr const char* kWidenNames[] = {"portable_bf16widen", "avx2_bf16widen", "avx512_bf16widen",
+                                                "neon_bf16widen"};
+  if (bf16) return {SY_CPU_ISA_FUNCTION(isa, GemmBf16), false, kWidenNames[static_cast<int>(isa)]};
+  return {SY_CPU_ISA_FUNCTION(isa, GemmF32), false, CpuIsaName(isa).data()};
+}
+
 }  // namespace switchyard::kernels::internal
 
 namespace switchyard::kernels {
@@ -448,31 +472,4 @@ double Bf16DotCostInFmas() {
 }
 
 }  // namespace switchyard::kernels
-
-namespace switchyard::kernels::internal {
-
-bool UseBf16Dot() {
-  const absl::StatusOr<std::optional<bool>> forced = Bf16DotFromEnvironment();
-  if (forced.ok() && forced->has_value()) return **forced;
-  // A vdpbf16ps does two FMAs per lane. Measured on Intel family 6 model 207, where it costs
-  // 4.1 FMAs: the vdpbf16ps kernel runs at 90% of its instruction's peak, the widening one
-  // at 70% of the FMA peak; so vdpbf16ps wins below about 2.6 FMAs, and 2 leaves a margin.
-  const double cost = Bf16DotCostInFmas();
-  return cost > 0 && cost < 2.0;
-}
-
-GemmKernel GemmFor(CpuIsa isa, bool bf16) {
-#if HWY_TARGETS & HWY_AVX3
-  if (isa == CpuIsa::kAvx512 && bf16 && CpuSupportsBf16Dot() && UseBf16Dot()) {
-    return {&N_AVX3::GemmBf16Dot, true, "avx512_bf16dot"};
-  }
-#endif
-  // In CpuIsa order.
-  static constexpr const char* kWidenNames[] = {"portable_bf16widen", "avx2_bf16widen", "avx512_bf16widen",
-                                                "neon_bf16widen"};
-  if (bf16) return {SY_CPU_ISA_FUNCTION(isa, GemmBf16), false, kWidenNames[static_cast<int>(isa)]};
-  return {SY_CPU_ISA_FUNCTION(isa, GemmF32), false, CpuIsaName(isa).data()};
-}
-
-}  // namespace switchyard::kernels::internal
 #endif  // HWY_ONCE

@@ -91,16 +91,16 @@ struct GemmKernel {
 };
 
 // The GEMM of `isa` for bf16 or fp32 weights (the caller has checked that the CPU supports
-// `isa`). For bf16 on kAvx512 it is the vdpbf16ps kernel when UseBf16Dot(), else the kernel
-// that widens the weights to fp32 in registers.
-GemmKernel GemmFor(CpuIsa isa, bool bf16);
+// `isa`). For bf16 it is the vdpbf16ps kernel when `bf16_dot` (UseBf16Dot(isa)), else the
+// kernel that widens the weights to fp32 in registers.
+GemmKernel GemmFor(CpuIsa isa, bool bf16, bool bf16_dot);
 
-// Whether bf16 GEMMs on kAvx512 use vdpbf16ps: as $SWITCHYARD_BF16_DOT says, or (unset or
-// auto) when the CPU has AVX-512 BF16 and the instruction is fast on it
+// Whether bf16 GEMMs on `isa` use vdpbf16ps: only on kAvx512 with AVX-512 BF16, and then as
+// $SWITCHYARD_BF16_DOT says, or (unset or auto) when the instruction is fast on this CPU
 // (Bf16DotCostInFmas): on some CPUs it issues once per two cycles, and the widening
 // kernel's two FMAs per cycle beat it; on others it issues at the FMA rate and does twice
-// the work.
-bool UseBf16Dot();
+// the work. Reads the environment: FfnWorkspace decides once, at construction.
+bool UseBf16Dot(CpuIsa isa);
 
 // Bit mask of CpuIsa values this build compiled (1 << isa) and this CPU can run.
 uint32_t SupportedIsaMask();
