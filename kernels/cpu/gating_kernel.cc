@@ -211,6 +211,9 @@ float GroupScoreOf(const GatingConfig& c, const float* v, int n) {
 // ---- Selection pieces shared by both selections ---------------------------------------
 
 constexpr int kMaxSurvivors = 64;
+// GatherStage permutes at most this many pairs of vectors of candidates per survivor vector
+// (5 uops each); beyond, scalar loads (6 per survivor) are cheaper.
+constexpr int kMaxGatherPairs = 16;
 // With the filter, the survivors' logits and biases go along with them as they are picked
 // (AppendSurvivors' carry), rather than loaded by id afterwards (GatherStage): where picking is
 // a permutation of one instruction (AVX2: 10% fewer instructions per token). AVX-512's
@@ -251,7 +254,8 @@ constexpr CompressIndices kCompressIndices;
 // microcoded and slow on AMD Zen 4/5); 2..8 lanes: a permutation from kCompressIndices
 // (Highway's own Compress is slower here); one lane: the loop. With `carry` (the filter where
 // kCarryLogits: the permutation branch only), the same lanes of carry.x (the logits) and
-// carry.bias (if any) go along into carry.xs and carry.bs.
+// carry.bias (if any) go along into carry.xs and carry.bs. Without kValues only the ids (and
+// the carry) are appended: the filter's RescoreStage writes the values.
 struct Carry {
   const float* x = nullptr;     // the logits of the row's vector
   const float* bias = nullptr;  // the biases of the row's vector, or null
@@ -259,6 +263,7 @@ struct Carry {
   float* bs = nullptr;
 };
 
+template <bool kValues = true>
 HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float* sv, int32_t* sid, int& n,
                                 const Carry& carry = {}) {
   const DF d;
@@ -267,7 +272,7 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
   const auto keep = hn::Ge(v, vt);
   const auto ids = hn::Add(hn::Iota(di, 0), hn::Set(di, first_id));
 #if HWY_TARGET == HWY_AVX3
-  hn::StoreU(hn::Compress(v, keep), d, sv + n);
+  if constexpr (kValues) hn::StoreU(hn::Compress(v, keep), d, sv + n);
   hn::StoreU(hn::Compress(ids, hn::RebindMask(di, keep)), di, sid + n);
   HWY_DASSERT(carry.xs == nullptr);  // kCarryLogits is false here
   n += static_cast<int>(hn::CountTrue(d, keep));
@@ -276,7 +281,7 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
   if constexpr (kLanes >= 2 && kLanes <= 8) {
     const hn::Rebind<uint8_t, DI> d8;
     const auto from = hn::PromoteTo(di, hn::LoadU(d8, kCompressIndices.lanes[bits]));
-    hn::StoreU(hn::TableLookupLanes(v, hn::IndicesFromVec(d, from)), d, sv + n);
+    if constexpr (kValues) hn::StoreU(hn::TableLookupLanes(v, hn::IndicesFromVec(d, from)), d, sv + n);
     hn::StoreU(hn::TableLookupLanes(ids, hn::IndicesFromVec(di, from)), di, sid + n);
     if (carry.xs != nullptr) {
       hn::StoreU(hn::TableLookupLanes(hn::LoadU(d, carry.x), hn::IndicesFromVec(d, from)), d, carry.xs + n);
@@ -289,7 +294,7 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
     HWY_DASSERT(carry.xs == nullptr);  // one lane: no FastSelection, so no filter
     for (uint64_t b = bits; b != 0; b &= b - 1) {
       const int lane = __builtin_ctzll(b);
-      sv[n] = row[lane];
+      if constexpr (kValues) sv[n] = row[lane];
       sid[n++] = first_id + lane;
     }
   }
@@ -518,6 +523,9 @@ struct GeneralSelection {
 struct FastSelection {
   int groups, group_size, padded_groups = 1;
   bool grouped, group_top_two, second_bound, fits;
+  // GatherStage by permutations: the candidate ranges are whole pairs of vectors, each pair
+  // starting at a multiple of 2 x lanes, and at most kMaxGatherPairs pairs in all.
+  bool gather_by_permutes;
   float eps;    // FilterEpsilon, or -1: no filter
   bool filter;  // the selection stages run on FilterScores' approximate scores
 
@@ -532,6 +540,8 @@ struct FastSelection {
         fits(HWY_TARGET != HWY_SCALAR && c.top_k <= kLanes && c.num_experts % kLanes == 0 &&
              (!grouped || (groups <= kLanes && group_size % kLanes == 0))),
         // Not on the portable path: it is the exact reference the tests compare the others with.
+        gather_by_permutes((grouped ? group_size : c.num_experts) % (2 * kLanes) == 0 &&
+                           (grouped ? c.top_groups * group_size : c.num_experts) <= kMaxGatherPairs * 2 * kLanes),
         eps(fits && HWY_TARGET != HWY_EMU128 ? FilterEpsilon(c) : -1),
         filter(eps >= 0) {
     while (padded_groups < groups) padded_groups *= 2;
@@ -619,19 +629,55 @@ struct FastSelection {
   // zero padded.
   int SurvivorStage(const GatingConfig& c, const float* x, const float* choice, const int* first, int ranges, float t,
                     float* sv, int32_t* sid, float* xs, float* bs) const {
-    // Three calls, so that each inlined copy knows what it carries.
-    if (!(kCarryLogits && filter)) return Survivors(c, choice, first, ranges, t, sv, sid, Carry{});
+    // Four calls, so that each inlined copy knows what it appends. With the filter the
+    // approximate values are not kept: RescoreStage writes the exact ones.
+    if (!filter) return Survivors<true>(c, choice, first, ranges, t, sv, sid, Carry{});
+    if (!kCarryLogits) return Survivors<false>(c, choice, first, ranges, t, sv, sid, Carry{});
     if (c.expert_bias == nullptr) {
-      return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, nullptr, xs, nullptr});
+      return Survivors<false>(c, choice, first, ranges, t, sv, sid, Carry{x, nullptr, xs, nullptr});
     }
-    return Survivors(c, choice, first, ranges, t, sv, sid, Carry{x, c.expert_bias, xs, bs});
+    return Survivors<false>(c, choice, first, ranges, t, sv, sid, Carry{x, c.expert_bias, xs, bs});
   }
 
-  // Stage 3b, with the filter and without kCarryLogits: the n survivors' logits and biases
-  // into xs and bs (whole vectors; the padding ids are 0), by scalar loads: a gather is slower
-  // on Intel (its microcode mitigation of Gather Data Sampling) and no faster elsewhere. A
-  // stage of its own, so that the next one's vector loads find these stores retired.
-  void GatherStage(const GatingConfig& c, const float* x, int n, const int32_t* sid, float* xs, float* bs) const {
+  // Stage 3b, with the filter and without kCarryLogits (AVX-512): the n survivors' logits and
+  // biases into xs and bs (whole vectors), from the candidate ranges (`ranges` of them, from
+  // `first`). Not a gather instruction: slower on Intel (its microcode mitigation of Gather
+  // Data Sampling) and no faster elsewhere. With gather_by_permutes (DeepSeek-V3's groups of
+  // 32; Kimi K2's 384 and GLM-4.5's 160 experts), each pair of vectors is a two-table
+  // permutation indexed by the ids' low 5 bits, kept in the lanes whose ids fall in the pair: 5
+  // uops per pair and survivor vector, against 6 per survivor for scalar loads and stores.
+  // Elsewhere scalar loads (the padding ids are 0). A stage of its own, so that the next one's
+  // vector loads find these stores retired.
+  void GatherStage(const GatingConfig& c, const float* x, int n, const int* first, int ranges, const int32_t* sid,
+                   float* xs, float* bs) const {
+#if HWY_TARGET == HWY_AVX3
+    static_assert(kLanes == 16, "a pair of AVX-512 vectors is 32 = 2^5 floats");
+    if (gather_by_permutes) {
+      const int range_size = grouped ? group_size : c.num_experts;
+      const float* bias = c.expert_bias;
+      auto pick = [](const float* pair, __m512i id) {
+        return _mm512_permutex2var_ps(_mm512_loadu_ps(pair), id, _mm512_loadu_ps(pair + kLanes));
+      };
+      for (int j = 0; j < n; j += kLanes) {
+        const __m512i id = _mm512_load_si512(sid + j);
+        const __m512i pair = _mm512_srli_epi32(id, 5);  // the id's pair of vectors
+        __m512 xv = _mm512_setzero_ps(), bv = _mm512_setzero_ps();
+        for (int r = 0; r < ranges; ++r) {
+          for (int e = first[r]; e < first[r] + range_size; e += 2 * kLanes) {
+            const __mmask16 in = _mm512_cmpeq_epi32_mask(pair, _mm512_set1_epi32(e >> 5));
+            xv = _mm512_mask_mov_ps(xv, in, pick(x + e, id));
+            if (bias != nullptr) bv = _mm512_mask_mov_ps(bv, in, pick(bias + e, id));
+          }
+        }
+        _mm512_store_ps(xs + j, xv);
+        if (bias != nullptr) _mm512_store_ps(bs + j, bv);
+      }
+      return;
+    }
+#else
+    (void)first;
+    (void)ranges;
+#endif
     const int padded = (n + kLanes - 1) / kLanes * kLanes;
     for (int i = 0; i < padded; ++i) xs[i] = x[sid[i]];
     for (int i = 0; c.expert_bias != nullptr && i < padded; ++i) bs[i] = c.expert_bias[sid[i]];
@@ -658,6 +704,7 @@ struct FastSelection {
  private:
   // SurvivorStage with `carry`: carry.x and carry.bias point at expert 0's logit and bias
   // (bias null: none), and carry.xs null carries nothing.
+  template <bool kValues>
   HWY_INLINE int Survivors(const GatingConfig& c, const float* choice, const int* first, int ranges, float t,
                            float* sv, int32_t* sid, Carry carry) const {
     const VF vt = hn::Set(DF(), t);
@@ -668,7 +715,7 @@ struct FastSelection {
       for (int e = first[r]; e < first[r] + range_size; e += kLanes) {
         if (carry.xs != nullptr) at.x = carry.x + e;
         if (carry.bias != nullptr) at.bias = carry.bias + e;
-        AppendSurvivors(choice + e, e, vt, sv, sid, n, at);
+        AppendSurvivors<kValues>(choice + e, e, vt, sv, sid, n, at);
         if (n > kMaxSurvivors) return -1;
       }
     }
@@ -807,8 +854,8 @@ void GateRows(const GatingConfig& c, const float* logits, int64_t tokens, int32_
       for (int i = 0; fast.filter && !kCarryLogits && i < block; ++i) {
         if (count[i] < 0) continue;
         const int at = i * kSurvivorRow;
-        fast.GatherStage(c, logits + (t0 + i) * E, count[i], survivor_ids.get() + at, survivor_logits.get() + at,
-                         survivor_biases.get() + at);
+        fast.GatherStage(c, logits + (t0 + i) * E, count[i], first[i], ranges[i], survivor_ids.get() + at,
+                         survivor_logits.get() + at, survivor_biases.get() + at);
       }
       for (int i = 0; fast.filter && i < block; ++i) {
         if (count[i] < 0) continue;

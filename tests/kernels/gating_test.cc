@@ -227,6 +227,8 @@ TEST(GatingTest, InRegisterSelectionMatchesTheGeneralOneWithTies) {
       {64, 4, 2, 1, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},
       {512, 10, 4, 2, ScoreFunction::kSigmoid, GroupScore::kMax},
       {256, 8, 8, 4, ScoreFunction::kSigmoid, GroupScore::kMax},          // kept groups' second best as threshold
+      {384, 8, 1, 1, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},   // Kimi K2: 12 pairs of AVX-512 vectors
+      {1024, 8, 1, 1, ScoreFunction::kSigmoid, GroupScore::kTopTwoSum},  // past kMaxGatherPairs: scalar gather
   };
   for (const Case& c : cases) {
     for (float grid : {0.0f, 0.5f, 4.0f}) {  // 0: continuous logits
