@@ -29,7 +29,7 @@
 #include "kernels/cpu/ffn_internal.h"
 #include "kernels/cpu/math-inl.h"
 
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
 #include <immintrin.h>
 #endif
 
@@ -46,7 +46,7 @@ static_assert(kPanelCols % kLanes == 0, "a panel is a whole number of vectors");
 // (16 vectors on AVX2, 32 on AVX-512 and NEON) with room for the broadcasts and loads.
 // kWidenPairsFirst: the widening bf16 kernel keeps a step's widened weights in registers
 // (BlockBf16).
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
 constexpr int kRowsF32 = 8, kRowsBf16 = 8, kAccBudget = 24;
 constexpr bool kWidenPairsFirst = true;
 #elif HWY_TARGET == HWY_AVX2
@@ -313,7 +313,7 @@ void GemmImpl(const GemmArgs& g) {
   }
 }
 
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
 // vdpbf16ps: two fused steps per lane (odd element, then even) in one instruction.
 #define SY_DPBF16_ATTR __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
 
@@ -384,13 +384,13 @@ struct DotBlocks {
   template <int R, int P>
   static void Run(const GemmArgs& g, int64_t row0, int64_t p, Prefetch pf) { BlockDot<R, P>(g, row0, p, pf); }
 };
-#endif  // HWY_TARGET == HWY_AVX3
+#endif  // SY_HWY_AVX512
 
 }  // namespace
 
 void GemmF32(const GemmArgs& g) { GemmImpl<F32Blocks>(g); }
 void GemmBf16(const GemmArgs& g) { GemmImpl<Bf16Blocks>(g); }
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
 void GemmBf16Dot(const GemmArgs& g) { GemmImpl<DotBlocks>(g); }
 
 // Seconds per vdpbf16ps over seconds per 512-bit FMA, each issued back to back: the best of

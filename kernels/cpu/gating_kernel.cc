@@ -120,7 +120,7 @@ void Scores(const GatingConfig& c, const float* x, float* scores, float* choice)
 HWY_INLINE VF FilterSigmoid(VF x) {
   const DF d;
   constexpr float kMinusLog2e = -exp_detail::kLog2e;
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
   // One clamp, y <= 64 (1 + 2^y stays finite; a NaN x takes the bound): vreduceps takes y =
   // -inf to 0 and vscalefps to a zero u.
   const VF y = hn::Min(hn::Mul(x, hn::Set(d, kMinusLog2e)), hn::Set(d, 64.0f));
@@ -218,7 +218,7 @@ constexpr int kMaxGatherPairs = 16;
 // (AppendSurvivors' carry), rather than loaded by id afterwards (GatherStage): where picking is
 // a permutation of one instruction (AVX2: 10% fewer instructions per token). AVX-512's
 // compress is two uops, on AMD and Intel alike; carrying measured 4% slower there.
-constexpr bool kCarryLogits = HWY_TARGET != HWY_AVX3;
+constexpr bool kCarryLogits = !SY_HWY_AVX512;
 constexpr float kPlusInf = std::numeric_limits<float>::infinity();
 
 // The mask's lanes as bits (lane i: bit i). Byte by byte: a wider load of the bytes just
@@ -271,7 +271,7 @@ HWY_INLINE void AppendSurvivors(const float* row, int32_t first_id, VF vt, float
   const VF v = hn::LoadU(d, row);
   const auto keep = hn::Ge(v, vt);
   const auto ids = hn::Add(hn::Iota(di, 0), hn::Set(di, first_id));
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
   if constexpr (kValues) hn::StoreU(hn::Compress(v, keep), d, sv + n);
   hn::StoreU(hn::Compress(ids, hn::RebindMask(di, keep)), di, sid + n);
   HWY_DASSERT(carry.xs == nullptr);  // kCarryLogits is false here
@@ -539,9 +539,9 @@ struct FastSelection {
         second_bound(c.num_experts / c.num_groups >= 2 && 2 * c.top_groups >= c.top_k),
         fits(HWY_TARGET != HWY_SCALAR && c.top_k <= kLanes && c.num_experts % kLanes == 0 &&
              (!grouped || (groups <= kLanes && group_size % kLanes == 0))),
-        // Not on the portable path: it is the exact reference the tests compare the others with.
         gather_by_permutes((grouped ? group_size : c.num_experts) % (2 * kLanes) == 0 &&
                            (grouped ? c.top_groups * group_size : c.num_experts) <= kMaxGatherPairs * 2 * kLanes),
+        // Not on the portable path: it is the exact reference the tests compare the others with.
         eps(fits && HWY_TARGET != HWY_EMU128 ? FilterEpsilon(c) : -1),
         filter(eps >= 0) {
     while (padded_groups < groups) padded_groups *= 2;
@@ -650,7 +650,7 @@ struct FastSelection {
   // vector loads find these stores retired.
   void GatherStage(const GatingConfig& c, const float* x, int n, const int* first, int ranges, const int32_t* sid,
                    float* xs, float* bs) const {
-#if HWY_TARGET == HWY_AVX3
+#if SY_HWY_AVX512
     static_assert(kLanes == 16, "a pair of AVX-512 vectors is 32 = 2^5 floats");
     if (gather_by_permutes) {
       const int range_size = grouped ? group_size : c.num_experts;

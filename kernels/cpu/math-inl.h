@@ -8,6 +8,12 @@
 // whichever CPU computes it (DESIGN.md section 4: output identity across ranks and
 // migrations). Do not call libm here: its exp differs between versions and machines.
 
+// True in the pass of any AVX-512 target: HWY_AVX3, which the dispatcher names for the avx512
+// path (hwy_dispatch.h), and any newer one a later Highway compiles as well (AVX3_ZEN4,
+// AVX3_SPR: never dispatched, but compiled, so their code must take the AVX-512 branches
+// too; a branch keyed to HWY_AVX3 alone would give them the AVX2 branches at 16 lanes).
+#define SY_HWY_AVX512 (HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3)
+
 // Per-target include guard (see hwy/highway.h).
 #if defined(SWITCHYARD_KERNELS_CPU_MATH_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SWITCHYARD_KERNELS_CPU_MATH_INL_H_
