@@ -13,8 +13,8 @@ bin=$2
 shift 2
 defs=""  # the kernels library's compile definitions (kernels/CMakeLists.txt), as -D flags
 for d in "$@"; do defs="$defs -D$d"; done
-cxx=aarch64-linux-gnu-g++
-qemu=qemu-aarch64
+cxx="aarch64-linux-gnu-g++"
+qemu="qemu-aarch64"
 sysroot=/usr/aarch64-linux-gnu
 pc_dir=/usr/lib/aarch64-linux-gnu/pkgconfig
 skip() { echo "$1: skipped"; exit 77; }
@@ -25,17 +25,19 @@ libs=$(PKG_CONFIG_LIBDIR=$pc_dir pkg-config --libs absl_status absl_statusor abs
 
 out="$bin/aarch64"
 mkdir -p "$out"
-# shellcheck disable=SC2086  # $defs: one word per definition, none holds a space
 # The project's flags that decide bits: -ffp-contract=off (cmake/SwitchyardOptions.cmake;
 # GCC fuses a * b + c into one FMA by default, on aarch64 even across NEON intrinsics).
-compile() {  # SOURCE [FLAG...]: SOURCE's object under $out, rebuilt when the source or a header is newer
+# SOURCE [FLAG...]: SOURCE's object under $out, rebuilt when the source, a file under kernels/
+# or common/ (headers, kernels/CMakeLists.txt's definitions) or this script is newer.
+compile() {
   f=$1
   shift
   o="$out/$(echo "$f" | tr / _).o"
-  if [ -f "$o" ] && [ -z "$(find "$src/$f" "$src/kernels" "$src/common" -newer "$o" -name '*.[ch]*' | head -1)" ]; then
+  if [ -f "$o" ] && [ -z "$(find "$src/$f" "$src/kernels" "$src/common" "$0" -newer "$o" -type f | head -1)" ]; then
     echo "$o"
     return
   fi
+  # shellcheck disable=SC2086  # $defs: one word per definition, none holds a space
   "$cxx" -std=c++20 -O2 -ffp-contract=off -fopenmp $defs -I"$src" -I"$bin/generated" "$@" -c "$src/$f" -o "$o" >&2
   echo "$o"
 }
