@@ -40,14 +40,25 @@ void Mix(uint64_t& h, uint64_t x) {
 
 // ---- The transfer thread ---------------------------------------------------------------------
 
+PostNext ChoosePost(const PostQueue& recv, const PostQueue& send, size_t window, int64_t credit) {
+  const bool recv_open = !recv.empty && recv.in_flight < window;
+  const bool send_open = !send.empty && send.in_flight < window;
+  const bool recv_first = !recv.empty && (send.empty || recv.order < send.order);
+  const bool take_recv = recv_first ? recv_open : recv_open && !send_open;
+  if (!take_recv && !send_open) return PostNext::kNone;
+  if (credit < (take_recv ? recv.bytes : send.bytes)) return PostNext::kNone;
+  return take_recv ? PostNext::kRecv : PostNext::kSend;
+}
+
 struct EpochManager::Job {
   struct Piece {
     int peer;
     int tag;
     char* data;
     int64_t bytes;
+    int64_t order;  // the cluster-wide order (ChoosePost): transfer index << 32 | chunk
   };
-  std::vector<Piece> sends, recvs;                    // in transfer order, chunked
+  std::vector<Piece> sends, recvs;                    // each in ascending `order`
   std::vector<std::shared_ptr<ExpertBuffer>> keep;    // source slots, alive until the job ends
   std::map<std::pair<int, int>, std::shared_ptr<ExpertBuffer>> staging;  // (layer id, expert) -> received
   int64_t rank_bytes = 0;
@@ -132,8 +143,8 @@ class EpochManager::TransferThread {
     job.failed = true;
   }
 
-  // Posts what the credit allows (receives and sends in separate windows, so neither
-  // direction can starve the other), tests what is in flight, until done, failed or cancelled.
+  // Posts what the credit allows, in the cluster-wide order of pieces (receives and sends in
+  // separate windows), tests what is in flight, until done, failed or cancelled.
   void Execute(Job& job) {
     Inflight sends, recvs;
     size_t next_send = 0, next_recv = 0;
@@ -149,13 +160,17 @@ class EpochManager::TransferThread {
           cv_.wait_for(lock, std::chrono::milliseconds(10));
           continue;
         }
-        while (next_recv < job.recvs.size() && recvs.size() + post_recv.size() < kWindow && credit_ >= job.recvs[next_recv].bytes) {
-          credit_ -= job.recvs[next_recv].bytes;
-          post_recv.push_back(job.recvs[next_recv++]);
-        }
-        while (next_send < job.sends.size() && sends.size() + post_send.size() < kWindow && credit_ >= job.sends[next_send].bytes) {
-          credit_ -= job.sends[next_send].bytes;
-          post_send.push_back(job.sends[next_send++]);
+        auto queue = [](const std::vector<Job::Piece>& pieces, size_t next, size_t in_flight) {
+          return next < pieces.size() ? PostQueue{false, pieces[next].order, pieces[next].bytes, in_flight}
+                                      : PostQueue{true, 0, 0, in_flight};
+        };
+        while (true) {
+          const PostNext next = ChoosePost(queue(job.recvs, next_recv, recvs.size() + post_recv.size()),
+                                           queue(job.sends, next_send, sends.size() + post_send.size()), kWindow, credit_);
+          if (next == PostNext::kNone) break;
+          const Job::Piece& p = next == PostNext::kRecv ? job.recvs[next_recv++] : job.sends[next_send++];
+          credit_ -= p.bytes;
+          (next == PostNext::kRecv ? post_recv : post_send).push_back(p);
         }
       }
       bool progressed = !post_recv.empty() || !post_send.empty();
@@ -436,8 +451,9 @@ absl::Status EpochManager::Start(int64_t next_step) {
         return absl::InternalError(absl::StrCat("rank ", me, " has no slot with layer ", t.layer(), " expert ", t.expert()));
       }
     }
-    for (int64_t off = 0; off < bytes; off += options_.chunk_bytes) {
-      const Job::Piece p{t.to() == me ? t.from() : t.to(), tag, data + off, std::min(options_.chunk_bytes, bytes - off)};
+    for (int64_t off = 0, chunk = 0; off < bytes; off += options_.chunk_bytes, ++chunk) {
+      const Job::Piece p{t.to() == me ? t.from() : t.to(), tag, data + off, std::min(options_.chunk_bytes, bytes - off),
+                         (int64_t{i} << 32) + chunk};
       (t.to() == me ? job->recvs : job->sends).push_back(p);
     }
     job->rank_bytes += bytes;

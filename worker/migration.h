@@ -52,6 +52,27 @@ struct MigrationOptions {
   absl::Duration timeout = absl::Seconds(60);
 };
 
+// The transfer thread's posting rule (pure; exposed for tests). A rank's pieces (its
+// transfers' chunks) carry a cluster-wide order: the transfer's index in the orders, then the
+// chunk. Each direction (receives, sends) posts its pieces in that order, and the rule picks
+// the direction whose next piece comes first, if its window (`window` messages in flight) is
+// open, else the other one; kNone when neither window is open or `credit` (bytes) is short of
+// the picked piece, which keeps the credit for the earlier piece.
+//
+// Liveness: the earliest piece not complete anywhere is then the next one of both its ranks
+// (each has posted every earlier piece, and a full window holds only earlier ones), so each
+// step's grant (at least one chunk) completes at least one piece in the cluster. Receiving
+// first instead let every rank spend its budget on receives nobody sent: with one chunk per
+// step, nothing moved until the receive windows were full.
+struct PostQueue {
+  bool empty = true;     // nothing left to post in this direction
+  int64_t order = 0;     // the next piece's cluster-wide order
+  int64_t bytes = 0;     // its size
+  size_t in_flight = 0;  // messages posted and not yet complete
+};
+enum class PostNext { kNone, kRecv, kSend };
+PostNext ChoosePost(const PostQueue& recv, const PostQueue& send, size_t window, int64_t credit);
+
 // What one rank contributes to the step boundary's exchange (doubles: the driver gathers
 // them with its own per-step figures). Hashes are 52-bit, so doubles hold them exactly.
 struct StepVote {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include <atomic>
+#include <random>
 #include <thread>
 
 #include "comm/inprocess/factory.h"
@@ -282,6 +283,82 @@ TEST(Migration, OrdersThatDoNotMatchThePlacementAreIgnored) {
   const std::vector<RunReport> on = RunRanks(w, stale);
   EXPECT_TRUE(on[0].migrations.empty());
   EXPECT_EQ(refused.load(), 0);
+}
+
+// The transfer thread's posting rule (ChoosePost) on a simulated cluster, where a piece
+// completes once both its ranks have posted it: every step's grant completes at least one
+// piece, whatever the transfers, windows, chunk sizes and budgets (at least one chunk, as
+// EpochManager clamps them). Receiving first broke this: with a budget of one chunk, every
+// rank posted only receives for the first steps, and a slow migration looked stalled.
+TEST(Migration, EveryGrantCompletesAPieceSomewhereInTheCluster) {
+  std::mt19937 rng(11);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int ranks = uniform(2, 8), transfers = uniform(1, 40);
+    const int64_t chunk = uniform(1, 4), expert = uniform(1, 12), budget = chunk * uniform(1, 3);
+    const size_t window = static_cast<size_t>(uniform(1, 4));
+    struct Piece {
+      int64_t order, bytes;
+      int from, to;
+    };
+    std::vector<Piece> pieces;  // in the cluster-wide order
+    for (int i = 0; i < transfers; ++i) {
+      const int from = uniform(0, ranks - 1), to = (from + uniform(1, ranks - 1)) % ranks;
+      for (int64_t off = 0, c = 0; off < expert; off += chunk, ++c) {
+        pieces.push_back({(int64_t{i} << 32) + c, std::min(chunk, expert - off), from, to});
+      }
+    }
+    struct Rank {
+      std::vector<size_t> recvs, sends;  // indices into `pieces`, ascending
+      size_t next_recv = 0, next_send = 0, recv_in_flight = 0, send_in_flight = 0;
+      int64_t credit = 0;
+    };
+    std::vector<Rank> rank(static_cast<size_t>(ranks));
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      rank[static_cast<size_t>(pieces[p].to)].recvs.push_back(p);
+      rank[static_cast<size_t>(pieces[p].from)].sends.push_back(p);
+    }
+    std::vector<int> posted(pieces.size(), 0);  // by how many of its two ranks
+    std::vector<bool> complete(pieces.size(), false);
+    size_t done = 0;
+    for (int step = 0; done < pieces.size(); ++step) {
+      SCOPED_TRACE(::testing::Message() << "trial " << trial << " step " << step << ": " << ranks << " ranks, " << transfers
+                                        << " transfers, chunk " << chunk << ", budget " << budget << ", window " << window);
+      ASSERT_LE(static_cast<size_t>(step), pieces.size());
+      for (Rank& r : rank) r.credit = step == 0 ? budget : std::min(2 * budget, r.credit + budget);
+      const size_t done_before = done;
+      for (bool moved = true; moved;) {  // post, complete matched pieces, post again into freed windows
+        moved = false;
+        for (Rank& r : rank) {
+          auto queue = [&](const std::vector<size_t>& list, size_t next, size_t in_flight) {
+            return next < list.size() ? PostQueue{false, pieces[list[next]].order, pieces[list[next]].bytes, in_flight}
+                                      : PostQueue{true, 0, 0, in_flight};
+          };
+          while (true) {
+            const PostNext next = ChoosePost(queue(r.recvs, r.next_recv, r.recv_in_flight),
+                                             queue(r.sends, r.next_send, r.send_in_flight), window, r.credit);
+            if (next == PostNext::kNone) break;
+            const bool recv = next == PostNext::kRecv;
+            const size_t p = recv ? r.recvs[r.next_recv++] : r.sends[r.next_send++];
+            r.credit -= pieces[p].bytes;
+            ASSERT_GE(r.credit, 0);
+            ++(recv ? r.recv_in_flight : r.send_in_flight);
+            ++posted[p];
+            moved = true;
+          }
+        }
+        for (size_t p = 0; p < pieces.size(); ++p) {
+          if (posted[p] == 2 && !complete[p]) {
+            complete[p] = true;
+            ++done;
+            --rank[static_cast<size_t>(pieces[p].to)].recv_in_flight;
+            --rank[static_cast<size_t>(pieces[p].from)].send_in_flight;
+          }
+        }
+      }
+      ASSERT_GT(done, done_before) << "no piece completed in this step";
+    }
+  }
 }
 
 }  // namespace
