@@ -30,8 +30,8 @@ struct LaunchInfo {
   // Ranks on every node when all nodes hold the same number (placement's topology needs it);
   // 0 when they differ (Slurm's "3,1") or the launcher does not say.
   int ranks_per_node = 1;
-  std::string node_name;          // SLURMD_NODENAME, else the host name
-  std::string nodes_from;         // where `nodes` came from, for messages ("SLURM_STEP_NODELIST=n[1-2]")
+  std::string node_name{};        // SLURMD_NODENAME, else the host name
+  std::string nodes_from{};       // where `nodes` came from, for messages ("SLURM_STEP_NODELIST=n[1-2]")
 };
 
 // InvalidArgument naming the variable when one is set but malformed or inconsistent (also:

@@ -43,11 +43,11 @@ namespace control = switchyard::control::v1;
 namespace admin = switchyard::admin::v1;
 
 struct CoordinatorOptions {
-  std::string state_dir;                               // empty: nothing persisted
+  std::string state_dir{};                             // empty: nothing persisted
   absl::Duration heartbeat_timeout = absl::Seconds(2);  // after this without a heartbeat a worker is lost (workers send one every 250 ms)
   // The time of heartbeats, reports, events and loss detection (null: absl::Now). Tests
   // inject a fake clock instead of sleeping; waits (long polls, event streams) use real time.
-  std::function<absl::Time()> clock;
+  std::function<absl::Time()> clock{};
 };
 
 class Coordinator {

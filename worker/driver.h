@@ -55,29 +55,29 @@ struct DriverOptions {
   int steps = 100;
   int64_t tokens_per_rank = 512;
   int log_every = 20;                          // rank 0 prints a line every N steps (0: never)
-  std::function<void(const std::string&)> log;  // where rank 0's lines go (null: nowhere)
+  std::function<void(const std::string&)> log{};  // where rank 0's lines go (null: nowhere)
   // Every `window_steps` steps (0: never) each rank hands its load window to on_window (the
   // control thread's queue: it must not block). After every step, on_step(steps done, epoch).
   int window_steps = 0;
-  std::function<void(LoadWindow)> on_window;
+  std::function<void(LoadWindow)> on_window{};
   // Ranks per node (placement's node blocks), to split all-to-all bytes by link class (0: one node).
   int ranks_per_node = 0;
-  std::function<void(int64_t, int64_t)> on_step;
+  std::function<void(int64_t, int64_t)> on_step{};
   // Each rank writes PREFIX.rank<ORIGIN>.csv (ORIGIN: the token stream it serves, its rank
   // unless the job regrouped): one line per step it did — step, epoch, wall/busy/comm/migration
   // ms, migrating, origin, output_hash (TokenHash summed over its tokens: the step's outputs),
   // done_unix_s (when the step's exchange returned), pairs (it computed, all layers).
-  std::string step_log;
+  std::string step_log{};
   // Threads of this rank's CPU kernels (the grouped FFN); no output bit depends on it.
   int cpu_threads = 1;
   // Polled once per step (null: never): when it returns true on any rank, every rank ends the
   // run after the same step (the request travels in the step's exchange), the last partial
   // load window is handed over, and the report says stopped_early.
-  std::function<bool()> stop_requested;
+  std::function<bool()> stop_requested{};
   // Polled once per step (null: never): when it returns true on any rank, every rank ends
   // after the same step and Run returns Aborted with kRegroupMessage (a joined job's
   // membership changes at a step boundary: a newcomer, a removal); Run(progress) continues.
-  std::function<bool()> regroup_requested;
+  std::function<bool()> regroup_requested{};
   // The token stream this rank serves: its tokens are global ids origin * tokens_per_rank + t
   // (-1: its rank). A joined job's workers keep theirs when ranks change.
   int origin = -1;
@@ -110,7 +110,7 @@ struct RunProgress {
   std::vector<std::pair<int, double>> worst_balancedness_by_step;
   std::vector<LayerCounts> whole;                           // counts of the done steps
   std::vector<MigrationRecord> migrations;                  // of earlier generations
-  std::string step_log;
+  std::string step_log{};
 };
 
 struct LayerReport {

@@ -37,7 +37,7 @@ using test::TempDir;
 using namespace test::job;  // NOLINT: the test job
 
 struct Options {
-  std::string token, cert, key, state_dir;
+  std::string token{}, cert{}, key{}, state_dir{};
   int metrics_port = -1;
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   int listen_port = 0;

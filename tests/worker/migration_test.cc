@@ -62,8 +62,8 @@ World MakeWorld() {
 struct RunOptions {
   bool migrate = true;
   std::vector<int> offer_step = {2, 2, 2, 2};  // the step boundary at which each rank gets the orders
-  MigrationOptions migration;
-  std::function<void(control::Orders&)> tamper;
+  MigrationOptions migration{};
+  std::function<void(control::Orders&)> tamper{};
   std::atomic<int>* refused = nullptr;  // counts "refused" updates
 };
 
