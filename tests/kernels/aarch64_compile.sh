@@ -1,6 +1,7 @@
 #!/bin/sh
-# Usage: aarch64_compile.sh CLANGXX SOURCE_DIR BINARY_DIR [DEFINITION...]
-# Compiles the CPU kernels' dispatching sources for aarch64 (front end only: parse and
+# Usage: aarch64_compile.sh CLANGXX SOURCE_DIR BINARY_DIR SOURCES [DEFINITION...]
+# Compiles the kernels library's SOURCES (relative to SOURCE_DIR, separated by spaces:
+# tests/CMakeLists.txt takes them from the target) for aarch64 (front end only: parse and
 # instantiate every Highway target, NEON and the portable one included), so that a change
 # that breaks the Arm build fails here on an x86 machine. There is no aarch64 sysroot: the
 # host's C and C++ headers stand in, with the two glibc headers that pick the word size
@@ -10,7 +11,8 @@ set -eu
 clangxx=$1
 src=$2
 bin=$3
-shift 3
+sources=$4
+shift 4
 defs=""  # the kernels library's compile definitions (kernels/CMakeLists.txt), as -D flags
 for d in "$@"; do defs="$defs -D$d"; done
 "$clangxx" --print-targets 2>/dev/null | grep -qw aarch64 || { echo "clang has no aarch64 target: skipped"; exit 77; }
@@ -31,8 +33,8 @@ cxx() {
 printf '#include <atomic>\n#include <vector>\n#include "hwy/highway.h"\n' > "$shim/probe.cc"
 cxx "$shim/probe.cc" 2>/dev/null || { echo "the host's C++ headers do not stand in for aarch64 here: skipped"; exit 77; }
 status=0
-for f in kernels/cpu/ffn_gemm.cc kernels/cpu/gating_kernel.cc kernels/cpu/combine_kernel.cc kernels/cpu_isa.cc \
-         kernels/ffn.cc kernels/gating.cc; do
+# shellcheck disable=SC2086  # a word list
+for f in $sources; do
   if ! cxx "$src/$f"; then
     echo "FAILED: $f for aarch64"
     status=1

@@ -1,5 +1,7 @@
 #!/bin/sh
-# Usage: aarch64_run.sh SOURCE_DIR BINARY_DIR [DEFINITION...]
+# Usage: aarch64_run.sh SOURCE_DIR BINARY_DIR KERNEL_SOURCES TEST_SOURCES [DEFINITION...]
+# KERNEL_SOURCES, TEST_SOURCES: the kernels library's and kernels_test's sources, relative to
+# SOURCE_DIR, separated by spaces (tests/CMakeLists.txt takes them from the targets).
 # Builds the kernels library and kernels_test for aarch64 with the cross compiler and runs
 # the test under qemu-user, whose CPU has NEON: the tests compare the neon and portable paths
 # bit for bit, and the golden-bits tests compare them with fingerprints committed from x86, so
@@ -10,7 +12,9 @@
 set -eu
 src=$1
 bin=$2
-shift 2
+kernel_sources=$3
+test_sources=$4
+shift 4
 defs=""  # the kernels library's compile definitions (kernels/CMakeLists.txt), as -D flags
 for d in "$@"; do defs="$defs -D$d"; done
 cxx="aarch64-linux-gnu-g++"
@@ -42,12 +46,14 @@ compile() {
   echo "$o"
 }
 objects=""
-for f in kernels/cpu/ffn_gemm.cc kernels/cpu/gating_kernel.cc kernels/cpu/combine_kernel.cc; do
-  objects="$objects $(compile "$f" -O3 -Wno-maybe-uninitialized)"
-done
-for f in kernels/ffn.cc kernels/gating.cc kernels/permute.cc kernels/cpu_isa.cc common/env.cc common/json_reader.cc \
-         tests/kernels/ffn_test.cc tests/kernels/gating_test.cc tests/kernels/permute_test.cc; do
-  objects="$objects $(compile "$f")"
+# The two files the kernels and their tests use from switchyard_common (the rest of it needs
+# libraries with no arm64 package installed here).
+# shellcheck disable=SC2086  # word lists
+for f in $kernel_sources $test_sources common/env.cc common/json_reader.cc; do
+  case $f in
+    kernels/cpu/*) objects="$objects $(compile "$f" -O3 -Wno-maybe-uninitialized)" ;;  # as kernels/CMakeLists.txt
+    *) objects="$objects $(compile "$f")" ;;
+  esac
 done
 # shellcheck disable=SC2086  # word lists
 "$cxx" -fopenmp $objects $libs -o "$out/kernels_test"
