@@ -143,8 +143,8 @@ class EpochManager::TransferThread {
     job.failed = true;
   }
 
-  // Posts what the credit allows, in the cluster-wide order of pieces (receives and sends in
-  // separate windows), tests what is in flight, until done, failed or cancelled.
+  // Tests what is in flight, posts what the credit allows in the cluster-wide order of pieces
+  // (receives and sends in separate windows), until done, failed or cancelled.
   void Execute(Job& job) {
     Inflight sends, recvs;
     size_t next_send = 0, next_recv = 0;
@@ -152,6 +152,22 @@ class EpochManager::TransferThread {
     // doubles while nothing moves, from 100 us up to 2 ms.
     auto pause = std::chrono::microseconds(100);
     while (true) {
+      // Completions first, so that the windows ChoosePost sees hold no finished message (a
+      // full window would send its credit to a later piece of the other direction).
+      bool progressed = false;
+      for (Inflight* list : {&recvs, &sends}) {
+        for (size_t i = 0; i < list->size();) {
+          auto done = (*list)[i]->Test();
+          if (!done.ok()) return Fail(job, absl::StrCat("weight transfer: ", done.status().message()));
+          if (*done) {
+            list->erase(list->begin() + static_cast<std::ptrdiff_t>(i));
+            job.completed.fetch_add(1, std::memory_order_relaxed);
+            progressed = true;
+          } else {
+            ++i;
+          }
+        }
+      }
       std::vector<Job::Piece> post_recv, post_send;
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -173,7 +189,7 @@ class EpochManager::TransferThread {
           (next == PostNext::kRecv ? post_recv : post_send).push_back(p);
         }
       }
-      bool progressed = !post_recv.empty() || !post_send.empty();
+      progressed = progressed || !post_recv.empty() || !post_send.empty();
       for (const Job::Piece& p : post_recv) {
         auto r = comm_.Irecv(p.data, p.bytes, p.peer, p.tag);
         if (!r.ok()) return Fail(job, absl::StrCat("receiving from rank ", p.peer, ": ", r.status().message()));
@@ -183,19 +199,6 @@ class EpochManager::TransferThread {
         auto r = comm_.Isend(p.data, p.bytes, p.peer, p.tag);
         if (!r.ok()) return Fail(job, absl::StrCat("sending to rank ", p.peer, ": ", r.status().message()));
         sends.push_back(*std::move(r));
-      }
-      for (Inflight* list : {&recvs, &sends}) {
-        for (size_t i = 0; i < list->size();) {
-          auto done = (*list)[i]->Test();
-          if (!done.ok()) return Fail(job, absl::StrCat("weight transfer: ", done.status().message()));
-          if (*done) {
-            list->erase(list->begin() + static_cast<std::ptrdiff_t>(i));
-            job.completed.fetch_add(1, std::memory_order_relaxed);
-            progressed = true;
-          } else {
-            ++i;
-          }
-        }
       }
       if (next_recv == job.recvs.size() && next_send == job.sends.size() && recvs.empty() && sends.empty()) {
         job.done = true;
@@ -294,7 +297,11 @@ absl::StatusOr<placement::Placement> ValidateOrders(const control::Orders& order
     if (!holds(now, t.from()) || holds(now, t.to()) || !holds(*target->FindLayer(t.layer()), t.to())) {
       return bad("transfer of layer ", t.layer(), " expert ", t.expert(), " ", t.from(), "->", t.to(), " does not match the placements");
     }
-    ++incoming[{t.layer(), t.expert(), t.to()}];
+    // One staging buffer per (layer, expert) on the receiver: a second transfer would replace
+    // it while the first one's receives still write into it.
+    if (++incoming[{t.layer(), t.expert(), t.to()}] > 1) {
+      return bad("layer ", t.layer(), " expert ", t.expert(), " has more than one transfer to rank ", t.to());
+    }
   }
   for (int layer_id : layer_ids) {
     const placement::LayerPlacement& next = *target->FindLayer(layer_id);

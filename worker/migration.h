@@ -60,10 +60,11 @@ struct MigrationOptions {
 // the picked piece, which keeps the credit for the earlier piece.
 //
 // Liveness: the earliest piece not complete anywhere is then the next one of both its ranks
-// (each has posted every earlier piece, and a full window holds only earlier ones), so each
-// step's grant (at least one chunk) completes at least one piece in the cluster. Receiving
-// first instead let every rank spend its budget on receives nobody sent: with one chunk per
-// step, nothing moved until the receive windows were full.
+// (each has posted every earlier piece, and a full window holds only earlier ones, which are
+// complete: the thread tests before it posts), so each step's grant (at least one chunk) has
+// both ranks post it, and the cluster completes at least one piece per step but for the time
+// on the wire. Receiving first instead let every rank spend its budget on receives nobody
+// sent: with one chunk per step, nothing moved until the receive windows were full.
 struct PostQueue {
   bool empty = true;     // nothing left to post in this direction
   int64_t order = 0;     // the next piece's cluster-wide order
@@ -91,7 +92,7 @@ struct StepVote {
 // placement must be valid and fit this job (cluster shape, experts, every layer in
 // `layer_ids`, the layers this rank runs); each transfer must name a layer in `layer_ids` and
 // bring an expert from a current holder to a rank that lacks it and holds it in the target;
-// every new replica in those layers needs a transfer. Returns the target, or InvalidArgument
+// every new replica in those layers needs exactly one transfer. Returns the target, or InvalidArgument
 // naming the first problem. Pure.
 absl::StatusOr<placement::Placement> ValidateOrders(const switchyard::control::v1::Orders& orders,
                                                     const placement::Placement& current, const std::vector<int>& layer_ids);

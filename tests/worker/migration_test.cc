@@ -132,6 +132,11 @@ TEST(Migration, OrdersAreValidatedBeforeUse) {
   control::Orders missing = w.orders;
   missing.mutable_transfers()->RemoveLast();
   refused(missing, "with no transfer");
+  // A second transfer of the same expert to the same rank (from another holder or the same
+  // one) would replace the staging buffer the first one's receives write into.
+  control::Orders twice = w.orders;
+  *twice.add_transfers() = w.orders.transfers(0);
+  refused(twice, "has more than one transfer to rank");
   control::Orders shape = w.orders;
   shape.mutable_placement()->set_experts(shape.placement().experts() + 1);
   EXPECT_FALSE(ValidateOrders(shape, w.start, w.layers).ok());
