@@ -1,6 +1,8 @@
 #include "tests/common/cluster_util.h"
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace switchyard::test {
@@ -67,6 +69,24 @@ std::string WaitForEvent(const std::string& cli, const std::string& address, con
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return "";
+}
+
+std::map<int, StepLog> ReadStepLogs(const std::string& prefix) {
+  std::map<int, StepLog> out;
+  for (int origin = 0; origin < 8; ++origin) {
+    std::ifstream in(prefix + ".rank" + std::to_string(origin) + ".csv");
+    if (!in) continue;
+    std::string line;
+    std::getline(in, line);  // header: step,epoch,wall_ms,...,output_hash,done_unix_s,pairs
+    while (std::getline(in, line)) {
+      std::vector<std::string> f;
+      std::istringstream fields(line);
+      for (std::string x; std::getline(fields, x, ',');) f.push_back(x);
+      if (f.size() < 11) continue;
+      out[origin][std::stoi(f[0])] = {std::stoll(f[1]), f[8], std::stod(f[9]), std::stoll(f[10])};
+    }
+  }
+  return out;
 }
 
 }  // namespace switchyard::test

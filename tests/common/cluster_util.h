@@ -1,7 +1,9 @@
 // Helpers for tests that run a coordinator process, workers under mpirun and the CLI.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -46,5 +48,16 @@ bool WaitForStatus(const std::string& cli, const std::string& address,
                    const std::function<bool(const nlohmann::json&)>& done, int seconds = 60);
 // Polls `switchyard events` until one of kind `kind` appears; its message, or "" after `seconds`.
 std::string WaitForEvent(const std::string& cli, const std::string& address, const std::string& kind, int seconds = 60);
+
+// One line of a worker's step log (--step-log PREFIX; worker/driver.h, DriverOptions::step_log).
+struct StepRow {
+  int64_t epoch = 0;
+  std::string hash;  // output_hash
+  double done = 0;   // done_unix_s: unix seconds
+  int64_t pairs = 0;
+};
+using StepLog = std::map<int, StepRow>;  // by step
+// PREFIX.rank<ORIGIN>.csv of every origin in 0..7 that has one, by origin.
+std::map<int, StepLog> ReadStepLogs(const std::string& prefix);
 
 }  // namespace switchyard::test

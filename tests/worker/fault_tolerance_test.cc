@@ -15,7 +15,6 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "tests/common/cluster_util.h"
 #include "tests/common/subprocess.h"
 
@@ -29,30 +28,8 @@ const std::vector<std::string> kEnv = {"UCX_NET_DEVICES=lo"};
 constexpr int kSteps = 200;
 constexpr int kFailAt = 40;  // the failure comes once some rank logged this step
 
-struct StepRow {
-  std::string hash;
-  double done = 0;  // unix seconds
-  int64_t pairs = 0;
-  int64_t epoch = 0;
-};
-using StepLog = std::map<int, StepRow>;  // by step
-
-// PREFIX.rank<ORIGIN>.csv of every origin present.
-std::map<int, StepLog> ReadStepLogs(const std::string& prefix) {
-  std::map<int, StepLog> out;
-  for (int origin = 0; origin < 8; ++origin) {
-    std::ifstream in(absl::StrCat(prefix, ".rank", origin, ".csv"));
-    if (!in) continue;
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      const std::vector<std::string> f = absl::StrSplit(line, ',');
-      if (f.size() < 11) continue;
-      out[origin][std::stoi(f[0])] = {f[8], std::stod(f[9]), std::stoll(f[10]), std::stoll(f[1])};
-    }
-  }
-  return out;
-}
+using test::ReadStepLogs;
+using test::StepLog;
 
 class Job {
  public:

@@ -11,12 +11,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "tests/common/cluster_util.h"
 #include "tests/common/subprocess.h"
 
@@ -81,14 +79,9 @@ std::set<std::tuple<int, int, int>> Replicas(const nlohmann::json& p) {
 // Checks the step logs of all ranks: one epoch per step on every rank; returns the epochs.
 std::vector<int> EpochsByStep(const std::string& prefix) {
   std::vector<std::vector<int>> per_rank(4);
+  std::map<int, test::StepLog> logs = test::ReadStepLogs(prefix);
   for (int r = 0; r < 4; ++r) {
-    std::istringstream in(test::Slurp(absl::StrCat(prefix, ".rank", r, ".csv")));
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      const std::vector<std::string> f = absl::StrSplit(line, ',');
-      per_rank[r].push_back(std::stoi(f[1]));
-    }
+    for (const auto& [step, row] : logs[r]) per_rank[r].push_back(static_cast<int>(row.epoch));
   }
   for (int r = 1; r < 4; ++r) EXPECT_EQ(per_rank[r], per_rank[0]) << "rank " << r << " ran other epochs than rank 0";
   return per_rank[0];
