@@ -29,14 +29,21 @@ const std::vector<std::string> kEnv = {"OMPI_MCA_mpi_yield_when_idle=1", "UCX_NE
 
 // DeepSeek-V3 (1/32 scale, 2 layers, 64 tokens per rank: ~10 ms steps here) from a
 // contiguous placement with 2 spare slots per rank (or `slots`), prefill load switching to
-// decode half way.
-std::vector<std::string> Job(int steps, const std::string& backend = "mpi", int slots = 66) {
+// decode at step `decode_from` (half way when negative).
+std::vector<std::string> Job(int steps, const std::string& backend = "mpi", int slots = 66, int decode_from = -1) {
+  if (decode_from < 0) decode_from = steps / 2;
   return {"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2", "--tokens-per-rank", "64",
           "--slots-per-rank", std::to_string(slots), "--backend", backend, "--workload",
           "trace:" + kTraces + "deepseek_v3_sglang_prefill_in4096.csv", "--workload",
-          "trace:" + kTraces + "deepseek_v3_sglang_decode_in1000out1000.csv@" + std::to_string(steps / 2), "--steps",
+          "trace:" + kTraces + "deepseek_v3_sglang_decode_in1000out1000.csv@" + std::to_string(decode_from), "--steps",
           std::to_string(steps), "--log-every", "0", "--window-steps", "5"};
 }
+
+// Jobs that run until the test has seen what it waits for (a commit), then get a SIGTERM:
+// a step count fixed in advance would guess the machine's speed. Their load switches to
+// decode at this step, so that a reference of the same length sees the same load.
+constexpr int kUntilStopped = 1000000;
+constexpr int kDecodeFrom = 100;
 
 std::vector<std::string> Command(std::vector<std::string> args) {
   std::vector<std::string> argv = test::Mpirun(MPIEXEC, 4);
@@ -54,6 +61,19 @@ nlohmann::json ReadReport(const std::string& path) {
   std::ifstream in(path);
   if (!in) return nlohmann::json::object();
   return nlohmann::json::parse(in, nullptr, false);
+}
+
+// SIGTERM to mpirun, which forwards it: every rank stops after the same step and rank 0
+// writes the report (mpirun exits 1 after forwarding a signal; the report says how it ended).
+nlohmann::json StopJob(test::Process& workers, const std::string& report, const std::string& log) {
+  EXPECT_EQ(kill(workers.pid(), SIGTERM), 0);
+  bool timed_out = false;
+  workers.Wait(std::chrono::seconds(120), &timed_out);
+  EXPECT_FALSE(timed_out) << test::Slurp(log);
+  const nlohmann::json j = ReadReport(report);
+  EXPECT_TRUE(j.value("stopped_early", false)) << test::Slurp(log);
+  EXPECT_TRUE(j.value("tokens_conserved", false)) << test::Slurp(log);
+  return j;
 }
 
 nlohmann::json RunJob(const std::vector<std::string>& args, const std::string& report) {
@@ -94,12 +114,12 @@ class RebalanceLaunchTest : public ::testing::Test {
   // The checksum of `steps` steps with the placement never changing.
   // (The placement does not change the checksum; the backend may not either, but we keep
   // each comparison within one backend.)
-  static std::string Reference(int steps, const std::string& backend = "mpi") {
-    static std::map<std::pair<int, std::string>, std::string> cache;
-    auto& c = cache[{steps, backend}];
+  static std::string Reference(int steps, const std::string& backend = "mpi", int decode_from = -1) {
+    static std::map<std::tuple<int, std::string, int>, std::string> cache;
+    auto& c = cache[{steps, backend, decode_from}];
     if (c.empty()) {
-      const std::string report = dir_->File(absl::StrCat("off", steps, backend, ".json"));
-      c = RunJob(Plus(Job(steps, backend), {"--rebalance", "off"}), report).value("output_checksum", "?");
+      const std::string report = dir_->File(absl::StrCat("off", steps, backend, decode_from, ".json"));
+      c = RunJob(Plus(Job(steps, backend, 66, decode_from), {"--rebalance", "off"}), report).value("output_checksum", "?");
     }
     return c;
   }
@@ -154,29 +174,29 @@ TEST_F(RebalanceLaunchTest, EmbeddedRebalancingKeepsOutputsAndEpochsConsistent) 
 }
 
 TEST_F(RebalanceLaunchTest, DrainedRankEndsHoldingNothing) {
-  const int steps = 600;
   test::TempDir dir;
   test::CoordinatorProcess coordinator(kCoordinator, dir, 0);
   ASSERT_GT(coordinator.port(), 0) << coordinator.log();
   const std::string address = coordinator.address();
-  const std::string report = dir.File("drain.json");
+  const std::string report = dir.File("drain.json"), log = dir.File("workers.log");
   // 86 slots per rank: three ranks can hold all 256 experts.
-  test::Process workers(Command(Plus(Job(steps, "ucx", 86), {"--coordinator", address, "--rebalance", "on", "--report", report})),
-                        dir.File("workers.log"), kEnv);
+  test::Process workers(
+      Command(Plus(Job(kUntilStopped, "ucx", 86, kDecodeFrom), {"--coordinator", address, "--rebalance", "on", "--report", report})),
+      log, kEnv);
   ASSERT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) { return test::JsonInt(s, "registered") == 4; }))
-      << test::Slurp(dir.File("workers.log"));
+      << test::Slurp(log);
   const test::RunResult r = test::Cli(kCli, address, {"drain", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  bool timed_out = false;
-  EXPECT_EQ(workers.Wait(std::chrono::seconds(300), &timed_out), 0) << test::Slurp(dir.File("workers.log"));
-  const nlohmann::json j = ReadReport(report);
-  ASSERT_TRUE(j.contains("held_replicas")) << test::Slurp(dir.File("workers.log"));
+  EXPECT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) { return test::JsonInt(s, "committedEpoch") >= 1; }))
+      << test::Slurp(log);
+  const nlohmann::json j = StopJob(workers, report, log);
+  ASSERT_TRUE(j.contains("held_replicas")) << test::Slurp(log);
   EXPECT_EQ(j["held_replicas"][3], 0) << "the drain did not commit before the run ended";
   EXPECT_GE(j.value("final_epoch", 0), 1);
   for (const auto& [layer, rank, expert] : Replicas(j["final_placement"])) EXPECT_NE(rank, 3);
   EXPECT_TRUE(j.value("tokens_conserved", false));
   EXPECT_TRUE(j.value("weights_identical", false));
-  EXPECT_EQ(j.value("output_checksum", ""), Reference(steps, "ucx"));
+  EXPECT_EQ(j.value("output_checksum", ""), Reference(j.value("steps", 0), "ucx", kDecodeFrom));
   // The coordinator agrees: the workers' epoch and placement.
   const nlohmann::json s = test::StatusJson(kCli, address);
   EXPECT_EQ(test::JsonInt(s, "committedEpoch"), j.value("final_epoch", -1));
@@ -186,43 +206,45 @@ TEST_F(RebalanceLaunchTest, DrainedRankEndsHoldingNothing) {
 }
 
 TEST_F(RebalanceLaunchTest, CoordinatorRestartedMidMigrationEndsConsistent) {
-  const int steps = 700;
   test::TempDir dir;
   const std::vector<std::string> durable = {"--state-dir", dir.File("state")};
   auto coordinator = std::make_unique<test::CoordinatorProcess>(kCoordinator, dir, 0, durable);
   const int port = coordinator->port();
   ASSERT_GT(port, 0) << coordinator->log();
   const std::string address = coordinator->address();
-  const std::string report = dir.File("restart.json");
+  const std::string report = dir.File("restart.json"), log = dir.File("workers.log");
   // A slow migration (16 KiB per step) so that the restart falls in the middle of it.
-  test::Process workers(Command(Plus(Job(steps), {"--coordinator", address, "--rebalance", "on", "--migration-bytes-per-step",
-                                                  "16384", "--report", report})),
-                        dir.File("workers.log"), kEnv);
+  test::Process workers(Command(Plus(Job(kUntilStopped, "mpi", 66, kDecodeFrom),
+                                     {"--coordinator", address, "--rebalance", "on", "--migration-bytes-per-step", "16384",
+                                      "--report", report})),
+                        log, kEnv);
   ASSERT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) {
     return test::JsonInt(s, "registered") == 4 && test::JsonInt(s, "windows") >= 2;
-  })) << test::Slurp(dir.File("workers.log"));
+  })) << test::Slurp(log);
   test::RunResult r = test::Cli(kCli, address, {"rebalance", "--max-moves", "12"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  ASSERT_FALSE(test::WaitForEvent(kCli, address, "migration_started").empty()) << test::Slurp(dir.File("workers.log"));
+  ASSERT_FALSE(test::WaitForEvent(kCli, address, "migration_started").empty()) << test::Slurp(log);
   const int64_t step_at_stop = test::JsonInt(test::StatusJson(kCli, address), "step");
   EXPECT_EQ(coordinator->Stop(), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   coordinator = std::make_unique<test::CoordinatorProcess>(kCoordinator, dir, port, durable);
   ASSERT_EQ(coordinator->port(), port) << coordinator->log();
-  bool timed_out = false;
-  EXPECT_EQ(workers.Wait(std::chrono::seconds(300), &timed_out), 0) << test::Slurp(dir.File("workers.log"));
-  const nlohmann::json j = ReadReport(report);
-  ASSERT_TRUE(j.contains("migrations")) << test::Slurp(dir.File("workers.log"));
+  // The restarted coordinator learns the commit from the workers.
+  EXPECT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) {
+    return test::JsonInt(s, "committedEpoch") == 1 && test::JsonInt(s, "targetEpoch") == 1;
+  })) << test::StatusJson(kCli, address).dump() << test::Slurp(log);
+  const nlohmann::json j = StopJob(workers, report, log);
+  ASSERT_TRUE(j.contains("migrations")) << test::Slurp(log);
   ASSERT_EQ(j["migrations"].size(), 1u);
   const auto& m = j["migrations"][0];
   EXPECT_GT(m.value("commit_step", -1), step_at_stop) << "the migration ended before the coordinator stopped";
   EXPECT_EQ(j.value("final_epoch", 0), 1);
-  EXPECT_EQ(j.value("output_checksum", ""), Reference(steps));
+  EXPECT_EQ(j.value("output_checksum", ""), Reference(j.value("steps", 0), "mpi", kDecodeFrom));
   EXPECT_TRUE(j.value("weights_identical", false));
   // The restarted coordinator agrees with the workers: one epoch, one placement.
-  ASSERT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) {
-    return test::JsonInt(s, "committedEpoch") == 1 && test::JsonInt(s, "targetEpoch") == 1;
-  }, 20)) << test::StatusJson(kCli, address).dump();
+  const nlohmann::json s = test::StatusJson(kCli, address);
+  EXPECT_EQ(test::JsonInt(s, "committedEpoch"), 1) << s.dump();
+  EXPECT_EQ(test::JsonInt(s, "targetEpoch"), 1) << s.dump();
   r = test::Cli(kCli, address, {"placement", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Replicas(nlohmann::json::parse(r.out)), Replicas(j["final_placement"]));
