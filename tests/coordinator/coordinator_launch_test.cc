@@ -57,7 +57,7 @@ TEST(CoordinatorLaunch, WorkersRegisterReportAndSurviveACoordinatorRestart) {
   ASSERT_GT(port, 0) << coordinator->log();
   const std::string address = coordinator->address();
 
-  // 4 ranks, 256 experts in 65 slots per rank (one spare); the run lasts until the SIGTERM
+  // 4 ranks, 256 experts in 65 slots per rank (one spare); the run lasts until the SIGUSR1
   // below, after the restart's checks (a fixed step count is a guess at the machine's speed).
   test::Process workers(WorkerCommand({"--model", "preset:deepseek-v3", "--scale", "0.03125", "--layers", "2",
                                        "--tokens-per-rank", "64", "--slots-per-rank", "65", "--workload", "trace:" + kTrace,
@@ -112,14 +112,14 @@ TEST(CoordinatorLaunch, WorkersRegisterReportAndSurviveACoordinatorRestart) {
   r = Cli(address, {"events"});
   EXPECT_NE(r.out.find("restored"), std::string::npos) << r.out;
 
-  // A SIGTERM (mpirun forwards it) ends the run at a step boundary: every rank finishes
-  // cleanly and leaves. mpirun itself exits 1 after forwarding a signal, so the ranks' clean
-  // end is read from rank 0's summary, printed only after every rank's last step.
-  ASSERT_EQ(kill(workers.pid(), SIGTERM), 0);
+  // SIGUSR1 to mpirun, which passes it to every rank (a SIGTERM would have mpirun kill them
+  // a second later): the ranks stop after the same step, leave, and exit 0.
+  ASSERT_EQ(kill(workers.pid(), SIGUSR1), 0);
   bool timed_out = false;
-  workers.Wait(std::chrono::seconds(120), &timed_out);
+  const int code = workers.Wait(std::chrono::seconds(120), &timed_out);
   ASSERT_FALSE(timed_out);
   const std::string log = test::Slurp(dir.File("workers.log"));
+  EXPECT_EQ(code, 0) << log;
   EXPECT_NE(log.find("stopped after step"), std::string::npos) << log;
   EXPECT_NE(log.find("tokens conserved: yes"), std::string::npos) << log;
   // Every rank served while the coordinator was down.

@@ -98,10 +98,11 @@ class Job:
         raise AssertionError("the job reported no load windows in time")
 
     def end(self, timeout=120):
-        """Ends the run as an operator would: SIGTERM to mpirun, which forwards it (and then
-        exits 1); every rank stops at a step boundary and rank 0 writes the report."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=timeout)
+        """Ends the run early: SIGUSR1 to mpirun, which passes it to every rank (a SIGTERM
+        would have mpirun kill them a second later); the ranks stop after the same step,
+        rank 0 writes the report, and the job exits 0."""
+        self.proc.send_signal(signal.SIGUSR1)
+        assert self.proc.wait(timeout=timeout) == 0, (self.out.name, open(self.out.name).read()[-3000:])
         report = json.loads(self.report.read_text())
         assert report["stopped_early"] and report["tokens_conserved"], report
         return report
@@ -136,6 +137,9 @@ def observed(tmp_path_factory):
         job.wait_for_windows(c)
         wait = c.cli("rebalance", "--wait")
         drain = c.cli("drain", "3", "--wait")
+        deadline = time.time() + 120  # at least 100 steps (the metrics test counts them)
+        while int(c.status()["step"]) < 100 and time.time() < deadline:
+            time.sleep(0.2)
         job.end()
         yield c, job, (wait, drain)
     finally:

@@ -25,7 +25,7 @@ using namespace std::chrono_literals;
 
 const std::string kTrace = std::string(SWITCHYARD_SOURCE_DIR) + "/../shared/traces/deepseek_v3_sglang_decode_in1000out1000.csv";
 const std::vector<std::string> kEnv = {"UCX_NET_DEVICES=lo"};
-constexpr int kSteps = 120;
+constexpr int kSteps = 160;
 constexpr int kFailAt = 40;  // the failure comes once some rank logged this step
 
 using test::ReadStepLogs;

@@ -39,11 +39,20 @@ std::vector<std::string> Job(int steps, const std::string& backend = "mpi", int 
           std::to_string(steps), "--log-every", "0", "--window-steps", "5"};
 }
 
-// Jobs that run until the test has seen what it waits for (a commit), then get a SIGTERM:
-// a step count fixed in advance would guess the machine's speed. Their load switches to
-// decode at this step, so that a reference of the same length sees the same load.
+// Jobs that run until the test has seen what it waits for (a commit, and kDecodeFrom + 20
+// steps), then are stopped (StopJob): a step count fixed in advance would guess the
+// machine's speed. Their load switches to decode at kDecodeFrom, so that a reference of the
+// same length sees the same load.
 constexpr int kUntilStopped = 1000000;
-constexpr int kDecodeFrom = 100;
+constexpr int kDecodeFrom = 40;
+
+// The coordinator's status shows `epoch` committed and step kDecodeFrom + 20 reached.
+bool WaitForCommitAndDecode(const std::string& address, int64_t epoch) {
+  return test::WaitForStatus(kCli, address, [epoch](const nlohmann::json& s) {
+    return test::JsonInt(s, "committedEpoch") >= epoch && test::JsonInt(s, "targetEpoch") == epoch &&
+           test::JsonInt(s, "step") >= kDecodeFrom + 20;
+  });
+}
 
 std::vector<std::string> Command(std::vector<std::string> args) {
   std::vector<std::string> argv = test::Mpirun(MPIEXEC, 4);
@@ -63,12 +72,12 @@ nlohmann::json ReadReport(const std::string& path) {
   return nlohmann::json::parse(in, nullptr, false);
 }
 
-// SIGTERM to mpirun, which forwards it: every rank stops after the same step and rank 0
-// writes the report (mpirun exits 1 after forwarding a signal; the report says how it ended).
+// SIGUSR1 to mpirun, which passes it to every rank (a SIGTERM would have mpirun kill them a
+// second later): the ranks stop after the same step, rank 0 writes the report, all exit 0.
 nlohmann::json StopJob(test::Process& workers, const std::string& report, const std::string& log) {
-  EXPECT_EQ(kill(workers.pid(), SIGTERM), 0);
+  EXPECT_EQ(kill(workers.pid(), SIGUSR1), 0);
   bool timed_out = false;
-  workers.Wait(std::chrono::seconds(120), &timed_out);
+  EXPECT_EQ(workers.Wait(std::chrono::seconds(120), &timed_out), 0) << test::Slurp(log);
   EXPECT_FALSE(timed_out) << test::Slurp(log);
   const nlohmann::json j = ReadReport(report);
   EXPECT_TRUE(j.value("stopped_early", false)) << test::Slurp(log);
@@ -187,8 +196,7 @@ TEST_F(RebalanceLaunchTest, DrainedRankEndsHoldingNothing) {
       << test::Slurp(log);
   const test::RunResult r = test::Cli(kCli, address, {"drain", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) { return test::JsonInt(s, "committedEpoch") >= 1; }))
-      << test::Slurp(log);
+  EXPECT_TRUE(WaitForCommitAndDecode(address, 1)) << test::StatusJson(kCli, address).dump() << test::Slurp(log);
   const nlohmann::json j = StopJob(workers, report, log);
   ASSERT_TRUE(j.contains("held_replicas")) << test::Slurp(log);
   EXPECT_EQ(j["held_replicas"][3], 0) << "the drain did not commit before the run ended";
@@ -230,9 +238,7 @@ TEST_F(RebalanceLaunchTest, CoordinatorRestartedMidMigrationEndsConsistent) {
   coordinator = std::make_unique<test::CoordinatorProcess>(kCoordinator, dir, port, durable);
   ASSERT_EQ(coordinator->port(), port) << coordinator->log();
   // The restarted coordinator learns the commit from the workers.
-  EXPECT_TRUE(test::WaitForStatus(kCli, address, [](const nlohmann::json& s) {
-    return test::JsonInt(s, "committedEpoch") == 1 && test::JsonInt(s, "targetEpoch") == 1;
-  })) << test::StatusJson(kCli, address).dump() << test::Slurp(log);
+  EXPECT_TRUE(WaitForCommitAndDecode(address, 1)) << test::StatusJson(kCli, address).dump() << test::Slurp(log);
   const nlohmann::json j = StopJob(workers, report, log);
   ASSERT_TRUE(j.contains("migrations")) << test::Slurp(log);
   ASSERT_EQ(j["migrations"].size(), 1u);
