@@ -117,7 +117,9 @@ void Scores(const GatingConfig& c, const float* x, float* scores, float* choice)
 // within 1.2e-7 of 0 or 1) and n = round(y) by the 1.5 x 2^23 shifter, added to the
 // exponent. Not the same bits on every target (the estimates differ): only the bound is
 // shared.
-HWY_INLINE VF FilterSigmoid(VF x) {
+//
+// `plus` is added in the last Newton step's FMA (r (2 - den r) + plus): the bias, or zero.
+HWY_INLINE VF FilterSigmoid(VF x, VF plus) {
   const DF d;
   constexpr float kMinusLog2e = -exp_detail::kLog2e;
 #if SY_HWY_AVX512
@@ -146,7 +148,7 @@ HWY_INLINE VF FilterSigmoid(VF x) {
 #if HWY_ARCH_ARM
   r = Fma(r, FmaNeg(den, r, one), r);
 #endif
-  return Fma(r, FmaNeg(den, r, one), r);
+  return Fma(r, FmaNeg(den, r, hn::Set(d, 2.0f)), plus);
 }
 
 // The bound on |a_e - c_e| for config c, or -1 where the filter does not apply (softmax, or a
@@ -168,10 +170,10 @@ void FilterScores(const GatingConfig& c, const float* x, float* choice) {
   const int E = c.num_experts;  // locals: the stores to choice could alias c
   if (const float* bias = c.expert_bias; bias != nullptr) {
     for (int e = 0; e < E; e += kLanes) {
-      hn::StoreU(hn::Add(FilterSigmoid(hn::LoadU(d, x + e)), hn::LoadU(d, bias + e)), d, choice + e);
+      hn::StoreU(FilterSigmoid(hn::LoadU(d, x + e), hn::LoadU(d, bias + e)), d, choice + e);
     }
   } else {
-    for (int e = 0; e < E; e += kLanes) hn::StoreU(FilterSigmoid(hn::LoadU(d, x + e)), d, choice + e);
+    for (int e = 0; e < E; e += kLanes) hn::StoreU(FilterSigmoid(hn::LoadU(d, x + e), hn::Zero(d)), d, choice + e);
   }
 }
 
@@ -911,7 +913,7 @@ float FilterSigmoidError(uint32_t first_bits, uint32_t last_bits, uint32_t strid
   VF worst = hn::Zero(d);
   auto measure = [&](hn::Vec<decltype(du)> bits) {
     const VF x = hn::BitCast(d, bits);
-    VF err = hn::Abs(hn::Sub(FilterSigmoid(x), Sigmoid(d, x)));
+    VF err = hn::Abs(hn::Sub(FilterSigmoid(x, hn::Zero(d)), Sigmoid(d, x)));
     err = hn::IfThenElse(hn::IsNaN(err), hn::Set(d, kPlusInf), err);  // a NaN result counts as infinitely far
     worst = hn::Max(worst, hn::IfThenZeroElse(hn::IsNaN(x), err));
   };
