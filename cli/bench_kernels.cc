@@ -238,7 +238,8 @@ absl::Status GatingCases(BenchReport& report, kernels::CpuIsa isa, int threads) 
                         reinterpret_cast<const char*>(logits.data()) + c * chunk_bytes, chunk_bytes);
           }
         },
-        // 15 pairs, about 15 ms in all: a steadier median than 5 on a noisy host.
+        // 15 pairs (about 15 ms on avx2 and avx512, 0.5 s on portable): a steadier median
+        // than 5 on a noisy host.
         15);  // one OpenMP runtime on both sides: no idle spinning threads of another library to wait out
     SY_RETURN_IF_ERROR(status);
     auto entry = Case(absl::StrCat("gating_deepseek_e256_k8_groups8_top4", run_threads > 1 ? absl::StrCat("_", run_threads, "threads") : ""),

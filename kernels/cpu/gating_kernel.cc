@@ -97,7 +97,7 @@ void Scores(const GatingConfig& c, const float* x, float* scores, float* choice)
 // ---- The filter: approximate selection scores, exact where they decide -----------------
 //
 // For sigmoid routers on the in-register selection, the selection runs first on cheap
-// approximate scores a_e = FilterSigmoid(x_e) + bias_e, each within eps of the exact c_e =
+// approximate scores a_e = FilterSigmoid(x_e, bias_e), each within eps of the exact c_e =
 // Sigmoid(x_e) + bias_e (FilterEpsilon). That suffices for the exact result when
 //   - the kept groups are separated from the rest by more than 4 eps in approximate group
 //     score (a group score moves by at most 2 eps), and

@@ -1,12 +1,18 @@
 #!/bin/sh
 # Usage: gemm_accumulators_in_registers.sh OBJDUMP LIBRARY
-# Fails, listing them, if a GEMM block kernel of LIBRARY (BlockF32, BlockBf16, BlockDot in
-# kernels/cpu/ffn_gemm.cc) stores a vector register to the stack in its reduction loop: the
-# least loop (a backward jump) holding FMA or vdpbf16ps instructions and the weights'
-# prefetch (PrefetchStep, in every reduction step; the epilogue's loops have none). The
-# accumulators must stay in registers; GCC stored every one of them to the stack on each k
-# step of the vdpbf16ps kernel (its rows looped outside its panels), which halved its speed
-# on AMD Zen 5 and went unseen on CPUs that do not use that kernel.
+# Fails, listing them, if a GEMM block kernel of LIBRARY's x86 targets (BlockF32, BlockBf16,
+# BlockDot in kernels/cpu/ffn_gemm.cc, for N_AVX2 and N_AVX3) stores two or more vector
+# registers to the stack in a reduction loop. The accumulators must stay in registers: GCC
+# stored 3 to 15 of them to the stack on every k step of the vdpbf16ps kernel (its rows
+# looped outside its panels), which halved its speed on AMD Zen 5 and went unseen on CPUs
+# that do not use that kernel. (One store is let through: a spilled broadcast in the AVX2
+# kernels, which use all 16 registers, would be harmless.)
+#
+# A reduction loop: a backward jump's range holding FMA or vdpbf16ps instructions and the
+# weights' prefetch (PrefetchStep, in every reduction step; the epilogue's loops have none),
+# that holds no other such range (an innermost loop). Two jumps back to one target are one
+# loop (the later one's range); a range that starts inside another and ends beyond it is
+# out-of-line code jumping back into that loop, not a loop of its own.
 set -eu
 objdump=$1
 library=$2
@@ -17,34 +23,57 @@ library=$2
     for (i = 1; i <= length(s); ++i) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
     return n
   }
-  function check(   i, j, t, first, fmas, prefetches, stores, len, best_len, best_stores) {
-    # The x86 targets (the scalar and emulated ones have no FMA instruction).
-    if (fn !~ /::N_AVX[23]::.*::Block(F32|Bf16|Dot)</) return
-    ++kernels
-    best_len = 0
+  function check(   i, j, c, d, t, found, fmas, prefetches, stores, inner, loops) {
+    if (!match(fn, /N_AVX[23]::([A-Za-z_() ]*::)?Block(F32|Bf16|Dot)</) || fn ~ /\[clone \.cold/) return
+    kind = substr(fn, RSTART, RLENGTH - 1)
+    sub(/::.*::/, "::", kind)
+    ++seen[kind]
+    # Candidate ranges [cs, ce] (instruction indices), one per jump target.
+    nc = 0
     for (i = 1; i <= n; ++i) {
       if (text[i] !~ /^j[a-z]+[ \t]+[0-9a-f]+ /) continue
       split(text[i], parts, /[ \t]+/)
       t = hex(parts[2])
       if (t >= addr[i]) continue
-      fmas = 0; prefetches = 0; stores = 0; first = 0
-      for (j = 1; j <= i; ++j) {
-        if (addr[j] < t) continue
-        if (!first) first = j
-        if (text[j] ~ /^(vfn?madd[0-9]+ps|vdpbf16ps)/) ++fmas
-        if (text[j] ~ /^prefetch/) ++prefetches
-        if (text[j] ~ /^vmov[a-z0-9]*[ \t]+%[xyz]mm[0-9]+,.*\(%rsp\)/) ++stores
+      for (j = 1; j <= i && addr[j] < t; ++j) {}
+      fmas = 0; prefetches = 0; stores = 0
+      for (c = j; c <= i; ++c) {
+        if (text[c] ~ /^(vfn?madd[0-9]+ps|vdpbf16ps)/) ++fmas
+        if (text[c] ~ /^prefetch/) ++prefetches
+        if (text[c] ~ /^vmov[a-z0-9]*[ \t]+%[xyz]mm[0-9]+,.*\(%rsp[,)]/) ++stores
       }
-      len = i - first + 1
-      if (fmas > 0 && prefetches > 0 && (best_len == 0 || len < best_len)) { best_len = len; best_stores = stores }
+      if (fmas == 0 || prefetches == 0) continue
+      found = 0
+      for (c = 1; c <= nc; ++c) {
+        if (cs[c] == j) { found = 1; if (i > ce[c]) { ce[c] = i; cst[c] = stores } }
+      }
+      if (!found) { ++nc; cs[nc] = j; ce[nc] = i; cst[nc] = stores }
     }
-    if (best_len == 0) {
+    for (c = 1; c <= nc; ++c) {
+      back[c] = 0
+      for (d = 1; d <= nc; ++d) {
+        if (cs[d] < cs[c] && cs[c] <= ce[d] && ce[c] > ce[d]) back[c] = 1
+      }
+    }
+    loops = 0
+    for (c = 1; c <= nc; ++c) {
+      if (back[c]) continue
+      inner = 1
+      for (d = 1; d <= nc; ++d) {
+        if (d != c && !back[d] && cs[c] <= cs[d] && ce[d] <= ce[c]) inner = 0
+      }
+      if (!inner) continue
+      ++loops
+      if (cst[c] >= 2) {
+        printf "%s\n    reduction loop of %d instructions stores %d vector registers to the stack\n", fn, ce[c] - cs[c] + 1, cst[c]
+        ++failed
+      }
+    }
+    if (loops == 0) {
       printf "%s\n    no reduction loop found\n", fn
       ++failed
-    } else if (best_stores > 0) {
-      printf "%s\n    reduction loop of %d instructions stores %d vector registers to the stack\n", fn, best_len, best_stores
-      ++failed
     }
+    ++kernels
   }
   /^[0-9a-f]+ <.*>:$/ { check(); fn = $0; n = 0; next }
   /^ +[0-9a-f]+:\t/ {
@@ -56,7 +85,11 @@ library=$2
   }
   END {
     check()
-    if (kernels == 0) { print "no GEMM block kernel found"; exit 1 }
+    # Every kind of kernel must be there: a renamed one would otherwise drop out unseen.
+    split("N_AVX2::BlockF32 N_AVX2::BlockBf16 N_AVX3::BlockF32 N_AVX3::BlockBf16 N_AVX3::BlockDot", kinds, " ")
+    for (k in kinds) {
+      if (!(kinds[k] in seen)) { printf "no %s kernel found in the library\n", kinds[k]; ++failed }
+    }
     if (failed > 0) exit 1
     printf "%d GEMM block kernels keep their accumulators in registers\n", kernels
   }'
